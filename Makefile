@@ -1,0 +1,53 @@
+# Dialtone: `make run` starts a server on SQLite, `make test` runs the whole suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+
+# The PostgreSQL and Redis tests run when those services answer on this machine.
+PG_URL ?= postgresql://postgres@127.0.0.1:5432/dialtone_test
+REDIS_URL ?= redis://127.0.0.1:6379/15
+
+.DEFAULT_GOAL := help
+.PHONY: help run test lint format diagram bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/bin/activate:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(VENV)/bin/activate
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e .
+	touch $@
+
+$(TEST_STAMP): pyproject.toml | $(VENV)/bin/activate
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[test,bench]'
+	touch $@ $(STAMP)
+
+run: $(STAMP) ## install, migrate the SQLite database, create first-run secrets, serve on 127.0.0.1:8080
+	$(VENV)/bin/dialtone serve
+
+test: $(TEST_STAMP) ## install test extras and run lint plus the whole suite
+	$(MAKE) --no-print-directory lint
+	@export DIALTONE_TEST_DATABASE_URL="$${DIALTONE_TEST_DATABASE_URL:-$$($(PY) tests/services.py postgres '$(PG_URL)')}"; \
+	 export DIALTONE_TEST_REDIS_URL="$${DIALTONE_TEST_REDIS_URL:-$$($(PY) tests/services.py redis '$(REDIS_URL)')}"; \
+	 echo "PostgreSQL tests: $${DIALTONE_TEST_DATABASE_URL:-skipped (no server on 127.0.0.1:5432)}"; \
+	 echo "Redis tests: $${DIALTONE_TEST_REDIS_URL:-skipped (no server on 127.0.0.1:6379)}"; \
+	 $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(TEST_STAMP) ## ruff check, ruff format --check, mypy
+	$(VENV)/bin/ruff check dialtone tests bench migrations
+	$(VENV)/bin/ruff format --check dialtone tests bench migrations
+	$(VENV)/bin/mypy dialtone
+
+format: $(TEST_STAMP) ## apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix dialtone tests bench migrations
+	$(VENV)/bin/ruff format dialtone tests bench migrations
+
+clean: ## remove the virtualenv and caches (keeps ./data)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The HTTP edge: thin controllers, one service call each."""

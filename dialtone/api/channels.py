@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from litestar import Controller, delete, get, patch, post
+from litestar.di import Provide
+from litestar.params import JSONBody
+
+from dialtone.api.dependencies import CallerDep, Ctx, Uow, provide_caller
+from dialtone.api.params import ChannelIdQuery
+from dialtone.db.models import Channel
+from dialtone.schemas.channels import (
+    ChannelCreate,
+    ChannelEnvelope,
+    ChannelList,
+    ChannelOut,
+    ChannelUpdate,
+)
+from dialtone.schemas.common import rfc3339
+from dialtone.services.channels import ChannelService
+
+
+def channel_out(channel: Channel) -> ChannelOut:
+    return ChannelOut(
+        id=channel.id,
+        name_enc=channel.name_enc,
+        created_by=channel.created_by,
+        created_at=rfc3339(channel.created_at),
+    )
+
+
+class ChannelController(Controller):
+    path = "/channels"
+    tags = ["channels"]
+    dependencies = {"caller": Provide(provide_caller)}
+
+    @get("/")
+    async def list_channels(self, uow: Uow, ctx: Ctx, caller: CallerDep) -> ChannelList:
+        return ChannelList(channels=[channel_out(c) for c in await ChannelService(uow, ctx).list()])
+
+    @post("/", status_code=201)
+    async def create(
+        self, data: JSONBody[ChannelCreate], uow: Uow, ctx: Ctx, caller: CallerDep
+    ) -> ChannelEnvelope:
+        channel = await ChannelService(uow, ctx).create(caller, data.name_enc)
+        return ChannelEnvelope(channel=channel_out(channel))
+
+    @patch("/")
+    async def rename(
+        self, data: JSONBody[ChannelUpdate], uow: Uow, ctx: Ctx, caller: CallerDep
+    ) -> ChannelEnvelope:
+        channel = await ChannelService(uow, ctx).rename(caller, data.channel_id, data.name_enc)
+        return ChannelEnvelope(channel=channel_out(channel))
+
+    @delete("/", status_code=204)
+    async def remove(
+        self, channel_id: ChannelIdQuery, uow: Uow, ctx: Ctx, caller: CallerDep
+    ) -> None:
+        await ChannelService(uow, ctx).delete(caller, channel_id)

@@ -1,0 +1,66 @@
+"""Per-request dependencies: one unit of work (transaction) and the authenticated caller."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+
+from litestar import Request
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+
+from dialtone.db.unit_of_work import UnitOfWork
+from dialtone.errors import Unauthorized
+from dialtone.services.auth import AuthService
+from dialtone.services.context import Caller, ServerContext
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header (scheme case-insensitive)."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+async def provide_ctx(state: State) -> ServerContext:
+    ctx: ServerContext = state.ctx
+    return ctx
+
+
+async def provide_uow(state: State) -> AsyncGenerator[UnitOfWork, None]:
+    """Commit when the handler succeeds, roll back when it raises; publish after commit."""
+    uow = UnitOfWork(state.sessionmaker, state.publish)
+    async with uow:
+        yield uow
+
+
+async def resolve_caller(request: Request[object, object, State], uow: UnitOfWork) -> Caller | None:
+    token = bearer_token(request.headers.get("authorization"))
+    if token is None:
+        return None
+    caller = await AuthService(uow, request.app.state.ctx).authenticate(token)
+    if caller is not None:
+        request.scope["dialtone_caller"] = caller  # type: ignore[typeddict-unknown-key]
+    return caller
+
+
+async def provide_caller(request: Request[object, object, State], uow: Uow) -> Caller:
+    caller = await resolve_caller(request, uow)
+    if caller is None:
+        raise Unauthorized("missing or invalid bearer token", code="unauthorized")
+    return caller
+
+
+async def provide_optional_caller(
+    request: Request[object, object, State], uow: Uow
+) -> Caller | None:
+    return await resolve_caller(request, uow)
+
+
+# Handler parameter types for the app-level dependencies (Litestar wants them named).
+Uow = NamedDependency[UnitOfWork]
+Ctx = NamedDependency[ServerContext]
+CallerDep = NamedDependency[Caller]
+OptionalCallerDep = NamedDependency[Caller | None]

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Response, get, post
+from litestar.di import Provide
+from litestar.params import JSONBody
+
+from dialtone.api.dependencies import CallerDep, Ctx, Uow, provide_caller
+from dialtone.api.params import ChannelIdQuery
+from dialtone.schemas.common import Status, rfc3339
+from dialtone.schemas.keys import ChannelKeyOut, ChannelKeysIn, DirectoryKeyOut, DirectoryKeysIn
+from dialtone.services.keys import KeyService
+
+
+class ChannelKeyController(Controller):
+    path = "/channels/keys"
+    tags = ["keys"]
+    dependencies = {"caller": Provide(provide_caller)}
+
+    @get("/")
+    async def get_key(
+        self, channel_id: ChannelIdQuery, uow: Uow, ctx: Ctx, caller: CallerDep
+    ) -> ChannelKeyOut:
+        env = await KeyService(uow, ctx).channel_key(caller, channel_id)
+        return ChannelKeyOut(
+            channel_id=env.channel_id,
+            device_id=env.device_id,
+            sender_device_id=env.sender_device_id,
+            sender_public_key=env.sender_public_key,
+            envelope=env.envelope,
+            created_at=rfc3339(env.created_at),
+        )
+
+    @post("/", status_code=201)
+    async def put_keys(
+        self, data: JSONBody[ChannelKeysIn], uow: Uow, ctx: Ctx, caller: CallerDep
+    ) -> Status:
+        await KeyService(uow, ctx).put_channel_keys(caller, data.channel_id, data.envelopes)
+        return Status()
+
+
+class DirectoryKeyController(Controller):
+    path = "/directory/keys"
+    tags = ["keys"]
+    dependencies = {"caller": Provide(provide_caller)}
+
+    @get("/", responses={204: None})  # type: ignore[dict-item]
+    async def get_key(self, uow: Uow, ctx: Ctx, caller: CallerDep) -> Response[Any]:
+        env = await KeyService(uow, ctx).directory_key(caller)
+        if env is None:
+            return Response(content=b"", status_code=204)
+        return Response(
+            DirectoryKeyOut(
+                device_id=env.device_id,
+                sender_device_id=env.sender_device_id,
+                sender_public_key=env.sender_public_key,
+                envelope=env.envelope,
+                created_at=rfc3339(env.created_at),
+            )
+        )
+
+    @post("/", status_code=201)
+    async def put_keys(
+        self, data: JSONBody[DirectoryKeysIn], uow: Uow, ctx: Ctx, caller: CallerDep
+    ) -> Status:
+        await KeyService(uow, ctx).put_directory_keys(caller, data.envelopes)
+        return Status()

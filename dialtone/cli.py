@@ -1,0 +1,120 @@
+"""dialtone serve | migrate | invite create"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from dialtone.config import Settings, ensure_secrets, load_settings, require_secrets
+from dialtone.errors import ConfigError
+
+
+def _settings_with_secrets() -> Settings:
+    settings = load_settings()
+    configured = os.environ.get("DIALTONE_USERNAME_PEPPER") and os.environ.get(
+        "DIALTONE_ADMIN_TOKEN"
+    )
+    if not configured:
+        created, token_path = ensure_secrets(settings.data_dir)
+        settings = load_settings()
+        if created and not os.environ.get("DIALTONE_ADMIN_TOKEN"):
+            print(f"dialtone: first run: created secrets in {settings.data_dir} (mode 0600)")
+            print(f"dialtone: admin token: {settings.admin_token}")
+        elif not os.environ.get("DIALTONE_ADMIN_TOKEN"):
+            print(f"dialtone: admin token is in {token_path}")
+    require_secrets(settings)
+    return settings
+
+
+def _migrate(settings: Settings) -> None:
+    from dialtone.db.migrate import upgrade
+
+    if settings.is_sqlite:
+        os.makedirs(settings.data_dir, exist_ok=True)
+    upgrade(settings.db_url)
+
+
+def cmd_serve(_: argparse.Namespace) -> int:
+    settings = _settings_with_secrets()
+    from dialtone.logs import configure_logging
+    from dialtone.server import serve
+
+    configure_logging(settings.log_format, settings.log_level)
+    _migrate(settings)
+    scheme = "https" if settings.tls_cert else "http"
+    print(f"dialtone: listening on {scheme}://{settings.host}:{settings.port}", flush=True)
+    serve(settings)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    if args.revision == "head":
+        _migrate(settings)
+    else:
+        from dialtone.db.migrate import downgrade
+
+        downgrade(settings.db_url, args.revision)
+    print("dialtone: database is at the requested revision")
+    return 0
+
+
+async def _create_invite(settings: Settings) -> tuple[str, str]:
+    from dialtone.db.engine import create_engine, create_sessionmaker
+    from dialtone.db.unit_of_work import UnitOfWork
+    from dialtone.schemas.common import rfc3339
+    from dialtone.services.context import ServerContext
+    from dialtone.services.invites import InviteService
+
+    engine = create_engine(settings)
+
+    async def no_events(_: object) -> None:
+        return None
+
+    try:
+        async with UnitOfWork(create_sessionmaker(engine), no_events) as uow:
+            token, expires_at = await InviteService(
+                uow, ServerContext.from_settings(settings)
+            ).create()
+    finally:
+        await engine.dispose()
+    return token, rfc3339(expires_at)
+
+
+def cmd_invite_create(_: argparse.Namespace) -> int:
+    settings = load_settings()
+    _migrate(settings)
+    token, expires_at = asyncio.run(_create_invite(settings))
+    print(token)
+    print(f"expires at {expires_at}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dialtone", description="Dialtone chat server")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="migrate the database and run the server")
+    serve.set_defaults(func=cmd_serve)
+    migrate = sub.add_parser("migrate", help="apply database migrations")
+    migrate.add_argument("--revision", default="head", help="target revision (default: head)")
+    migrate.set_defaults(func=cmd_migrate)
+    invite = sub.add_parser("invite", help="manage server invites")
+    invite_sub = invite.add_subparsers(dest="invite_command", required=True)
+    create = invite_sub.add_parser("create", help="create a single-use invite and print it")
+    create.set_defaults(func=cmd_invite_create)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except ConfigError as exc:
+        print(f"dialtone: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return result

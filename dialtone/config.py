@@ -1,0 +1,275 @@
+"""Settings, read once from DIALTONE_* variables and passed down (never a module global)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import msgspec
+
+from dialtone.errors import ConfigError
+
+DAY = 24 * 60 * 60
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: str = "./data"
+    db_url: str = ""
+    username_pepper: bytes = b""
+    admin_token: str = ""
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    session_ttl: int = DAY
+    invite_ttl: int = DAY
+    redis_url: str | None = None
+    rate_limits: bool = True
+    trusted_proxies: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+    log_format: str = "text"
+    log_level: str = "info"
+    turn_secret: str | None = None
+    turn_uris: tuple[str, ...] = ()
+    turn_ttl: int = DAY
+    ws_ping_interval: float = 25.0
+    ws_send_queue: int = 1024
+    argon2_memory_kib: int = 19 * 1024
+    argon2_time_cost: int = 2
+    argon2_parallelism: int = 1
+    max_body_bytes: int = 1024 * 1024
+    db_timeout: float = 10.0
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.db_url.startswith("sqlite")
+
+
+def _int(environ: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+def _duration(environ: Mapping[str, str], name: str, default: int) -> int:
+    """Seconds, or a number with an s/m/h/d suffix (``24h``)."""
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    text = raw.strip().lower()
+    units = {"s": 1, "m": 60, "h": 3600, "d": DAY}
+    factor = units.get(text[-1], 0)
+    number = text[:-1] if factor else text
+    try:
+        value = int(number) * (factor or 1)
+    except ValueError:
+        raise ConfigError(f"{name} must be a duration like 3600, 90m or 24h, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+def _list(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
+    raw = environ.get(name, "")
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    text = raw.strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be on or off, got {raw!r}")
+
+
+def parse_listen_addr(raw: str) -> tuple[str, int]:
+    text = raw.strip()
+    if text.startswith(":"):
+        text = "0.0.0.0" + text
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ConfigError(f"DIALTONE_LISTEN_ADDR must look like host:port, got {raw!r}")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"DIALTONE_LISTEN_ADDR port out of range: {port}")
+    return host.strip("[]") or "0.0.0.0", port
+
+
+def normalise_db_url(raw: str) -> str:
+    """Accept SQLAlchemy URLs and the reference's ``postgres://…?sslmode=…`` form."""
+    url = raw.strip()
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme in {"postgres", "postgresql", "postgresql+asyncpg"}:
+        query = []
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            if key == "sslmode":
+                # asyncpg spells it "ssl"; "disable" is its default.
+                if value != "disable":
+                    query.append(("ssl", value))
+            else:
+                query.append((key, value))
+        return urlunsplit(("postgresql+asyncpg", parts.netloc, parts.path, urlencode(query), ""))
+    if scheme in {"sqlite", "sqlite+aiosqlite"}:
+        # urlunsplit would fold the empty host of sqlite:////abs/path, so keep the rest as is.
+        return "sqlite+aiosqlite" + url[len(parts.scheme) :]
+    raise ConfigError(
+        f"DIALTONE_DB_URL must be a sqlite:/// or postgres:// URL, not {scheme or '(none)'!r}"
+    )
+
+
+def _read_secret_file(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _write_secret_file(path: Path, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(value + "\n")
+
+
+PEPPER_FILE = "username_pepper"
+ADMIN_TOKEN_FILE = "admin_token"  # noqa: S105  (a file name, not a secret)
+
+
+def ensure_secrets(data_dir: str) -> tuple[bool, Path]:
+    """Create the pepper and admin token files on first run (mode 0600).
+
+    Returns whether the admin token was created now, and its path.
+    """
+    folder = Path(data_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        created = False
+        pepper = folder / PEPPER_FILE
+        if not pepper.exists():
+            _write_secret_file(pepper, secrets.token_hex(32))
+        token = folder / ADMIN_TOKEN_FILE
+        if not token.exists():
+            _write_secret_file(token, secrets.token_urlsafe(32))
+            created = True
+    except OSError as exc:
+        raise ConfigError(f"cannot create secrets in {folder}: {exc.strerror}") from None
+    return created, token
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from DIALTONE_* variables. Raises ConfigError with one clear line."""
+    env = os.environ if environ is None else environ
+    host, port = parse_listen_addr(env.get("DIALTONE_LISTEN_ADDR", "127.0.0.1:8080"))
+    data_dir = env.get("DIALTONE_DATA_DIR", "").strip() or "./data"
+
+    raw_db = env.get("DIALTONE_DB_URL", "").strip()
+    if raw_db:
+        db_url = normalise_db_url(raw_db)
+    else:
+        db_url = f"sqlite+aiosqlite:///{Path(data_dir).resolve() / 'dialtone.db'}"
+
+    pepper_text = env.get("DIALTONE_USERNAME_PEPPER", "").strip()
+    if not pepper_text:
+        pepper_path = Path(data_dir) / PEPPER_FILE
+        if pepper_path.exists():
+            pepper_text = _read_secret_file(pepper_path)
+    if pepper_text and len(pepper_text) < 16:
+        raise ConfigError("DIALTONE_USERNAME_PEPPER must be at least 16 characters")
+
+    admin_token = env.get("DIALTONE_ADMIN_TOKEN", "").strip()
+    if not admin_token:
+        token_path = Path(data_dir) / ADMIN_TOKEN_FILE
+        if token_path.exists():
+            admin_token = _read_secret_file(token_path)
+    if admin_token and len(admin_token) < 16:
+        raise ConfigError("DIALTONE_ADMIN_TOKEN must be at least 16 characters")
+
+    tls_cert = env.get("DIALTONE_TLS_CERT", "").strip() or None
+    tls_key = env.get("DIALTONE_TLS_KEY", "").strip() or None
+    if (tls_cert is None) != (tls_key is None):
+        raise ConfigError("DIALTONE_TLS_CERT and DIALTONE_TLS_KEY must be set together")
+    for name, tls_path in (("DIALTONE_TLS_CERT", tls_cert), ("DIALTONE_TLS_KEY", tls_key)):
+        if tls_path is not None and not Path(tls_path).is_file():
+            raise ConfigError(f"{name} points to {tls_path}, which is not a readable file")
+
+    log_format = env.get("DIALTONE_LOG_FORMAT", "text").strip().lower() or "text"
+    if log_format not in {"text", "json"}:
+        raise ConfigError(f"DIALTONE_LOG_FORMAT must be text or json, got {log_format!r}")
+    log_level = env.get("DIALTONE_LOG_LEVEL", "info").strip().lower() or "info"
+    if log_level not in {"debug", "info", "warning", "error"}:
+        raise ConfigError("DIALTONE_LOG_LEVEL must be debug, info, warning or error")
+
+    turn_secret = env.get("DIALTONE_TURN_SECRET", "").strip() or None
+    turn_uris = _list(env, "DIALTONE_TURN_URIS")
+    if turn_secret and not turn_uris:
+        raise ConfigError("DIALTONE_TURN_SECRET is set but DIALTONE_TURN_URIS is empty")
+
+    redis_url = env.get("DIALTONE_REDIS_URL", "").strip() or None
+    if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("DIALTONE_REDIS_URL must start with redis://, rediss:// or unix://")
+
+    return Settings(
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        db_url=db_url,
+        username_pepper=pepper_text.encode("utf-8"),
+        admin_token=admin_token,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        session_ttl=_duration(env, "DIALTONE_SESSION_TTL", DAY),
+        invite_ttl=_duration(env, "DIALTONE_INVITE_TTL", DAY),
+        redis_url=redis_url,
+        rate_limits=_bool(env, "DIALTONE_RATE_LIMITS", True),
+        trusted_proxies=_list(env, "DIALTONE_TRUSTED_PROXIES"),
+        cors_origins=_list(env, "DIALTONE_CORS_ORIGINS"),
+        log_format=log_format,
+        log_level=log_level,
+        turn_secret=turn_secret,
+        turn_uris=turn_uris,
+        turn_ttl=_duration(env, "DIALTONE_TURN_TTL", DAY),
+        ws_ping_interval=_float(env, "DIALTONE_WS_PING_INTERVAL", 25.0),
+        ws_send_queue=_int(env, "DIALTONE_WS_SEND_QUEUE", 1024, minimum=8),
+        argon2_memory_kib=_int(env, "DIALTONE_ARGON2_MEMORY_KIB", 19 * 1024, minimum=19 * 1024),
+        argon2_time_cost=_int(env, "DIALTONE_ARGON2_TIME_COST", 2, minimum=2),
+        argon2_parallelism=_int(env, "DIALTONE_ARGON2_PARALLELISM", 1, minimum=1),
+        db_timeout=_float(env, "DIALTONE_DB_TIMEOUT", 10.0),
+    )
+
+
+def require_secrets(settings: Settings) -> None:
+    if not settings.username_pepper:
+        raise ConfigError(
+            "no username pepper: set DIALTONE_USERNAME_PEPPER or run `dialtone serve` once "
+            "to create one in the data folder"
+        )
+    if not settings.admin_token:
+        raise ConfigError("no admin token: set DIALTONE_ADMIN_TOKEN")

@@ -1,0 +1,51 @@
+"""Engine and session factories. SQLite runs in WAL mode with foreign keys on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from dialtone.config import Settings
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # NORMAL is durable across process crashes in WAL mode (only power loss can lose
+    # the last commits), which is the guarantee we document.
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    if settings.is_sqlite:
+        engine = create_async_engine(
+            settings.db_url,
+            connect_args={"timeout": settings.db_timeout},
+            pool_size=8,
+            max_overflow=8,
+            pool_timeout=settings.db_timeout,
+        )
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_async_engine(
+        settings.db_url,
+        pool_size=10,
+        max_overflow=10,
+        pool_timeout=settings.db_timeout,
+        pool_pre_ping=True,
+        connect_args={"timeout": settings.db_timeout, "command_timeout": settings.db_timeout},
+    )
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)

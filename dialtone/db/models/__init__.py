@@ -1,0 +1,21 @@
+"""Every model, imported so Base.metadata knows the whole schema."""
+
+from dialtone.db.models.channel import Channel, ChannelKeyEnvelope, ChannelMessage
+from dialtone.db.models.device import Device
+from dialtone.db.models.directory import DirectoryKeyEnvelope
+from dialtone.db.models.invite import Invite
+from dialtone.db.models.profile import UserProfile
+from dialtone.db.models.session import Session
+from dialtone.db.models.user import User
+
+__all__ = [
+    "Channel",
+    "ChannelKeyEnvelope",
+    "ChannelMessage",
+    "Device",
+    "DirectoryKeyEnvelope",
+    "Invite",
+    "Session",
+    "User",
+    "UserProfile",
+]

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from dialtone.db.base import ID, Base, UTCDateTime, new_id, utcnow
+
+# SQLite only autoincrements an INTEGER PRIMARY KEY; PostgreSQL wants a BIGINT identity.
+SEQ = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Channel(Base):
+    __tablename__ = "channels"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
+    name_enc: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(ID)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ChannelMessage(Base):
+    """An encrypted message. ``seq`` orders history and backs the paging cursors."""
+
+    __tablename__ = "channel_messages"
+    __table_args__ = (Index("ix_channel_messages_channel_seq", "channel_id", "seq"),)
+
+    seq: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(ID, unique=True, default=new_id)
+    channel_id: Mapped[str] = mapped_column(ID, ForeignKey("channels.id", ondelete="CASCADE"))
+    sender_id: Mapped[str] = mapped_column(ID)
+    sender_device_id: Mapped[str | None] = mapped_column(ID, nullable=True)
+    sender_name_enc: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    sent_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ChannelKeyEnvelope(Base):
+    """A channel key sealed for one recipient device; opaque to the server."""
+
+    __tablename__ = "channel_key_envelopes"
+
+    channel_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("channels.id", ondelete="CASCADE"), primary_key=True
+    )
+    device_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    sender_device_id: Mapped[str] = mapped_column(ID)
+    sender_public_key: Mapped[str] = mapped_column(String(44))
+    envelope: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

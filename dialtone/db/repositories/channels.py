@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from dialtone.db.models import Channel
+
+
+class ChannelRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, channel_id: str) -> Channel | None:
+        return await self.session.get(Channel, channel_id)
+
+    async def exists(self, channel_id: str) -> bool:
+        result = await self.session.execute(select(Channel.id).where(Channel.id == channel_id))
+        return result.first() is not None
+
+    async def all(self) -> Sequence[Channel]:
+        result = await self.session.execute(
+            select(Channel).order_by(Channel.created_at, Channel.id)
+        )
+        return result.scalars().all()
+
+    async def add(self, channel: Channel) -> Channel:
+        self.session.add(channel)
+        await self.session.flush()
+        return channel
+
+    async def delete(self, channel_id: str) -> bool:
+        result = await self.session.execute(delete(Channel).where(Channel.id == channel_id))
+        return bool(result.rowcount)  # type: ignore[attr-defined]

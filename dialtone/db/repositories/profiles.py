@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from dialtone.db.models import UserProfile
+
+
+class ProfileRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def all(self) -> Sequence[UserProfile]:
+        result = await self.session.execute(select(UserProfile).order_by(UserProfile.user_id))
+        return result.scalars().all()
+
+    async def upsert(self, user_id: str, name_enc: str, now: datetime) -> None:
+        profile = await self.session.get(UserProfile, user_id)
+        if profile is None:
+            self.session.add(UserProfile(user_id=user_id, name_enc=name_enc, updated_at=now))
+        else:
+            profile.name_enc = name_enc
+            profile.updated_at = now
+        await self.session.flush()

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from dialtone.db.models import User
+from dialtone.errors import Conflict
+
+
+class UserRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, user_id: str) -> User | None:
+        return await self.session.get(User, user_id)
+
+    async def get_by_username_hash(self, username_hash: str) -> User | None:
+        result = await self.session.execute(select(User).where(User.username_hash == username_hash))
+        return result.scalar_one_or_none()
+
+    async def any_exist(self) -> bool:
+        result = await self.session.execute(select(func.count()).select_from(User).limit(1))
+        return bool(result.scalar_one())
+
+    async def add(self, user: User) -> User:
+        self.session.add(user)
+        try:
+            await self.session.flush()
+        except IntegrityError:
+            raise Conflict("username is taken", code="username_taken") from None
+        return user
+
+    async def admin_flags(self, user_ids: Sequence[str]) -> dict[str, bool]:
+        if not user_ids:
+            return {}
+        result = await self.session.execute(
+            select(User.id, User.is_admin).where(User.id.in_(list(user_ids)))
+        )
+        return {row.id: row.is_admin for row in result}

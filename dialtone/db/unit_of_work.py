@@ -1,0 +1,63 @@
+"""One transaction per request (or per WebSocket frame); events leave only after commit."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+Publish = Callable[[list[Any]], Awaitable[None]]
+
+
+class UnitOfWork:
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], publish: Publish) -> None:
+        self._sessionmaker = sessionmaker
+        self._publish = publish
+        self._session: AsyncSession | None = None
+        self.events: list[Any] = []
+
+    @property
+    def session(self) -> AsyncSession:
+        if self._session is None:
+            self._session = self._sessionmaker()
+        return self._session
+
+    def emit(self, event: Any) -> None:
+        """Queue an event; it is published only if the transaction commits."""
+        self.events.append(event)
+
+    async def commit(self) -> None:
+        if self._session is not None:
+            await self._session.commit()
+        events, self.events = self.events, []
+        if events:
+            await self._publish(events)
+
+    async def rollback(self) -> None:
+        self.events.clear()
+        if self._session is not None:
+            await self._session.rollback()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def __aenter__(self) -> UnitOfWork:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if exc_type is None:
+                await self.commit()
+            else:
+                await self.rollback()
+        finally:
+            await self.close()

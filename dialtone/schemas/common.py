@@ -1,0 +1,31 @@
+"""Bounded string types shared by the wire Structs, and the timestamp format."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+import msgspec
+
+# Text columns on PostgreSQL cannot hold NUL, and nothing legitimate contains one.
+_NO_NUL = r"^[^\x00]*$"
+
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=_NO_NUL)]
+Username = Annotated[str, msgspec.Meta(max_length=256, pattern=_NO_NUL)]
+Password = Annotated[str, msgspec.Meta(max_length=1024, pattern=_NO_NUL)]
+PublicKeyText = Annotated[str, msgspec.Meta(max_length=128, pattern=_NO_NUL)]
+InviteToken = Annotated[str, msgspec.Meta(max_length=256, pattern=_NO_NUL)]
+# Ciphertext as the clients send it (base64 today); the server never reads it.
+NameCipher = Annotated[str, msgspec.Meta(min_length=1, max_length=4096, pattern=_NO_NUL)]
+Envelope = Annotated[str, msgspec.Meta(min_length=1, max_length=4096, pattern=_NO_NUL)]
+MAX_BODY_BYTES = 16 * 1024
+MessageBody = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_BODY_BYTES, pattern=_NO_NUL)]
+
+
+class Status(msgspec.Struct):
+    status: str = "ok"
+
+
+def rfc3339(moment: datetime) -> str:
+    """UTC, microseconds, ``Z`` suffix: ``2026-11-22T14:20:17.123456Z``."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -1,0 +1,1 @@
+"""Use cases and rules. Nothing here imports Litestar."""

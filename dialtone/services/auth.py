@@ -1,0 +1,161 @@
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from dialtone.db.models import Device, Session, User
+from dialtone.db.repositories.devices import DeviceRepository
+from dialtone.db.repositories.invites import InviteRepository
+from dialtone.db.repositories.sessions import SessionRepository
+from dialtone.db.repositories.users import UserRepository
+from dialtone.db.unit_of_work import UnitOfWork
+from dialtone.errors import Conflict, Gone, InvalidInput, NotFound, Unauthorized
+from dialtone.security import tokens, usernames
+from dialtone.security.keys import is_public_key
+from dialtone.security.passwords import check_password_strength
+from dialtone.services.context import Caller, ServerContext
+
+
+@dataclass
+class AuthResult:
+    token: str
+    user: User
+    device: Device
+    username: str
+    expires_at: datetime
+
+
+def checked_username(raw: str) -> str:
+    name = usernames.normalise(raw)
+    problem = usernames.check_username(name)
+    if problem:
+        raise InvalidInput(problem, code="invalid_username")
+    return name
+
+
+def checked_public_key(raw: str) -> str:
+    if not is_public_key(raw):
+        raise InvalidInput(
+            "public_key must be standard base64 of a 32-byte X25519 key", code="invalid_public_key"
+        )
+    return raw
+
+
+class AuthService:
+    def __init__(self, uow: UnitOfWork, ctx: ServerContext) -> None:
+        self.uow = uow
+        self.ctx = ctx
+        self.users = UserRepository(uow.session)
+        self.devices = DeviceRepository(uow.session)
+        self.sessions = SessionRepository(uow.session)
+        self.invites = InviteRepository(uow.session)
+
+    async def register(
+        self, username: str, password: str, public_key: str, invite_token: str
+    ) -> AuthResult:
+        """Everything in one transaction: a failure leaves no user and an unspent invite."""
+        name = checked_username(username)
+        problem = check_password_strength(password)
+        if problem:
+            raise InvalidInput(problem, code="weak_password")
+        checked_public_key(public_key)
+        if not invite_token.strip():
+            raise InvalidInput("invite_token is required", code="invalid_invite")
+
+        now = self.ctx.clock()
+        invite_hash = tokens.token_hash(invite_token.strip())
+        invite = await self.invites.get(invite_hash)
+        if invite is None:
+            raise NotFound("unknown invite", code="invite_not_found")
+        if invite.consumed_at is not None or invite.expires_at <= now:
+            raise Gone("invite expired or already used", code="invite_gone")
+
+        name_hash = usernames.username_hash(self.ctx.settings.username_pepper, name)
+        if await self.users.get_by_username_hash(name_hash) is not None:
+            raise Conflict("username is taken", code="username_taken")
+
+        password_hash = await asyncio.to_thread(self.ctx.passwords.hash, password)
+        first = not await self.users.any_exist()
+        user = await self.users.add(
+            User(
+                username_hash=name_hash,
+                password_hash=password_hash,
+                is_admin=first,
+                is_trusted=True,
+                created_at=now,
+            )
+        )
+        if not await self.invites.consume(invite_hash, user.id, now):
+            # Spent by a concurrent registration between our read and this update.
+            raise Gone("invite expired or already used", code="invite_gone")
+        device = await self.devices.add(
+            Device(user_id=user.id, public_key=public_key, created_at=now, last_seen_at=now)
+        )
+        return await self._start_session(user, device, name, now)
+
+    async def login(self, username: str, password: str, public_key: str) -> AuthResult:
+        name = usernames.normalise(username)
+        if usernames.check_username(name):
+            # Same answer as a wrong password: do not reveal which names are valid.
+            await asyncio.to_thread(self.ctx.passwords.verify, None, password)
+            raise Unauthorized("invalid username or password", code="invalid_credentials")
+        checked_public_key(public_key)
+        name_hash = usernames.username_hash(self.ctx.settings.username_pepper, name)
+        user = await self.users.get_by_username_hash(name_hash)
+        stored = user.password_hash if user is not None else None
+        ok = await asyncio.to_thread(self.ctx.passwords.verify, stored, password)
+        if user is None or stored is None or not ok:
+            raise Unauthorized("invalid username or password", code="invalid_credentials")
+
+        now = self.ctx.clock()
+        if self.ctx.passwords.needs_rehash(stored):
+            user.password_hash = await asyncio.to_thread(self.ctx.passwords.hash, password)
+        device = await self.devices.get_by_key(user.id, public_key)
+        if device is None:
+            device = await self.devices.add(
+                Device(user_id=user.id, public_key=public_key, created_at=now, last_seen_at=now)
+            )
+        else:
+            device.last_seen_at = now
+        return await self._start_session(user, device, name, now)
+
+    async def _start_session(
+        self, user: User, device: Device, name: str, now: datetime
+    ) -> AuthResult:
+        token = tokens.new_token()
+        expires_at = now + timedelta(seconds=self.ctx.settings.session_ttl)
+        await self.sessions.add(
+            Session(
+                token_hash=tokens.token_hash(token),
+                user_id=user.id,
+                device_id=device.id,
+                created_at=now,
+                expires_at=expires_at,
+            )
+        )
+        return AuthResult(
+            token=token, user=user, device=device, username=name, expires_at=expires_at
+        )
+
+    async def authenticate(self, token: str) -> Caller | None:
+        if not token or len(token) > 256:
+            return None
+        digest = tokens.token_hash(token)
+        found = await self.sessions.resolve(digest, self.ctx.clock())
+        if found is None:
+            return None
+        session, user = found
+        return Caller(
+            user_id=user.id,
+            device_id=session.device_id,
+            is_admin=user.is_admin,
+            is_trusted=user.is_trusted,
+            token_hash=digest,
+        )
+
+    async def logout(self, caller: Caller, *, everywhere: bool = False) -> None:
+        if everywhere:
+            await self.sessions.delete_for_user(caller.user_id)
+        else:
+            await self.sessions.delete(caller.token_hash)

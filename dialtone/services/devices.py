@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from dialtone.db.models import Device
+from dialtone.db.repositories.devices import DeviceRepository
+from dialtone.db.unit_of_work import UnitOfWork
+from dialtone.errors import Forbidden, InvalidInput
+from dialtone.services.auth import checked_public_key
+from dialtone.services.context import Caller, ServerContext
+
+
+class DeviceService:
+    def __init__(self, uow: UnitOfWork, ctx: ServerContext) -> None:
+        self.uow = uow
+        self.ctx = ctx
+        self.devices = DeviceRepository(uow.session)
+
+    async def add(self, caller: Caller, user_id: str, public_key: str) -> Device:
+        if user_id != caller.user_id:
+            raise Forbidden("you can only add devices to your own account", code="not_owner")
+        checked_public_key(public_key)
+        existing = await self.devices.get_by_key(caller.user_id, public_key)
+        if existing is not None:
+            return existing
+        now = self.ctx.clock()
+        return await self.devices.add(
+            Device(user_id=caller.user_id, public_key=public_key, created_at=now, last_seen_at=now)
+        )
+
+    async def keys(
+        self, caller: Caller, user_id: str | None, all_users: bool
+    ) -> tuple[str | None, Sequence[Device]]:
+        if all_users:
+            return None, await self.devices.all()
+        if not user_id:
+            raise InvalidInput("user_id or all=1 is required", code="missing_parameter")
+        if user_id != caller.user_id:
+            raise Forbidden("use all=1 to list other users' keys", code="not_owner")
+        return user_id, await self.devices.for_user(user_id)
