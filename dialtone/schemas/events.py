@@ -39,3 +39,13 @@ class DeviceJoined(Event, tag="device.joined"):
 class DeviceRevoked(Event, tag="device.revoked"):
     sender: str
     device_id: str
+
+
+class SessionsRevoked(Event, tag="sessions.revoked"):
+    """Internal control event, never sent to clients: close the sockets of revoked sessions.
+
+    ``token_hash`` None means every session of the user (logout everywhere).
+    """
+
+    user_id: str
+    token_hash: str | None = None

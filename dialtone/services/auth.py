@@ -11,6 +11,7 @@ from dialtone.db.repositories.sessions import SessionRepository
 from dialtone.db.repositories.users import UserRepository
 from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.errors import Conflict, Gone, InvalidInput, NotFound, Unauthorized
+from dialtone.schemas.events import SessionsRevoked
 from dialtone.security import tokens, usernames
 from dialtone.security.keys import is_public_key
 from dialtone.security.passwords import check_password_strength
@@ -157,5 +158,7 @@ class AuthService:
     async def logout(self, caller: Caller, *, everywhere: bool = False) -> None:
         if everywhere:
             await self.sessions.delete_for_user(caller.user_id)
+            self.uow.emit(SessionsRevoked(user_id=caller.user_id))
         else:
             await self.sessions.delete(caller.token_hash)
+            self.uow.emit(SessionsRevoked(user_id=caller.user_id, token_hash=caller.token_hash))
