@@ -9,6 +9,7 @@ TEST_STAMP := $(VENV)/.installed-test
 # The PostgreSQL and Redis tests run when those services answer on this machine.
 PG_URL ?= postgresql://postgres@127.0.0.1:5432/dialtone_test
 REDIS_URL ?= redis://127.0.0.1:6379/15
+LINT_PATHS := dialtone tests migrations $(wildcard bench/*.py)
 
 .DEFAULT_GOAL := help
 .PHONY: help run test lint format diagram bench clean
@@ -41,13 +42,13 @@ test: $(TEST_STAMP) ## install test extras and run lint plus the whole suite
 	 $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(TEST_STAMP) ## ruff check, ruff format --check, mypy
-	$(VENV)/bin/ruff check dialtone tests bench migrations
-	$(VENV)/bin/ruff format --check dialtone tests bench migrations
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 	$(VENV)/bin/mypy dialtone
 
 format: $(TEST_STAMP) ## apply ruff fixes and formatting
-	$(VENV)/bin/ruff check --fix dialtone tests bench migrations
-	$(VENV)/bin/ruff format dialtone tests bench migrations
+	$(VENV)/bin/ruff check --fix $(LINT_PATHS)
+	$(VENV)/bin/ruff format $(LINT_PATHS)
 
 clean: ## remove the virtualenv and caches (keeps ./data)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
