@@ -113,17 +113,17 @@ class LiveServer:
         return ws
 
 
-async def recv(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
-    raw = await asyncio.wait_for(ws.recv(), timeout)
+async def recv(ws: ClientConnection, within: float = 5.0) -> dict[str, Any]:
+    raw = await asyncio.wait_for(ws.recv(), within)
     assert isinstance(raw, str), "server frames are JSON text"
     value: dict[str, Any] = json.loads(raw)
     return value
 
 
-async def next_of(ws: ClientConnection, kind: str, timeout: float = 5.0) -> dict[str, Any]:
+async def next_of(ws: ClientConnection, kind: str, within: float = 5.0) -> dict[str, Any]:
     """The next event of this type, skipping others (e.g. device.joined of late comers)."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within
     while True:
         event = await recv(ws, max(0.01, deadline - loop.time()))
         if event["type"] == kind:
