@@ -10,6 +10,7 @@ import os
 import socket
 from typing import Any
 
+import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -18,6 +19,9 @@ from dialtone.realtime.hub import Hub
 from dialtone.schemas.events import DeviceRevoked
 from tests.conftest import Member
 from tests.realtime.conftest import LiveServer, next_of, quiet, recv, running_server
+
+# Voice routing, backpressure and liveness do not depend on the database engine: SQLite only.
+pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 
 def with_settings(settings: Settings, **changes: Any) -> Settings:

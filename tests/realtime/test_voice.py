@@ -9,11 +9,15 @@ import json
 import time
 from typing import Any
 
+import pytest
 from websockets.asyncio.client import ClientConnection
 
 from dialtone.config import Settings
 from tests.conftest import Member
 from tests.realtime.conftest import LiveServer, next_of, only, quiet, recv, running_server
+
+# Voice routing, backpressure and liveness do not depend on the database engine: SQLite only.
+pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 
 async def send(ws: ClientConnection, **frame: Any) -> None:
