@@ -17,6 +17,7 @@ from typing import Any
 
 from dialtone.realtime.voice import VoiceRooms
 from dialtone.schemas.events import (
+    INTERNAL_EVENTS,
     ChannelDeleted,
     DeviceJoined,
     DeviceRevoked,
@@ -133,7 +134,7 @@ class Hub(OnlineDirectory):
         conn.push(encode_event(VoicePresenceSnapshot(voice_rooms=self.voice.snapshot())))
         self.conns[conn.id] = conn
         self._by_user.setdefault(conn.user_id, set()).add(conn)
-        await self.publish([DeviceJoined(sender=conn.user_id, device_id=conn.device_id)])
+        await self._publish_quietly(DeviceJoined(sender=conn.user_id, device_id=conn.device_id))
 
     async def detach(self, conn: Connection) -> None:
         if self.conns.pop(conn.id, None) is None:
@@ -145,13 +146,18 @@ class Hub(OnlineDirectory):
                 del self._by_user[conn.user_id]
         if conn.voice_room is not None:
             room, conn.voice_room = conn.voice_room, None
-            await self.publish(
-                [
-                    VoiceMembership(
-                        channel_id=room, user_id=conn.user_id, conn_id=conn.id, joined=False
-                    )
-                ]
+            await self._publish_quietly(
+                VoiceMembership(
+                    channel_id=room, user_id=conn.user_id, conn_id=conn.id, joined=False
+                )
             )
+
+    async def _publish_quietly(self, event: Event) -> None:
+        """Announcements a socket's life cannot wait for: a broker outage is logged, not raised."""
+        try:
+            await self.publish([event])
+        except Exception:
+            log.exception("could not publish %s", type(event).__name__)
 
     async def shutdown(self, grace: float = 5.0) -> None:
         """Empty the voice rooms (peers on other nodes are told), then 1001 to every socket."""
@@ -210,5 +216,7 @@ class Hub(OnlineDirectory):
             case ChannelDeleted(channel_id=channel_id):
                 self.broadcast(encode_event(event))
                 self.voice.end_room(channel_id)
+            case _ if isinstance(event, INTERNAL_EVENTS):
+                log.warning("no handler for control event %s", type(event).__name__)
             case _:
                 self.broadcast(encode_event(event))
