@@ -45,11 +45,14 @@ def create_app(settings: Settings) -> Litestar:
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         await broker.start(hub.deliver)
+        if settings.redis_url:
+            await hub.start_replication(settings.node_heartbeat)
         try:
             yield
         finally:
             # Normally done already by DialtoneServer before uvicorn closes sockets itself.
             await hub.shutdown()
+            await hub.stop_replication()
             await broker.stop()
             await engine.dispose()
 

@@ -150,7 +150,7 @@ class Gateway:
     # ------------------------------------------------------------ one socket's life
 
     async def run(self, caller: Caller, receive: Receive, send: Send) -> None:
-        conn = Connection(caller, send, self.settings.ws_send_queue)
+        conn = Connection(caller, send, self.settings.ws_send_queue, self.hub.node_id)
         writer = asyncio.create_task(conn.run_writer())
         limits = FrameLimits.default() if self.settings.rate_limits else None
         try:

@@ -9,6 +9,7 @@ Each socket's queue is bounded: a socket that cannot keep up is closed with 1013
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections import deque
@@ -22,7 +23,12 @@ from dialtone.schemas.events import (
     DeviceJoined,
     DeviceRevoked,
     Event,
+    NodeAlive,
+    NodeState,
+    NodeStateRequest,
     SessionsRevoked,
+    SocketClosed,
+    SocketOpened,
     VoiceMembership,
     VoicePresenceSnapshot,
     VoiceRelay,
@@ -37,14 +43,20 @@ CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_TRY_AGAIN = 1013
 
+HEARTBEAT_SECONDS = 5.0
+NODE_EXPIRY_BEATS = 3
+
 ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class Connection:
     """One open socket: who it belongs to, its bounded send queue, and its voice room."""
 
-    def __init__(self, caller: Caller, send: ASGISend, queue_limit: int) -> None:
-        self.id = secrets.token_hex(12)
+    def __init__(
+        self, caller: Caller, send: ASGISend, queue_limit: int, node_id: str = "local"
+    ) -> None:
+        # "<node>.<random>": other nodes can forget a dead node's sockets by prefix.
+        self.id = f"{node_id}.{secrets.token_hex(8)}"
         self.user_id = caller.user_id
         self.device_id = caller.device_id
         self.token_hash = caller.token_hash
@@ -108,6 +120,14 @@ class Hub(OnlineDirectory):
         # so every client sees them in storage order. Bounded memory whatever the channel count.
         self._channel_locks = [asyncio.Lock() for _ in range(64)]
         self.shutting_down = False
+        self.node_id = secrets.token_hex(6)
+        # Set when the broker links several nodes: sockets elsewhere count for presence,
+        # and nodes that stop sending heartbeats are forgotten.
+        self.replicated = False
+        self._remote: dict[str, set[str]] = {}  # user_id → conn ids on other nodes
+        self._nodes_seen: dict[str, float] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._heartbeat: asyncio.Task[None] | None = None
 
     def bind(self, publish: Callable[[Sequence[Event]], Awaitable[None]]) -> None:
         self._publish = publish
@@ -122,7 +142,11 @@ class Hub(OnlineDirectory):
     # ------------------------------------------------------------ presence
 
     def online(self, user_ids: Iterable[str]) -> set[str]:
-        return {user_id for user_id in user_ids if self._by_user.get(user_id)}
+        return {
+            user_id
+            for user_id in user_ids
+            if self._by_user.get(user_id) or self._remote.get(user_id)
+        }
 
     def of_user(self, user_id: str) -> set[Connection]:
         return self._by_user.get(user_id, set())
@@ -134,7 +158,10 @@ class Hub(OnlineDirectory):
         conn.push(encode_event(VoicePresenceSnapshot(voice_rooms=self.voice.snapshot())))
         self.conns[conn.id] = conn
         self._by_user.setdefault(conn.user_id, set()).add(conn)
-        await self._publish_quietly(DeviceJoined(sender=conn.user_id, device_id=conn.device_id))
+        events: list[Event] = [DeviceJoined(sender=conn.user_id, device_id=conn.device_id)]
+        if self.replicated:
+            events.append(SocketOpened(user_id=conn.user_id, conn_id=conn.id))
+        await self._publish_quietly(*events)
 
     async def detach(self, conn: Connection) -> None:
         if self.conns.pop(conn.id, None) is None:
@@ -144,20 +171,103 @@ class Hub(OnlineDirectory):
             sockets.discard(conn)
             if not sockets:
                 del self._by_user[conn.user_id]
+        events: list[Event] = []
         if conn.voice_room is not None:
             room, conn.voice_room = conn.voice_room, None
-            await self._publish_quietly(
+            events.append(
                 VoiceMembership(
                     channel_id=room, user_id=conn.user_id, conn_id=conn.id, joined=False
                 )
             )
+        if self.replicated:
+            events.append(SocketClosed(user_id=conn.user_id, conn_id=conn.id))
+        if events:
+            await self._publish_quietly(*events)
 
-    async def _publish_quietly(self, event: Event) -> None:
+    async def _publish_quietly(self, *events: Event) -> None:
         """Announcements a socket's life cannot wait for: a broker outage is logged, not raised."""
         try:
-            await self.publish([event])
+            await self.publish(events)
         except Exception:
-            log.exception("could not publish %s", type(event).__name__)
+            log.exception("could not publish %s", ", ".join(type(e).__name__ for e in events))
+
+    # ------------------------------------------------------------ several nodes
+
+    async def start_replication(self, heartbeat: float = HEARTBEAT_SECONDS) -> None:
+        """Ask the other nodes what they hold, then send heartbeats and expire silent nodes."""
+        self.replicated = True
+        await self._publish_quietly(NodeStateRequest(node_id=self.node_id))
+        self._heartbeat = asyncio.create_task(self._beat(heartbeat), name="dialtone-heartbeat")
+
+    async def stop_replication(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+            self._heartbeat = None
+
+    async def _beat(self, interval: float) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._publish_quietly(NodeAlive(node_id=self.node_id))
+            await asyncio.sleep(interval)
+            deadline = loop.time() - NODE_EXPIRY_BEATS * interval
+            for node_id, seen in list(self._nodes_seen.items()):
+                if seen < deadline:
+                    self.forget_node(node_id)
+
+    def forget_node(self, node_id: str) -> None:
+        log.warning("node %s stopped answering: forgetting its sockets", node_id)
+        self._nodes_seen.pop(node_id, None)
+        prefix = node_id + "."
+        for user_id in list(self._remote):
+            kept = {c for c in self._remote[user_id] if not c.startswith(prefix)}
+            if kept:
+                self._remote[user_id] = kept
+            else:
+                del self._remote[user_id]
+        self.voice.forget_prefix(prefix)
+
+    def _saw(self, conn_or_node_id: str) -> str | None:
+        """The node of an id, noted as alive; None for this node's own ids."""
+        node_id = conn_or_node_id.partition(".")[0]
+        if node_id == self.node_id:
+            return None
+        self._nodes_seen[node_id] = asyncio.get_running_loop().time()
+        return node_id
+
+    def _state(self) -> NodeState:
+        return NodeState(
+            node_id=self.node_id,
+            sockets=[(c.user_id, c.id) for c in self.conns.values()],
+            voice=[(c.voice_room, c.user_id, c.id) for c in self.conns.values() if c.voice_room],
+        )
+
+    def _apply_replication(self, event: Event) -> None:
+        match event:
+            case SocketOpened(user_id=user_id, conn_id=conn_id):
+                if self._saw(conn_id):
+                    self._remote.setdefault(user_id, set()).add(conn_id)
+            case SocketClosed(user_id=user_id, conn_id=conn_id):
+                if self._saw(conn_id):
+                    remaining = self._remote.get(user_id)
+                    if remaining is not None:
+                        remaining.discard(conn_id)
+                        if not remaining:
+                            del self._remote[user_id]
+            case NodeAlive(node_id=node_id):
+                self._saw(node_id)
+            case NodeStateRequest(node_id=node_id):
+                if self._saw(node_id) and self.replicated:
+                    task = asyncio.create_task(self._publish_quietly(self._state()))
+                    self._background.add(task)
+                    task.add_done_callback(self._background.discard)
+            case NodeState(node_id=node_id, sockets=sockets, voice=voice):
+                if self._saw(node_id):
+                    for user_id, conn_id in sockets:
+                        self._remote.setdefault(user_id, set()).add(conn_id)
+                    for channel_id, user_id, conn_id in voice:
+                        self.voice.merge(channel_id, user_id, conn_id)
 
     async def shutdown(self, grace: float = 5.0) -> None:
         """Empty the voice rooms (peers on other nodes are told), then 1001 to every socket."""
@@ -210,12 +320,15 @@ class Hub(OnlineDirectory):
                     else:
                         conn.push(text)
             case VoiceMembership():
+                self._saw(event.conn_id)
                 self.voice.apply_membership(event)
             case VoiceRelay():
                 self.voice.apply_relay(event)
             case ChannelDeleted(channel_id=channel_id):
                 self.broadcast(encode_event(event))
                 self.voice.end_room(channel_id)
+            case SocketOpened() | SocketClosed() | NodeAlive() | NodeStateRequest() | NodeState():
+                self._apply_replication(event)
             case _ if isinstance(event, INTERNAL_EVENTS):
                 log.warning("no handler for control event %s", type(event).__name__)
             case _:

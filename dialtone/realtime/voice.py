@@ -100,6 +100,27 @@ class VoiceRooms:
         for user_id in sorted(room):
             self._announce_departure(channel_id, user_id, members)
 
+    def merge(self, channel_id: str, user_id: str, conn_id: str) -> None:
+        """Learn a seat from another node's state, without announcing it."""
+        self.rooms.setdefault(channel_id, {}).setdefault(user_id, set()).add(conn_id)
+
+    def forget_prefix(self, prefix: str) -> None:
+        """A node died: its sockets leave every room, with the usual events."""
+        for channel_id in list(self.rooms):
+            room = self.rooms[channel_id]
+            for user_id in list(room):
+                sockets = room[user_id]
+                gone = {c for c in sockets if c.startswith(prefix)}
+                if not gone:
+                    continue
+                sockets -= gone
+                if sockets:
+                    continue
+                del room[user_id]
+                if not room:
+                    del self.rooms[channel_id]
+                self._announce_departure(channel_id, user_id, self._local_members(channel_id))
+
     def apply_relay(self, event: VoiceRelay) -> None:
         payload = event.payload
         conn_ids = self.rooms.get(payload.channel_id, {}).get(payload.recipient, ())

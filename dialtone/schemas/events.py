@@ -136,7 +136,46 @@ class VoiceRelay(Event, tag="internal.voice.relay"):
     payload: Relayed
 
 
-INTERNAL_EVENTS: tuple[type[Event], ...] = (SessionsRevoked, VoiceMembership, VoiceRelay)
+class SocketOpened(Event, tag="internal.socket.opened"):
+    """Presence across nodes: a socket of ``user_id`` opened (conn ids start with the node id)."""
+
+    user_id: str
+    conn_id: str
+
+
+class SocketClosed(Event, tag="internal.socket.closed"):
+    user_id: str
+    conn_id: str
+
+
+class NodeAlive(Event, tag="internal.node.alive"):
+    """Heartbeat: a node that stops sending it is presumed dead and its sockets forgotten."""
+
+    node_id: str
+
+
+class NodeStateRequest(Event, tag="internal.node.state_request"):
+    """A node that just started asks the others for their sockets and voice seats."""
+
+    node_id: str
+
+
+class NodeState(Event, tag="internal.node.state"):
+    node_id: str
+    sockets: list[tuple[str, str]]  # (user_id, conn_id)
+    voice: list[tuple[str, str, str]]  # (channel_id, user_id, conn_id)
+
+
+INTERNAL_EVENTS: tuple[type[Event], ...] = (
+    SessionsRevoked,
+    VoiceMembership,
+    VoiceRelay,
+    SocketOpened,
+    SocketClosed,
+    NodeAlive,
+    NodeStateRequest,
+    NodeState,
+)
 
 AnyEvent = (
     ChannelMessageNew
@@ -157,6 +196,11 @@ AnyEvent = (
     | ErrorEvent
     | VoiceMembership
     | VoiceRelay
+    | SocketOpened
+    | SocketClosed
+    | NodeAlive
+    | NodeStateRequest
+    | NodeState
 )
 
 

@@ -32,8 +32,12 @@ def free_port() -> int:
 
 
 class Node:
-    def __init__(self, db_url: str, prefix: str, data_dir: Path) -> None:
+    db_url: str
+    prefix: str
+
+    def __init__(self, db_url: str, prefix: str, data_dir: Path, heartbeat: float = 0.3) -> None:
         self.port = free_port()
+        self.db_url, self.prefix = db_url, prefix
         env = dict(os.environ)
         env.update(
             {
@@ -47,6 +51,7 @@ class Node:
                 "DIALTONE_RATE_LIMITS": "off",
                 "DIALTONE_ARGON2_MEMORY_KIB": str(19 * 1024),
                 "DIALTONE_LOG_LEVEL": "warning",
+                "DIALTONE_NODE_HEARTBEAT": str(heartbeat),
             }
         )
         self.proc = subprocess.Popen(
@@ -122,11 +127,27 @@ async def nodes(shared_db: str, tmp_path: Path) -> AsyncIterator[tuple[Node, Nod
     first = Node(db_url, prefix, tmp_path / "a")
     await first.ready()
     second = Node(db_url, prefix, tmp_path / "b")
+    started = [first, second]
     try:
         await second.ready()
         yield first, second
     finally:
-        await asyncio.gather(first.stop(), second.stop())
+        await asyncio.gather(*(node.stop() for node in started))
+
+
+async def online(node: Node, viewer: Member, user_id: str) -> bool:
+    response = await node.http.post("/presence", json={"user_ids": [user_id]}, headers=viewer.auth)
+    assert response.status_code == 200, response.text
+    value: bool = response.json()["statuses"][user_id]
+    return value
+
+
+async def eventually(check: Any, expected: Any, within: float = 5.0) -> None:
+    for _ in range(int(within / 0.05)):
+        if await check() == expected:
+            return
+        await asyncio.sleep(0.05)
+    assert await check() == expected
 
 
 async def greeted(url: str, member: Member) -> Any:
@@ -225,6 +246,55 @@ async def test_events_cross_nodes(nodes: tuple[Node, Node]) -> None:
             "channel_id": channel,
             "sender": bob.user_id,
         }
+    finally:
+        await on_a.close()
+        await on_b.close()
+
+
+async def test_presence_and_voice_seats_follow_nodes_that_start_and_die(
+    nodes: tuple[Node, Node], tmp_path: Path
+) -> None:
+    node_a, node_b = nodes
+    alice = await node_a.register("alice")
+    bob = await node_a.register("bob")
+    created = await node_a.http.post("/channels", json={"name_enc": "bmFtZQ=="}, headers=alice.auth)
+    channel = created.json()["channel"]["id"]
+    on_a = await greeted(node_a.ws_url, alice)
+    on_b = await greeted(node_b.ws_url, bob)
+    try:
+        # Presence is answered from every node's view of the whole cluster.
+        await eventually(lambda: online(node_a, alice, bob.user_id), True)
+        await eventually(lambda: online(node_b, bob, alice.user_id), True)
+        await on_b.send(json.dumps({"type": "voice_join", "channel_id": channel}))
+        await next_of(on_a, "voice.presence")
+
+        # A node started later learns who is connected and who sits in voice.
+        node_c = Node(node_a.db_url, node_a.prefix, tmp_path / "c")
+        try:
+            await node_c.ready()
+            carol = await node_c.register("carol")
+            await eventually(lambda: online(node_c, carol, bob.user_id), True)
+            on_c = await connect(
+                node_c.ws_url, additional_headers={"Authorization": f"Bearer {carol.token}"}
+            )
+            snapshot = json.loads(await on_c.recv())
+            assert snapshot == {
+                "type": "voice.presence.snapshot",
+                "voice_rooms": {channel: [bob.user_id]},
+            }
+            await on_c.close()
+        finally:
+            await node_c.stop()
+
+        # Node B dies without a word: the others forget bob's socket and voice seat.
+        node_b.proc.kill()
+        assert await next_of(on_a, "voice.presence", within=10) == {
+            "type": "voice.presence",
+            "channel_id": channel,
+            "sender": bob.user_id,
+            "active": False,
+        }
+        await eventually(lambda: online(node_a, alice, bob.user_id), False)
     finally:
         await on_a.close()
         await on_b.close()
