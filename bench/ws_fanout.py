@@ -34,8 +34,10 @@ from typing import Any
 import httpx
 import msgspec
 import psutil
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.client import ClientProtocol
+from websockets.frames import Opcode
+from websockets.http11 import Response
+from websockets.uri import parse_uri
 
 
 class Incoming(msgspec.Struct):
@@ -146,26 +148,76 @@ async def register_users(url: str, admin_token: str, count: int) -> list[str]:
     return tokens
 
 
-async def reader(ws: ClientConnection, stats: Stats, echoes: dict[str, asyncio.Event]) -> None:
-    try:
-        async for raw in ws:
-            event = decoder.decode(raw)
-            if event.type != "channel.message.new":
-                if event.type == "error":
+class Client(asyncio.Protocol):
+    """A lean WebSocket client (websockets' sans-I/O protocol on a bare asyncio transport):
+    the load generator shares the CPU with the server, so it must cost little per frame."""
+
+    def __init__(self, url: str, token: str, stats: Stats, echoes: dict[str, asyncio.Event]):
+        self.ws = ClientProtocol(parse_uri(url), max_size=None)
+        self.token = token
+        self.stats = stats
+        self.echoes = echoes
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        request = self.ws.connect()
+        request.headers["Authorization"] = f"Bearer {self.token}"
+        self.ws.send_request(request)
+        self.flush()
+
+    def flush(self) -> None:
+        assert self.transport is not None
+        for data in self.ws.data_to_send():
+            if data:
+                self.transport.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        self.ws.receive_data(data)
+        stats = self.stats
+        for event in self.ws.events_received():
+            if isinstance(event, Response):
+                if event.status_code == 101:
+                    self.opened.set_result(None)
+                else:
+                    self.opened.set_exception(OSError(f"handshake: {event.status_code}"))
+                continue
+            if event.opcode is Opcode.CLOSE:
+                close = self.ws.close_rcvd
+                code = str(close.code) if close else "none"
+                stats.closed_codes[code] = stats.closed_codes.get(code, 0) + 1
+                continue
+            if event.opcode is not Opcode.TEXT:
+                continue
+            incoming = decoder.decode(event.data)
+            if incoming.type != "channel.message.new":
+                if incoming.type == "error":
                     stats.errors += 1
                 continue
             now = time.monotonic_ns()
-            sent_ns, _, rest = event.body.partition("|")
+            sent_ns, _, rest = incoming.body.partition("|")
             stats.latencies_ns.append(now - int(sent_ns))
             stats.received += 1
-            waiter = echoes.get(rest)
+            waiter = self.echoes.get(rest)
             if waiter is not None:
                 waiter.set()
             if stats.received >= stats.expected:
                 stats.done.set()
-    except ConnectionClosed as closed:
-        code = str(closed.rcvd.code) if closed.rcvd else "none"
-        stats.closed_codes[code] = stats.closed_codes.get(code, 0) + 1
+        self.flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(exc or OSError("connection lost"))
+
+    def send_text(self, text: str) -> None:
+        self.ws.send_text(text.encode())
+        self.flush()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
 
 
 def percentile(sorted_values: list[int], q: float) -> float:
@@ -191,8 +243,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         ws_url = url.replace("http", "ws", 1) + "/ws"
 
         stats = Stats(expected=args.connections * args.senders * args.messages)
-        sockets: list[ClientConnection] = []
-        readers: list[asyncio.Task[None]] = []
+        sockets: list[Client] = []
         echoes: dict[str, asyncio.Event] = {}
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         server_ps = psutil.Process(proc.pid) if proc else None
@@ -200,33 +251,31 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
         sem = asyncio.Semaphore(args.open_concurrency)
 
-        async def open_one(i: int) -> ClientConnection:
+        loop = asyncio.get_running_loop()
+        host, port = url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
+
+        async def open_one(i: int) -> Client:
             async with sem:
-                return await connect(
-                    ws_url,
-                    additional_headers={"Authorization": f"Bearer {tokens[i % len(tokens)]}"},
-                    open_timeout=60,
-                    max_queue=None,
-                    ping_interval=None,
+                _, client = await loop.create_connection(
+                    lambda: Client(ws_url, tokens[i % len(tokens)], stats, echoes),
+                    host,
+                    int(port),
                 )
+                await asyncio.wait_for(client.opened, 60)
+                return client
 
         t_open = time.perf_counter()
-        for batch_start in range(0, args.connections, 100):
-            batch = range(batch_start, min(args.connections, batch_start + 100))
-            opened = await asyncio.gather(*(open_one(i) for i in batch))
-            for ws in opened:
-                sockets.append(ws)
-                readers.append(asyncio.create_task(reader(ws, stats, echoes)))
+        sockets = list(await asyncio.gather(*(open_one(i) for i in range(args.connections))))
         open_seconds = time.perf_counter() - t_open
         await asyncio.sleep(args.settle)
 
-        async def sender(index: int, ws: ClientConnection) -> None:
+        async def sender(index: int, ws: Client) -> None:
             pad = "x" * max(0, args.body_bytes - 40)
             for i in range(args.messages):
                 key = f"{index}:{i}|{pad}"
                 echoes[key] = waiter = asyncio.Event()
                 body = f"{time.monotonic_ns()}|{key}"
-                await ws.send(
+                ws.send_text(
                     json.dumps(
                         {
                             "type": "channel.message.send",
@@ -248,9 +297,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
         server_cpu = (sum(server_ps.cpu_times()[:2]) - server_cpu0) if server_ps else None
         server_rss = server_ps.memory_info().rss if server_ps else None
-        for task in readers:
-            task.cancel()
-        await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+        for client in sockets:
+            client.close()
 
         lat = sorted(stats.latencies_ns)
         return {
