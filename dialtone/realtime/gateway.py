@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from dialtone.api.dependencies import bearer_token
 from dialtone.config import Settings
 from dialtone.db.repositories.channels import ChannelRepository
+from dialtone.db.repositories.locks import AdvisoryLockRepository
 from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.errors import DialtoneError
 from dialtone.realtime.hub import CLOSE_POLICY, Connection, Hub
@@ -107,6 +108,8 @@ class Gateway:
         self.settings: Settings = ctx.settings
         self.hub = hub
         self._state = state
+        # Only a cluster (shared broker) on PostgreSQL needs a lock that spans nodes.
+        self.cluster_locks = bool(self.settings.redis_url) and not self.settings.is_sqlite
 
     @property
     def sessionmaker(self) -> async_sessionmaker[AsyncSession]:
@@ -242,10 +245,39 @@ class Gateway:
         if len(frame.body.encode("utf-8")) > MAX_BODY_BYTES:
             raise FrameError("invalid_message", f"body exceeds {MAX_BODY_BYTES} bytes")
         # Store and publish under the channel's lock: every client sees storage order.
-        async with self.hub.channel_lock(frame.channel_id), self.unit_of_work() as uow:
-            await MessageService(uow, self.ctx).post(
-                conn.caller, frame.channel_id, frame.body, frame.sender_name_enc
-            )
+        async with self.hub.channel_lock(frame.channel_id):
+            if self.cluster_locks:
+                await self._send_message_in_cluster(conn, frame)
+                return
+            async with self.unit_of_work() as uow:
+                await MessageService(uow, self.ctx).post(
+                    conn.caller, frame.channel_id, frame.body, frame.sender_name_enc
+                )
+
+    async def _send_message_in_cluster(self, conn: Connection, frame: ChannelMessageSend) -> None:
+        """Several nodes: the channel's advisory lock is held from before the insert until
+        the event is handed to the broker, so the broker sees messages in storage order."""
+        uow = self.unit_of_work()
+        locks = AdvisoryLockRepository(uow.session)
+        name = f"dialtone.channel.{frame.channel_id}"
+        try:
+            await locks.acquire(name)
+            try:
+                await MessageService(uow, self.ctx).post(
+                    conn.caller, frame.channel_id, frame.body, frame.sender_name_enc
+                )
+                await uow.commit()  # commits, then publishes
+            finally:
+                await uow.rollback()
+                try:
+                    await locks.release(name)
+                    await uow.session.commit()
+                except Exception:
+                    # Never return a connection that may still hold the lock to the pool.
+                    await uow.session.invalidate()
+                    raise
+        finally:
+            await uow.close()
 
     async def voice_join(self, conn: Connection, channel_id: str) -> None:
         async with self.unit_of_work() as uow:

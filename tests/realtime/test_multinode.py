@@ -189,6 +189,30 @@ async def test_events_cross_nodes(nodes: tuple[Node, Node]) -> None:
         assert on_b_msg == await next_of(on_a, "channel.message.new")
         assert on_b_msg["sender"] == alice.user_id
 
+        # Concurrent senders on both nodes: every socket sees the channel's storage order.
+        async def burst(ws: Any, tag: str) -> None:
+            for i in range(15):
+                await ws.send(
+                    json.dumps(
+                        {
+                            "type": "channel.message.send",
+                            "channel_id": channel,
+                            "body": f"{tag}{i}",
+                            "sender_name_enc": "bg==",
+                        }
+                    )
+                )
+
+        await asyncio.gather(burst(on_a, "a"), burst(on_b, "b"))
+        seen_a = [(await next_of(on_a, "channel.message.new"))["message_id"] for _ in range(30)]
+        seen_b = [(await next_of(on_b, "channel.message.new"))["message_id"] for _ in range(30)]
+        history = await node_b.http.get(
+            "/channels/messages", params={"channel_id": channel, "limit": 100}, headers=bob.auth
+        )
+        stored = [m["id"] for m in history.json()["messages"]][1:]
+        assert seen_a == stored
+        assert seen_b == stored
+
         # An HTTP change on B reaches A.
         renamed = await node_b.http.patch(
             "/channels", json={"channel_id": channel, "name_enc": "bmV3"}, headers=alice.auth
