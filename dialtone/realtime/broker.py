@@ -90,10 +90,25 @@ class RedisBroker:
                     log.warning("redis broker: resubscribe failed")
 
     async def publish(self, events: Sequence[Event]) -> None:
+        """Called after the commit: a Redis outage must not turn a stored change into an
+        error for its author. One retry, then the loss is logged; clients that missed
+        messages catch up with the history endpoint when they reconnect."""
         if not events:
             return
         assert self._redis is not None, "broker not started"
-        await self._redis.publish(self.channel, encode_events(events))
+        payload = encode_events(events)
+        for attempt in (1, 2):
+            try:
+                await self._redis.publish(self.channel, payload)
+                return
+            except Exception:
+                if attempt == 2:
+                    log.exception(
+                        "redis broker: could not publish %s",
+                        ", ".join(type(e).__name__ for e in events),
+                    )
+                else:
+                    await asyncio.sleep(0.2)
 
     async def stop(self) -> None:
         if self._task is not None:
