@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dialtone.api.dependencies import bearer_token
 from dialtone.config import Settings
+from dialtone.db.models import Session
 from dialtone.db.repositories.channels import ChannelRepository
 from dialtone.db.repositories.locks import AdvisoryLockRepository
 from dialtone.db.unit_of_work import UnitOfWork
@@ -133,10 +135,15 @@ class Gateway:
             await _deny(scope, send, 503, "server is shutting down")
             return
         caller: Caller | None = None
+        expires_at: datetime | None = None
         if token is not None:
             try:
                 async with self.unit_of_work() as uow:
                     caller = await AuthService(uow, self.ctx).authenticate(token)
+                    if caller is not None:
+                        # Already loaded by authenticate: an identity-map hit, no query.
+                        session = await uow.session.get(Session, caller.token_hash)
+                        expires_at = session.expires_at if session is not None else None
             except Exception:
                 log.exception("websocket handshake: session lookup failed")
                 await _deny(scope, send, 503, "database unavailable, try again")
@@ -148,13 +155,22 @@ class Gateway:
         if subprotocol is not None:
             accept["subprotocol"] = subprotocol
         await send(accept)
-        await self.run(caller, receive, send)
+        await self.run(caller, receive, send, expires_at)
 
     # ------------------------------------------------------------ one socket's life
 
-    async def run(self, caller: Caller, receive: Receive, send: Send) -> None:
+    async def run(
+        self, caller: Caller, receive: Receive, send: Send, expires_at: datetime | None = None
+    ) -> None:
         conn = Connection(caller, send, self.settings.ws_send_queue, self.hub.node_id)
         writer = asyncio.create_task(conn.run_writer())
+        expiry: asyncio.TimerHandle | None = None
+        if expires_at is not None:
+            # The session ends while the socket is open: close it then, as a logout would.
+            delay = (expires_at - self.ctx.clock()).total_seconds()
+            expiry = asyncio.get_running_loop().call_later(
+                max(0.0, delay), conn.close, CLOSE_POLICY, "session_expired"
+            )
         limits = FrameLimits.default() if self.settings.rate_limits else None
         try:
             await self.hub.attach(conn)
@@ -175,6 +191,8 @@ class Gateway:
                 await self.handle(conn, message, limits)
                 reading = asyncio.ensure_future(receive())
         finally:
+            if expiry is not None:
+                expiry.cancel()
             await self.hub.detach(conn)
             if conn.closing is not None and not writer.done():
                 with contextlib.suppress(TimeoutError, asyncio.CancelledError):

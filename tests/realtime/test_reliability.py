@@ -256,3 +256,11 @@ async def test_rate_limits_trip_recover_and_close_floods(settings: Settings, tmp
                 await ws.send(leave)
         code, reason, _ = await closed_with(ws)
         assert (code, reason) == (1008, "rate_limited")
+
+
+async def test_socket_closes_when_its_session_expires(settings: Settings, tmp_path: Any) -> None:
+    async with running_server(with_settings(settings, session_ttl=2)) as live:
+        member = await live.register("shortlived")
+        ws = await live.connect(member)
+        code, reason, _ = await closed_with(ws)
+        assert (code, reason) == (1008, "session_expired")
