@@ -35,7 +35,7 @@ class Node:
     db_url: str
     prefix: str
 
-    def __init__(self, db_url: str, prefix: str, data_dir: Path, heartbeat: float = 0.3) -> None:
+    def __init__(self, db_url: str, prefix: str, data_dir: Path, heartbeat: float = 0.5) -> None:
         self.port = free_port()
         self.db_url, self.prefix = db_url, prefix
         env = dict(os.environ)
