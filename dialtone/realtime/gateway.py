@@ -144,8 +144,8 @@ class Gateway:
                         # Already loaded by authenticate: an identity-map hit, no query.
                         session = await uow.session.get(Session, caller.token_hash)
                         expires_at = session.expires_at if session is not None else None
-            except Exception:
-                log.exception("websocket handshake: session lookup failed")
+            except Exception as exc:
+                log.error("websocket handshake: session lookup failed: %s", type(exc).__name__)
                 await _deny(scope, send, 503, "database unavailable, try again")
                 return
         if caller is None:
@@ -227,8 +227,10 @@ class Gateway:
             self._error(conn, exc.code, exc.message)
         except DialtoneError as exc:
             self._error(conn, exc.code, exc.message)
-        except Exception:
-            log.exception("websocket frame failed conn=%s", conn.id)
+        except Exception as exc:
+            # Type only: a database error's text can carry the statement's parameters,
+            # i.e. message bodies, which never go to the log.
+            log.error("websocket frame failed conn=%s: %s", conn.id, type(exc).__name__)
             self._error(conn, "server_error", "the server could not handle this message")
 
     def _allowed(self, conn: Connection, limits: FrameLimits, *, chat: bool) -> bool:
