@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,6 +42,20 @@ async def closed_with(ws: ClientConnection) -> tuple[int, str, list[dict[str, An
             break
     assert frame is not None, "the server sent a close frame"
     return frame.code, frame.reason, seen
+
+
+def move_away(parts: list[Path]) -> None:
+    for part in parts:
+        if part.exists():
+            part.rename(part.with_name(part.name + ".away"))
+
+
+def bring_back(parts: list[Path]) -> None:
+    for part in parts:
+        part.unlink(missing_ok=True)
+        away = part.with_name(part.name + ".away")
+        if away.exists():
+            away.rename(part)
 
 
 def hub_of(live: LiveServer) -> Hub:
@@ -264,3 +279,41 @@ async def test_socket_closes_when_its_session_expires(settings: Settings, tmp_pa
         ws = await live.connect(member)
         code, reason, _ = await closed_with(ws)
         assert (code, reason) == (1008, "session_expired")
+
+
+async def test_database_fault_gives_server_error_and_the_socket_recovers(
+    settings: Settings, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running_server(settings) as live:
+        admin = await live.register("admin")
+        channel = await live.create_channel(admin)
+        ws = await live.connect(admin)
+        engine = live.server.config.app.state.engine
+        db_file = settings.db_url.split(":///", 1)[1]
+        secret_body = "c2VjcmV0LWNpcGhlcnRleHQ="
+
+        def frame() -> str:
+            return json.dumps(
+                {
+                    "type": "channel.message.send",
+                    "channel_id": channel,
+                    "body": secret_body,
+                    "sender_name_enc": "bg==",
+                }
+            )
+
+        # The database files vanish under the server (a new, empty one appears).
+        await engine.dispose()
+        parts = [Path(db_file + suffix) for suffix in ("", "-wal", "-shm")]
+        move_away(parts)
+        try:
+            await ws.send(frame())
+            error = await next_of(ws, "error")
+            assert error["code"] == "server_error"
+            assert secret_body not in caplog.text
+        finally:
+            await engine.dispose()
+            bring_back(parts)
+        # Back: the same socket works again, no restart.
+        await ws.send(frame())
+        assert (await next_of(ws, "channel.message.new"))["body"] == secret_body
