@@ -22,9 +22,11 @@ from dialtone.api.keys import ChannelKeyController, DirectoryKeyController
 from dialtone.api.messages import channel_history
 from dialtone.api.presence import presence
 from dialtone.api.users import UserController
+from dialtone.api.voice import turn_credentials
 from dialtone.config import Settings, require_secrets
 from dialtone.db.engine import create_engine, create_sessionmaker
-from dialtone.realtime.broker import InMemoryBroker
+from dialtone.realtime.broker import make_broker
+from dialtone.realtime.gateway import Gateway, ws_endpoint
 from dialtone.realtime.hub import Hub
 from dialtone.schemas.events import Event
 from dialtone.services.context import ServerContext
@@ -33,8 +35,8 @@ from dialtone.services.context import ServerContext
 def create_app(settings: Settings) -> Litestar:
     require_secrets(settings)
     ctx = ServerContext.from_settings(settings)
-    hub = Hub()
-    broker = InMemoryBroker()
+    broker = make_broker(settings.redis_url, settings.redis_prefix)
+    hub = Hub(broker.publish)
     ctx.directory = hub
 
     @asynccontextmanager
@@ -43,15 +45,22 @@ def create_app(settings: Settings) -> Litestar:
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         await broker.start(hub.deliver)
+        if settings.redis_url:
+            await hub.start_replication(settings.node_heartbeat)
         try:
             yield
         finally:
+            # Normally done already by DialtoneServer before uvicorn closes sockets itself.
+            await hub.shutdown()
+            await hub.stop_replication()
             await broker.stop()
             await engine.dispose()
 
     async def publish(events: Sequence[Event]) -> None:
         await broker.publish(events)
 
+    state = State({"ctx": ctx, "hub": hub, "broker": broker, "publish": publish})
+    state.gateway = Gateway(ctx, hub, state)
     return Litestar(
         route_handlers=[
             health,
@@ -64,11 +73,13 @@ def create_app(settings: Settings) -> Litestar:
             DirectoryKeyController,
             presence,
             create_invite,
+            turn_credentials,
+            ws_endpoint,
         ],
         dependencies={"uow": Provide(provide_uow), "ctx": Provide(provide_ctx)},
         exception_handlers=exception_handlers,
         lifespan=[lifespan],
-        state=State({"ctx": ctx, "hub": hub, "broker": broker, "publish": publish}),
+        state=state,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(title="Dialtone", version=__version__),
         debug=False,

@@ -28,6 +28,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     session_ttl: int = DAY
     invite_ttl: int = DAY
     redis_url: str | None = None
+    redis_prefix: str = "dialtone:"
+    node_heartbeat: float = 5.0
     rate_limits: bool = True
     trusted_proxies: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()
@@ -248,6 +250,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         session_ttl=_duration(env, "DIALTONE_SESSION_TTL", DAY),
         invite_ttl=_duration(env, "DIALTONE_INVITE_TTL", DAY),
         redis_url=redis_url,
+        redis_prefix=env.get("DIALTONE_REDIS_PREFIX", "").strip() or "dialtone:",
+        node_heartbeat=_float(env, "DIALTONE_NODE_HEARTBEAT", 5.0),
         rate_limits=_bool(env, "DIALTONE_RATE_LIMITS", True),
         trusted_proxies=_list(env, "DIALTONE_TRUSTED_PROXIES"),
         cors_origins=_list(env, "DIALTONE_CORS_ORIGINS"),

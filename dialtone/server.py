@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import uvicorn
 
 from dialtone.app import create_app
 from dialtone.config import Settings
+from dialtone.realtime.hub import Hub
 
 
 def uvicorn_config(settings: Settings, **overrides: Any) -> uvicorn.Config:
@@ -20,9 +22,10 @@ def uvicorn_config(settings: Settings, **overrides: Any) -> uvicorn.Config:
         # Ciphertext does not compress; deflate would only cost memory per socket.
         "ws_per_message_deflate": False,
         "ws_max_size": 64 * 1024,
-        # Liveness pings are sent by the gateway itself (see realtime/gateway.py).
-        "ws_ping_interval": None,
-        "ws_ping_timeout": None,
+        # Protocol-level pings (ASGI cannot send them): a peer that does not answer
+        # within one interval is dropped, and the gateway sees a disconnect.
+        "ws_ping_interval": settings.ws_ping_interval,
+        "ws_ping_timeout": settings.ws_ping_interval,
         "proxy_headers": False,
         "server_header": False,
         "date_header": True,
@@ -42,5 +45,18 @@ def uvicorn_config(settings: Settings, **overrides: Any) -> uvicorn.Config:
     return uvicorn.Config(create_app(settings), **options)
 
 
+class DialtoneServer(uvicorn.Server):
+    """uvicorn, but sockets are closed by the hub with 1001 (going away) and the voice
+    rooms emptied before uvicorn's own shutdown would close them with 1012."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()
+        hub = getattr(getattr(self.config.app, "state", None), "hub", None)
+        if isinstance(hub, Hub):
+            await hub.shutdown(grace=min(5.0, float(self.config.timeout_graceful_shutdown or 5)))
+        await super().shutdown(sockets)
+
+
 def serve(settings: Settings) -> None:
-    uvicorn.Server(uvicorn_config(settings)).run()
+    DialtoneServer(uvicorn_config(settings)).run()

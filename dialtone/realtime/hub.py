@@ -1,20 +1,335 @@
-"""Who is connected on this node, and delivery of events to their sockets."""
+"""Who is connected on this node, and delivery of events to their sockets.
+
+Every event reaches the hub through the broker (so every node sees the same stream).
+A fan-out event is encoded once; the same text goes into every socket's send queue.
+Each socket's queue is bounded: a socket that cannot keep up is closed with 1013
+``slow_consumer`` after what was already queued has been written, never skipped.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
 
-from dialtone.schemas.events import Event
-from dialtone.services.context import OnlineDirectory
+from dialtone.realtime.voice import VoiceRooms
+from dialtone.schemas.events import (
+    INTERNAL_EVENTS,
+    ChannelDeleted,
+    DeviceJoined,
+    DeviceRevoked,
+    Event,
+    NodeAlive,
+    NodeState,
+    NodeStateRequest,
+    SessionsRevoked,
+    SocketClosed,
+    SocketOpened,
+    VoiceMembership,
+    VoicePresenceSnapshot,
+    VoiceRelay,
+    encode_event,
+)
+from dialtone.services.context import Caller, OnlineDirectory
+
+log = logging.getLogger("dialtone.realtime")
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_TRY_AGAIN = 1013
+
+HEARTBEAT_SECONDS = 5.0
+NODE_EXPIRY_BEATS = 3
+
+ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class Connection:
+    """One open socket: who it belongs to, its bounded send queue, and its voice room."""
+
+    def __init__(
+        self, caller: Caller, send: ASGISend, queue_limit: int, node_id: str = "local"
+    ) -> None:
+        # "<node>.<random>": other nodes can forget a dead node's sockets by prefix.
+        self.id = f"{node_id}.{secrets.token_hex(8)}"
+        self.user_id = caller.user_id
+        self.device_id = caller.device_id
+        self.token_hash = caller.token_hash
+        self.caller = caller
+        self.voice_room: str | None = None
+        self._send = send
+        self._queue: deque[str] = deque()
+        self._limit = queue_limit
+        self._wake = asyncio.Event()
+        self.closing: tuple[int, str] | None = None
+        self.finished = asyncio.Event()
+
+    def push(self, text: str) -> None:
+        if self.closing is not None:
+            return
+        if len(self._queue) >= self._limit:
+            log.info("closing slow consumer conn=%s user=%s", self.id, self.user_id)
+            self.close(CLOSE_TRY_AGAIN, "slow_consumer")
+            return
+        self._queue.append(text)
+        self._wake.set()
+
+    def close(self, code: int, reason: str) -> None:
+        """Close after everything already queued has been written."""
+        if self.closing is None:
+            self.closing = (code, reason)
+            self._wake.set()
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    async def run_writer(self) -> None:
+        send = self._send
+        queue = self._queue
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while queue:
+                    await send({"type": "websocket.send", "text": queue.popleft()})
+                if self.closing is not None:
+                    code, reason = self.closing
+                    await send({"type": "websocket.close", "code": code, "reason": reason})
+                    return
+        except Exception:
+            # The peer went away while we were writing: nothing more can reach it.
+            self.closing = self.closing or (1006, "gone")
+            queue.clear()
+        finally:
+            self.finished.set()
 
 
 class Hub(OnlineDirectory):
-    def __init__(self) -> None:
-        self._sockets_by_user: dict[str, int] = {}
+    def __init__(self, publish: Callable[[Sequence[Event]], Awaitable[None]] | None = None) -> None:
+        self.conns: dict[str, Connection] = {}
+        self._by_user: dict[str, set[Connection]] = {}
+        self.voice = VoiceRooms(self)
+        self._publish = publish
+        # Striped locks: messages of one channel are stored and published one at a time,
+        # so every client sees them in storage order. Bounded memory whatever the channel count.
+        self._channel_locks = [asyncio.Lock() for _ in range(64)]
+        self.shutting_down = False
+        self.node_id = secrets.token_hex(6)
+        # Set when the broker links several nodes: sockets elsewhere count for presence,
+        # and nodes that stop sending heartbeats are forgotten.
+        self.replicated = False
+        self._remote: dict[str, set[str]] = {}  # user_id → conn ids on other nodes
+        self._nodes_seen: dict[str, float] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    def bind(self, publish: Callable[[Sequence[Event]], Awaitable[None]]) -> None:
+        self._publish = publish
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        assert self._publish is not None
+        await self._publish(events)
+
+    def channel_lock(self, channel_id: str) -> asyncio.Lock:
+        return self._channel_locks[hash(channel_id) % len(self._channel_locks)]
+
+    # ------------------------------------------------------------ presence
 
     def online(self, user_ids: Iterable[str]) -> set[str]:
-        return {user_id for user_id in user_ids if self._sockets_by_user.get(user_id)}
+        return {
+            user_id
+            for user_id in user_ids
+            if self._by_user.get(user_id) or self._remote.get(user_id)
+        }
+
+    def of_user(self, user_id: str) -> set[Connection]:
+        return self._by_user.get(user_id, set())
+
+    # ------------------------------------------------------------ lifecycle of a socket
+
+    async def attach(self, conn: Connection) -> None:
+        """Snapshot to the newcomer, then ``device.joined`` to everyone (the newcomer too)."""
+        conn.push(encode_event(VoicePresenceSnapshot(voice_rooms=self.voice.snapshot())))
+        self.conns[conn.id] = conn
+        self._by_user.setdefault(conn.user_id, set()).add(conn)
+        events: list[Event] = [DeviceJoined(sender=conn.user_id, device_id=conn.device_id)]
+        if self.replicated:
+            events.append(SocketOpened(user_id=conn.user_id, conn_id=conn.id))
+        await self._publish_quietly(*events)
+
+    async def detach(self, conn: Connection) -> None:
+        if self.conns.pop(conn.id, None) is None:
+            return
+        sockets = self._by_user.get(conn.user_id)
+        if sockets is not None:
+            sockets.discard(conn)
+            if not sockets:
+                del self._by_user[conn.user_id]
+        events: list[Event] = []
+        if conn.voice_room is not None:
+            room, conn.voice_room = conn.voice_room, None
+            events.append(
+                VoiceMembership(
+                    channel_id=room, user_id=conn.user_id, conn_id=conn.id, joined=False
+                )
+            )
+        if self.replicated:
+            events.append(SocketClosed(user_id=conn.user_id, conn_id=conn.id))
+        if events:
+            await self._publish_quietly(*events)
+
+    async def _publish_quietly(self, *events: Event) -> None:
+        """Announcements a socket's life cannot wait for: a broker outage is logged, not raised."""
+        try:
+            await self.publish(events)
+        except Exception:
+            log.exception("could not publish %s", ", ".join(type(e).__name__ for e in events))
+
+    # ------------------------------------------------------------ several nodes
+
+    async def start_replication(self, heartbeat: float = HEARTBEAT_SECONDS) -> None:
+        """Ask the other nodes what they hold, then send heartbeats and expire silent nodes."""
+        self.replicated = True
+        await self._publish_quietly(NodeStateRequest(node_id=self.node_id))
+        self._heartbeat = asyncio.create_task(self._beat(heartbeat), name="dialtone-heartbeat")
+
+    async def stop_replication(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+            self._heartbeat = None
+
+    async def _beat(self, interval: float) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._publish_quietly(NodeAlive(node_id=self.node_id))
+            await asyncio.sleep(interval)
+            deadline = loop.time() - NODE_EXPIRY_BEATS * interval
+            for node_id, seen in list(self._nodes_seen.items()):
+                if seen < deadline:
+                    self.forget_node(node_id)
+
+    def forget_node(self, node_id: str) -> None:
+        log.warning("node %s stopped answering: forgetting its sockets", node_id)
+        self._nodes_seen.pop(node_id, None)
+        prefix = node_id + "."
+        for user_id in list(self._remote):
+            kept = {c for c in self._remote[user_id] if not c.startswith(prefix)}
+            if kept:
+                self._remote[user_id] = kept
+            else:
+                del self._remote[user_id]
+        self.voice.forget_prefix(prefix)
+
+    def _saw(self, conn_or_node_id: str) -> str | None:
+        """The node of an id, noted as alive; None for this node's own ids."""
+        node_id = conn_or_node_id.partition(".")[0]
+        if node_id == self.node_id:
+            return None
+        self._nodes_seen[node_id] = asyncio.get_running_loop().time()
+        return node_id
+
+    def _state(self) -> NodeState:
+        return NodeState(
+            node_id=self.node_id,
+            sockets=[(c.user_id, c.id) for c in self.conns.values()],
+            voice=[(c.voice_room, c.user_id, c.id) for c in self.conns.values() if c.voice_room],
+        )
+
+    def _apply_replication(self, event: Event) -> None:
+        match event:
+            case SocketOpened(user_id=user_id, conn_id=conn_id):
+                if self._saw(conn_id):
+                    self._remote.setdefault(user_id, set()).add(conn_id)
+            case SocketClosed(user_id=user_id, conn_id=conn_id):
+                if self._saw(conn_id):
+                    remaining = self._remote.get(user_id)
+                    if remaining is not None:
+                        remaining.discard(conn_id)
+                        if not remaining:
+                            del self._remote[user_id]
+            case NodeAlive(node_id=node_id):
+                self._saw(node_id)
+            case NodeStateRequest(node_id=node_id):
+                if self._saw(node_id) and self.replicated:
+                    task = asyncio.create_task(self._publish_quietly(self._state()))
+                    self._background.add(task)
+                    task.add_done_callback(self._background.discard)
+            case NodeState(node_id=node_id, sockets=sockets, voice=voice):
+                if self._saw(node_id):
+                    for user_id, conn_id in sockets:
+                        self._remote.setdefault(user_id, set()).add(conn_id)
+                    for channel_id, user_id, conn_id in voice:
+                        self.voice.merge(channel_id, user_id, conn_id)
+
+    async def shutdown(self, grace: float = 5.0) -> None:
+        """Empty the voice rooms (peers on other nodes are told), then 1001 to every socket."""
+        self.shutting_down = True
+        conns = list(self.conns.values())
+        leaving = [
+            VoiceMembership(channel_id=c.voice_room, user_id=c.user_id, conn_id=c.id, joined=False)
+            for c in conns
+            if c.voice_room is not None
+        ]
+        for conn in conns:
+            conn.voice_room = None
+        if leaving:
+            try:
+                await self.publish(leaving)
+            except Exception:
+                log.exception("could not announce voice departures at shutdown")
+        for conn in conns:
+            conn.close(CLOSE_GOING_AWAY, "server shutting down")
+        if conns:
+            waits = [asyncio.ensure_future(c.finished.wait()) for c in conns]
+            _, pending = await asyncio.wait(waits, timeout=grace)
+            for fut in pending:
+                fut.cancel()
+
+    # ------------------------------------------------------------ delivery
+
+    def broadcast(self, text: str) -> None:
+        for conn in list(self.conns.values()):
+            conn.push(text)
 
     async def deliver(self, events: Sequence[Event]) -> None:
-        # Sockets arrive with the WebSocket gateway; until then nobody is connected.
-        return None
+        for event in events:
+            try:
+                self._deliver_one(event)
+            except Exception:
+                log.exception("delivery of %s failed", type(event).__name__)
+
+    def _deliver_one(self, event: Event) -> None:
+        match event:
+            case SessionsRevoked(user_id=user_id, token_hash=token_hash):
+                for conn in list(self.of_user(user_id)):
+                    if token_hash is None or conn.token_hash == token_hash:
+                        conn.close(CLOSE_POLICY, "revoked")
+            case DeviceRevoked(sender=user_id, device_id=device_id):
+                text = encode_event(event)
+                for conn in list(self.of_user(user_id)):
+                    if conn.device_id == device_id:
+                        conn.close(CLOSE_POLICY, "revoked")
+                    else:
+                        conn.push(text)
+            case VoiceMembership():
+                self._saw(event.conn_id)
+                self.voice.apply_membership(event)
+            case VoiceRelay():
+                self.voice.apply_relay(event)
+            case ChannelDeleted(channel_id=channel_id):
+                self.broadcast(encode_event(event))
+                self.voice.end_room(channel_id)
+            case SocketOpened() | SocketClosed() | NodeAlive() | NodeStateRequest() | NodeState():
+                self._apply_replication(event)
+            case _ if isinstance(event, INTERNAL_EVENTS):
+                log.warning("no handler for control event %s", type(event).__name__)
+            case _:
+                self.broadcast(encode_event(event))

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Annotated
+
 import msgspec
+
+from dialtone.schemas.common import _NO_NUL, Id, MessageBody, NameCipher
+
+# SDP and ICE text; the 64 KiB frame limit bounds it first.
+Signal = Annotated[str, msgspec.Meta(min_length=1, max_length=60 * 1024, pattern=_NO_NUL)]
 
 
 class Event(msgspec.Struct, tag_field="type"):
@@ -49,3 +57,218 @@ class SessionsRevoked(Event, tag="sessions.revoked"):
 
     user_id: str
     token_hash: str | None = None
+
+
+# ---------------------------------------------------------------- voice (server → client)
+
+
+class VoicePresenceSnapshot(Event, tag="voice.presence.snapshot"):
+    voice_rooms: dict[str, list[str]]
+
+
+class VoiceRoster(Event, tag="voice_roster"):
+    channel_id: str
+    users: list[str]
+
+
+class VoicePresence(Event, tag="voice.presence"):
+    channel_id: str
+    sender: str
+    active: bool
+
+
+class VoiceJoined(Event, tag="voice_join"):
+    channel_id: str
+    sender: str
+
+
+class VoiceLeft(Event, tag="voice_leave"):
+    channel_id: str
+    sender: str
+
+
+class WebrtcOfferOut(Event, tag="webrtc_offer"):
+    channel_id: str
+    sender: str
+    recipient: str
+    sdp: str
+
+
+class WebrtcAnswerOut(Event, tag="webrtc_answer"):
+    channel_id: str
+    sender: str
+    recipient: str
+    sdp: str
+
+
+class IceCandidateOut(Event, tag="ice_candidate"):
+    channel_id: str
+    sender: str
+    recipient: str
+    candidate: str
+
+
+class ErrorEvent(Event, tag="error"):
+    code: str
+    message: str
+
+
+Relayed = WebrtcOfferOut | WebrtcAnswerOut | IceCandidateOut
+
+
+# ---------------------------------------------------------------- internal control events
+# Carried by the broker between nodes; the hub acts on them and never sends them as-is.
+
+
+class VoiceMembership(Event, tag="internal.voice.membership"):
+    """A connection entered (``joined``) or left a voice room."""
+
+    channel_id: str
+    user_id: str
+    conn_id: str
+    joined: bool
+
+
+class VoiceRelay(Event, tag="internal.voice.relay"):
+    """An offer/answer/candidate for ``payload.recipient``'s sockets in the room."""
+
+    origin_conn_id: str
+    payload: Relayed
+
+
+class SocketOpened(Event, tag="internal.socket.opened"):
+    """Presence across nodes: a socket of ``user_id`` opened (conn ids start with the node id)."""
+
+    user_id: str
+    conn_id: str
+
+
+class SocketClosed(Event, tag="internal.socket.closed"):
+    user_id: str
+    conn_id: str
+
+
+class NodeAlive(Event, tag="internal.node.alive"):
+    """Heartbeat: a node that stops sending it is presumed dead and its sockets forgotten."""
+
+    node_id: str
+
+
+class NodeStateRequest(Event, tag="internal.node.state_request"):
+    """A node that just started asks the others for their sockets and voice seats."""
+
+    node_id: str
+
+
+class NodeState(Event, tag="internal.node.state"):
+    node_id: str
+    sockets: list[tuple[str, str]]  # (user_id, conn_id)
+    voice: list[tuple[str, str, str]]  # (channel_id, user_id, conn_id)
+
+
+INTERNAL_EVENTS: tuple[type[Event], ...] = (
+    SessionsRevoked,
+    VoiceMembership,
+    VoiceRelay,
+    SocketOpened,
+    SocketClosed,
+    NodeAlive,
+    NodeStateRequest,
+    NodeState,
+)
+
+AnyEvent = (
+    ChannelMessageNew
+    | ChannelUpdated
+    | ChannelDeleted
+    | UserProfileUpdated
+    | DeviceJoined
+    | DeviceRevoked
+    | SessionsRevoked
+    | VoicePresenceSnapshot
+    | VoiceRoster
+    | VoicePresence
+    | VoiceJoined
+    | VoiceLeft
+    | WebrtcOfferOut
+    | WebrtcAnswerOut
+    | IceCandidateOut
+    | ErrorEvent
+    | VoiceMembership
+    | VoiceRelay
+    | SocketOpened
+    | SocketClosed
+    | NodeAlive
+    | NodeStateRequest
+    | NodeState
+)
+
+
+# ---------------------------------------------------------------- client → server frames
+# One tagged union, decoded by one decoder. Unknown fields are ignored rather than refused:
+# existing clients send one envelope struct for every frame type.
+
+
+class ClientFrame(msgspec.Struct, tag_field="type"):
+    pass
+
+
+class ChannelMessageSend(ClientFrame, tag="channel.message.send"):
+    channel_id: Id
+    body: MessageBody
+    sender_name_enc: NameCipher
+
+
+class VoiceJoin(ClientFrame, tag="voice_join"):
+    channel_id: Id
+
+
+class VoiceLeave(ClientFrame, tag="voice_leave"):
+    channel_id: Id
+
+
+class WebrtcOffer(ClientFrame, tag="webrtc_offer"):
+    channel_id: Id
+    recipient: Id
+    sdp: Signal
+
+
+class WebrtcAnswer(ClientFrame, tag="webrtc_answer"):
+    channel_id: Id
+    recipient: Id
+    sdp: Signal
+
+
+class IceCandidate(ClientFrame, tag="ice_candidate"):
+    channel_id: Id
+    recipient: Id
+    candidate: Signal
+
+
+AnyClientFrame = (
+    ChannelMessageSend | VoiceJoin | VoiceLeave | WebrtcOffer | WebrtcAnswer | IceCandidate
+)
+CLIENT_FRAME_TYPES = frozenset(
+    {
+        "channel.message.send",
+        "voice_join",
+        "voice_leave",
+        "webrtc_offer",
+        "webrtc_answer",
+        "ice_candidate",
+    }
+)
+
+
+_encoder = msgspec.json.Encoder()
+event_decoder = msgspec.json.Decoder(list[AnyEvent])
+frame_decoder = msgspec.json.Decoder(AnyClientFrame)
+
+
+def encode_event(event: Event) -> str:
+    """JSON text of a server event, built once per event and shared by every socket."""
+    return _encoder.encode(event).decode()
+
+
+def encode_events(events: Sequence[Event]) -> bytes:
+    return _encoder.encode(events)

@@ -1,0 +1,391 @@
+"""``/ws``: handshake auth, decode a frame, dispatch it, one short transaction per frame.
+
+The handler is a plain ASGI endpoint so the handshake can be refused with a real HTTP
+401 (the ASGI WebSocket denial-response extension) before the upgrade. No database
+session lives as long as the socket: the token is resolved in one short transaction,
+and each frame that needs the database gets its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from litestar import asgi
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from dialtone.api.dependencies import bearer_token
+from dialtone.config import Settings
+from dialtone.db.models import Session
+from dialtone.db.repositories.channels import ChannelRepository
+from dialtone.db.repositories.locks import AdvisoryLockRepository
+from dialtone.db.unit_of_work import UnitOfWork
+from dialtone.errors import DialtoneError
+from dialtone.realtime.hub import CLOSE_POLICY, Connection, Hub
+from dialtone.realtime.limits import FrameLimits
+from dialtone.schemas.common import MAX_BODY_BYTES
+from dialtone.schemas.events import (
+    CLIENT_FRAME_TYPES,
+    ChannelMessageSend,
+    ErrorEvent,
+    IceCandidate,
+    IceCandidateOut,
+    VoiceJoin,
+    VoiceLeave,
+    VoiceMembership,
+    VoiceRelay,
+    WebrtcAnswer,
+    WebrtcAnswerOut,
+    WebrtcOffer,
+    WebrtcOfferOut,
+    encode_event,
+    frame_decoder,
+)
+from dialtone.services.auth import AuthService
+from dialtone.services.context import Caller, ServerContext
+from dialtone.services.messages import MessageService
+
+log = logging.getLogger("dialtone.realtime")
+
+SUBPROTOCOL_PREFIX = "dialtone.bearer."
+# How long a closing socket may take to write what was queued before it is dropped.
+DRAIN_TIMEOUT = 10.0
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class FrameError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            text: str = value.decode("latin-1")
+            return text
+    return None
+
+
+def handshake_token(scope: Scope) -> tuple[str | None, str | None]:
+    """The bearer token, and the subprotocol to echo when it came that way."""
+    token = bearer_token(_header(scope, b"authorization"))
+    if token is not None:
+        return token, None
+    for offered in scope.get("subprotocols") or ():
+        if offered.startswith(SUBPROTOCOL_PREFIX) and len(offered) > len(SUBPROTOCOL_PREFIX):
+            return offered[len(SUBPROTOCOL_PREFIX) :], offered
+    return None, None
+
+
+def classify_decode_error(raw: str | bytes, exc: msgspec.DecodeError) -> FrameError:
+    if not isinstance(exc, msgspec.ValidationError):
+        return FrameError("invalid_message", "frame is not valid JSON")
+    try:
+        loose = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return FrameError("invalid_message", "frame is not valid JSON")
+    if not isinstance(loose, dict):
+        return FrameError("invalid_message", "frame must be a JSON object")
+    kind = loose.get("type")
+    if not isinstance(kind, str):
+        return FrameError("invalid_message", "frame needs a string `type`")
+    if kind not in CLIENT_FRAME_TYPES:
+        return FrameError("unsupported_type", "unsupported message type")
+    return FrameError("invalid_message", f"invalid {kind}: {exc}")
+
+
+class Gateway:
+    def __init__(self, ctx: ServerContext, hub: Hub, state: Any) -> None:
+        self.ctx = ctx
+        self.settings: Settings = ctx.settings
+        self.hub = hub
+        self._state = state
+        # Only a cluster (shared broker) on PostgreSQL needs a lock that spans nodes.
+        self.cluster_locks = bool(self.settings.redis_url) and not self.settings.is_sqlite
+
+    @property
+    def sessionmaker(self) -> async_sessionmaker[AsyncSession]:
+        maker: async_sessionmaker[AsyncSession] = self._state.sessionmaker
+        return maker
+
+    def unit_of_work(self) -> UnitOfWork:
+        return UnitOfWork(self.sessionmaker, self.hub.publish)
+
+    # ------------------------------------------------------------ handshake
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await _http_error(send, 426, "use a WebSocket upgrade on /ws")
+            return
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        token, subprotocol = handshake_token(scope)
+        if self.hub.shutting_down:
+            await _deny(scope, send, 503, "server is shutting down")
+            return
+        caller: Caller | None = None
+        expires_at: datetime | None = None
+        if token is not None:
+            try:
+                async with self.unit_of_work() as uow:
+                    caller = await AuthService(uow, self.ctx).authenticate(token)
+                    if caller is not None:
+                        # Already loaded by authenticate: an identity-map hit, no query.
+                        session = await uow.session.get(Session, caller.token_hash)
+                        expires_at = session.expires_at if session is not None else None
+            except Exception as exc:
+                log.error("websocket handshake: session lookup failed: %s", type(exc).__name__)
+                await _deny(scope, send, 503, "database unavailable, try again")
+                return
+        if caller is None:
+            await _deny(scope, send, 401, "missing or invalid bearer token")
+            return
+        accept: dict[str, Any] = {"type": "websocket.accept"}
+        if subprotocol is not None:
+            accept["subprotocol"] = subprotocol
+        await send(accept)
+        await self.run(caller, receive, send, expires_at)
+
+    # ------------------------------------------------------------ one socket's life
+
+    async def run(
+        self, caller: Caller, receive: Receive, send: Send, expires_at: datetime | None = None
+    ) -> None:
+        conn = Connection(caller, send, self.settings.ws_send_queue, self.hub.node_id)
+        writer = asyncio.create_task(conn.run_writer())
+        expiry: asyncio.TimerHandle | None = None
+        if expires_at is not None:
+            # The session ends while the socket is open: close it then, as a logout would.
+            delay = (expires_at - self.ctx.clock()).total_seconds()
+            expiry = asyncio.get_running_loop().call_later(
+                max(0.0, delay), conn.close, CLOSE_POLICY, "session_expired"
+            )
+        limits = FrameLimits.default() if self.settings.rate_limits else None
+        try:
+            await self.hub.attach(conn)
+            reading = asyncio.ensure_future(receive())
+            while True:
+                if conn.closing is not None:
+                    # Closing (slow consumer, revoked, shutdown): stop reading frames, let
+                    # the writer flush what was queued, then leave.
+                    reading.cancel()
+                    break
+                done, _ = await asyncio.wait({reading, writer}, return_when=asyncio.FIRST_COMPLETED)
+                if reading not in done:
+                    reading.cancel()
+                    break
+                message = reading.result()
+                if message["type"] == "websocket.disconnect":
+                    break
+                await self.handle(conn, message, limits)
+                reading = asyncio.ensure_future(receive())
+        finally:
+            if expiry is not None:
+                expiry.cancel()
+            await self.hub.detach(conn)
+            if conn.closing is not None and not writer.done():
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(asyncio.shield(writer), DRAIN_TIMEOUT)
+            if not writer.done():
+                writer.cancel()
+
+    # ------------------------------------------------------------ frames
+
+    async def handle(
+        self, conn: Connection, message: dict[str, Any], limits: FrameLimits | None
+    ) -> None:
+        text = message.get("text")
+        if text is None:
+            self._error(conn, "invalid_message", "binary frames are not supported; send JSON text")
+            return
+        try:
+            frame = frame_decoder.decode(text)
+        except msgspec.DecodeError as exc:
+            frame_error = classify_decode_error(text, exc)
+            if limits is not None and not self._allowed(conn, limits, chat=False):
+                return
+            self._error(conn, frame_error.code, frame_error.message)
+            return
+        if limits is not None and not self._allowed(
+            conn, limits, chat=isinstance(frame, ChannelMessageSend)
+        ):
+            return
+        try:
+            await self.dispatch(conn, frame)
+        except FrameError as exc:
+            self._error(conn, exc.code, exc.message)
+        except DialtoneError as exc:
+            self._error(conn, exc.code, exc.message)
+        except Exception as exc:
+            # Type only: a database error's text can carry the statement's parameters,
+            # i.e. message bodies, which never go to the log.
+            log.error("websocket frame failed conn=%s: %s", conn.id, type(exc).__name__)
+            self._error(conn, "server_error", "the server could not handle this message")
+
+    def _allowed(self, conn: Connection, limits: FrameLimits, *, chat: bool) -> bool:
+        bucket = limits.chat if chat else limits.signal
+        if bucket.take():
+            return True
+        if not limits.flood.take():
+            log.info("closing flooding socket conn=%s user=%s", conn.id, conn.user_id)
+            conn.close(CLOSE_POLICY, "rate_limited")
+            return False
+        self._error(conn, "rate_limited", "too many messages, slow down")
+        return False
+
+    @staticmethod
+    def _error(conn: Connection, code: str, message: str) -> None:
+        conn.push(encode_event(ErrorEvent(code=code, message=message)))
+
+    async def dispatch(self, conn: Connection, frame: object) -> None:
+        match frame:
+            case ChannelMessageSend():
+                await self.send_message(conn, frame)
+            case VoiceJoin(channel_id=channel_id):
+                await self.voice_join(conn, channel_id)
+            case VoiceLeave(channel_id=channel_id):
+                if conn.voice_room != channel_id:
+                    raise FrameError("voice_not_joined", "you are not in this voice room")
+                await self.voice_leave(conn)
+            case WebrtcOffer() | WebrtcAnswer() | IceCandidate():
+                await self.relay(conn, frame)
+
+    async def send_message(self, conn: Connection, frame: ChannelMessageSend) -> None:
+        if len(frame.body.encode("utf-8")) > MAX_BODY_BYTES:
+            raise FrameError("invalid_message", f"body exceeds {MAX_BODY_BYTES} bytes")
+        # Store and publish under the channel's lock: every client sees storage order.
+        async with self.hub.channel_lock(frame.channel_id):
+            if self.cluster_locks:
+                await self._send_message_in_cluster(conn, frame)
+                return
+            async with self.unit_of_work() as uow:
+                await MessageService(uow, self.ctx).post(
+                    conn.caller, frame.channel_id, frame.body, frame.sender_name_enc
+                )
+
+    async def _send_message_in_cluster(self, conn: Connection, frame: ChannelMessageSend) -> None:
+        """Several nodes: the channel's advisory lock is held from before the insert until
+        the event is handed to the broker, so the broker sees messages in storage order."""
+        uow = self.unit_of_work()
+        locks = AdvisoryLockRepository(uow.session)
+        name = f"dialtone.channel.{frame.channel_id}"
+        try:
+            await locks.acquire(name)
+            try:
+                await MessageService(uow, self.ctx).post(
+                    conn.caller, frame.channel_id, frame.body, frame.sender_name_enc
+                )
+                await uow.commit()  # commits, then publishes
+            finally:
+                await uow.rollback()
+                try:
+                    await locks.release(name)
+                    await uow.session.commit()
+                except Exception:
+                    # Never return a connection that may still hold the lock to the pool.
+                    await uow.session.invalidate()
+                    raise
+        finally:
+            await uow.close()
+
+    async def voice_join(self, conn: Connection, channel_id: str) -> None:
+        async with self.unit_of_work() as uow:
+            exists = await ChannelRepository(uow.session).exists(channel_id)
+        if not exists:
+            raise FrameError("channel_not_found", "channel not found")
+        if conn.voice_room == channel_id:
+            return
+        if conn.voice_room is not None:
+            await self.voice_leave(conn)
+        conn.voice_room = channel_id
+        await self.hub.publish(
+            [
+                VoiceMembership(
+                    channel_id=channel_id, user_id=conn.user_id, conn_id=conn.id, joined=True
+                )
+            ]
+        )
+
+    async def voice_leave(self, conn: Connection) -> None:
+        room, conn.voice_room = conn.voice_room, None
+        if room is None:
+            return
+        await self.hub.publish(
+            [VoiceMembership(channel_id=room, user_id=conn.user_id, conn_id=conn.id, joined=False)]
+        )
+
+    async def relay(
+        self, conn: Connection, frame: WebrtcOffer | WebrtcAnswer | IceCandidate
+    ) -> None:
+        if conn.voice_room != frame.channel_id:
+            raise FrameError("voice_not_joined", "join the voice room before signalling in it")
+        payload: WebrtcOfferOut | WebrtcAnswerOut | IceCandidateOut
+        match frame:
+            case WebrtcOffer():
+                payload = WebrtcOfferOut(
+                    channel_id=frame.channel_id,
+                    sender=conn.user_id,
+                    recipient=frame.recipient,
+                    sdp=frame.sdp,
+                )
+            case WebrtcAnswer():
+                payload = WebrtcAnswerOut(
+                    channel_id=frame.channel_id,
+                    sender=conn.user_id,
+                    recipient=frame.recipient,
+                    sdp=frame.sdp,
+                )
+            case IceCandidate():
+                payload = IceCandidateOut(
+                    channel_id=frame.channel_id,
+                    sender=conn.user_id,
+                    recipient=frame.recipient,
+                    candidate=frame.candidate,
+                )
+        await self.hub.publish([VoiceRelay(origin_conn_id=conn.id, payload=payload)])
+
+
+async def _http_error(send: Send, status: int, message: str) -> None:
+    body = msgspec.json.encode({"error": message})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(body)),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _deny(scope: Scope, send: Send, status: int, message: str) -> None:
+    """Refuse the handshake with a real HTTP response, before any upgrade."""
+    if "websocket.http.response" not in (scope.get("extensions") or {}):
+        # A server without the denial-response extension can only say 403.
+        await send({"type": "websocket.close", "code": CLOSE_POLICY})
+        return
+    body = msgspec.json.encode({"error": message})
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    if status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": body})
+
+
+@asgi("/ws", is_mount=False, copy_scope=False)
+async def ws_endpoint(scope: Any, receive: Any, send: Any) -> None:
+    gateway: Gateway = scope["litestar_app"].state.gateway
+    await gateway(scope, receive, send)

@@ -1,0 +1,194 @@
+"""A real uvicorn server in-process on a free port, real sockets, clients named by role."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from dialtone.config import Settings
+from dialtone.server import DialtoneServer, uvicorn_config
+from tests.conftest import ADMIN_TOKEN, Member
+from tests.e2ee import DeviceKeys
+
+
+@dataclass
+class LiveServer:
+    settings: Settings
+    server: DialtoneServer
+    port: int
+    http: httpx.AsyncClient
+    sockets: list[ClientConnection] = field(default_factory=list)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    async def register(self, username: str | None = None) -> Member:
+        invite = await self.http.post("/server/invites", headers={"X-Admin-Token": ADMIN_TOKEN})
+        assert invite.status_code == 201, invite.text
+        name = username or f"user{secrets.token_hex(4)}"
+        keys = DeviceKeys()
+        response = await self.http.post(
+            "/auth/register",
+            json={
+                "username": name,
+                "password": "password1",
+                "public_key": keys.public_b64,
+                "invite_token": invite.json()["token"],
+            },
+        )
+        assert response.status_code == 201, response.text
+        body = response.json()
+        return Member(
+            username=name,
+            password="password1",
+            token=body["token"],
+            user_id=body["user_id"],
+            device_id=body["device_id"],
+            is_admin=body["is_admin"],
+            keys=keys,
+        )
+
+    async def second_device(self, member: Member) -> Member:
+        keys = DeviceKeys()
+        response = await self.http.post(
+            "/auth/login",
+            json={
+                "username": member.username,
+                "password": member.password,
+                "public_key": keys.public_b64,
+            },
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["device_id"] != member.device_id
+        return Member(
+            username=member.username,
+            password=member.password,
+            token=body["token"],
+            user_id=body["user_id"],
+            device_id=body["device_id"],
+            is_admin=body["is_admin"],
+            keys=keys,
+        )
+
+    async def create_channel(self, admin: Member, name_enc: str = "bmFtZQ==") -> str:
+        response = await self.http.post(
+            "/channels", json={"name_enc": name_enc}, headers=admin.auth
+        )
+        assert response.status_code == 201, response.text
+        channel_id: str = response.json()["channel"]["id"]
+        return channel_id
+
+    async def connect(self, member: Member, **options: Any) -> ClientConnection:
+        """Open a socket and consume the greeting (snapshot, own device.joined)."""
+        ws = await self.connect_raw(member, **options)
+        snapshot = await recv(ws)
+        assert snapshot["type"] == "voice.presence.snapshot"
+        joined = await next_of(ws, "device.joined")
+        assert joined == {
+            "type": "device.joined",
+            "sender": member.user_id,
+            "device_id": member.device_id,
+        }
+        return ws
+
+    async def connect_raw(self, member: Member, **options: Any) -> ClientConnection:
+        options.setdefault("additional_headers", {"Authorization": f"Bearer {member.token}"})
+        ws = await connect(self.ws_url, open_timeout=5, **options)
+        self.sockets.append(ws)
+        return ws
+
+
+async def recv(ws: ClientConnection, within: float = 5.0) -> dict[str, Any]:
+    raw = await asyncio.wait_for(ws.recv(), within)
+    assert isinstance(raw, str), "server frames are JSON text"
+    value: dict[str, Any] = json.loads(raw)
+    return value
+
+
+async def next_of(ws: ClientConnection, kind: str, within: float = 5.0) -> dict[str, Any]:
+    """The next event of this type, skipping others (e.g. device.joined of late comers)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        event = await recv(ws, max(0.01, deadline - loop.time()))
+        if event["type"] == kind:
+            return event
+
+
+async def quiet(ws: ClientConnection, wait: float = 0.3) -> list[dict[str, Any]]:
+    """Everything that arrives within `wait` seconds."""
+    seen: list[dict[str, Any]] = []
+    try:
+        while True:
+            seen.append(await recv(ws, wait))
+    except TimeoutError:
+        return seen
+
+
+def only(events: list[dict[str, Any]], *kinds: str) -> list[dict[str, Any]]:
+    return [e for e in events if e["type"] in kinds]
+
+
+@asynccontextmanager
+async def running_server(settings: Settings) -> AsyncIterator[LiveServer]:
+    server = DialtoneServer(uvicorn_config(settings, port=0, loop="asyncio"))
+    task = asyncio.create_task(server.serve())
+    for _ in range(500):
+        if server.started or task.done():
+            break
+        await asyncio.sleep(0.01)
+    if task.done():
+        task.result()
+    assert server.started, "server did not start"
+    port = server.servers[0].sockets[0].getsockname()[1]
+    http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    live = LiveServer(settings=settings, server=server, port=port, http=http)
+    try:
+        yield live
+    finally:
+        for ws in live.sockets:
+            await ws.close()
+        await http.aclose()
+        server.should_exit = True
+        await asyncio.wait_for(task, 20)
+
+
+@pytest.fixture
+async def live(settings: Settings) -> AsyncIterator[LiveServer]:
+    async with running_server(settings) as server:
+        yield server
+
+
+@pytest.fixture
+async def admin(live: LiveServer) -> Member:
+    member = await live.register("admin")
+    assert member.is_admin
+    return member
+
+
+@pytest.fixture
+async def member(live: LiveServer, admin: Member) -> Member:
+    return await live.register("bob")
+
+
+@pytest.fixture
+async def channel(live: LiveServer, admin: Member) -> str:
+    return await live.create_channel(admin)
+
+
+Connect = Callable[[Member], Awaitable[ClientConnection]]

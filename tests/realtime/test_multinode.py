@@ -1,0 +1,324 @@
+"""Two server processes on one PostgreSQL database and one Redis: events cross nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+
+from tests.conftest import ADMIN_TOKEN, PEPPER, REDIS_URL, Member, truncate_all
+from tests.e2ee import DeviceKeys
+from tests.realtime.conftest import next_of, only, quiet
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Node:
+    db_url: str
+    prefix: str
+
+    def __init__(self, db_url: str, prefix: str, data_dir: Path, heartbeat: float = 0.5) -> None:
+        self.port = free_port()
+        self.db_url, self.prefix = db_url, prefix
+        env = dict(os.environ)
+        env.update(
+            {
+                "DIALTONE_DB_URL": db_url,
+                "DIALTONE_REDIS_URL": REDIS_URL,
+                "DIALTONE_REDIS_PREFIX": prefix,
+                "DIALTONE_LISTEN_ADDR": f"127.0.0.1:{self.port}",
+                "DIALTONE_DATA_DIR": str(data_dir),
+                "DIALTONE_USERNAME_PEPPER": PEPPER.decode(),
+                "DIALTONE_ADMIN_TOKEN": ADMIN_TOKEN,
+                "DIALTONE_RATE_LIMITS": "off",
+                "DIALTONE_ARGON2_MEMORY_KIB": str(19 * 1024),
+                "DIALTONE_LOG_LEVEL": "warning",
+                "DIALTONE_NODE_HEARTBEAT": str(heartbeat),
+            }
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dialtone", "serve"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        self.http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}", timeout=20)
+        self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
+
+    async def ready(self) -> None:
+        for _ in range(300):
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                raise AssertionError(f"node exited: {err[-2000:]}")
+            try:
+                if (await self.http.get("/health")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+        raise AssertionError("node did not start")
+
+    async def stop(self) -> None:
+        await self.http.aclose()
+        self.proc.terminate()
+        try:
+            await asyncio.to_thread(self.proc.wait, 20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        if self.proc.stderr:
+            self.proc.stderr.close()
+
+    async def register(self, name: str) -> Member:
+        invite = await self.http.post("/server/invites", headers={"X-Admin-Token": ADMIN_TOKEN})
+        assert invite.status_code == 201, invite.text
+        keys = DeviceKeys()
+        response = await self.http.post(
+            "/auth/register",
+            json={
+                "username": name,
+                "password": "password1",
+                "public_key": keys.public_b64,
+                "invite_token": invite.json()["token"],
+            },
+        )
+        assert response.status_code == 201, response.text
+        body = response.json()
+        return Member(
+            name,
+            "password1",
+            body["token"],
+            body["user_id"],
+            body["device_id"],
+            body["is_admin"],
+            keys,
+        )
+
+
+@pytest.fixture
+def shared_db(pg_database: str) -> str:
+    if not REDIS_URL:
+        pytest.skip("multi-node test needs DIALTONE_TEST_REDIS_URL")
+    asyncio.run(truncate_all(pg_database))
+    return pg_database
+
+
+@pytest.fixture
+async def nodes(shared_db: str, tmp_path: Path) -> AsyncIterator[tuple[Node, Node]]:
+    db_url = shared_db
+    prefix = f"dialtone-test-{secrets.token_hex(6)}:"  # never collides with other runs
+    first = Node(db_url, prefix, tmp_path / "a")
+    await first.ready()
+    second = Node(db_url, prefix, tmp_path / "b")
+    started = [first, second]
+    try:
+        await second.ready()
+        yield first, second
+    finally:
+        await asyncio.gather(*(node.stop() for node in started))
+
+
+async def online(node: Node, viewer: Member, user_id: str) -> bool:
+    response = await node.http.post("/presence", json={"user_ids": [user_id]}, headers=viewer.auth)
+    assert response.status_code == 200, response.text
+    value: bool = response.json()["statuses"][user_id]
+    return value
+
+
+async def eventually(check: Any, expected: Any, within: float = 5.0) -> None:
+    for _ in range(int(within / 0.05)):
+        if await check() == expected:
+            return
+        await asyncio.sleep(0.05)
+    assert await check() == expected
+
+
+async def greeted(url: str, member: Member) -> Any:
+    ws = await connect(url, additional_headers={"Authorization": f"Bearer {member.token}"})
+    assert json.loads(await ws.recv())["type"] == "voice.presence.snapshot"
+    await next_of(ws, "device.joined")
+    return ws
+
+
+async def test_events_cross_nodes(nodes: tuple[Node, Node]) -> None:
+    node_a, node_b = nodes
+    alice = await node_a.register("alice")
+    bob = await node_b.register("bob")
+    created = await node_a.http.post("/channels", json={"name_enc": "bmFtZQ=="}, headers=alice.auth)
+    assert created.status_code == 201
+    channel = created.json()["channel"]["id"]
+
+    on_a = await greeted(node_a.ws_url, alice)
+    on_b = await greeted(node_b.ws_url, bob)
+    try:
+        # bob's arrival on B is announced on A.
+        assert await next_of(on_a, "device.joined") == {
+            "type": "device.joined",
+            "sender": bob.user_id,
+            "device_id": bob.device_id,
+        }
+        # A message sent on node A arrives on node B (and back on A).
+        await on_a.send(
+            json.dumps(
+                {
+                    "type": "channel.message.send",
+                    "channel_id": channel,
+                    "body": "aGk=",
+                    "sender_name_enc": "bg==",
+                }
+            )
+        )
+        on_b_msg = await next_of(on_b, "channel.message.new")
+        assert on_b_msg == await next_of(on_a, "channel.message.new")
+        assert on_b_msg["sender"] == alice.user_id
+
+        # Concurrent senders on both nodes: every socket sees the channel's storage order.
+        async def burst(ws: Any, tag: str) -> None:
+            for i in range(15):
+                await ws.send(
+                    json.dumps(
+                        {
+                            "type": "channel.message.send",
+                            "channel_id": channel,
+                            "body": f"{tag}{i}",
+                            "sender_name_enc": "bg==",
+                        }
+                    )
+                )
+
+        await asyncio.gather(burst(on_a, "a"), burst(on_b, "b"))
+        seen_a = [(await next_of(on_a, "channel.message.new"))["message_id"] for _ in range(30)]
+        seen_b = [(await next_of(on_b, "channel.message.new"))["message_id"] for _ in range(30)]
+        history = await node_b.http.get(
+            "/channels/messages", params={"channel_id": channel, "limit": 100}, headers=bob.auth
+        )
+        stored = [m["id"] for m in history.json()["messages"]][1:]
+        assert seen_a == stored
+        assert seen_b == stored
+
+        # An HTTP change on B reaches A.
+        renamed = await node_b.http.patch(
+            "/channels", json={"channel_id": channel, "name_enc": "bmV3"}, headers=alice.auth
+        )
+        assert renamed.status_code == 200
+        assert await next_of(on_a, "channel.updated") == {
+            "type": "channel.updated",
+            "channel_id": channel,
+            "channel_name_enc": "bmV3",
+        }
+
+        # Voice across nodes: roster, join, relay.
+        await on_a.send(json.dumps({"type": "voice_join", "channel_id": channel}))
+        await next_of(on_a, "voice_roster")
+        await next_of(on_b, "voice.presence")
+        await on_b.send(json.dumps({"type": "voice_join", "channel_id": channel}))
+        assert await next_of(on_b, "voice_roster") == {
+            "type": "voice_roster",
+            "channel_id": channel,
+            "users": sorted([alice.user_id, bob.user_id]),
+        }
+        assert await next_of(on_a, "voice_join") == {
+            "type": "voice_join",
+            "channel_id": channel,
+            "sender": bob.user_id,
+        }
+        await on_b.send(
+            json.dumps(
+                {
+                    "type": "webrtc_offer",
+                    "channel_id": channel,
+                    "recipient": alice.user_id,
+                    "sdp": "v=0",
+                }
+            )
+        )
+        assert await next_of(on_a, "webrtc_offer") == {
+            "type": "webrtc_offer",
+            "channel_id": channel,
+            "sender": bob.user_id,
+            "recipient": alice.user_id,
+            "sdp": "v=0",
+        }
+        assert only(await quiet(on_b), "webrtc_offer") == []
+
+        # Logging out on node A closes bob's socket on node B.
+        out = await node_a.http.post("/auth/logout", headers=bob.auth)
+        assert out.status_code == 200
+        await asyncio.wait_for(on_b.wait_closed(), 5)
+        assert on_b.close_code == 1008
+        assert on_b.close_reason == "revoked"
+        # ... and his voice seat on A's side is released.
+        assert await next_of(on_a, "voice_leave") == {
+            "type": "voice_leave",
+            "channel_id": channel,
+            "sender": bob.user_id,
+        }
+    finally:
+        await on_a.close()
+        await on_b.close()
+
+
+async def test_presence_and_voice_seats_follow_nodes_that_start_and_die(
+    nodes: tuple[Node, Node], tmp_path: Path
+) -> None:
+    node_a, node_b = nodes
+    alice = await node_a.register("alice")
+    bob = await node_a.register("bob")
+    created = await node_a.http.post("/channels", json={"name_enc": "bmFtZQ=="}, headers=alice.auth)
+    channel = created.json()["channel"]["id"]
+    on_a = await greeted(node_a.ws_url, alice)
+    on_b = await greeted(node_b.ws_url, bob)
+    try:
+        # Presence is answered from every node's view of the whole cluster.
+        await eventually(lambda: online(node_a, alice, bob.user_id), True)
+        await eventually(lambda: online(node_b, bob, alice.user_id), True)
+        await on_b.send(json.dumps({"type": "voice_join", "channel_id": channel}))
+        await next_of(on_a, "voice.presence")
+
+        # A node started later learns who is connected and who sits in voice.
+        node_c = Node(node_a.db_url, node_a.prefix, tmp_path / "c")
+        try:
+            await node_c.ready()
+            carol = await node_c.register("carol")
+            await eventually(lambda: online(node_c, carol, bob.user_id), True)
+            on_c = await connect(
+                node_c.ws_url, additional_headers={"Authorization": f"Bearer {carol.token}"}
+            )
+            snapshot = json.loads(await on_c.recv())
+            assert snapshot == {
+                "type": "voice.presence.snapshot",
+                "voice_rooms": {channel: [bob.user_id]},
+            }
+            await on_c.close()
+        finally:
+            await node_c.stop()
+
+        # Node B dies without a word: the others forget bob's socket and voice seat.
+        node_b.proc.kill()
+        assert await next_of(on_a, "voice.presence", within=10) == {
+            "type": "voice.presence",
+            "channel_id": channel,
+            "sender": bob.user_id,
+            "active": False,
+        }
+        await eventually(lambda: online(node_a, alice, bob.user_id), False)
+    finally:
+        await on_a.close()
+        await on_b.close()
