@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
+from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
@@ -15,6 +17,7 @@ from dialtone.api.auth import AuthController
 from dialtone.api.channels import ChannelController
 from dialtone.api.dependencies import provide_ctx, provide_uow
 from dialtone.api.devices import DeviceController
+from dialtone.api.edge import Edge
 from dialtone.api.error_handlers import exception_handlers
 from dialtone.api.health import health
 from dialtone.api.invites import create_invite
@@ -28,6 +31,7 @@ from dialtone.realtime.broker import InMemoryBroker
 from dialtone.realtime.hub import Hub
 from dialtone.schemas.events import Event
 from dialtone.services.context import ServerContext
+from dialtone.services.maintenance import purge_forever
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -43,16 +47,31 @@ def create_app(settings: Settings) -> Litestar:
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         await broker.start(hub.deliver)
+        purger = asyncio.create_task(
+            purge_forever(app.state.sessionmaker, ctx, settings.purge_interval)
+        )
         try:
             yield
         finally:
+            purger.cancel()
             await broker.stop()
+            await ctx.limiter.close()
             await engine.dispose()
 
     async def publish(events: Sequence[Event]) -> None:
         await broker.publish(events)
 
-    return Litestar(
+    cors = (
+        CORSConfig(
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "X-Admin-Token"],
+            max_age=600,
+        )
+        if settings.cors_origins
+        else None
+    )
+    app = Litestar(
         route_handlers=[
             health,
             AuthController,
@@ -71,5 +90,11 @@ def create_app(settings: Settings) -> Litestar:
         state=State({"ctx": ctx, "hub": hub, "broker": broker, "publish": publish}),
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(title="Dialtone", version=__version__),
+        cors_config=cors,
+        # dialtone.logs configures logging; Litestar must not install its own handlers.
+        logging_config=None,
         debug=False,
     )
+    # Outside Litestar's router and exception handling, so every response passes through.
+    app.asgi_handler = Edge(app.asgi_handler, settings, ctx.trusted_proxies)  # type: ignore[assignment]
+    return app
