@@ -37,7 +37,8 @@ def test_bucket_burst_then_refill() -> None:
     assert not decision.allowed
     assert decision.retry_after == pytest.approx(10.0)
     decision, state = take(bucket, state, 5.0)
-    assert not decision.allowed and decision.retry_after == pytest.approx(5.0)
+    assert not decision.allowed
+    assert decision.retry_after == pytest.approx(5.0)
     decision, state = take(bucket, state, 10.0)
     assert decision.allowed
     # A long pause refills only up to the burst.
@@ -54,7 +55,8 @@ async def test_memory_store_charge_and_key_bound() -> None:
     assert (await store.hit("a", bucket, 1)).allowed
     await store.charge("a", bucket, 10)  # never below zero
     refused = await store.hit("a", bucket, 1)
-    assert not refused.allowed and refused.retry_after == pytest.approx(300)
+    assert not refused.allowed
+    assert refused.retry_after == pytest.approx(300)
     clock.now += 300
     assert (await store.hit("a", bucket, 1)).allowed
     await store.hit("b", bucket, 1)
