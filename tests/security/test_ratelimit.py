@@ -168,7 +168,7 @@ async def test_wrong_passwords_get_429(limited_settings: Settings) -> None:
 
 
 async def test_login_limit_recovers(tmp_path: Path, db_url: str) -> None:
-    settings = make_settings(tmp_path, db_url, rate_limits=True, login_burst=2, login_refill=0.2)
+    settings = make_settings(tmp_path, db_url, rate_limits=True, login_burst=2, login_refill=1.0)
     async with AsyncTestClient(app=create_app(settings)) as client:
         assert (await _register(client, "alice")).status_code == 201
         assert (
@@ -179,7 +179,7 @@ async def test_login_limit_recovers(tmp_path: Path, db_url: str) -> None:
         ).status_code == 429
         import asyncio
 
-        await asyncio.sleep(0.45)
+        await asyncio.sleep(1.05)
         ok = await client.post("/auth/login", json=_login("alice", "password1"))
         assert ok.status_code == 200, ok.text
 
@@ -238,14 +238,14 @@ async def test_forwarded_for_is_ignored_from_untrusted_peers(
 
 
 async def test_register_limit_trips_and_recovers(tmp_path: Path, db_url: str) -> None:
-    settings = make_settings(tmp_path, db_url, rate_limits=True, register_refill=0.3)
+    settings = make_settings(tmp_path, db_url, rate_limits=True, register_refill=1.0)
     async with AsyncTestClient(app=create_app(settings)) as client:
         statuses = [(await _register(client, f"user{i}")).status_code for i in range(4)]
         assert statuses == [201, 201, 201, 429]
         # Guessing invites is limited too: a bad invite still spends a token.
         import asyncio
 
-        await asyncio.sleep(0.35)
+        await asyncio.sleep(1.05)
         bad = await client.post(
             "/auth/register",
             json={
@@ -259,7 +259,7 @@ async def test_register_limit_trips_and_recovers(tmp_path: Path, db_url: str) ->
         refused = await _register(client, "late")
         assert refused.status_code == 429
         assert refused.headers["retry-after"] == "1"
-        await asyncio.sleep(0.35)
+        await asyncio.sleep(1.05)
         assert (await _register(client, "later")).status_code == 201
 
 
