@@ -49,5 +49,14 @@ def configure_logging(log_format: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("uvicorn.access", "sqlalchemy.engine", "aiosqlite", "asyncio"):
+    # Litestar is created with logging_config=None and uvicorn with log_config=None, so
+    # this is the one set-up in force; their loggers propagate here.
+    for noisy in (
+        "uvicorn.access",
+        "sqlalchemy.engine",
+        "aiosqlite",
+        "asyncio",
+        "httpx",
+        "httpcore",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
