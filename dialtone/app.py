@@ -10,7 +10,6 @@ from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.openapi import OpenAPIConfig
 
 from dialtone import __version__
 from dialtone.api.auth import AuthController
@@ -23,6 +22,7 @@ from dialtone.api.health import health
 from dialtone.api.invites import create_invite
 from dialtone.api.keys import ChannelKeyController, DirectoryKeyController
 from dialtone.api.messages import channel_history
+from dialtone.api.openapi import DialtoneOpenAPIConfig
 from dialtone.api.presence import presence
 from dialtone.api.users import UserController
 from dialtone.config import Settings, require_secrets
@@ -89,7 +89,7 @@ def create_app(settings: Settings) -> Litestar:
         lifespan=[lifespan],
         state=State({"ctx": ctx, "hub": hub, "broker": broker, "publish": publish}),
         request_max_body_size=settings.max_body_bytes,
-        openapi_config=OpenAPIConfig(title="Dialtone", version=__version__),
+        openapi_config=DialtoneOpenAPIConfig(title="Dialtone", version=__version__),
         cors_config=cors,
         # dialtone.logs configures logging; Litestar must not install its own handlers.
         logging_config=None,
