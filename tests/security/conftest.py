@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Callable
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,3 +104,26 @@ def record_events(app: Litestar, monkeypatch: pytest.MonkeyPatch) -> Recorder:
 
     monkeypatch.setattr(broker, "publish", publish)
     return recorder
+
+
+@contextmanager
+def threaded_server(settings: Settings) -> Iterator[str]:
+    """A real uvicorn server on its own thread and loop, for synchronous clients
+    (schemathesis calls endpoints with a blocking HTTP client)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn_config(settings, host="127.0.0.1", port=port, loop="asyncio")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    for _ in range(300):
+        if server.started:
+            break
+        time.sleep(0.02)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
