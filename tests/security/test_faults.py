@@ -34,6 +34,9 @@ class TcpProxy:
         self.port = 0
         self.server: asyncio.Server | None = None
         self.writers: set[asyncio.StreamWriter] = set()
+        # Blackhole: connections are accepted and bytes swallowed, nothing comes back
+        # (a database host that hangs rather than refuses).
+        self.blackhole = False
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
@@ -49,6 +52,11 @@ class TcpProxy:
         self.server = None
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.blackhole:
+            self.writers.add(writer)
+            while await reader.read(65536):
+                pass
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.upstream)
         except OSError:
@@ -59,6 +67,8 @@ class TcpProxy:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             try:
                 while data := await src.read(65536):
+                    if self.blackhole:
+                        continue
                     dst.write(data)
                     await dst.drain()
             except (OSError, asyncio.CancelledError):
@@ -124,6 +134,44 @@ async def test_postgres_outage_gives_503_then_recovers(
         assert status == 200, "did not recover after the database came back"
         created = await http.post("/channels", json={"name_enc": "eA=="}, headers=auth)
         assert created.status_code == 201
+    await proxy.stop()
+
+
+@pytest.mark.postgres
+async def test_hanging_database_does_not_hang_requests(
+    tmp_path: Path, pg_database: str, live_factory: Any
+) -> None:
+    """The database host stops answering without closing anything: every request still
+    ends, with a 503, within the request deadline; then service resumes by itself."""
+    await truncate_all(pg_database)
+    proxy = TcpProxy(("127.0.0.1", 5432))
+    await proxy.start()
+    prefix, _, rest = pg_database.partition("@")
+    url = f"{prefix}@127.0.0.1:{proxy.port}/{rest.split('/', 1)[1]}"
+    settings = make_settings(tmp_path, url, db_timeout=1.0, request_timeout=3.0)
+    live = await live_factory(settings)
+    async with live.client() as http:
+        auth = {"Authorization": f"Bearer {await register_admin(http)}"}
+        assert (await http.get("/channels", headers=auth)).status_code == 200
+        proxy.blackhole = True
+        for _ in range(2):
+            started = time.monotonic()
+            response = await http.get("/channels", headers=auth)
+            elapsed = time.monotonic() - started
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]
+            assert elapsed < 4.0, f"request took {elapsed:.1f}s"
+        proxy.blackhole = False
+        await proxy.stop()  # drop the hung connections
+        await proxy.start()
+        deadline = time.monotonic() + 10
+        status = 0
+        while time.monotonic() < deadline:
+            status = (await http.get("/channels", headers=auth)).status_code
+            if status == 200:
+                break
+            await asyncio.sleep(0.2)
+        assert status == 200
     await proxy.stop()
 
 
