@@ -188,3 +188,14 @@ async def test_connection_flood_is_survived(sqlite_settings: Settings, live_fact
         assert (await http.get("/health")).status_code == 200
     for _, writer in conns:
         writer.close()
+
+
+async def test_oversized_body_is_413(client: AsyncTestClient[Any]) -> None:
+    response = await client.post(
+        "/auth/login",
+        content=b'{"username": "' + b"a" * (1024 * 1024 + 10) + b'"}',
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]
+    assert_secured(response)
