@@ -4,6 +4,7 @@ recorder of the events the app publishes after commit."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
 import threading
 import time
@@ -25,8 +26,16 @@ from tests.conftest import make_settings
 
 
 @pytest.fixture
-def limited_settings(tmp_path: Path, db_url: str) -> Settings:
-    return make_settings(tmp_path, db_url, rate_limits=True)
+def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
+    """For tests about the edge rather than the database: SQLite only, no PostgreSQL rerun."""
+    path = tmp_path / "dialtone.db"
+    shutil.copyfile(sqlite_template, path)
+    return f"sqlite+aiosqlite:///{path}"
+
+
+@pytest.fixture
+def limited_settings(tmp_path: Path, sqlite_url: str) -> Settings:
+    return make_settings(tmp_path, sqlite_url, rate_limits=True)
 
 
 @dataclass

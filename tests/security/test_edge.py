@@ -47,10 +47,10 @@ async def test_security_headers_everywhere(client: AsyncTestClient[Any], member:
     assert responses[4].json()["error"]
 
 
-async def test_hsts_when_tls_is_on(tmp_path: Path, db_url: str) -> None:
+async def test_hsts_when_tls_is_on(tmp_path: Path, sqlite_url: str) -> None:
     cert = tmp_path / "cert.pem"
     cert.write_text("x")
-    settings = make_settings(tmp_path, db_url, tls_cert=str(cert), tls_key=str(cert))
+    settings = make_settings(tmp_path, sqlite_url, tls_cert=str(cert), tls_key=str(cert))
     async with AsyncTestClient(app=create_app(settings)) as client:
         response = await client.get("/health")
         assert response.headers["strict-transport-security"].startswith("max-age=")
@@ -66,8 +66,8 @@ async def test_cors_off_by_default(client: AsyncTestClient[Any]) -> None:
     assert "access-control-allow-origin" not in response.headers
 
 
-async def test_cors_allows_only_configured_origins(tmp_path: Path, db_url: str) -> None:
-    settings = make_settings(tmp_path, db_url, cors_origins=("https://chat.example",))
+async def test_cors_allows_only_configured_origins(tmp_path: Path, sqlite_url: str) -> None:
+    settings = make_settings(tmp_path, sqlite_url, cors_origins=("https://chat.example",))
     async with AsyncTestClient(app=create_app(settings)) as client:
         preflight = await client.options(
             "/channels",
@@ -98,12 +98,8 @@ async def raw_request(port: int, payload: bytes, *, read_timeout: float = 5.0) -
 
 
 @pytest.fixture
-def sqlite_settings(tmp_path: Path, sqlite_template: Path) -> Settings:
-    import shutil
-
-    path = tmp_path / "dialtone.db"
-    shutil.copyfile(sqlite_template, path)
-    return make_settings(tmp_path, f"sqlite+aiosqlite:///{path}")
+def sqlite_settings(tmp_path: Path, sqlite_url: str) -> Settings:
+    return make_settings(tmp_path, sqlite_url)
 
 
 async def test_oversized_headers_are_refused(sqlite_settings: Settings, live_factory: Any) -> None:

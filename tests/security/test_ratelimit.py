@@ -167,8 +167,10 @@ async def test_wrong_passwords_get_429(limited_settings: Settings) -> None:
         assert 1 <= int(response.headers["retry-after"]) <= 300
 
 
-async def test_login_limit_recovers(tmp_path: Path, db_url: str) -> None:
-    settings = make_settings(tmp_path, db_url, rate_limits=True, login_burst=2, login_refill=1.0)
+async def test_login_limit_recovers(tmp_path: Path, sqlite_url: str) -> None:
+    settings = make_settings(
+        tmp_path, sqlite_url, rate_limits=True, login_burst=2, login_refill=1.0
+    )
     async with AsyncTestClient(app=create_app(settings)) as client:
         assert (await _register(client, "alice")).status_code == 201
         assert (
@@ -185,11 +187,11 @@ async def test_login_limit_recovers(tmp_path: Path, db_url: str) -> None:
 
 
 async def test_login_limit_follows_the_username_across_addresses(
-    tmp_path: Path, db_url: str, live_factory: Any
+    tmp_path: Path, sqlite_url: str, live_factory: Any
 ) -> None:
     """Behind a trusted proxy each request comes from a new address; the per-username
     bucket still stops guessing at one account."""
-    settings = make_settings(tmp_path, db_url, rate_limits=True, trusted_proxies=("127.0.0.1",))
+    settings = make_settings(tmp_path, sqlite_url, rate_limits=True, trusted_proxies=("127.0.0.1",))
     live = await live_factory(settings)
     async with live.client() as http:
         invite = (await http.post("/server/invites", headers={"X-Admin-Token": ADMIN_TOKEN})).json()
@@ -220,9 +222,9 @@ async def test_login_limit_follows_the_username_across_addresses(
 
 
 async def test_forwarded_for_is_ignored_from_untrusted_peers(
-    tmp_path: Path, db_url: str, live_factory: Any
+    tmp_path: Path, sqlite_url: str, live_factory: Any
 ) -> None:
-    settings = make_settings(tmp_path, db_url, rate_limits=True)
+    settings = make_settings(tmp_path, sqlite_url, rate_limits=True)
     live = await live_factory(settings)
     async with live.client() as http:
         statuses = []
@@ -237,8 +239,8 @@ async def test_forwarded_for_is_ignored_from_untrusted_peers(
         assert statuses == [401, 401, 401, 429, 429]
 
 
-async def test_register_limit_trips_and_recovers(tmp_path: Path, db_url: str) -> None:
-    settings = make_settings(tmp_path, db_url, rate_limits=True, register_refill=1.0)
+async def test_register_limit_trips_and_recovers(tmp_path: Path, sqlite_url: str) -> None:
+    settings = make_settings(tmp_path, sqlite_url, rate_limits=True, register_refill=1.0)
     async with AsyncTestClient(app=create_app(settings)) as client:
         statuses = [(await _register(client, f"user{i}")).status_code for i in range(4)]
         assert statuses == [201, 201, 201, 429]
@@ -263,7 +265,8 @@ async def test_register_limit_trips_and_recovers(tmp_path: Path, db_url: str) ->
         assert (await _register(client, "later")).status_code == 201
 
 
-async def test_rate_limits_off(settings: Settings) -> None:
+async def test_rate_limits_off(tmp_path: Path, sqlite_url: str) -> None:
+    settings = make_settings(tmp_path, sqlite_url)
     assert settings.rate_limits is False
     async with AsyncTestClient(app=create_app(settings)) as client:
         for i in range(6):
@@ -274,12 +277,12 @@ async def test_rate_limits_off(settings: Settings) -> None:
 
 
 @pytest.mark.redis
-async def test_limits_hold_across_nodes_with_redis(tmp_path: Path, db_url: str) -> None:
+async def test_limits_hold_across_nodes_with_redis(tmp_path: Path, sqlite_url: str) -> None:
     if not REDIS_URL:
         pytest.skip("Redis tests need DIALTONE_TEST_REDIS_URL")
     settings = make_settings(
         tmp_path,
-        db_url,
+        sqlite_url,
         rate_limits=True,
         redis_url=REDIS_URL,
         redis_prefix=f"dialtone-test-{secrets.token_hex(6)}:",
