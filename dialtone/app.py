@@ -47,13 +47,18 @@ def create_app(settings: Settings) -> Litestar:
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         await broker.start(hub.deliver)
+        stop_purging = asyncio.Event()
         purger = asyncio.create_task(
-            purge_forever(app.state.sessionmaker, ctx, settings.purge_interval)
+            purge_forever(app.state.sessionmaker, ctx, settings.purge_interval, stop_purging)
         )
         try:
             yield
         finally:
-            purger.cancel()
+            stop_purging.set()
+            # Let a purge in progress finish (bounded by the database timeout).
+            done, _ = await asyncio.wait({purger}, timeout=settings.db_timeout + 1)
+            if not done:
+                purger.cancel()
             await broker.stop()
             await ctx.limiter.close()
             await engine.dispose()

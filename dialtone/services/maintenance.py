@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -37,11 +38,20 @@ async def purge_expired(sessionmaker: async_sessionmaker[AsyncSession], ctx: Ser
 
 
 async def purge_forever(
-    sessionmaker: async_sessionmaker[AsyncSession], ctx: ServerContext, interval: float
+    sessionmaker: async_sessionmaker[AsyncSession],
+    ctx: ServerContext,
+    interval: float,
+    stop: asyncio.Event,
 ) -> None:
-    while True:
+    """Purge every ``interval`` seconds until ``stop`` is set.
+
+    Stopping is cooperative, never a cancellation mid-transaction: a cancelled
+    DELETE could leave its connection idle in a transaction, holding row locks.
+    """
+    while not stop.is_set():
         try:
             await purge_expired(sessionmaker, ctx)
         except Exception as exc:  # a DB outage must not end the loop; try again next time
             log.warning("purge failed", extra={"error": type(exc).__name__})
-        await asyncio.sleep(interval)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
