@@ -150,28 +150,51 @@ async def test_concurrency_cap_per_address(sqlite_settings: Settings, live_facto
     import msgspec
 
     settings = msgspec.structs.replace(
-        sqlite_settings, max_connections_per_address=3, request_timeout=3.0
+        sqlite_settings, max_connections_per_address=3, request_timeout=3.0, rate_limits=True
     )
     live = await live_factory(settings)
-    held = []
-    for _ in range(3):  # three requests stuck sending their body
-        reader, writer = await asyncio.open_connection("127.0.0.1", live.port)
-        writer.write(
-            b"POST /auth/login HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-            b"content-length: 100\r\n\r\n{"
-        )
-        await writer.drain()
-        held.append((reader, writer))
-    await asyncio.sleep(0.2)
+    held = await hold_requests(live.port, 3)  # three requests stuck sending their body
     async with live.client() as http:
         refused = await http.get("/health")
         assert refused.status_code == 429
         assert refused.json()["code"] == "rate_limited"
         assert refused.headers["retry-after"]
-        for _, writer in held:
+        for writer in held:
             writer.close()
         await asyncio.sleep(0.3)
         assert (await http.get("/health")).status_code == 200
+
+
+async def hold_requests(port: int, count: int) -> list[asyncio.StreamWriter]:
+    """Open ``count`` requests that stay in flight (their body never finishes)."""
+    writers = []
+    for _ in range(count):
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"POST /auth/login HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b"content-length: 100\r\n\r\n{"
+        )
+        await writer.drain()
+        writers.append(writer)
+    await asyncio.sleep(0.2)
+    return writers
+
+
+async def test_no_concurrency_cap_with_rate_limits_off(
+    sqlite_settings: Settings, live_factory: Any
+) -> None:
+    import msgspec
+
+    assert sqlite_settings.rate_limits is False
+    settings = msgspec.structs.replace(
+        sqlite_settings, max_connections_per_address=2, request_timeout=3.0
+    )
+    live = await live_factory(settings)
+    writers = await hold_requests(live.port, 3)
+    async with live.client() as http:
+        assert (await http.get("/health")).status_code == 200
+    for writer in writers:
+        writer.close()
 
 
 async def test_connection_flood_is_survived(sqlite_settings: Settings, live_factory: Any) -> None:
