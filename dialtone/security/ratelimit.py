@@ -5,8 +5,8 @@ second. A hit takes ``cost`` tokens if that many are there; otherwise it is refu
 and told how long until enough have refilled. ``charge`` takes tokens without a
 check (a failed login pays extra after the fact) and never goes below zero.
 
-The WebSocket gateway reuses ``Bucket`` and ``take`` directly for per-connection
-limits, which need no shared store.
+Per-connection limits (the WebSocket gateway) need no shared store: ``LocalBucket``
+wraps ``Bucket`` and ``take`` for a single holder.
 """
 
 from __future__ import annotations
@@ -62,6 +62,19 @@ def charge(
 ) -> tuple[float, float]:
     tokens = bucket.capacity if state is None else refill(bucket, state[0], state[1], now)
     return max(0.0, tokens - cost), now
+
+
+class LocalBucket:
+    """One bucket owned by one holder (e.g. a WebSocket connection): no store, no lock."""
+
+    def __init__(self, bucket: Bucket, clock: Callable[[], float] = time.monotonic) -> None:
+        self.bucket = bucket
+        self._clock = clock
+        self._state: tuple[float, float] | None = None
+
+    def hit(self, cost: float = 1.0) -> Decision:
+        decision, self._state = take(self.bucket, self._state, self._clock(), cost)
+        return decision
 
 
 class Store(Protocol):

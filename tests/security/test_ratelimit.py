@@ -14,7 +14,14 @@ from dialtone.app import create_app
 from dialtone.config import Settings, load_settings
 from dialtone.errors import ConfigError
 from dialtone.security.addresses import client_address, parse_networks
-from dialtone.security.ratelimit import Bucket, Limiter, MemoryStore, RedisStore, take
+from dialtone.security.ratelimit import (
+    Bucket,
+    Limiter,
+    LocalBucket,
+    MemoryStore,
+    RedisStore,
+    take,
+)
 from tests.conftest import ADMIN_TOKEN, REDIS_URL, make_settings, new_invite
 from tests.e2ee import DeviceKeys
 
@@ -46,6 +53,17 @@ def test_bucket_burst_then_refill() -> None:
         decision, state = take(bucket, state, 10_000.0)
         assert decision.allowed
     assert not take(bucket, state, 10_000.0)[0].allowed
+
+
+def test_local_bucket_for_one_connection() -> None:
+    clock = FakeClock()
+    messages = LocalBucket(Bucket(capacity=10, rate=5), clock)
+    assert all(messages.hit().allowed for _ in range(10))
+    refused = messages.hit()
+    assert not refused.allowed
+    assert refused.retry_after == pytest.approx(0.2)
+    clock.now += 0.2
+    assert messages.hit().allowed
 
 
 async def test_memory_store_charge_and_key_bound() -> None:
