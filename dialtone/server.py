@@ -18,12 +18,19 @@ HEADER_TIMEOUT = 10.0
 
 class BoundedHttpProtocol(HttpToolsProtocol):
     """httptools with bounds uvicorn leaves out: the request head (line plus headers)
-    must arrive within HEADER_TIMEOUT seconds and fit in MAX_HEADER_BYTES. Slow bodies
-    are bounded by the request deadline of dialtone.api.edge."""
+    must arrive within HEADER_TIMEOUT seconds of the connection or of its first byte,
+    and fit in MAX_HEADER_BYTES. Slow bodies are bounded by the request deadline of
+    dialtone.api.edge; idle keep-alive connections by uvicorn's keep-alive timeout."""
 
     _head_timer: asyncio.TimerHandle | None = None
     _head_bytes = 0
     _in_body = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # A connection that never sends anything is cut too (uvicorn arms no timer
+        # until a first response has been sent).
+        self._head_timer = self.loop.call_later(HEADER_TIMEOUT, self._head_timeout)
 
     def data_received(self, data: bytes) -> None:
         if not self._in_body:

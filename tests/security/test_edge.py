@@ -197,14 +197,18 @@ async def test_no_concurrency_cap_with_rate_limits_off(
         writer.close()
 
 
-async def test_connection_flood_is_survived(sqlite_settings: Settings, live_factory: Any) -> None:
-    """Hundreds of idle connections opened at once; the server keeps answering."""
+async def test_connection_flood_is_survived_and_reaped(
+    sqlite_settings: Settings, live_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hundreds of connections that never send a byte: the server keeps answering,
+    and closes them all once the head timeout passes."""
+    monkeypatch.setattr(server_module, "HEADER_TIMEOUT", 0.5)
     live = await live_factory(sqlite_settings)
-    conns = []
-    for _ in range(300):
-        conns.append(await asyncio.open_connection("127.0.0.1", live.port))
+    conns = [await asyncio.open_connection("127.0.0.1", live.port) for _ in range(300)]
     async with live.client() as http:
         assert (await http.get("/health")).status_code == 200
+    answers = await asyncio.gather(*[asyncio.wait_for(r.read(), 5) for r, _ in conns])
+    assert all(a.startswith(b"HTTP/1.1 408") for a in answers)
     for _, writer in conns:
         writer.close()
 
