@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
+from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.openapi import OpenAPIConfig
 
 from dialtone import __version__
 from dialtone.api.auth import AuthController
 from dialtone.api.channels import ChannelController
 from dialtone.api.dependencies import provide_ctx, provide_uow
 from dialtone.api.devices import DeviceController
+from dialtone.api.edge import Edge
 from dialtone.api.error_handlers import exception_handlers
 from dialtone.api.health import health
 from dialtone.api.invites import create_invite
 from dialtone.api.keys import ChannelKeyController, DirectoryKeyController
 from dialtone.api.messages import channel_history
+from dialtone.api.openapi import DialtoneOpenAPIConfig
 from dialtone.api.presence import presence
 from dialtone.api.users import UserController
 from dialtone.api.voice import turn_credentials
@@ -30,6 +33,7 @@ from dialtone.realtime.gateway import Gateway, ws_endpoint
 from dialtone.realtime.hub import Hub
 from dialtone.schemas.events import Event
 from dialtone.services.context import ServerContext
+from dialtone.services.maintenance import purge_forever
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -47,13 +51,23 @@ def create_app(settings: Settings) -> Litestar:
         await broker.start(hub.deliver)
         if settings.redis_url:
             await hub.start_replication(settings.node_heartbeat)
+        stop_purging = asyncio.Event()
+        purger = asyncio.create_task(
+            purge_forever(app.state.sessionmaker, ctx, settings.purge_interval, stop_purging)
+        )
         try:
             yield
         finally:
+            stop_purging.set()
+            # Let a purge in progress finish (bounded by the database timeout).
+            done, _ = await asyncio.wait({purger}, timeout=settings.db_timeout + 1)
+            if not done:
+                purger.cancel()
             # Normally done already by DialtoneServer before uvicorn closes sockets itself.
             await hub.shutdown()
             await hub.stop_replication()
             await broker.stop()
+            await ctx.limiter.close()
             await engine.dispose()
 
     async def publish(events: Sequence[Event]) -> None:
@@ -61,7 +75,17 @@ def create_app(settings: Settings) -> Litestar:
 
     state = State({"ctx": ctx, "hub": hub, "broker": broker, "publish": publish})
     state.gateway = Gateway(ctx, hub, state)
-    return Litestar(
+    cors = (
+        CORSConfig(
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "X-Admin-Token"],
+            max_age=600,
+        )
+        if settings.cors_origins
+        else None
+    )
+    app = Litestar(
         route_handlers=[
             health,
             AuthController,
@@ -81,6 +105,12 @@ def create_app(settings: Settings) -> Litestar:
         lifespan=[lifespan],
         state=state,
         request_max_body_size=settings.max_body_bytes,
-        openapi_config=OpenAPIConfig(title="Dialtone", version=__version__),
+        openapi_config=DialtoneOpenAPIConfig(title="Dialtone", version=__version__),
+        cors_config=cors,
+        # dialtone.logs configures logging; Litestar must not install its own handlers.
+        logging_config=None,
         debug=False,
     )
+    # Outside Litestar's router and exception handling, so every response passes through.
+    app.asgi_handler = Edge(app.asgi_handler, settings, ctx.trusted_proxies)  # type: ignore[assignment]
+    return app

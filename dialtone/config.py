@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import msgspec
 
 from dialtone.errors import ConfigError
+from dialtone.security.addresses import parse_networks
 
 DAY = 24 * 60 * 60
 
@@ -45,6 +46,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     argon2_parallelism: int = 1
     max_body_bytes: int = 1024 * 1024
     db_timeout: float = 10.0
+    # Token buckets for the HTTP edge: a burst, then one more every N seconds.
+    login_burst: int = 5
+    login_refill: float = 300.0
+    register_burst: int = 3
+    register_refill: float = 10.0
+    request_timeout: float = 30.0
+    max_connections_per_address: int = 64
+    purge_interval: float = 300.0
 
     @property
     def is_sqlite(self) -> bool:
@@ -234,6 +243,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if turn_secret and not turn_uris:
         raise ConfigError("DIALTONE_TURN_SECRET is set but DIALTONE_TURN_URIS is empty")
 
+    trusted_proxies = _list(env, "DIALTONE_TRUSTED_PROXIES")
+    try:
+        parse_networks(trusted_proxies)
+    except ValueError as exc:
+        raise ConfigError(f"DIALTONE_TRUSTED_PROXIES: {exc}") from None
+
     redis_url = env.get("DIALTONE_REDIS_URL", "").strip() or None
     if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("DIALTONE_REDIS_URL must start with redis://, rediss:// or unix://")
@@ -253,7 +268,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         redis_prefix=env.get("DIALTONE_REDIS_PREFIX", "").strip() or "dialtone:",
         node_heartbeat=_float(env, "DIALTONE_NODE_HEARTBEAT", 5.0),
         rate_limits=_bool(env, "DIALTONE_RATE_LIMITS", True),
-        trusted_proxies=_list(env, "DIALTONE_TRUSTED_PROXIES"),
+        trusted_proxies=trusted_proxies,
         cors_origins=_list(env, "DIALTONE_CORS_ORIGINS"),
         log_format=log_format,
         log_level=log_level,
@@ -266,6 +281,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         argon2_time_cost=_int(env, "DIALTONE_ARGON2_TIME_COST", 2, minimum=2),
         argon2_parallelism=_int(env, "DIALTONE_ARGON2_PARALLELISM", 1, minimum=1),
         db_timeout=_float(env, "DIALTONE_DB_TIMEOUT", 10.0),
+        login_burst=_int(env, "DIALTONE_LOGIN_BURST", 5, minimum=1),
+        login_refill=_float(env, "DIALTONE_LOGIN_REFILL", 300.0),
+        register_burst=_int(env, "DIALTONE_REGISTER_BURST", 3, minimum=1),
+        register_refill=_float(env, "DIALTONE_REGISTER_REFILL", 10.0),
+        request_timeout=_float(env, "DIALTONE_REQUEST_TIMEOUT", 30.0),
+        max_connections_per_address=_int(
+            env, "DIALTONE_MAX_CONNECTIONS_PER_ADDRESS", 64, minimum=1
+        ),
+        purge_interval=_float(env, "DIALTONE_PURGE_INTERVAL", 300.0),
     )
 
 

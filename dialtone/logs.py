@@ -8,7 +8,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# uvicorn adds an ANSI-coloured copy of its message; it is noise in structured output.
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):
@@ -49,5 +50,14 @@ def configure_logging(log_format: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("uvicorn.access", "sqlalchemy.engine", "aiosqlite", "asyncio"):
+    # Litestar is created with logging_config=None and uvicorn with log_config=None, so
+    # this is the one set-up in force; their loggers propagate here.
+    for noisy in (
+        "uvicorn.access",
+        "sqlalchemy.engine",
+        "aiosqlite",
+        "asyncio",
+        "httpx",
+        "httpcore",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)

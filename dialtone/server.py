@@ -2,14 +2,83 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import socket
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from dialtone.app import create_app
 from dialtone.config import Settings
 from dialtone.realtime.hub import Hub
+
+MAX_HEADER_BYTES = 32 * 1024
+HEADER_TIMEOUT = 10.0
+
+
+class BoundedHttpProtocol(HttpToolsProtocol):
+    """httptools with bounds uvicorn leaves out: the request head (line plus headers)
+    must arrive within HEADER_TIMEOUT seconds of the connection or of its first byte,
+    and fit in MAX_HEADER_BYTES. Slow bodies are bounded by the request deadline of
+    dialtone.api.edge; idle keep-alive connections by uvicorn's keep-alive timeout."""
+
+    _head_timer: asyncio.TimerHandle | None = None
+    _head_bytes = 0
+    _in_body = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # A connection that never sends anything is cut too (uvicorn arms no timer
+        # until a first response has been sent).
+        self._head_timer = self.loop.call_later(HEADER_TIMEOUT, self._head_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._in_body:
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(HEADER_TIMEOUT, self._head_timeout)
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEADER_BYTES:
+                self._reject(431, "Request Header Fields Too Large", "request headers too large")
+                return
+        super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        self._stop_head_timer()
+        self._head_bytes = 0
+        self._in_body = True
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        super().on_message_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timeout(self) -> None:
+        self._head_timer = None
+        if not self._in_body:
+            self._reject(408, "Request Timeout", "request headers too slow")
+
+    def _reject(self, status: int, reason: str, message: str) -> None:
+        self._stop_head_timer()
+        if self.transport.is_closing():
+            return
+        body = json.dumps({"error": message, "code": "bad_request"}).encode()
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+            % (status, reason.encode(), len(body), body)
+        )
+        self.transport.close()
 
 
 def uvicorn_config(settings: Settings, **overrides: Any) -> uvicorn.Config:
@@ -17,7 +86,7 @@ def uvicorn_config(settings: Settings, **overrides: Any) -> uvicorn.Config:
         "host": settings.host,
         "port": settings.port,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": BoundedHttpProtocol,
         "ws": "websockets-sansio",
         # Ciphertext does not compress; deflate would only cost memory per socket.
         "ws_per_message_deflate": False,

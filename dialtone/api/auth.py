@@ -4,7 +4,14 @@ from litestar import Controller, post
 from litestar.di import Provide
 from litestar.params import JSONBody
 
-from dialtone.api.dependencies import CallerDep, Ctx, Uow, provide_caller
+from dialtone.api.dependencies import (
+    CallerDep,
+    ClientDep,
+    Ctx,
+    Uow,
+    provide_caller,
+    provide_client,
+)
 from dialtone.api.params import AllFlagQuery, flag
 from dialtone.schemas.auth import AuthOut, LoginIn, RegisterIn
 from dialtone.schemas.common import Status, rfc3339
@@ -28,16 +35,22 @@ class AuthController(Controller):
     path = "/auth"
     tags = ["auth"]
 
-    @post("/register", status_code=201, opt={"rate_limit": "register"})
-    async def register(self, data: JSONBody[RegisterIn], uow: Uow, ctx: Ctx) -> AuthOut:
+    @post("/register", status_code=201, dependencies={"client": Provide(provide_client)})
+    async def register(
+        self, data: JSONBody[RegisterIn], uow: Uow, ctx: Ctx, client: ClientDep
+    ) -> AuthOut:
         result = await AuthService(uow, ctx).register(
-            data.username, data.password, data.public_key, data.invite_token
+            data.username, data.password, data.public_key, data.invite_token, client=client
         )
         return auth_out(result)
 
-    @post("/login", status_code=200, opt={"rate_limit": "login"})
-    async def login(self, data: JSONBody[LoginIn], uow: Uow, ctx: Ctx) -> AuthOut:
-        result = await AuthService(uow, ctx).login(data.username, data.password, data.public_key)
+    @post("/login", status_code=200, dependencies={"client": Provide(provide_client)})
+    async def login(
+        self, data: JSONBody[LoginIn], uow: Uow, ctx: Ctx, client: ClientDep
+    ) -> AuthOut:
+        result = await AuthService(uow, ctx).login(
+            data.username, data.password, data.public_key, client=client
+        )
         return auth_out(result)
 
     @post("/logout", status_code=200, dependencies={"caller": Provide(provide_caller)})

@@ -10,6 +10,7 @@ from litestar.di import NamedDependency
 
 from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.errors import Unauthorized
+from dialtone.security.addresses import client_address
 from dialtone.services.auth import AuthService
 from dialtone.services.context import Caller, ServerContext
 
@@ -27,6 +28,13 @@ def bearer_token(authorization: str | None) -> str | None:
 async def provide_ctx(state: State) -> ServerContext:
     ctx: ServerContext = state.ctx
     return ctx
+
+
+async def provide_client(request: Request[object, object, State]) -> str:
+    """The caller's address (X-Forwarded-For only from DIALTONE_TRUSTED_PROXIES)."""
+    ctx: ServerContext = request.app.state.ctx
+    peer = request.client.host if request.client else None
+    return client_address(peer, request.headers.get("x-forwarded-for"), ctx.trusted_proxies)
 
 
 async def provide_uow(state: State) -> AsyncGenerator[UnitOfWork, None]:
@@ -63,4 +71,5 @@ async def provide_optional_caller(
 Uow = NamedDependency[UnitOfWork]
 Ctx = NamedDependency[ServerContext]
 CallerDep = NamedDependency[Caller]
+ClientDep = NamedDependency[str]
 OptionalCallerDep = NamedDependency[Caller | None]

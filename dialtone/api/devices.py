@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-from litestar import Controller, get, post
+from litestar import Controller, delete, get, post
 from litestar.di import Provide
 from litestar.params import JSONBody
 
 from dialtone.api.dependencies import CallerDep, Ctx, Uow, provide_caller
-from dialtone.api.params import AllFlagQuery, OptionalIdQuery, flag
+from dialtone.api.params import AllFlagQuery, DeviceIdPath, OptionalIdQuery, flag
 from dialtone.schemas.common import rfc3339
 from dialtone.schemas.devices import (
     AllDeviceKeys,
@@ -13,6 +13,8 @@ from dialtone.schemas.devices import (
     DeviceCreate,
     DeviceKey,
     DeviceOut,
+    OwnDevice,
+    OwnDeviceList,
     UserDeviceKeys,
 )
 from dialtone.services.devices import DeviceService
@@ -34,6 +36,26 @@ class DeviceController(Controller):
             public_key=device.public_key,
             created_at=rfc3339(device.created_at),
         )
+
+    @get("/")
+    async def list_own(self, uow: Uow, ctx: Ctx, caller: CallerDep) -> OwnDeviceList:
+        devices = await DeviceService(uow, ctx).list_own(caller)
+        return OwnDeviceList(
+            devices=[
+                OwnDevice(
+                    id=d.id,
+                    public_key=d.public_key,
+                    created_at=rfc3339(d.created_at),
+                    last_seen_at=rfc3339(d.last_seen_at),
+                    current=d.id == caller.device_id,
+                )
+                for d in devices
+            ]
+        )
+
+    @delete("/{device_id:str}", status_code=204)
+    async def revoke(self, device_id: DeviceIdPath, uow: Uow, ctx: Ctx, caller: CallerDep) -> None:
+        await DeviceService(uow, ctx).revoke(caller, device_id)
 
     @get("/keys")
     async def keys(

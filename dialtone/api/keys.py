@@ -4,6 +4,7 @@ from typing import Any
 
 from litestar import Controller, Response, get, post
 from litestar.di import Provide
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 
 from dialtone.api.dependencies import CallerDep, Ctx, Uow, provide_caller
@@ -45,7 +46,7 @@ class DirectoryKeyController(Controller):
     tags = ["keys"]
     dependencies = {"caller": Provide(provide_caller)}
 
-    @get("/", responses={204: None})  # type: ignore[dict-item]
+    @get("/", responses={204: ResponseSpec(None, description="No envelope for this device")})
     async def get_key(self, uow: Uow, ctx: Ctx, caller: CallerDep) -> Response[Any]:
         env = await KeyService(uow, ctx).directory_key(caller)
         if env is None:

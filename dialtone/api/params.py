@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar.params import QueryParameter
+from litestar.params import PathParameter, QueryParameter
 
 _NO_NUL = r"^[^\x00]*$"
 
@@ -16,3 +16,6 @@ AllFlagQuery = Annotated[str | None, QueryParameter(name="all", max_length=8)]
 
 def flag(value: str | None) -> bool:
     return value is not None and value.strip().lower() in {"1", "true", "yes"}
+
+
+DeviceIdPath = Annotated[str, PathParameter(min_length=1, max_length=64, pattern=_NO_NUL)]

@@ -35,3 +35,17 @@ class AnyDeviceKey(msgspec.Struct):
 
 class AllDeviceKeys(msgspec.Struct):
     keys: list[AnyDeviceKey]
+
+
+class OwnDevice(msgspec.Struct):
+    """One of the caller's devices; ``current`` marks the one making the request."""
+
+    id: str
+    public_key: str
+    created_at: str
+    last_seen_at: str
+    current: bool
+
+
+class OwnDeviceList(msgspec.Struct):
+    devices: list[OwnDevice]

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NoReturn
 
 from dialtone.db.models import Device, Session, User
 from dialtone.db.repositories.devices import DeviceRepository
@@ -10,12 +13,15 @@ from dialtone.db.repositories.invites import InviteRepository
 from dialtone.db.repositories.sessions import SessionRepository
 from dialtone.db.repositories.users import UserRepository
 from dialtone.db.unit_of_work import UnitOfWork
-from dialtone.errors import Conflict, Gone, InvalidInput, NotFound, Unauthorized
+from dialtone.errors import Conflict, Gone, InvalidInput, NotFound, RateLimited, Unauthorized
 from dialtone.schemas.events import SessionsRevoked
 from dialtone.security import tokens, usernames
 from dialtone.security.keys import is_public_key
 from dialtone.security.passwords import check_password_strength
-from dialtone.services.context import Caller, ServerContext
+from dialtone.security.ratelimit import retry_after_seconds
+from dialtone.services.context import LAST_SEEN_EVERY, Caller, ServerContext
+
+log = logging.getLogger("dialtone.security")
 
 
 @dataclass
@@ -52,10 +58,27 @@ class AuthService:
         self.sessions = SessionRepository(uow.session)
         self.invites = InviteRepository(uow.session)
 
+    async def _limit(self, policy: str, key: str) -> None:
+        decision = await self.ctx.limiter.hit(policy, key)
+        if not decision.allowed:
+            raise RateLimited(
+                "too many attempts, try again later", retry_after=retry_after_seconds(decision)
+            )
+
     async def register(
-        self, username: str, password: str, public_key: str, invite_token: str
+        self,
+        username: str,
+        password: str,
+        public_key: str,
+        invite_token: str,
+        *,
+        client: str = "unknown",
     ) -> AuthResult:
-        """Everything in one transaction: a failure leaves no user and an unspent invite."""
+        """Everything in one transaction: a failure leaves no user and an unspent invite.
+
+        Registration redeems an invite, so its per-address limit also bounds invite guessing.
+        """
+        await self._limit("register", client)
         name = checked_username(username)
         problem = check_password_strength(password)
         if problem:
@@ -95,19 +118,24 @@ class AuthService:
         )
         return await self._start_session(user, device, name, now)
 
-    async def login(self, username: str, password: str, public_key: str) -> AuthResult:
+    async def login(
+        self, username: str, password: str, public_key: str, *, client: str = "unknown"
+    ) -> AuthResult:
         name = usernames.normalise(username)
+        # Keyed on the peppered hash: the limiter's store never sees a username.
+        name_hash = usernames.username_hash(self.ctx.settings.username_pepper, name)
+        await self._limit("login_address", client)
+        await self._limit("login_user", name_hash)
         if usernames.check_username(name):
             # Same answer as a wrong password: do not reveal which names are valid.
             await asyncio.to_thread(self.ctx.passwords.verify, None, password)
-            raise Unauthorized("invalid username or password", code="invalid_credentials")
+            await self._login_failed(client, name_hash, None)
         checked_public_key(public_key)
-        name_hash = usernames.username_hash(self.ctx.settings.username_pepper, name)
         user = await self.users.get_by_username_hash(name_hash)
         stored = user.password_hash if user is not None else None
         ok = await asyncio.to_thread(self.ctx.passwords.verify, stored, password)
         if user is None or stored is None or not ok:
-            raise Unauthorized("invalid username or password", code="invalid_credentials")
+            await self._login_failed(client, name_hash, user)
 
         now = self.ctx.clock()
         if self.ctx.passwords.needs_rehash(stored):
@@ -120,6 +148,16 @@ class AuthService:
         else:
             device.last_seen_at = now
         return await self._start_session(user, device, name, now)
+
+    async def _login_failed(self, client: str, name_hash: str, user: User | None) -> NoReturn:
+        # A failure pays a second token, so guessing drains the bucket twice as fast.
+        await self.ctx.limiter.charge("login_address", client, 1)
+        await self.ctx.limiter.charge("login_user", name_hash, 1)
+        log.info(
+            "login failed",
+            extra={"event": "login_failed", "user_id": user.id if user else None, "client": client},
+        )
+        raise Unauthorized("invalid username or password", code="invalid_credentials")
 
     async def _start_session(
         self, user: User, device: Device, name: str, now: datetime
@@ -147,6 +185,7 @@ class AuthService:
         if found is None:
             return None
         session, user = found
+        await self._seen(session.device_id)
         return Caller(
             user_id=user.id,
             device_id=session.device_id,
@@ -155,6 +194,15 @@ class AuthService:
             token_hash=digest,
         )
 
+    async def _seen(self, device_id: str) -> None:
+        """Record activity, writing last_seen_at at most once a minute per device (per node)."""
+        now = time.monotonic()
+        last = self.ctx.seen.get(device_id)
+        if last is not None and now - last < LAST_SEEN_EVERY:
+            return
+        self.ctx.seen[device_id] = now
+        await self.devices.touch(device_id, self.ctx.clock())
+
     async def logout(self, caller: Caller, *, everywhere: bool = False) -> None:
         if everywhere:
             await self.sessions.delete_for_user(caller.user_id)
@@ -162,3 +210,12 @@ class AuthService:
         else:
             await self.sessions.delete(caller.token_hash)
             self.uow.emit(SessionsRevoked(user_id=caller.user_id, token_hash=caller.token_hash))
+        log.info(
+            "logged out",
+            extra={
+                "event": "sessions_revoked",
+                "user_id": caller.user_id,
+                "device_id": caller.device_id,
+                "everywhere": everywhere,
+            },
+        )

@@ -8,7 +8,11 @@ from datetime import datetime
 
 from dialtone.config import Settings
 from dialtone.db.base import utcnow
+from dialtone.security.addresses import Proxies, parse_networks
 from dialtone.security.passwords import PasswordPolicy, Passwords
+from dialtone.security.ratelimit import Bucket, Limiter, MemoryStore, RedisStore, Store
+
+LAST_SEEN_EVERY = 60.0  # seconds between two last_seen_at writes for one device
 
 
 class OnlineDirectory:
@@ -35,6 +39,10 @@ class ServerContext:
     passwords: Passwords
     directory: OnlineDirectory = field(default_factory=OnlineDirectory)
     clock: Callable[[], datetime] = utcnow
+    limiter: Limiter = field(default_factory=lambda: Limiter(MemoryStore(), {}, enabled=False))
+    trusted_proxies: Proxies = field(default_factory=Proxies)
+    # device id → when its last_seen_at was last written (monotonic seconds)
+    seen: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServerContext:
@@ -43,4 +51,27 @@ class ServerContext:
             time_cost=settings.argon2_time_cost,
             parallelism=settings.argon2_parallelism,
         )
-        return cls(settings=settings, passwords=Passwords(policy))
+        return cls(
+            settings=settings,
+            passwords=Passwords(policy),
+            limiter=build_limiter(settings),
+            trusted_proxies=parse_networks(settings.trusted_proxies),
+        )
+
+
+def http_policies(settings: Settings) -> dict[str, Bucket]:
+    login = Bucket.per(settings.login_burst, settings.login_refill)
+    register = Bucket.per(settings.register_burst, settings.register_refill)
+    return {"login_address": login, "login_user": login, "register": register}
+
+
+def build_limiter(settings: Settings) -> Limiter:
+    """Memory buckets on one node; Redis buckets, shared by every node, when configured."""
+    store: Store
+    if settings.redis_url and settings.rate_limits:
+        import redis.asyncio as redis
+
+        store = RedisStore(redis.from_url(settings.redis_url), prefix=settings.redis_prefix + "rl:")
+    else:
+        store = MemoryStore()
+    return Limiter(store, http_policies(settings), enabled=settings.rate_limits)

@@ -1,13 +1,19 @@
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from dialtone.db.models import Device
 from dialtone.db.repositories.devices import DeviceRepository
+from dialtone.db.repositories.keys import KeyEnvelopeRepository
+from dialtone.db.repositories.sessions import SessionRepository
 from dialtone.db.unit_of_work import UnitOfWork
-from dialtone.errors import Forbidden, InvalidInput
+from dialtone.errors import Forbidden, InvalidInput, NotFound
+from dialtone.schemas.events import DeviceRevoked
 from dialtone.services.auth import checked_public_key
 from dialtone.services.context import Caller, ServerContext
+
+log = logging.getLogger("dialtone.security")
 
 
 class DeviceService:
@@ -15,6 +21,8 @@ class DeviceService:
         self.uow = uow
         self.ctx = ctx
         self.devices = DeviceRepository(uow.session)
+        self.sessions = SessionRepository(uow.session)
+        self.envelopes = KeyEnvelopeRepository(uow.session)
 
     async def add(self, caller: Caller, user_id: str, public_key: str) -> Device:
         if user_id != caller.user_id:
@@ -38,3 +46,29 @@ class DeviceService:
         if user_id != caller.user_id:
             raise Forbidden("use all=1 to list other users' keys", code="not_owner")
         return user_id, await self.devices.for_user(user_id)
+
+    async def list_own(self, caller: Caller) -> Sequence[Device]:
+        return await self.devices.for_user(caller.user_id)
+
+    async def revoke(self, caller: Caller, device_id: str) -> None:
+        """Remove one of the caller's devices: its sessions, its key envelopes, the device.
+
+        Someone else's device answers 404 like an unknown one, so ids cannot be probed.
+        """
+        device = await self.devices.get(device_id)
+        if device is None or device.user_id != caller.user_id:
+            raise NotFound("device not found", code="device_not_found")
+        await self.sessions.delete_for_device(device_id)
+        await self.envelopes.delete_for_device(device_id)
+        await self.devices.delete(device_id)
+        self.ctx.seen.pop(device_id, None)
+        self.uow.emit(DeviceRevoked(sender=caller.user_id, device_id=device_id))
+        log.info(
+            "device revoked",
+            extra={
+                "event": "device_revoked",
+                "user_id": caller.user_id,
+                "device_id": device_id,
+                "by_device_id": caller.device_id,
+            },
+        )

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dialtone.db.models import Invite
@@ -32,3 +32,10 @@ class InviteRepository:
             .values(consumed_at=now, consumed_by=user_id)
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def purge_expired(self, now: datetime) -> int:
+        """Drop expired invites nobody redeemed; spent ones stay as the record of who joined."""
+        result = await self.session.execute(
+            delete(Invite).where(Invite.consumed_at.is_(None), Invite.expires_at <= now)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]

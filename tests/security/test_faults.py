@@ -1,0 +1,328 @@
+"""Faults: the database goes away and comes back (PostgreSQL behind a TCP proxy we can
+cut; SQLite with its file replaced), and kill -9 in the middle of registrations."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from litestar.testing import AsyncTestClient
+
+from dialtone.app import create_app
+from tests.conftest import ADMIN_TOKEN, PEPPER, make_settings, truncate_all
+from tests.e2ee import DeviceKeys
+
+
+class TcpProxy:
+    """A forwarder to PostgreSQL that a test can cut (every connection dropped, new ones
+    refused) and restore on the same port, without touching the shared server."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.port = 0
+        self.server: asyncio.Server | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
+        # Blackhole: connections are accepted and bytes swallowed, nothing comes back
+        # (a database host that hangs rather than refuses).
+        self.blackhole = False
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in list(self.writers):
+            writer.transport.abort()
+        self.writers.clear()
+        await self.server.wait_closed()
+        self.server = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.blackhole:
+            self.writers.add(writer)
+            while await reader.read(65536):
+                pass
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        except OSError:
+            writer.transport.abort()
+            return
+        self.writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    if self.blackhole:
+                        continue
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                dst.transport.abort()
+                self.writers.discard(dst)
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+async def register_admin(http: Any) -> str:
+    invite = (await http.post("/server/invites", headers={"X-Admin-Token": ADMIN_TOKEN})).json()
+    response = await http.post(
+        "/auth/register",
+        json={
+            "username": "admin",
+            "password": "password1",
+            "public_key": DeviceKeys().public_b64,
+            "invite_token": invite["token"],
+        },
+    )
+    assert response.status_code == 201, response.text
+    token: str = response.json()["token"]
+    return token
+
+
+@pytest.mark.postgres
+async def test_postgres_outage_gives_503_then_recovers(
+    tmp_path: Path, pg_database: str, live_factory: Any
+) -> None:
+    await truncate_all(pg_database)
+    proxy = TcpProxy(("127.0.0.1", 5432))
+    await proxy.start()
+    prefix, _, rest = pg_database.partition("@")
+    url = f"{prefix}@127.0.0.1:{proxy.port}/{rest.split('/', 1)[1]}"
+    settings = make_settings(tmp_path, url, db_timeout=2.0, request_timeout=8.0)
+    live = await live_factory(settings)
+    async with live.client() as http:
+        auth = {"Authorization": f"Bearer {await register_admin(http)}"}
+        assert (await http.get("/channels", headers=auth)).status_code == 200
+
+        await proxy.stop()
+        for _ in range(3):
+            started = time.monotonic()
+            response = await http.get("/channels", headers=auth)
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]
+            assert response.headers["retry-after"]
+            assert time.monotonic() - started < 6
+        # A write during the outage fails cleanly too.
+        down = await http.post("/channels", json={"name_enc": "eA=="}, headers=auth)
+        assert down.status_code == 503
+
+        await proxy.start()
+        deadline = time.monotonic() + 10
+        status = 0
+        while time.monotonic() < deadline:
+            status = (await http.get("/channels", headers=auth)).status_code
+            if status == 200:
+                break
+            await asyncio.sleep(0.2)
+        assert status == 200, "did not recover after the database came back"
+        created = await http.post("/channels", json={"name_enc": "eA=="}, headers=auth)
+        assert created.status_code == 201
+    await proxy.stop()
+
+
+@pytest.mark.postgres
+async def test_hanging_database_does_not_hang_requests(
+    tmp_path: Path, pg_database: str, live_factory: Any
+) -> None:
+    """The database host stops answering without closing anything: every request still
+    ends, with a 503, within the request deadline; then service resumes by itself."""
+    await truncate_all(pg_database)
+    proxy = TcpProxy(("127.0.0.1", 5432))
+    await proxy.start()
+    prefix, _, rest = pg_database.partition("@")
+    url = f"{prefix}@127.0.0.1:{proxy.port}/{rest.split('/', 1)[1]}"
+    settings = make_settings(tmp_path, url, db_timeout=1.0, request_timeout=3.0)
+    live = await live_factory(settings)
+    async with live.client() as http:
+        auth = {"Authorization": f"Bearer {await register_admin(http)}"}
+        assert (await http.get("/channels", headers=auth)).status_code == 200
+        proxy.blackhole = True
+        for _ in range(2):
+            started = time.monotonic()
+            response = await http.get("/channels", headers=auth)
+            elapsed = time.monotonic() - started
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]
+            assert elapsed < 4.0, f"request took {elapsed:.1f}s"
+        proxy.blackhole = False
+        await proxy.stop()  # drop the hung connections
+        await proxy.start()
+        deadline = time.monotonic() + 10
+        status = 0
+        while time.monotonic() < deadline:
+            status = (await http.get("/channels", headers=auth)).status_code
+            if status == 200:
+                break
+            await asyncio.sleep(0.2)
+        assert status == 200
+    await proxy.stop()
+
+
+async def test_sqlite_file_gone_gives_503_then_recovers(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    path = tmp_path / "dialtone.db"
+    shutil.copyfile(sqlite_template, path)
+    settings = make_settings(tmp_path, f"sqlite+aiosqlite:///{path}")
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        token = await register_admin(client)
+    auth = {"Authorization": f"Bearer {token}"}
+
+    # The file is replaced by something SQLite cannot open.
+    aside = tmp_path / "aside.db"
+    path.rename(aside)
+    path.mkdir()
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        for _ in range(2):
+            response = await client.get("/channels", headers=auth)
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]
+        path.rmdir()
+        aside.rename(path)
+        response = await client.get("/channels", headers=auth)
+        assert response.status_code == 200, response.text
+
+
+# ---------------------------------------------------------------- kill -9
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_serve(tmp_path: Path, db_path: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "DIALTONE_LISTEN_ADDR": f"127.0.0.1:{port}",
+        "DIALTONE_DATA_DIR": str(tmp_path),
+        "DIALTONE_DB_URL": f"sqlite:///{db_path}",
+        "DIALTONE_USERNAME_PEPPER": PEPPER.decode(),
+        "DIALTONE_ADMIN_TOKEN": ADMIN_TOKEN,
+        "DIALTONE_RATE_LIMITS": "off",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "dialtone", "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=2) as http:
+        for _ in range(150):
+            assert proc.poll() is None, "dialtone serve exited"
+            try:
+                if (await http.get("/health")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError("server did not come up")
+
+
+@pytest.mark.slow
+async def test_kill_9_during_registrations_leaves_no_half_user(tmp_path: Path) -> None:
+    db_path = tmp_path / "crash.db"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start_serve(tmp_path, db_path, port)
+    accepted: list[str] = []
+    try:
+        await wait_healthy(url, proc)
+        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+            invites = []
+            for _ in range(40):
+                response = await http.post(
+                    "/server/invites", headers={"X-Admin-Token": ADMIN_TOKEN}
+                )
+                invites.append(response.json()["token"])
+
+            async def register(i: int, invite: str) -> None:
+                name = f"u{i}{secrets.token_hex(3)}"
+                try:
+                    response = await http.post(
+                        "/auth/register",
+                        json={
+                            "username": name,
+                            "password": "password1",
+                            "public_key": DeviceKeys().public_b64,
+                            "invite_token": invite,
+                        },
+                    )
+                except httpx.TransportError:
+                    return
+                if response.status_code == 201:
+                    accepted.append(name)
+                    if len(accepted) == 5:
+                        enough.set()
+
+            enough = asyncio.Event()
+            tasks = [asyncio.create_task(register(i, inv)) for i, inv in enumerate(invites)]
+            await asyncio.wait_for(enough.wait(), 30)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            await asyncio.gather(*tasks)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert len(accepted) >= 5
+    assert len(accepted) < 40, "the kill came too late to cut anything"
+
+    proc = start_serve(tmp_path, db_path, port)
+    try:
+        await wait_healthy(url, proc)
+        con = sqlite3.connect(db_path)
+        try:
+            users = {row[0] for row in con.execute("SELECT id FROM users")}
+            with_device = {row[0] for row in con.execute("SELECT DISTINCT user_id FROM devices")}
+            consumed = dict(
+                con.execute(
+                    "SELECT consumed_by, token_hash FROM invites WHERE consumed_at IS NOT NULL"
+                ).fetchall()
+            )
+            spent_by_nobody = con.execute(
+                "SELECT count(*) FROM invites WHERE consumed_at IS NOT NULL AND consumed_by IS NULL"
+            ).fetchone()[0]
+        finally:
+            con.close()
+        assert users == with_device, "a user without a device"
+        assert set(consumed) == users, "a user without a spent invite, or the reverse"
+        assert spent_by_nobody == 0
+        assert len(users) >= len(accepted)
+        # Every acknowledged registration survived the crash and can log in.
+        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+            for name in accepted:
+                response = await http.post(
+                    "/auth/login",
+                    json={
+                        "username": name,
+                        "password": "password1",
+                        "public_key": DeviceKeys().public_b64,
+                    },
+                )
+                assert response.status_code == 200, response.text
+    finally:
+        proc.kill()
+        proc.wait(10)

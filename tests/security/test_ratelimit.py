@@ -1,0 +1,319 @@
+"""Token buckets: the arithmetic, the stores (memory; Redis when configured), and the
+HTTP limits on login and registration tripping and recovering."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from dialtone.app import create_app
+from dialtone.config import Settings, load_settings
+from dialtone.errors import ConfigError
+from dialtone.security.addresses import client_address, parse_networks
+from dialtone.security.ratelimit import (
+    Bucket,
+    Limiter,
+    LocalBucket,
+    MemoryStore,
+    RedisStore,
+    take,
+)
+from tests.conftest import ADMIN_TOKEN, REDIS_URL, make_settings, new_invite
+from tests.e2ee import DeviceKeys
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_bucket_burst_then_refill() -> None:
+    bucket = Bucket.per(3, 10)
+    state = None
+    for _ in range(3):
+        decision, state = take(bucket, state, 0.0)
+        assert decision.allowed
+    decision, state = take(bucket, state, 0.0)
+    assert not decision.allowed
+    assert decision.retry_after == pytest.approx(10.0)
+    decision, state = take(bucket, state, 5.0)
+    assert not decision.allowed
+    assert decision.retry_after == pytest.approx(5.0)
+    decision, state = take(bucket, state, 10.0)
+    assert decision.allowed
+    # A long pause refills only up to the burst.
+    for _ in range(3):
+        decision, state = take(bucket, state, 10_000.0)
+        assert decision.allowed
+    assert not take(bucket, state, 10_000.0)[0].allowed
+
+
+def test_local_bucket_for_one_connection() -> None:
+    clock = FakeClock()
+    messages = LocalBucket(Bucket(capacity=10, rate=5), clock)
+    assert all(messages.hit().allowed for _ in range(10))
+    refused = messages.hit()
+    assert not refused.allowed
+    assert refused.retry_after == pytest.approx(0.2)
+    clock.now += 0.2
+    assert messages.hit().allowed
+
+
+async def test_memory_store_charge_and_key_bound() -> None:
+    clock = FakeClock()
+    store = MemoryStore(max_keys=2, clock=clock)
+    bucket = Bucket.per(5, 300)
+    assert (await store.hit("a", bucket, 1)).allowed
+    await store.charge("a", bucket, 10)  # never below zero
+    refused = await store.hit("a", bucket, 1)
+    assert not refused.allowed
+    assert refused.retry_after == pytest.approx(300)
+    clock.now += 300
+    assert (await store.hit("a", bucket, 1)).allowed
+    await store.hit("b", bucket, 1)
+    await store.hit("c", bucket, 1)
+    assert len(store._state) == 2
+
+
+async def test_disabled_limiter_allows_everything() -> None:
+    limiter = Limiter(MemoryStore(), {"x": Bucket.per(1, 60)}, enabled=False)
+    for _ in range(10):
+        assert (await limiter.hit("x", "k")).allowed
+
+
+@pytest.mark.redis
+async def test_redis_store_is_shared_and_atomic() -> None:
+    if not REDIS_URL:
+        pytest.skip("Redis tests need DIALTONE_TEST_REDIS_URL")
+    import asyncio
+
+    import redis.asyncio as redis
+
+    prefix = f"dialtone-test-{secrets.token_hex(6)}:"
+    first = RedisStore(redis.from_url(REDIS_URL), prefix=prefix)
+    second = RedisStore(redis.from_url(REDIS_URL), prefix=prefix)
+    bucket = Bucket.per(5, 300)
+    try:
+        # Two "nodes" hitting one key concurrently: exactly the burst gets through.
+        results = await asyncio.gather(
+            *[(first if i % 2 else second).hit("k", bucket, 1) for i in range(12)]
+        )
+        assert sum(r.allowed for r in results) == 5
+        refused = [r for r in results if not r.allowed]
+        assert all(250 < r.retry_after <= 300 for r in refused)
+        await first.charge("other", bucket, 4)
+        assert (await second.hit("other", bucket, 1)).allowed
+        assert not (await second.hit("other", bucket, 1)).allowed
+        client = redis.from_url(REDIS_URL)
+        ttl = await client.pttl(prefix + "k")
+        assert 0 < ttl <= 1_501_000  # keys expire once a bucket would be full again
+        await client.delete(prefix + "k", prefix + "other")
+        await client.aclose()
+    finally:
+        await first.close()
+        await second.close()
+
+
+def test_client_address_trusts_only_listed_proxies() -> None:
+    proxies = parse_networks(["10.0.0.0/8", "127.0.0.1"])
+    # Not from a proxy: the header is ignored.
+    assert client_address("203.0.113.9", "1.2.3.4", proxies) == "203.0.113.9"
+    # From a proxy: the right-most hop that is not a proxy.
+    assert client_address("127.0.0.1", "1.2.3.4, 10.1.1.1", proxies) == "1.2.3.4"
+    assert client_address("10.0.0.2", "6.6.6.6, 1.2.3.4", proxies) == "1.2.3.4"
+    assert client_address("127.0.0.1", "garbage", proxies) == "127.0.0.1"
+    assert client_address("127.0.0.1", None, proxies) == "127.0.0.1"
+    assert client_address(None, "1.2.3.4", proxies) == "unknown"
+    with pytest.raises(ValueError, match="not an IP"):
+        parse_networks(["nope"])
+
+
+def test_settings_parse_limits() -> None:
+    env = {"DIALTONE_RATE_LIMITS": "off", "DIALTONE_TRUSTED_PROXIES": "10.0.0.0/8, ::1"}
+    settings = load_settings(env)
+    assert settings.rate_limits is False
+    assert settings.trusted_proxies == ("10.0.0.0/8", "::1")
+    defaults = load_settings({})
+    assert defaults.rate_limits is True
+    assert (defaults.login_burst, defaults.login_refill) == (5, 300.0)
+    assert (defaults.register_burst, defaults.register_refill) == (3, 10.0)
+    with pytest.raises(ConfigError, match="TRUSTED_PROXIES"):
+        load_settings({"DIALTONE_TRUSTED_PROXIES": "example.com"})
+
+
+# ---------------------------------------------------------------- over HTTP
+
+
+async def _register(client: AsyncTestClient[Any], name: str, **headers: str) -> Any:
+    return await client.post(
+        "/auth/register",
+        json={
+            "username": name,
+            "password": "password1",
+            "public_key": DeviceKeys().public_b64,
+            "invite_token": await new_invite(client),
+        },
+        headers=headers,
+    )
+
+
+def _login(name: str, password: str) -> dict[str, str]:
+    return {"username": name, "password": password, "public_key": DeviceKeys().public_b64}
+
+
+async def test_wrong_passwords_get_429(limited_settings: Settings) -> None:
+    async with AsyncTestClient(app=create_app(limited_settings)) as client:
+        assert (await _register(client, "alice")).status_code == 201
+        statuses = []
+        for _ in range(30):
+            response = await client.post("/auth/login", json=_login("alice", "wrong-pass1"))
+            statuses.append(response.status_code)
+        # Failures count double: 5 tokens pay for three failures, then 429s.
+        assert statuses[:3] == [401, 401, 401]
+        assert set(statuses[3:]) == {429}
+        response = await client.post("/auth/login", json=_login("alice", "password1"))
+        assert response.status_code == 429
+        assert response.json()["error"]
+        assert response.json()["code"] == "rate_limited"
+        assert 1 <= int(response.headers["retry-after"]) <= 300
+
+
+async def test_login_limit_recovers(tmp_path: Path, sqlite_url: str) -> None:
+    settings = make_settings(
+        tmp_path, sqlite_url, rate_limits=True, login_burst=2, login_refill=1.0
+    )
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        assert (await _register(client, "alice")).status_code == 201
+        assert (
+            await client.post("/auth/login", json=_login("alice", "nope1234"))
+        ).status_code == 401
+        assert (
+            await client.post("/auth/login", json=_login("alice", "nope1234"))
+        ).status_code == 429
+        import asyncio
+
+        await asyncio.sleep(1.05)
+        ok = await client.post("/auth/login", json=_login("alice", "password1"))
+        assert ok.status_code == 200, ok.text
+
+
+async def test_login_limit_follows_the_username_across_addresses(
+    tmp_path: Path, sqlite_url: str, live_factory: Any
+) -> None:
+    """Behind a trusted proxy each request comes from a new address; the per-username
+    bucket still stops guessing at one account."""
+    settings = make_settings(tmp_path, sqlite_url, rate_limits=True, trusted_proxies=("127.0.0.1",))
+    live = await live_factory(settings)
+    async with live.client() as http:
+        invite = (await http.post("/server/invites", headers={"X-Admin-Token": ADMIN_TOKEN})).json()
+        body = {
+            "username": "carol",
+            "password": "password1",
+            "public_key": DeviceKeys().public_b64,
+            "invite_token": invite["token"],
+        }
+        assert (await http.post("/auth/register", json=body)).status_code == 201
+        statuses = []
+        for i in range(6):
+            response = await http.post(
+                "/auth/login",
+                json=_login("carol", "wrong-pass1"),
+                headers={"X-Forwarded-For": f"198.51.100.{i + 1}"},
+            )
+            statuses.append(response.status_code)
+        assert statuses[:3] == [401, 401, 401]
+        assert set(statuses[3:]) == {429}
+        # Another account from a fresh address is unaffected.
+        response = await http.post(
+            "/auth/login",
+            json=_login("someone", "wrong-pass1"),
+            headers={"X-Forwarded-For": "198.51.100.200"},
+        )
+        assert response.status_code == 401
+
+
+async def test_forwarded_for_is_ignored_from_untrusted_peers(
+    tmp_path: Path, sqlite_url: str, live_factory: Any
+) -> None:
+    settings = make_settings(tmp_path, sqlite_url, rate_limits=True)
+    live = await live_factory(settings)
+    async with live.client() as http:
+        statuses = []
+        for i in range(5):
+            response = await http.post(
+                "/auth/login",
+                json=_login(f"nobody{i}", "wrong-pass1"),
+                headers={"X-Forwarded-For": f"198.51.100.{i + 1}"},
+            )
+            statuses.append(response.status_code)
+        # All from 127.0.0.1 whatever the header says: the address bucket runs dry.
+        assert statuses == [401, 401, 401, 429, 429]
+
+
+async def test_register_limit_trips_and_recovers(tmp_path: Path, sqlite_url: str) -> None:
+    settings = make_settings(tmp_path, sqlite_url, rate_limits=True, register_refill=1.0)
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        statuses = [(await _register(client, f"user{i}")).status_code for i in range(4)]
+        assert statuses == [201, 201, 201, 429]
+        # Guessing invites is limited too: a bad invite still spends a token.
+        import asyncio
+
+        await asyncio.sleep(1.05)
+        bad = await client.post(
+            "/auth/register",
+            json={
+                "username": "guesser",
+                "password": "password1",
+                "public_key": DeviceKeys().public_b64,
+                "invite_token": "not-an-invite",
+            },
+        )
+        assert bad.status_code == 404
+        refused = await _register(client, "late")
+        assert refused.status_code == 429
+        assert refused.headers["retry-after"] == "1"
+        await asyncio.sleep(1.05)
+        assert (await _register(client, "later")).status_code == 201
+
+
+async def test_rate_limits_off(tmp_path: Path, sqlite_url: str) -> None:
+    settings = make_settings(tmp_path, sqlite_url)
+    assert settings.rate_limits is False
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        for i in range(6):
+            assert (await _register(client, f"user{i}")).status_code == 201
+        for _ in range(8):
+            response = await client.post("/auth/login", json=_login("user0", "wrong-pass1"))
+            assert response.status_code == 401
+
+
+@pytest.mark.redis
+async def test_limits_hold_across_nodes_with_redis(tmp_path: Path, sqlite_url: str) -> None:
+    if not REDIS_URL:
+        pytest.skip("Redis tests need DIALTONE_TEST_REDIS_URL")
+    settings = make_settings(
+        tmp_path,
+        sqlite_url,
+        rate_limits=True,
+        redis_url=REDIS_URL,
+        redis_prefix=f"dialtone-test-{secrets.token_hex(6)}:",
+    )
+    async with (
+        AsyncTestClient(app=create_app(settings)) as node_a,
+        AsyncTestClient(app=create_app(settings)) as node_b,
+    ):
+        assert (await _register(node_a, "dave")).status_code == 201
+        statuses = []
+        for i in range(6):
+            node = node_a if i % 2 else node_b
+            statuses.append(
+                (await node.post("/auth/login", json=_login("dave", "bad-pass1"))).status_code
+            )
+        assert statuses == [401, 401, 401, 429, 429, 429]
