@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -65,3 +66,32 @@ async def channel_id(client: AsyncTestClient[Any], admin: Member) -> str:
     assert response.status_code == 201, response.text
     value: str = response.json()["channel"]["id"]
     return value
+
+
+async def store_message(
+    db: async_sessionmaker[AsyncSession],
+    channel: str,
+    sender: Member,
+    body: str,
+    sender_name_enc: str = "bmFtZQ==",
+) -> str:
+    """Persist a message through the service, as the WebSocket gateway does."""
+    from dialtone.db.unit_of_work import UnitOfWork
+    from dialtone.services.context import Caller, ServerContext
+    from dialtone.services.messages import MessageService
+    from tests.conftest import make_settings
+
+    async def no_events(_: object) -> None:
+        return None
+
+    caller = Caller(
+        user_id=sender.user_id,
+        device_id=sender.device_id,
+        is_admin=sender.is_admin,
+        is_trusted=True,
+        token_hash="",
+    )
+    ctx = ServerContext.from_settings(make_settings(Path("."), "sqlite://"))
+    async with UnitOfWork(db, no_events) as uow:
+        message = await MessageService(uow, ctx).post(caller, channel, body, sender_name_enc)
+    return message.id
