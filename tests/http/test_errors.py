@@ -53,6 +53,10 @@ async def test_malformed_bodies(
         b"42",
         b'{"a":1}{"b":2}',
         b"\xff\xfe\x00",
+        b"\xef\xbb\xbf{}",  # a byte-order mark
+        b"[" * 100_000 + b"]" * 100_000,  # deep enough to exhaust a recursive decoder
+        b'{"name_enc": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b'{"name_enc": "\\ud800"}',  # a lone surrogate
         b'{"username": "\\u0000"}',
         json.dumps({"unknown_field": 1}).encode(),
     ]
