@@ -325,3 +325,33 @@ async def test_logout_everywhere(client: AsyncTestClient[Any], member: Member) -
     assert_error(await client.get("/channels", headers=member.auth), 401)
     other_auth = {"Authorization": f"Bearer {other}"}
     assert_error(await client.get("/channels", headers=other_auth), 401)
+
+
+async def test_concurrent_same_name_different_invites(
+    client: AsyncTestClient[Any], admin: Member, db: async_sessionmaker[AsyncSession]
+) -> None:
+    invites = [await new_invite(client) for _ in range(3)]
+    responses = await asyncio.gather(
+        *(client.post("/auth/register", json=register_body(i, "samename")) for i in invites)
+    )
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [201, 409, 409], [r.text for r in responses]
+    spent = [await invite_spent(db, i) for i in invites]
+    assert spent.count(True) == 1
+
+
+async def test_concurrent_first_registrations_make_one_admin(
+    client: AsyncTestClient[Any], db: async_sessionmaker[AsyncSession]
+) -> None:
+    invites = [await new_invite(client) for _ in range(4)]
+    responses = await asyncio.gather(
+        *(
+            client.post("/auth/register", json=register_body(invite, f"first{n}"))
+            for n, invite in enumerate(invites)
+        )
+    )
+    assert all(r.status_code == 201 for r in responses), [r.text for r in responses]
+    assert [r.json()["is_admin"] for r in responses].count(True) == 1
+    async with db() as session:
+        admins = (await session.execute(select(func.count()).where(User.is_admin))).scalar_one()
+    assert admins == 1
