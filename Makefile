@@ -10,6 +10,9 @@ TEST_STAMP := $(VENV)/.installed-test
 PG_URL ?= postgresql://postgres@127.0.0.1:5432/dialtone_test
 REDIS_URL ?= redis://127.0.0.1:6379/15
 
+# bench/ is linted once it exists.
+LINT_PATHS := dialtone tests migrations $(wildcard bench)
+
 .DEFAULT_GOAL := help
 .PHONY: help run test lint format diagram bench clean
 
@@ -41,13 +44,13 @@ test: $(TEST_STAMP) ## install test extras and run lint plus the whole suite
 	 $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(TEST_STAMP) ## ruff check, ruff format --check, mypy
-	$(VENV)/bin/ruff check dialtone tests bench migrations
-	$(VENV)/bin/ruff format --check dialtone tests bench migrations
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 	$(VENV)/bin/mypy dialtone
 
 format: $(TEST_STAMP) ## apply ruff fixes and formatting
-	$(VENV)/bin/ruff check --fix dialtone tests bench migrations
-	$(VENV)/bin/ruff format dialtone tests bench migrations
+	$(VENV)/bin/ruff check --fix $(LINT_PATHS)
+	$(VENV)/bin/ruff format $(LINT_PATHS)
 
 diagram: $(STAMP) ## draw dialtone-db-diagram.png from the SQLAlchemy models (installs Graphviz if missing)
 	@command -v dot >/dev/null 2>&1 || { \

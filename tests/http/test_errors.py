@@ -186,3 +186,16 @@ async def test_error_body_has_stable_code(client: AsyncTestClient[Any], member: 
         await client.post("/channels", json={"name_enc": "x"}, headers=member.auth), 403
     )
     assert body == {"error": body["error"], "code": "not_admin"}
+
+
+async def test_refused_requests_return_their_connections(
+    client: AsyncTestClient[Any], member: Member
+) -> None:
+    """A 401 raised while resolving the caller must not strand a pooled connection."""
+    pool = client.app.state.engine.pool
+    bad = {"Authorization": "Bearer not-a-session"}
+    for _ in range(5):
+        assert_error(await client.get("/channels", headers=bad), 401)
+        assert_error(await client.post("/channels", json={"name_enc": "x"}, headers=bad), 401)
+    assert_error(await client.post("/channels", json={"name_enc": "x"}, headers=member.auth), 403)
+    assert pool.checkedout() == 0
