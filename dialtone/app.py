@@ -70,6 +70,9 @@ def create_app(settings: Settings) -> Litestar:
         lifespan=[lifespan],
         state=State({"ctx": ctx, "hub": hub, "broker": broker, "publish": publish}),
         request_max_body_size=settings.max_body_bytes,
+        # Logging is set up once by the CLI (dialtone.logs), honouring DIALTONE_LOG_FORMAT;
+        # Litestar's default config would replace those handlers.
+        logging_config=None,
         openapi_config=OpenAPIConfig(title="Dialtone", version=__version__),
         debug=False,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 import os
 import socket
 import ssl
@@ -269,3 +270,19 @@ def test_invite_create_registers_against_running_server(
     assert response.json()["is_admin"] is True
     again = server.http.post("/auth/register", json={**body, "username": "bob"})
     assert again.status_code == 410
+
+
+def test_json_logs(tmp_path: Path, start: list[Server]) -> None:
+    env = clean_env(
+        DIALTONE_LISTEN_ADDR=f"127.0.0.1:{free_port()}",
+        DIALTONE_DATA_DIR=str(tmp_path),
+        DIALTONE_LOG_FORMAT="json",
+    )
+    server = run_server(start, env)
+    assert server.http.get("/channels").status_code == 401
+    _, err = server.stop()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines, "the server logged nothing"
+    for line in lines:
+        entry = json.loads(line)
+        assert {"ts", "level", "logger", "msg"} <= set(entry)
