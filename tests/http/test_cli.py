@@ -280,7 +280,28 @@ def test_json_logs(tmp_path: Path, start: list[Server]) -> None:
     )
     server = run_server(start, env)
     assert server.http.get("/channels").status_code == 401
+    admin_token = (tmp_path / "admin_token").read_text().strip()
+    invite = server.http.post("/server/invites", headers={"X-Admin-Token": admin_token})
+    body = {
+        "username": "secretname",
+        "password": "secretpass1",
+        "public_key": DeviceKeys().public_b64,
+        "invite_token": invite.json()["token"],
+    }
+    token = server.http.post("/auth/register", json=body).json()["token"]
+    server.http.post(
+        "/channels", json={"name_enc": "sealedname"}, headers={"Authorization": f"Bearer {token}"}
+    )
     _, err = server.stop()
+    for secret in (
+        "secretname",
+        "secretpass1",
+        token,
+        body["invite_token"],
+        "sealedname",
+        admin_token,
+    ):
+        assert secret not in err
     lines = [line for line in err.splitlines() if line.strip()]
     assert lines, "the server logged nothing"
     for line in lines:
