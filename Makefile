@@ -50,5 +50,14 @@ format: $(TEST_STAMP) ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix $(LINT_PATHS)
 	$(VENV)/bin/ruff format $(LINT_PATHS)
 
+diagram: $(STAMP) ## draw dialtone-db-diagram.png from the SQLAlchemy models (installs Graphviz if missing)
+	@command -v dot >/dev/null 2>&1 || { \
+	  echo "diagram: installing graphviz"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q graphviz; }
+	$(PY) -m dialtone.db.diagram > $(VENV)/dialtone-db-diagram.dot
+	dot -Tpng -Gdpi=110 -o dialtone-db-diagram.png $(VENV)/dialtone-db-diagram.dot
+	@echo "diagram: wrote dialtone-db-diagram.png"
+
 clean: ## remove the virtualenv and caches (keeps ./data)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -8,6 +8,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
 from dialtone.config import Settings, ensure_secrets, load_settings, require_secrets
 from dialtone.errors import ConfigError
 
@@ -29,16 +31,45 @@ def _settings_with_secrets() -> Settings:
     return settings
 
 
+def _database_error(settings: Settings, exc: BaseException) -> ConfigError:
+    """One line naming the database (password hidden) and the first line of the cause."""
+    from sqlalchemy.engine import make_url
+
+    where = make_url(settings.db_url).render_as_string(hide_password=True)
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    return ConfigError(f"cannot use the database {where}: {reason}")
+
+
 def _migrate(settings: Settings) -> None:
     from dialtone.db.migrate import upgrade
 
-    if settings.is_sqlite:
-        os.makedirs(settings.data_dir, exist_ok=True)
-    upgrade(settings.db_url)
+    try:
+        if settings.is_sqlite:
+            os.makedirs(settings.data_dir, exist_ok=True)
+        upgrade(settings.db_url)
+    except (OSError, SQLAlchemyError, TimeoutError) as exc:
+        raise _database_error(settings, exc) from None
+
+
+def _check_tls(settings: Settings) -> None:
+    """Load the certificate pair now, so a bad one is one line rather than a traceback."""
+    if not (settings.tls_cert and settings.tls_key):
+        return
+    import ssl
+
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(settings.tls_cert, settings.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"DIALTONE_TLS_CERT/DIALTONE_TLS_KEY cannot be loaded as a PEM certificate and its "
+            f"private key: {exc}"
+        ) from None
 
 
 def cmd_serve(_: argparse.Namespace) -> int:
     settings = _settings_with_secrets()
+    _check_tls(settings)
     from dialtone.logs import configure_logging
     from dialtone.server import serve
 
@@ -57,7 +88,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     else:
         from dialtone.db.migrate import downgrade
 
-        downgrade(settings.db_url, args.revision)
+        try:
+            downgrade(settings.db_url, args.revision)
+        except (OSError, SQLAlchemyError, TimeoutError) as exc:
+            raise _database_error(settings, exc) from None
     print("dialtone: database is at the requested revision")
     return 0
 

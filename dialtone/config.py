@@ -137,7 +137,11 @@ def parse_listen_addr(raw: str) -> tuple[str, int]:
 def normalise_db_url(raw: str) -> str:
     """Accept SQLAlchemy URLs and the reference's ``postgres://…?sslmode=…`` form."""
     url = raw.strip()
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (parses the port, so a bad one fails here, not at connect)
+    except ValueError as exc:
+        raise ConfigError(f"DIALTONE_DB_URL is not a valid URL: {exc}") from None
     scheme = parts.scheme.lower()
     if scheme in {"postgres", "postgresql", "postgresql+asyncpg"}:
         query = []

@@ -59,5 +59,6 @@ def configure_logging(log_format: str, level: str) -> None:
         "asyncio",
         "httpx",
         "httpcore",
+        "alembic",
     ):
         logging.getLogger(noisy).setLevel(logging.WARNING)

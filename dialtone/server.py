@@ -26,6 +26,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     _head_timer: asyncio.TimerHandle | None = None
     _head_bytes = 0
+    _head_tail = b""
     _in_body = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -35,18 +36,26 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._head_timer = self.loop.call_later(HEADER_TIMEOUT, self._head_timeout)
 
     def data_received(self, data: bytes) -> None:
-        if not self._in_body:
-            if self._head_timer is None:
-                self._head_timer = self.loop.call_later(HEADER_TIMEOUT, self._head_timeout)
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEADER_BYTES:
-                self._reject(431, "Request Header Fields Too Large", "request headers too large")
-                return
+        if self._in_body:
+            super().data_received(data)
+            return
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(HEADER_TIMEOUT, self._head_timeout)
+        # Count only the head: one read may also carry (part of) the body. The blank line
+        # that ends the head may straddle two reads, hence the three-byte tail.
+        window = self._head_tail + data
+        end = window.find(b"\r\n\r\n")
+        self._head_bytes += len(data) if end < 0 else max(0, end + 4 - len(self._head_tail))
+        self._head_tail = window[-3:]
+        if self._head_bytes > MAX_HEADER_BYTES:
+            self._reject(431, "Request Header Fields Too Large", "request headers too large")
+            return
         super().data_received(data)
 
     def on_headers_complete(self) -> None:
         self._stop_head_timer()
         self._head_bytes = 0
+        self._head_tail = b""
         self._in_body = True
         super().on_headers_complete()
 

@@ -72,6 +72,12 @@ def handle_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     return error_response(status, message, _CODES.get(status, "error"), headers)
 
 
+def handle_recursion(request: Request[Any, Any, Any], exc: RecursionError) -> Response[Any]:
+    # Only a hostile body nests deep enough to exhaust the decoder's stack.
+    log.warning("over-nested input on %s %s", request.method, request.url.path)
+    return error_response(400, "JSON is nested too deeply", "invalid_input")
+
+
 def handle_database(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.warning(
         "database unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__
@@ -100,5 +106,6 @@ exception_handlers: dict[Any, Any] = {
     DialtoneError: handle_dialtone_error,
     ValidationException: handle_validation,
     HTTPException: handle_http,
+    RecursionError: handle_recursion,
     Exception: handle_unexpected,
 }

@@ -100,16 +100,20 @@ class AuthService:
             raise Conflict("username is taken", code="username_taken")
 
         password_hash = await asyncio.to_thread(self.ctx.passwords.hash, password)
-        first = not await self.users.any_exist()
+        await self.users.lock_registrations()
         user = await self.users.add(
             User(
                 username_hash=name_hash,
                 password_hash=password_hash,
-                is_admin=first,
+                is_admin=False,
                 is_trusted=True,
                 created_at=now,
             )
         )
+        # Decided after our insert, under the registration lock: two concurrent first
+        # registrations cannot both see an empty table.
+        if not await self.users.others_exist(user.id):
+            user.is_admin = True
         if not await self.invites.consume(invite_hash, user.id, now):
             # Spent by a concurrent registration between our read and this update.
             raise Gone("invite expired or already used", code="invite_gone")

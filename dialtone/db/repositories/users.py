@@ -9,6 +9,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from dialtone.db.models import User
 from dialtone.errors import Conflict
 
+# Any fixed 64-bit number, unique to this purpose within the database.
+_REGISTRATION_LOCK = 0x6469616C746F6E65  # "dialtone"
+
 
 class UserRepository:
     def __init__(self, session: AsyncSession) -> None:
@@ -24,6 +27,19 @@ class UserRepository:
     async def any_exist(self) -> bool:
         result = await self.session.execute(select(func.count()).select_from(User).limit(1))
         return bool(result.scalar_one())
+
+    async def others_exist(self, user_id: str) -> bool:
+        result = await self.session.execute(select(User.id).where(User.id != user_id).limit(1))
+        return result.first() is not None
+
+    async def lock_registrations(self) -> None:
+        """Serialise registrations until commit, so exactly one can be the first user.
+
+        PostgreSQL: a transaction-scoped advisory lock. SQLite needs none: its writers are
+        serialised from their first write, and the caller checks only after inserting.
+        """
+        if self.session.get_bind().dialect.name == "postgresql":
+            await self.session.execute(select(func.pg_advisory_xact_lock(_REGISTRATION_LOCK)))
 
     async def add(self, user: User) -> User:
         self.session.add(user)

@@ -1,0 +1,191 @@
+"""Channel and directory key envelopes, exercised the way real clients use them."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from litestar.testing import AsyncTestClient
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tests.conftest import Member, Register
+from tests.e2ee import DeviceKeys, open_sealed, seal
+from tests.http.conftest import assert_error, is_time, store_message
+
+Db = async_sessionmaker[AsyncSession]
+
+
+def envelope_for(sender: Member, device_id: str, public_key: str, secret: bytes) -> dict[str, str]:
+    return {
+        "device_id": device_id,
+        "sender_device_id": sender.device_id,
+        "sender_public_key": sender.keys.public_b64,
+        "envelope": sender.keys.wrap_for(public_key, secret),
+    }
+
+
+async def test_channel_key_round_trip_end_to_end(
+    client: AsyncTestClient[Any], admin: Member, member: Member, channel_id: str, db: Db
+) -> None:
+    """Admin wraps a channel key for bob's device; bob unwraps it and reads a message."""
+    channel_key = os.urandom(32)
+    keys = await client.get("/devices/keys?all=1", headers=admin.auth)
+    envelopes = [
+        envelope_for(admin, k["device_id"], k["public_key"], channel_key)
+        for k in keys.json()["keys"]
+    ]
+    body = {"channel_id": channel_id, "envelopes": envelopes}
+    response = await client.post("/channels/keys", json=body, headers=admin.auth)
+    assert response.status_code == 201, response.text
+    assert response.json() == {"status": "ok"}
+
+    sealed_body = seal(channel_key, "hello bob 👋".encode())
+    await store_message(db, channel_id, admin, sealed_body, seal(channel_key, b"admin"))
+
+    response = await client.get(f"/channels/keys?channel_id={channel_id}", headers=member.auth)
+    assert response.status_code == 200, response.text
+    got = response.json()
+    assert set(got) == {
+        "channel_id",
+        "device_id",
+        "sender_device_id",
+        "sender_public_key",
+        "envelope",
+        "created_at",
+    }
+    assert got["channel_id"] == channel_id
+    assert got["device_id"] == member.device_id
+    assert got["sender_device_id"] == admin.device_id
+    assert got["sender_public_key"] == admin.keys.public_b64
+    assert is_time(got["created_at"])
+    unwrapped = member.keys.unwrap_from(got["sender_public_key"], got["envelope"])
+    assert unwrapped == channel_key
+
+    history = await client.get(f"/channels/messages?channel_id={channel_id}", headers=member.auth)
+    [message] = history.json()["messages"]
+    assert message["body"] == sealed_body  # byte for byte
+    assert open_sealed(unwrapped, message["body"]).decode() == "hello bob 👋"
+    assert open_sealed(unwrapped, message["sender_name_enc"]) == b"admin"
+
+
+async def test_rotation_replaces_envelope(
+    client: AsyncTestClient[Any], admin: Member, member: Member, channel_id: str
+) -> None:
+    for secret in (b"1" * 32, b"2" * 32):
+        envelope = envelope_for(admin, member.device_id, member.keys.public_b64, secret)
+        body = {"channel_id": channel_id, "envelopes": [envelope]}
+        assert (await client.post("/channels/keys", json=body, headers=admin.auth)).is_success
+    got = (await client.get(f"/channels/keys?channel_id={channel_id}", headers=member.auth)).json()
+    assert member.keys.unwrap_from(got["sender_public_key"], got["envelope"]) == b"2" * 32
+
+
+async def test_channel_key_failures(
+    client: AsyncTestClient[Any], admin: Member, member: Member, channel_id: str
+) -> None:
+    url = f"/channels/keys?channel_id={channel_id}"
+    assert_error(await client.get(url, headers=member.auth), 404)  # no envelope yet
+    assert_error(await client.get(url), 401)
+    assert_error(await client.get("/channels/keys", headers=member.auth), 400)
+    missing = "00000000-0000-4000-8000-000000000000"
+    assert_error(await client.get(f"/channels/keys?channel_id={missing}", headers=member.auth), 404)
+
+    good = envelope_for(member, admin.device_id, admin.keys.public_b64, b"k" * 32)
+
+    async def post(envelopes: list[dict[str, Any]], channel: str = channel_id) -> Any:
+        body = {"channel_id": channel, "envelopes": envelopes}
+        return await client.post("/channels/keys", json=body, headers=member.auth)
+
+    assert (await post([good])).status_code == 201
+    assert_error(await post([good], missing), 404)
+    assert_error(await post([{**good, "sender_device_id": admin.device_id}]), 403)
+    assert_error(await post([{**good, "device_id": missing}]), 400)  # unknown device
+    assert_error(await post([{**good, "sender_public_key": "junk"}]), 400)
+    assert_error(await post([{**good, "envelope": ""}]), 400)
+    assert_error(await post([{**good, "envelope": "a\u0000b"}]), 400)
+    assert_error(await post([{**good, "extra": 1}]), 400)
+    assert_error(await post([]), 400)
+    assert_error(await post([good] * 1001), 400)
+    body = {"channel_id": channel_id, "envelopes": [good]}
+    assert_error(await client.post("/channels/keys", json=body), 401)
+
+
+async def test_directory_keys(
+    client: AsyncTestClient[Any], admin: Member, member: Member, register: Register
+) -> None:
+    assert (await client.get("/directory/keys", headers=member.auth)).status_code == 204
+    response = await client.get("/directory/keys", headers=member.auth)
+    assert response.content == b""
+
+    directory_key = os.urandom(32)
+    envelope = envelope_for(admin, member.device_id, member.keys.public_b64, directory_key)
+    response = await client.post(
+        "/directory/keys", json={"envelopes": [envelope]}, headers=admin.auth
+    )
+    assert response.status_code == 201, response.text
+    assert response.json() == {"status": "ok"}
+
+    response = await client.get("/directory/keys", headers=member.auth)
+    assert response.status_code == 200
+    got = response.json()
+    assert set(got) == {
+        "device_id",
+        "sender_device_id",
+        "sender_public_key",
+        "envelope",
+        "created_at",
+    }
+    assert got["device_id"] == member.device_id
+    assert got["sender_device_id"] == admin.device_id
+    assert is_time(got["created_at"])
+    assert member.keys.unwrap_from(got["sender_public_key"], got["envelope"]) == directory_key
+
+
+async def test_directory_key_failures(
+    client: AsyncTestClient[Any], admin: Member, member: Member
+) -> None:
+    good = envelope_for(member, admin.device_id, admin.keys.public_b64, b"d" * 32)
+
+    async def post(body: Any) -> Any:
+        return await client.post("/directory/keys", json=body, headers=member.auth)
+
+    assert (await post({"envelopes": [good]})).status_code == 201
+    assert_error(await post({"envelopes": []}), 400)
+    assert_error(await post({}), 400)
+    assert_error(await post({"envelopes": [{**good, "sender_device_id": admin.device_id}]}), 403)
+    unknown = "00000000-0000-4000-8000-000000000000"
+    assert_error(await post({"envelopes": [{**good, "device_id": unknown}]}), 400)
+    assert_error(await post({"envelopes": [good], "channel_id": "x"}), 400)
+    assert_error(await client.get("/directory/keys"), 401)
+    assert_error(await client.post("/directory/keys", json={"envelopes": [good]}), 401)
+
+
+async def test_directory_keys_refuse_untrusted(
+    client: AsyncTestClient[Any], admin: Member, untrusted: Member
+) -> None:
+    assert_error(await client.get("/directory/keys", headers=untrusted.auth), 401)
+    envelope = envelope_for(untrusted, admin.device_id, admin.keys.public_b64, b"x" * 32)
+    response = await client.post(
+        "/directory/keys", json={"envelopes": [envelope]}, headers=untrusted.auth
+    )
+    assert_error(response, 401)
+
+
+async def test_second_device_gets_its_own_envelope(
+    client: AsyncTestClient[Any], admin: Member, member: Member, channel_id: str
+) -> None:
+    laptop = DeviceKeys()
+    login = {
+        "username": member.username,
+        "password": member.password,
+        "public_key": laptop.public_b64,
+    }
+    second = (await client.post("/auth/login", json=login)).json()
+    secret = os.urandom(32)
+    envelope = envelope_for(admin, second["device_id"], laptop.public_b64, secret)
+    body = {"channel_id": channel_id, "envelopes": [envelope]}
+    assert (await client.post("/channels/keys", json=body, headers=admin.auth)).is_success
+    url = f"/channels/keys?channel_id={channel_id}"
+    assert_error(await client.get(url, headers=member.auth), 404)  # the phone has none
+    laptop_auth = {"Authorization": f"Bearer {second['token']}"}
+    got = (await client.get(url, headers=laptop_auth)).json()
+    assert laptop.unwrap_from(got["sender_public_key"], got["envelope"]) == secret
