@@ -16,6 +16,7 @@ import base64
 import json
 import multiprocessing
 import os
+import queue
 import secrets
 import shutil
 import socket
@@ -633,10 +634,19 @@ def run_load(job: Job, processes: int, server: CpuMeter) -> dict[str, Any]:
         worker = context.Process(target=_worker, args=(part, ready, start, results))
         worker.start()
         workers.append(worker)
-    for _ in workers:
-        if ready.get(timeout=120) == -1:
-            start.set()
-            raise RuntimeError(f"a load generator failed: {results.get(timeout=10)}")
+    pending = len(workers)
+    deadline = time.monotonic() + 120
+    while pending:
+        try:
+            if ready.get(timeout=0.5) == -1:
+                start.set()
+                raise RuntimeError(f"a load generator failed: {results.get(timeout=10)}")
+            pending -= 1
+        except queue.Empty:
+            dead = [w.exitcode for w in workers if w.exitcode is not None]
+            if dead or time.monotonic() > deadline:
+                start.set()
+                raise RuntimeError(f"load generators did not start (exit codes {dead})") from None
     server.start()
     start.set()
     parts = [results.get(timeout=job.duration + 120) for _ in workers]

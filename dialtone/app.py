@@ -28,6 +28,7 @@ from dialtone.realtime.broker import InMemoryBroker
 from dialtone.realtime.hub import Hub
 from dialtone.schemas.events import Event
 from dialtone.services.context import ServerContext
+from dialtone.services.session_cache import SessionCache
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -36,12 +37,17 @@ def create_app(settings: Settings) -> Litestar:
     hub = Hub()
     broker = InMemoryBroker()
     ctx.directory = hub
+    if settings.redis_url is None:
+        # Single node: every revocation passes through this process.
+        ctx.session_cache = SessionCache()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        if ctx.session_cache is not None:
+            ctx.session_cache.watch(engine)
         await broker.start(hub.deliver)
         try:
             yield

@@ -9,6 +9,7 @@ from datetime import datetime
 from dialtone.config import Settings
 from dialtone.db.base import utcnow
 from dialtone.security.passwords import PasswordPolicy, Passwords
+from dialtone.services.session_cache import SessionCache
 
 
 class OnlineDirectory:
@@ -35,6 +36,8 @@ class ServerContext:
     passwords: Passwords
     directory: OnlineDirectory = field(default_factory=OnlineDirectory)
     clock: Callable[[], datetime] = utcnow
+    # Resolved bearer tokens; set by create_app on a single node (see session_cache.py).
+    session_cache: SessionCache | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServerContext:
