@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from dialtone.db.models import ChannelMessage
 from dialtone.db.repositories.channels import ChannelRepository
-from dialtone.db.repositories.messages import MessageRepository
+from dialtone.db.repositories.messages import MessageRepository, StoredMessage
 from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.errors import InvalidInput, NotFound
 from dialtone.schemas.common import rfc3339
@@ -37,7 +37,7 @@ class MessageService:
         limit: int | None,
         before: str | None = None,
         after: str | None = None,
-    ) -> list[ChannelMessage]:
+    ) -> list[StoredMessage]:
         if limit is None:
             limit = DEFAULT_LIMIT
         if limit < 1:
