@@ -16,6 +16,7 @@ database) can leave behind.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -29,19 +30,15 @@ if TYPE_CHECKING:
 
 # Statements that can end a session or change what a Caller says (flags).
 # UPDATE devices is left out: logins touch last_seen_at, which no Caller holds.
-_AUTH_CHANGES = (
-    "DELETE FROM sessions",
-    "UPDATE sessions",
-    "DELETE FROM devices",
-    "DELETE FROM users",
-    "UPDATE users",
+_AUTH_CHANGE = re.compile(
+    r'\s*(?:DELETE\s+FROM\s+"?(?:sessions|devices|users)|UPDATE\s+"?(?:sessions|users))"?(?:\s|$)',
+    re.IGNORECASE,
 )
 _FLAG = "dialtone_auth_change"
 
 
 def changes_auth(statement: str) -> bool:
-    text = statement.lstrip().upper().replace('"', "")
-    return text.startswith(_AUTH_CHANGES)
+    return _AUTH_CHANGE.match(statement) is not None
 
 
 class SessionCache:
