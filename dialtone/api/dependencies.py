@@ -52,9 +52,15 @@ async def resolve_caller(request: Request[object, object, State], uow: UnitOfWor
 
 
 async def provide_caller(request: Request[object, object, State], uow: Uow) -> Caller:
-    caller = await resolve_caller(request, uow)
-    if caller is None:
-        raise Unauthorized("missing or invalid bearer token", code="unauthorized")
+    try:
+        caller = await resolve_caller(request, uow)
+        if caller is None:
+            raise Unauthorized("missing or invalid bearer token", code="unauthorized")
+    except BaseException:
+        # Litestar never resumes dependencies resolved before one that raises, so the
+        # unit of work would keep its pooled connection until garbage collection.
+        await uow.close()
+        raise
     return caller
 
 
