@@ -59,5 +59,17 @@ diagram: $(STAMP) ## draw dialtone-db-diagram.png from the SQLAlchemy models (in
 	dot -Tpng -Gdpi=110 -o dialtone-db-diagram.png $(VENV)/dialtone-db-diagram.dot
 	@echo "diagram: wrote dialtone-db-diagram.png"
 
+# Every load generator in bench/ (common.py is their shared harness); each starts its own
+# server on a fresh database and prints one JSON line. `make bench DIALTONE_BENCH_DB=postgres`
+# runs them on a fresh PostgreSQL database; `make bench BENCH=bench/login.py` runs one.
+DIALTONE_BENCH_DB ?= sqlite
+BENCH ?= $(sort $(filter-out bench/common.py,$(wildcard bench/*.py)))
+
+bench: $(TEST_STAMP) ## run the load generators in bench/ (DIALTONE_BENCH_DB=sqlite|postgres)
+	@set -e; for script in $(BENCH); do \
+	  echo "== $$script ($(DIALTONE_BENCH_DB))" >&2; \
+	  DIALTONE_BENCH_DB=$(DIALTONE_BENCH_DB) $(PY) $$script; \
+	done
+
 clean: ## remove the virtualenv and caches (keeps ./data)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -34,6 +34,7 @@ from dialtone.realtime.hub import Hub
 from dialtone.schemas.events import Event
 from dialtone.services.context import ServerContext
 from dialtone.services.maintenance import purge_forever
+from dialtone.services.session_cache import SessionCache
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -42,12 +43,17 @@ def create_app(settings: Settings) -> Litestar:
     broker = make_broker(settings.redis_url, settings.redis_prefix)
     hub = Hub(broker.publish)
     ctx.directory = hub
+    if settings.redis_url is None:
+        # Single node: every revocation passes through this process.
+        ctx.session_cache = SessionCache()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        if ctx.session_cache is not None:
+            ctx.session_cache.watch(engine)
         await broker.start(hub.deliver)
         if settings.redis_url:
             await hub.start_replication(settings.node_heartbeat)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, make_url
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -13,6 +14,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from dialtone.config import Settings
+from dialtone.db import sqlite
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -28,9 +30,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def create_engine(settings: Settings) -> AsyncEngine:
     if settings.is_sqlite:
+        args, kwargs = SQLiteDialect_pysqlite().create_connect_args(make_url(settings.db_url))
         engine = create_async_engine(
             settings.db_url,
-            connect_args={"timeout": settings.db_timeout},
+            async_creator=sqlite.connector(args, {**kwargs, "timeout": settings.db_timeout}),
             pool_size=8,
             max_overflow=8,
             pool_timeout=settings.db_timeout,

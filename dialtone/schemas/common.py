@@ -28,4 +28,8 @@ class Status(msgspec.Struct):
 
 def rfc3339(moment: datetime) -> str:
     """UTC, microseconds, ``Z`` suffix: ``2026-11-22T14:20:17.123456Z``."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    # isoformat is C code; strftime with %f is several times slower (history pages
+    # format fifty of these). Same text for years 1000 and later.
+    return moment.isoformat(timespec="microseconds")[:-6] + "Z"  # drop "+00:00"

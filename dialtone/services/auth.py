@@ -185,18 +185,29 @@ class AuthService:
         if not token or len(token) > 256:
             return None
         digest = tokens.token_hash(token)
-        found = await self.sessions.resolve(digest, self.ctx.clock())
+        now = self.ctx.clock()
+        cache = self.ctx.session_cache
+        if cache is not None:
+            cached = cache.get(digest, now)
+            if cached is not None:
+                await self._seen(cached.device_id)
+                return cached
+            epoch = cache.epoch  # before the query: a revocation meanwhile voids the answer
+        found = await self.sessions.resolve(digest, now)
         if found is None:
             return None
         session, user = found
         await self._seen(session.device_id)
-        return Caller(
+        caller = Caller(
             user_id=user.id,
             device_id=session.device_id,
             is_admin=user.is_admin,
             is_trusted=user.is_trusted,
             token_hash=digest,
         )
+        if cache is not None:
+            cache.put(digest, caller, session.expires_at, epoch)
+        return caller
 
     async def _seen(self, device_id: str) -> None:
         """Record activity, writing last_seen_at at most once a minute per device (per node)."""

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from dialtone.db.models import ChannelMessage
 from dialtone.db.repositories.channels import ChannelRepository
-from dialtone.db.repositories.messages import MessageRepository
+from dialtone.db.repositories.messages import MessageRepository, StoredMessage
 from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.errors import InvalidInput, NotFound
 from dialtone.schemas.common import rfc3339
@@ -37,7 +37,7 @@ class MessageService:
         limit: int | None,
         before: str | None = None,
         after: str | None = None,
-    ) -> list[ChannelMessage]:
+    ) -> list[StoredMessage]:
         if limit is None:
             limit = DEFAULT_LIMIT
         if limit < 1:
@@ -45,20 +45,27 @@ class MessageService:
         limit = min(limit, MAX_LIMIT)
         if before and after:
             raise InvalidInput("use before or after, not both", code="invalid_cursor")
-        if not await self.channels.exists(channel_id):
-            raise NotFound("channel not found", code="channel_not_found")
         cursor = before or after
         seq = None
         if cursor:
             seq = await self.messages.seq_of(channel_id, cursor)
             if seq is None:
+                await self._require_channel(channel_id)
                 raise InvalidInput("cursor is not a message of this channel", code="invalid_cursor")
-        return await self.messages.page(
+        rows = await self.messages.page(
             channel_id,
             limit,
             before_seq=seq if before else None,
             after_seq=seq if after else None,
         )
+        if not rows:
+            # Only an empty page needs the check: messages are deleted with their channel.
+            await self._require_channel(channel_id)
+        return rows
+
+    async def _require_channel(self, channel_id: str) -> None:
+        if not await self.channels.exists(channel_id):
+            raise NotFound("channel not found", code="channel_not_found")
 
     async def post(
         self, caller: Caller, channel_id: str, body: str, sender_name_enc: str

@@ -1,11 +1,24 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
+from typing import NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import Integer, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dialtone.db.models import ChannelMessage
+
+
+class StoredMessage(NamedTuple):
+    """A message as history returns it: plain columns, no ORM instance to build per row."""
+
+    id: str
+    channel_id: str
+    sender_id: str
+    sender_name_enc: str
+    body: str
+    sent_at: datetime
 
 
 class MessageRepository:
@@ -36,20 +49,35 @@ class MessageRepository:
         *,
         before_seq: int | None = None,
         after_seq: int | None = None,
-    ) -> list[ChannelMessage]:
+    ) -> list[StoredMessage]:
         """Up to ``limit`` messages, oldest first.
 
         Without a cursor: the newest. ``before_seq``: the newest ones older than it.
         ``after_seq``: the oldest ones newer than it (catching up after a reconnect).
         """
-        query = select(ChannelMessage).where(ChannelMessage.channel_id == channel_id)
+        params: dict[str, object] = {"channel_id": channel_id, "limit": limit}
         if after_seq is not None:
-            query = query.where(ChannelMessage.seq > after_seq).order_by(ChannelMessage.seq)
-            result = await self.session.execute(query.limit(limit))
-            return list(result.scalars().all())
+            result = await self.session.execute(_OLDEST_AFTER, {**params, "seq": after_seq})
+            return list(map(StoredMessage._make, result))
         if before_seq is not None:
-            query = query.where(ChannelMessage.seq < before_seq)
-        result = await self.session.execute(query.order_by(ChannelMessage.seq.desc()).limit(limit))
-        rows = list(result.scalars().all())
+            result = await self.session.execute(_NEWEST_BEFORE, {**params, "seq": before_seq})
+        else:
+            result = await self.session.execute(_NEWEST, params)
+        rows = list(map(StoredMessage._make, result))
         rows.reverse()
         return rows
+
+
+# History pages are the hottest read: their statements are built once (building one
+# and computing its cache key cost more than SQLite running it).
+_IN_CHANNEL = ChannelMessage.channel_id == bindparam("channel_id")
+_LIMIT = bindparam("limit", type_=Integer)
+_COLUMNS = [getattr(ChannelMessage, name) for name in StoredMessage._fields]
+_NEWEST = select(*_COLUMNS).where(_IN_CHANNEL).order_by(ChannelMessage.seq.desc()).limit(_LIMIT)
+_NEWEST_BEFORE = _NEWEST.where(ChannelMessage.seq < bindparam("seq"))
+_OLDEST_AFTER = (
+    select(*_COLUMNS)
+    .where(_IN_CHANNEL, ChannelMessage.seq > bindparam("seq"))
+    .order_by(ChannelMessage.seq)
+    .limit(_LIMIT)
+)

@@ -1,0 +1,676 @@
+"""Shared harness for the load generators in bench/.
+
+Each bench script starts a real server (``dialtone serve``) as a subprocess on a fresh
+SQLite folder, or on a fresh PostgreSQL database when ``DIALTONE_BENCH_DB=postgres``, or
+targets a running server with ``--url``. It drives the server over raw asyncio HTTP/1.1
+(keep-alive, no client library in the hot loop, so the generator stays cheap), measures
+the server's CPU and RSS with psutil and the generator's own CPU, and prints ONE JSON
+object on stdout. Progress and errors go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import multiprocessing
+import os
+import queue
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------ figures
+
+
+def percentile(values: Sequence[float], pct: float) -> float | None:
+    """Nearest-rank percentile of unsorted values (None when there are none)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, round(pct / 100 * len(ordered) + 0.5 - 1e-9))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 2)
+
+
+def latency_figures(latencies: Sequence[float]) -> dict[str, float | None]:
+    return {
+        "p50_ms": ms(percentile(latencies, 50)),
+        "p90_ms": ms(percentile(latencies, 90)),
+        "p99_ms": ms(percentile(latencies, 99)),
+        "max_ms": ms(max(latencies) if latencies else None),
+    }
+
+
+def emit(result: dict[str, Any]) -> None:
+    """The one JSON object a bench script prints."""
+    print(json.dumps(result, sort_keys=False), flush=True)
+
+
+class CpuMeter:
+    """CPU seconds and RSS of a process (the server) over a measured window."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.process = psutil.Process(pid) if pid else None
+        self._cpu0 = 0.0
+        self._t0 = 0.0
+        self.cpu_seconds = 0.0
+        self.wall = 0.0
+
+    def _cpu(self) -> float:
+        if self.process is None:
+            return 0.0
+        times = self.process.cpu_times()
+        return float(times.user + times.system)
+
+    def start(self) -> None:
+        self._cpu0 = self._cpu()
+        self._t0 = time.monotonic()
+
+    def stop(self) -> None:
+        self.cpu_seconds = self._cpu() - self._cpu0
+        self.wall = time.monotonic() - self._t0
+
+    def rss_mib(self) -> float | None:
+        if self.process is None:
+            return None
+        return round(self.process.memory_info().rss / 2**20, 1)
+
+    def figures(self, prefix: str = "server") -> dict[str, Any]:
+        if self.process is None:
+            return {f"{prefix}_cpu_pct": None, f"{prefix}_rss_mib": None}
+        pct = 100 * self.cpu_seconds / self.wall if self.wall else None
+        return {
+            f"{prefix}_cpu_pct": None if pct is None else round(pct, 1),
+            f"{prefix}_rss_mib": self.rss_mib(),
+        }
+
+
+def own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def machine_figures() -> dict[str, Any]:
+    load1, _, _ = os.getloadavg()
+    return {"cpus": os.cpu_count(), "loadavg_1m_before": round(load1, 2)}
+
+
+# ------------------------------------------------------------------ raw HTTP client
+
+
+class HttpError(Exception):
+    pass
+
+
+class HttpConnection:
+    """One keep-alive HTTP/1.1 connection. Requests on it are sequential."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._reader, self._writer = reader, writer
+        return reader, writer
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            with suppress(OSError):
+                await self._writer.wait_closed()
+        self._reader = self._writer = None
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, bytes]:
+        if self._writer is None or self._reader is None:
+            reader, writer = await self._open()
+        else:
+            reader, writer = self._reader, self._writer
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
+        for name, value in (headers or {}).items():
+            lines.append(f"{name}: {value}")
+        if body is not None:
+            lines.append("Content-Type: application/json")
+            lines.append(f"Content-Length: {len(body)}")
+        elif method in {"POST", "PUT", "PATCH"}:
+            lines.append("Content-Length: 0")
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b""))
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            await self.close()
+            raise HttpError(f"connection lost: {exc!r}") from None
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        status = int(status_line.split(" ", 2)[1])
+        length: int | None = None
+        chunked = False
+        close = False
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            name = name.strip().lower()
+            if name == "content-length":
+                length = int(value)
+            elif name == "transfer-encoding" and "chunked" in value.lower():
+                chunked = True
+            elif name == "connection" and value.strip().lower() == "close":
+                close = True
+        if chunked:
+            payload = bytearray()
+            while True:
+                size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                if size == 0:
+                    await reader.readuntil(b"\r\n")
+                    break
+                payload += await reader.readexactly(size)
+                await reader.readexactly(2)
+            data = bytes(payload)
+        elif length is not None:
+            data = await reader.readexactly(length) if length else b""
+        elif status in (204, 304) or method == "HEAD":
+            data = b""
+        else:
+            data = await reader.read()
+            close = True
+        if close:
+            await self.close()
+        return status, data
+
+    async def json(
+        self,
+        method: str,
+        path: str,
+        payload: Any = None,
+        headers: dict[str, str] | None = None,
+        expect: int | tuple[int, ...] = (200, 201),
+    ) -> Any:
+        body = None if payload is None else json.dumps(payload).encode()
+        status, data = await self.request(method, path, body, headers)
+        wanted = (expect,) if isinstance(expect, int) else expect
+        if status not in wanted:
+            raise HttpError(f"{method} {path}: {status} {data[:300]!r}")
+        return json.loads(data) if data else None
+
+
+class ConnectionPool:
+    """A fixed set of connections handed out one request at a time (for setup work)."""
+
+    def __init__(self, host: str, port: int, size: int) -> None:
+        self._free: asyncio.Queue[HttpConnection] = asyncio.Queue()
+        for _ in range(size):
+            self._free.put_nowait(HttpConnection(host, port))
+
+    async def json(self, *args: Any, **kwargs: Any) -> Any:
+        conn = await self._free.get()
+        try:
+            return await conn.json(*args, **kwargs)
+        finally:
+            self._free.put_nowait(conn)
+
+    async def close(self) -> None:
+        while not self._free.empty():
+            await self._free.get_nowait().close()
+
+
+# ------------------------------------------------------------------ the server under test
+
+
+@dataclass
+class Target:
+    """The server a bench drives: started here, or given with --url."""
+
+    host: str
+    port: int
+    admin_token: str
+    pid: int | None
+    db: str
+    db_url: str | None  # for seeding data the API cannot create fast (history)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _dialtone_executable() -> str:
+    candidate = Path(sys.executable).parent / "dialtone"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("dialtone")
+    if found is None:
+        raise SystemExit("cannot find the dialtone executable: run from the project's venv")
+    return found
+
+
+def wait_for_health(base_url: str, process: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with status {process.returncode}")
+        try:
+            with urllib.request.urlopen(base_url + "/health", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"server at {base_url} did not answer /health within {timeout:.0f} s")
+
+
+def _pg_admin(base_url: str, sql: str) -> None:
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(base_url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for one bench run, dropped afterwards."""
+    raw = os.environ.get("DIALTONE_BENCH_PG_URL", "").strip() or DEFAULT_PG_URL
+    parts = urlsplit(raw)
+    admin_url = parts._replace(path="/postgres", scheme="postgresql").geturl()
+    name = f"dialtone_bench_{os.getpid()}_{secrets.token_hex(3)}"
+    _pg_admin(admin_url, f'CREATE DATABASE "{name}"')
+    try:
+        yield parts._replace(path="/" + name, scheme="postgresql").geturl()
+    finally:
+        _pg_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def started_server(db: str, extra_env: dict[str, str] | None = None) -> Iterator[Target]:
+    """Run ``dialtone serve`` on a temp data folder (and a fresh database), then stop it."""
+    with (
+        tempfile.TemporaryDirectory(prefix="dialtone-bench-") as data_dir,
+        postgres_database() if db == "postgres" else _no_database() as pg_url,
+    ):
+        port = free_port()
+        admin_token = secrets.token_urlsafe(24)
+        env = {
+            **os.environ,
+            "DIALTONE_DATA_DIR": data_dir,
+            "DIALTONE_LISTEN_ADDR": f"127.0.0.1:{port}",
+            "DIALTONE_RATE_LIMITS": "off",
+            "DIALTONE_ADMIN_TOKEN": admin_token,
+            "DIALTONE_USERNAME_PEPPER": secrets.token_hex(16),
+            "DIALTONE_LOG_LEVEL": "warning",
+        }
+        env.pop("DIALTONE_DB_URL", None)
+        if pg_url:
+            env["DIALTONE_DB_URL"] = pg_url
+        env.update(extra_env or {})
+        log_path = Path(data_dir) / "server.log"
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                [_dialtone_executable(), "serve"],
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                cwd=data_dir,
+            )
+            try:
+                wait_for_health(f"http://127.0.0.1:{port}", process, timeout=60)
+                db_url = pg_url or f"sqlite:///{Path(data_dir) / 'dialtone.db'}"
+                yield Target("127.0.0.1", port, admin_token, process.pid, db, db_url)
+            except BaseException:
+                sys.stderr.write(log_path.read_text(errors="replace")[-4000:])
+                raise
+            finally:
+                process.terminate()
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+@contextmanager
+def _no_database() -> Iterator[None]:
+    yield None
+
+
+def add_target_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", help="bench a running server instead of starting one")
+    parser.add_argument(
+        "--admin-token",
+        default=os.environ.get("DIALTONE_ADMIN_TOKEN"),
+        help="with --url: the server's admin token (default: $DIALTONE_ADMIN_TOKEN)",
+    )
+    parser.add_argument("--server-pid", type=int, help="with --url: measure this process")
+    parser.add_argument(
+        "--db-url", help="with --url: the server's database, for seeding data (history)"
+    )
+
+
+@contextmanager
+def target_from_args(args: argparse.Namespace) -> Iterator[Target]:
+    if args.url:
+        parts = urlsplit(args.url)
+        if not args.admin_token:
+            raise SystemExit("--url needs --admin-token or DIALTONE_ADMIN_TOKEN")
+        wait_for_health(args.url.rstrip("/"), None, timeout=10)
+        db_url: str | None = args.db_url
+        db = "postgres" if db_url and db_url.startswith("postgres") else "sqlite"
+        yield Target(
+            parts.hostname or "127.0.0.1",
+            parts.port or 80,
+            args.admin_token,
+            args.server_pid,
+            db if db_url else "unknown",
+            db_url,
+        )
+        return
+    db = os.environ.get("DIALTONE_BENCH_DB", "sqlite").strip().lower() or "sqlite"
+    if db not in {"sqlite", "postgres"}:
+        raise SystemExit("DIALTONE_BENCH_DB must be sqlite or postgres")
+    with started_server(db) as target:
+        yield target
+
+
+# ------------------------------------------------------------------ users and data
+
+
+def new_public_key() -> str:
+    from nacl.public import PrivateKey
+
+    return base64.b64encode(bytes(PrivateKey.generate().public_key)).decode()
+
+
+@dataclass
+class User:
+    username: str
+    password: str
+    public_key: str
+    token: str = ""
+    user_id: str = ""
+    device_id: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+async def gather_limited(
+    count: int, concurrency: int, make: Callable[[int], Awaitable[Any]]
+) -> list[Any]:
+    """Run ``make(i)`` for i in range(count), at most ``concurrency`` at a time, in order."""
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(index: int) -> Any:
+        async with semaphore:
+            return await make(index)
+
+    return list(await asyncio.gather(*(one(i) for i in range(count))))
+
+
+async def create_invites(target: Target, count: int, concurrency: int = 8) -> list[str]:
+    pool = ConnectionPool(target.host, target.port, concurrency)
+    headers = {"X-Admin-Token": target.admin_token}
+    try:
+        bodies = await gather_limited(
+            count, concurrency, lambda _: pool.json("POST", "/server/invites", None, headers)
+        )
+    finally:
+        await pool.close()
+    return [body["token"] for body in bodies]
+
+
+async def register_users(
+    target: Target,
+    count: int,
+    concurrency: int = 16,
+    latencies: list[float] | None = None,
+) -> list[User]:
+    """Register ``count`` users (invites first), ``concurrency`` registrations at a time.
+
+    Registration hashes a password (argon2id), so it is as slow as a login; the
+    latencies of the registrations themselves are appended to ``latencies``.
+    """
+    invites = await create_invites(target, count)
+    run = secrets.token_hex(3)
+    users = [User(f"bench{run}u{i}", f"bench-password-{i}", new_public_key()) for i in range(count)]
+    pool = ConnectionPool(target.host, target.port, concurrency)
+
+    async def register(index: int) -> None:
+        user = users[index]
+        started = time.perf_counter()
+        body = await pool.json(
+            "POST",
+            "/auth/register",
+            {
+                "username": user.username,
+                "password": user.password,
+                "public_key": user.public_key,
+                "invite_token": invites[index],
+            },
+            expect=201,
+        )
+        if latencies is not None:
+            latencies.append(time.perf_counter() - started)
+        user.token, user.user_id, user.device_id = body["token"], body["user_id"], body["device_id"]
+
+    try:
+        await gather_limited(count, concurrency, register)
+    finally:
+        await pool.close()
+    return users
+
+
+def seed_messages(
+    db_url: str,
+    channel_id: str,
+    sender: User,
+    count: int,
+    body_bytes: int = 240,
+) -> None:
+    """Insert ``count`` messages straight into the database, through the project's models.
+
+    History needs thousands of stored messages; sending them over the API would
+    measure the writer, not the reader. Bodies are random base64, like ciphertext.
+    """
+    from datetime import UTC, datetime, timedelta
+
+    from dialtone.config import Settings, normalise_db_url
+    from dialtone.db.engine import create_engine, create_sessionmaker
+    from dialtone.db.models import ChannelMessage
+    from dialtone.db.repositories.messages import MessageRepository
+
+    async def run() -> None:
+        engine = create_engine(Settings(db_url=normalise_db_url(db_url)))
+        sessions = create_sessionmaker(engine)
+        start = datetime.now(UTC) - timedelta(seconds=count)
+        try:
+            for offset in range(0, count, 1000):
+                async with sessions() as session, session.begin():
+                    await MessageRepository(session).add_many(
+                        [
+                            ChannelMessage(
+                                channel_id=channel_id,
+                                sender_id=sender.user_id,
+                                sender_device_id=sender.device_id,
+                                sender_name_enc=base64.b64encode(os.urandom(48)).decode(),
+                                body=base64.b64encode(os.urandom(body_bytes * 3 // 4)).decode(),
+                                sent_at=start + timedelta(seconds=i),
+                            )
+                            for i in range(offset, min(count, offset + 1000))
+                        ]
+                    )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
+# ------------------------------------------------------------------ load over processes
+
+
+@dataclass
+class Job:
+    """What one load-generator process runs: GET ``path`` with ``headers`` on N connections."""
+
+    host: str
+    port: int
+    method: str
+    path: str
+    headers: dict[str, str]
+    connections: int
+    duration: float
+    body: bytes | None = None
+
+
+def _worker(job: Job, ready: Any, start: Any, results: Any) -> None:
+    async def run() -> dict[str, Any]:
+        conns = [HttpConnection(job.host, job.port) for _ in range(job.connections)]
+        for conn in conns:  # warm: connect and one request each, outside the window
+            await conn.request(job.method, job.path, job.body, job.headers)
+        ready.put(os.getpid())
+        await asyncio.get_running_loop().run_in_executor(None, start.wait)
+        cpu0 = own_cpu_seconds()
+        t0 = time.monotonic()
+        deadline = t0 + job.duration
+        latencies: list[float] = []
+        statuses: dict[int, int] = {}
+        errors = 0
+
+        async def loop(conn: HttpConnection) -> None:
+            nonlocal errors
+            while time.monotonic() < deadline:
+                began = time.perf_counter()
+                try:
+                    status, _ = await conn.request(job.method, job.path, job.body, job.headers)
+                except HttpError:
+                    errors += 1
+                    continue
+                latencies.append(time.perf_counter() - began)
+                statuses[status] = statuses.get(status, 0) + 1
+
+        await asyncio.gather(*(loop(c) for c in conns))
+        elapsed = time.monotonic() - t0
+        cpu = own_cpu_seconds() - cpu0
+        for conn in conns:
+            await conn.close()
+        return {
+            "latencies": latencies,
+            "statuses": statuses,
+            "errors": errors,
+            "elapsed": elapsed,
+            "cpu_seconds": cpu,
+        }
+
+    try:
+        results.put(asyncio.run(run()))
+    except BaseException as exc:
+        ready.put(-1)
+        results.put({"failure": repr(exc)})
+
+
+def run_load(job: Job, processes: int, server: CpuMeter) -> dict[str, Any]:
+    """Spread ``job.connections`` over ``processes`` generator processes; run them together.
+
+    Returns the merged figures: requests, req/s, latency percentiles, status counts,
+    and the CPU of the generator processes next to the server's for the same window.
+    """
+    context = multiprocessing.get_context("spawn")
+    ready = context.Queue()
+    results = context.Queue()
+    start = context.Event()
+    share, extra = divmod(job.connections, processes)
+    workers = []
+    for index in range(processes):
+        count = share + (1 if index < extra else 0)
+        if count == 0:
+            continue
+        part = Job(**{**job.__dict__, "connections": count})
+        worker = context.Process(target=_worker, args=(part, ready, start, results))
+        worker.start()
+        workers.append(worker)
+    pending = len(workers)
+    deadline = time.monotonic() + 120
+    while pending:
+        try:
+            if ready.get(timeout=0.5) == -1:
+                start.set()
+                raise RuntimeError(f"a load generator failed: {results.get(timeout=10)}")
+            pending -= 1
+        except queue.Empty:
+            dead = [w.exitcode for w in workers if w.exitcode is not None]
+            if dead or time.monotonic() > deadline:
+                start.set()
+                raise RuntimeError(f"load generators did not start (exit codes {dead})") from None
+    server.start()
+    start.set()
+    parts = [results.get(timeout=job.duration + 120) for _ in workers]
+    server.stop()
+    for worker in workers:
+        worker.join(timeout=10)
+    failures = [p["failure"] for p in parts if "failure" in p]
+    if failures:
+        raise RuntimeError(f"a load generator failed: {failures[0]}")
+    latencies = [x for p in parts for x in p["latencies"]]
+    statuses: dict[str, int] = {}
+    for p in parts:
+        for status, n in p["statuses"].items():
+            statuses[str(status)] = statuses.get(str(status), 0) + n
+    elapsed = max(p["elapsed"] for p in parts)
+    generator_cpu = sum(p["cpu_seconds"] for p in parts)
+    return {
+        "requests": len(latencies),
+        "req_per_s": round(len(latencies) / elapsed, 1),
+        **latency_figures(latencies),
+        "statuses": statuses,
+        "errors": sum(p["errors"] for p in parts),
+        "duration_s": round(elapsed, 2),
+        "generator_procs": len(workers),
+        "generator_cpu_pct": round(100 * generator_cpu / elapsed, 1),
+        **server.figures(),
+    }
