@@ -171,7 +171,7 @@ class Gateway:
             expiry = asyncio.get_running_loop().call_later(
                 max(0.0, delay), conn.close, CLOSE_POLICY, "session_expired"
             )
-        limits = FrameLimits.default() if self.settings.rate_limits else None
+        limits = FrameLimits.from_settings(self.settings) if self.settings.rate_limits else None
         try:
             await self.hub.attach(conn)
             reading = asyncio.ensure_future(receive())
@@ -235,9 +235,9 @@ class Gateway:
 
     def _allowed(self, conn: Connection, limits: FrameLimits, *, chat: bool) -> bool:
         bucket = limits.chat if chat else limits.signal
-        if bucket.take():
+        if bucket.hit().allowed:
             return True
-        if not limits.flood.take():
+        if not limits.flood.hit().allowed:
             log.info("closing flooding socket conn=%s user=%s", conn.id, conn.user_id)
             conn.close(CLOSE_POLICY, "rate_limited")
             return False
