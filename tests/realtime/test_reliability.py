@@ -12,50 +12,27 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from dialtone.config import Settings
 from dialtone.realtime.hub import Hub
 from dialtone.schemas.events import DeviceRevoked
 from tests.conftest import Member
-from tests.realtime.conftest import LiveServer, next_of, quiet, recv, running_server
+from tests.realtime.conftest import (
+    LiveServer,
+    bring_back,
+    closed_with,
+    move_away,
+    next_of,
+    quiet,
+    recv,
+    running_server,
+    with_settings,
+)
 
 # Voice routing, backpressure and liveness do not depend on the database engine: SQLite only.
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-
-
-def with_settings(settings: Settings, **changes: Any) -> Settings:
-    values = {f: getattr(settings, f) for f in settings.__struct_fields__}
-    values.update(changes)
-    return Settings(**values)
-
-
-async def closed_with(ws: ClientConnection) -> tuple[int, str, list[dict[str, Any]]]:
-    """Read until the server closes; the close code, reason and what came before."""
-    seen: list[dict[str, Any]] = []
-    while True:
-        try:
-            seen.append(await recv(ws, 10))
-        except ConnectionClosed as closed:
-            frame = closed.rcvd
-            break
-    assert frame is not None, "the server sent a close frame"
-    return frame.code, frame.reason, seen
-
-
-def move_away(parts: list[Path]) -> None:
-    for part in parts:
-        if part.exists():
-            part.rename(part.with_name(part.name + ".away"))
-
-
-def bring_back(parts: list[Path]) -> None:
-    for part in parts:
-        part.unlink(missing_ok=True)
-        away = part.with_name(part.name + ".away")
-        if away.exists():
-            away.rename(part)
 
 
 def hub_of(live: LiveServer) -> Hub:
