@@ -249,3 +249,33 @@ async def test_database_outage_is_survived_without_a_restart(target: Target) -> 
         "/channels/messages", params={"channel_id": channel}, headers=admin.auth
     )
     assert [m["body"] for m in history.json()["messages"]] == ["b3V0YWdl"]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_open_sockets_count_against_the_per_address_cap(tmp_path: Path, db_url: str) -> None:
+    """One address may hold only so many requests and sockets at once (3 here); the
+    next handshake gets a 429 before the upgrade, other addresses are unaffected, and
+    closing a socket frees its place."""
+    settings = make_settings(tmp_path, db_url, rate_limits=True, max_connections_per_address=3)
+    async with running_server(settings) as live:
+        member = await live.register("holder")
+        sockets = [await live.connect(member) for _ in range(3)]
+        with pytest.raises(InvalidStatus) as refused:
+            await live.connect_raw(member)
+        response = refused.value.response
+        assert response.status_code == 429
+        assert response.headers["Retry-After"]
+        assert json.loads(response.body)["code"] == "rate_limited"
+        busy = await live.http.get("/devices", headers=member.auth)
+        assert busy.status_code == 429
+        target = Target(live, settings, None)
+        async with target.client_from("127.0.0.7") as elsewhere:
+            assert (await elsewhere.get("/devices", headers=member.auth)).status_code == 200
+
+        await sockets[0].close()
+        for _ in range(50):
+            if (await live.http.get("/health")).status_code == 200:
+                break
+            await asyncio.sleep(0.05)
+        assert (await live.http.get("/devices", headers=member.auth)).status_code == 200
+        await live.connect(member)
