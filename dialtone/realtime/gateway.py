@@ -236,13 +236,31 @@ class Gateway:
     def _allowed(self, conn: Connection, limits: FrameLimits, *, chat: bool) -> bool:
         bucket = limits.chat if chat else limits.signal
         if bucket.hit().allowed:
+            limits.limited = False
             return True
+        policy = "ws_chat" if chat else "ws_signal"
         if not limits.flood.hit().allowed:
-            log.info("closing flooding socket conn=%s user=%s", conn.id, conn.user_id)
+            log.warning(
+                "closing flooding socket conn=%s",
+                conn.id,
+                extra={**self._who(conn), "event": "rate_limited", "policy": "ws_flood"},
+            )
             conn.close(CLOSE_POLICY, "rate_limited")
             return False
+        if not limits.limited:
+            # One line when a socket goes over its limit, not one per refused frame.
+            limits.limited = True
+            log.info(
+                "websocket rate limit hit conn=%s",
+                conn.id,
+                extra={**self._who(conn), "event": "rate_limited", "policy": policy},
+            )
         self._error(conn, "rate_limited", "too many messages, slow down")
         return False
+
+    @staticmethod
+    def _who(conn: Connection) -> dict[str, str]:
+        return {"user_id": conn.user_id, "device_id": conn.device_id}
 
     @staticmethod
     def _error(conn: Connection, code: str, message: str) -> None:

@@ -24,6 +24,8 @@ class FrameLimits:
     chat: LocalBucket
     signal: LocalBucket
     flood: LocalBucket
+    # Set while frames are being refused, so a refusal episode is logged once.
+    limited: bool = False
 
     @classmethod
     def from_settings(

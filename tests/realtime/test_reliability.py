@@ -6,6 +6,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import os
 import socket
 from pathlib import Path
@@ -200,7 +201,10 @@ async def test_shutdown_sends_1001_and_empties_voice_rooms(
         assert hub.voice.snapshot() == {}
 
 
-async def test_rate_limits_trip_recover_and_close_floods(settings: Settings, tmp_path: Any) -> None:
+async def test_rate_limits_trip_recover_and_close_floods(
+    settings: Settings, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="dialtone.realtime")
     # Accounts are made with limits off; the socket limits are checked on a second server.
     async with running_server(settings) as setup:
         admin = await setup.register("admin")
@@ -248,6 +252,14 @@ async def test_rate_limits_trip_recover_and_close_floods(settings: Settings, tmp
                 await ws.send(leave)
         code, reason, _ = await closed_with(ws)
         assert (code, reason) == (1008, "rate_limited")
+        # Security events: one line per episode of refusals and one for the close.
+        limited = [
+            (r.policy, r.user_id, r.device_id)  # type: ignore[attr-defined]
+            for r in caplog.records
+            if getattr(r, "event", None) == "rate_limited"
+        ]
+        who = (member.user_id, member.device_id)
+        assert limited == [("ws_chat", *who), ("ws_signal", *who), ("ws_flood", *who)]
 
 
 async def test_socket_closes_when_its_session_expires(settings: Settings, tmp_path: Any) -> None:
