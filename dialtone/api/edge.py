@@ -74,11 +74,21 @@ class Edge:
             if kind == "http":
                 await self._http(scope, receive, send, address)
             else:
-                await self.app(scope, receive, send)
+                await self.app(scope, receive, self._secured_denial(send))
         finally:
             self.active[address] -= 1
             if not self.active[address]:
                 del self.active[address]
+
+    def _secured_denial(self, send: Any) -> Any:
+        """A refused WebSocket handshake is an HTTP response too: it gets the same headers."""
+
+        async def secured_send(message: Message) -> None:
+            if message["type"] == "websocket.http.response.start":
+                message["headers"] = self._secure(list(message.get("headers", [])), True)
+            await send(message)
+
+        return secured_send
 
     async def _refuse(self, scope: dict[str, Any], send: Any) -> None:
         prefix = "http"

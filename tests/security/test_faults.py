@@ -230,3 +230,27 @@ async def test_kill_9_during_registrations_leaves_no_half_user(tmp_path: Path) -
     finally:
         proc.kill()
         proc.wait(10)
+
+
+async def test_locked_sqlite_answers_503_after_the_db_timeout(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    """Another process holds the write lock: requests wait DIALTONE_DB_TIMEOUT, not longer."""
+    path = tmp_path / "dialtone.db"
+    shutil.copyfile(sqlite_template, path)
+    settings = make_settings(tmp_path, f"sqlite+aiosqlite:///{path}", db_timeout=0.5)
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        auth = {"Authorization": f"Bearer {await register_admin(client)}"}
+        holder = sqlite3.connect(path, isolation_level=None)
+        try:
+            holder.execute("BEGIN EXCLUSIVE")
+            started = time.monotonic()
+            response = await client.post("/channels", json={"name_enc": "eA=="}, headers=auth)
+            elapsed = time.monotonic() - started
+            assert response.status_code == 503, response.text
+            assert 0.4 < elapsed < 3.0, f"waited {elapsed:.1f}s for the lock"
+        finally:
+            holder.rollback()
+            holder.close()
+        created = await client.post("/channels", json={"name_enc": "eA=="}, headers=auth)
+        assert created.status_code == 201
