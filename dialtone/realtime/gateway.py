@@ -207,6 +207,9 @@ class Gateway:
     ) -> None:
         text = message.get("text")
         if text is None:
+            # Refused frames of every kind count against the limits, binary ones included.
+            if limits is not None and not self._allowed(conn, limits, chat=False):
+                return
             self._error(conn, "invalid_message", "binary frames are not supported; send JSON text")
             return
         try:

@@ -306,3 +306,20 @@ async def test_database_fault_gives_server_error_and_the_socket_recovers(
         # Back: the same socket works again, no restart.
         await ws.send(frame())
         assert (await next_of(ws, "channel.message.new"))["body"] == secret_body
+
+
+async def test_binary_frames_count_against_the_limits(settings: Settings, tmp_path: Any) -> None:
+    async with running_server(settings) as setup:
+        member = await setup.register("binary")
+    limited = with_settings(settings, rate_limits=True, ws_signal_burst=5, ws_signal_rate=1.0)
+    async with running_server(limited) as live:
+        ws = await live.connect(member)
+        for _ in range(6):
+            await ws.send(b"\x00\x01")
+        codes = [(await next_of(ws, "error"))["code"] for _ in range(6)]
+        assert codes == ["invalid_message"] * 5 + ["rate_limited"]
+        with contextlib.suppress(ConnectionClosed):
+            for _ in range(100):
+                await ws.send(b"\x00\x01")
+        code, reason, _ = await closed_with(ws)
+        assert (code, reason) == (1008, "rate_limited")
