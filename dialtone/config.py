@@ -54,6 +54,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     request_timeout: float = 30.0
     max_connections_per_address: int = 64
     purge_interval: float = 300.0
+    # Token buckets per WebSocket connection: a burst of frames, then `rate` per second.
+    ws_chat_burst: int = 10
+    ws_chat_rate: float = 5.0
+    ws_signal_burst: int = 50
+    ws_signal_rate: float = 20.0
 
     @property
     def is_sqlite(self) -> bool:
@@ -294,6 +299,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             env, "DIALTONE_MAX_CONNECTIONS_PER_ADDRESS", 64, minimum=1
         ),
         purge_interval=_float(env, "DIALTONE_PURGE_INTERVAL", 300.0),
+        ws_chat_burst=_int(env, "DIALTONE_WS_CHAT_BURST", 10, minimum=1),
+        ws_chat_rate=_float(env, "DIALTONE_WS_CHAT_RATE", 5.0),
+        ws_signal_burst=_int(env, "DIALTONE_WS_SIGNAL_BURST", 50, minimum=1),
+        ws_signal_rate=_float(env, "DIALTONE_WS_SIGNAL_RATE", 20.0),
     )
 
 

@@ -67,24 +67,41 @@ class Edge:
                 "connection cap hit",
                 extra={"event": "rate_limited", "policy": "connections", "client": address},
             )
-            await self._refuse(kind, send)
+            await self._refuse(scope, send)
             return
         self.active[address] += 1
         try:
             if kind == "http":
                 await self._http(scope, receive, send, address)
             else:
-                await self.app(scope, receive, send)
+                await self.app(scope, receive, self._secured_denial(send))
         finally:
             self.active[address] -= 1
             if not self.active[address]:
                 del self.active[address]
 
-    async def _refuse(self, kind: str, send: Any) -> None:
-        if kind == "websocket":
-            await send({"type": "websocket.close", "code": 1008})
-            return
-        await _send_error(send, 429, "too many concurrent requests", "rate_limited", retry=True)
+    def _secured_denial(self, send: Any) -> Any:
+        """A refused WebSocket handshake is an HTTP response too: it gets the same headers."""
+
+        async def secured_send(message: Message) -> None:
+            if message["type"] == "websocket.http.response.start":
+                message["headers"] = self._secure(list(message.get("headers", [])), True)
+            await send(message)
+
+        return secured_send
+
+    async def _refuse(self, scope: dict[str, Any], send: Any) -> None:
+        prefix = "http"
+        if scope["type"] == "websocket":
+            if "websocket.http.response" not in (scope.get("extensions") or {}):
+                # Without the denial-response extension a handshake can only be refused as 403.
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            # The same 429 as over HTTP, before the upgrade, so a client can tell why.
+            prefix = "websocket.http"
+        await _send_error(
+            send, 429, "too many concurrent connections", "rate_limited", retry=True, prefix=prefix
+        )
 
     async def _http(self, scope: dict[str, Any], receive: Any, send: Any, address: str) -> None:
         started = time.perf_counter()
@@ -161,7 +178,9 @@ class Edge:
         )
 
 
-async def _send_error(send: Any, status: int, message: str, code: str, retry: bool = False) -> None:
+async def _send_error(
+    send: Any, status: int, message: str, code: str, retry: bool = False, prefix: str = "http"
+) -> None:
     body = json.dumps({"error": message, "code": code}).encode()
     headers = [
         (b"content-type", b"application/json"),
@@ -173,5 +192,5 @@ async def _send_error(send: Any, status: int, message: str, code: str, retry: bo
     ]
     if retry:
         headers.append((b"retry-after", b"1"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": f"{prefix}.response.start", "status": status, "headers": headers})
+    await send({"type": f"{prefix}.response.body", "body": body})

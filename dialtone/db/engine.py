@@ -24,7 +24,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # the last commits), which is the guarantee we document.
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
 
 
@@ -33,6 +32,8 @@ def create_engine(settings: Settings) -> AsyncEngine:
         args, kwargs = SQLiteDialect_pysqlite().create_connect_args(make_url(settings.db_url))
         engine = create_async_engine(
             settings.db_url,
+            # sqlite3's timeout is the busy timeout: how long to wait for another
+            # writer's lock before giving up (and answering 503).
             async_creator=sqlite.connector(args, {**kwargs, "timeout": settings.db_timeout}),
             pool_size=8,
             max_overflow=8,

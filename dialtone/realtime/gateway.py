@@ -171,7 +171,7 @@ class Gateway:
             expiry = asyncio.get_running_loop().call_later(
                 max(0.0, delay), conn.close, CLOSE_POLICY, "session_expired"
             )
-        limits = FrameLimits.default() if self.settings.rate_limits else None
+        limits = FrameLimits.from_settings(self.settings) if self.settings.rate_limits else None
         try:
             await self.hub.attach(conn)
             reading = asyncio.ensure_future(receive())
@@ -207,6 +207,9 @@ class Gateway:
     ) -> None:
         text = message.get("text")
         if text is None:
+            # Refused frames of every kind count against the limits, binary ones included.
+            if limits is not None and not self._allowed(conn, limits, chat=False):
+                return
             self._error(conn, "invalid_message", "binary frames are not supported; send JSON text")
             return
         try:
@@ -235,14 +238,32 @@ class Gateway:
 
     def _allowed(self, conn: Connection, limits: FrameLimits, *, chat: bool) -> bool:
         bucket = limits.chat if chat else limits.signal
-        if bucket.take():
+        if bucket.hit().allowed:
+            limits.limited = False
             return True
-        if not limits.flood.take():
-            log.info("closing flooding socket conn=%s user=%s", conn.id, conn.user_id)
+        policy = "ws_chat" if chat else "ws_signal"
+        if not limits.flood.hit().allowed:
+            log.warning(
+                "closing flooding socket conn=%s",
+                conn.id,
+                extra={**self._who(conn), "event": "rate_limited", "policy": "ws_flood"},
+            )
             conn.close(CLOSE_POLICY, "rate_limited")
             return False
+        if not limits.limited:
+            # One line when a socket goes over its limit, not one per refused frame.
+            limits.limited = True
+            log.info(
+                "websocket rate limit hit conn=%s",
+                conn.id,
+                extra={**self._who(conn), "event": "rate_limited", "policy": policy},
+            )
         self._error(conn, "rate_limited", "too many messages, slow down")
         return False
+
+    @staticmethod
+    def _who(conn: Connection) -> dict[str, str]:
+        return {"user_id": conn.user_id, "device_id": conn.device_id}
 
     @staticmethod
     def _error(conn: Connection, code: str, message: str) -> None:

@@ -1,4 +1,11 @@
-"""Per-connection token buckets for WebSocket frames."""
+"""Per-connection token buckets for WebSocket frames.
+
+Chat frames and signalling frames (voice, WebRTC, and anything that is not chat) each
+have a bucket whose size and refill come from Settings (``DIALTONE_WS_CHAT_*`` and
+``DIALTONE_WS_SIGNAL_*``). A refused frame is answered with ``rate_limited``; a
+connection that keeps going over the limit (more than ``FLOOD_BURST`` refused frames,
+refilled at ``FLOOD_RATE`` per second) is closed with 1008.
+"""
 
 from __future__ import annotations
 
@@ -6,45 +13,26 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-# Chat: a burst of 10 messages, then 5 per second. Signalling (voice, WebRTC, and any
-# frame that is not chat): a burst of 50, then 20 per second. A connection that keeps
-# going over the limit (more than `FLOOD_BURST` refused frames, refilled at 1 per second)
-# is closed with 1008.
-CHAT_BURST, CHAT_RATE = 10, 5.0
-SIGNAL_BURST, SIGNAL_RATE = 50, 20.0
+from dialtone.config import Settings
+from dialtone.security.ratelimit import Bucket, LocalBucket
+
 FLOOD_BURST, FLOOD_RATE = 20, 1.0
-
-
-class TokenBucket:
-    def __init__(
-        self, burst: float, rate: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.burst = burst
-        self.rate = rate
-        self.tokens = burst
-        self._clock = clock
-        self._last = clock()
-
-    def take(self) -> bool:
-        now = self._clock()
-        self.tokens = min(self.burst, self.tokens + (now - self._last) * self.rate)
-        self._last = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return True
-        return False
 
 
 @dataclass
 class FrameLimits:
-    chat: TokenBucket
-    signal: TokenBucket
-    flood: TokenBucket
+    chat: LocalBucket
+    signal: LocalBucket
+    flood: LocalBucket
+    # Set while frames are being refused, so a refusal episode is logged once.
+    limited: bool = False
 
     @classmethod
-    def default(cls) -> FrameLimits:
+    def from_settings(
+        cls, settings: Settings, clock: Callable[[], float] = time.monotonic
+    ) -> FrameLimits:
         return cls(
-            chat=TokenBucket(CHAT_BURST, CHAT_RATE),
-            signal=TokenBucket(SIGNAL_BURST, SIGNAL_RATE),
-            flood=TokenBucket(FLOOD_BURST, FLOOD_RATE),
+            chat=LocalBucket(Bucket(settings.ws_chat_burst, settings.ws_chat_rate), clock),
+            signal=LocalBucket(Bucket(settings.ws_signal_burst, settings.ws_signal_rate), clock),
+            flood=LocalBucket(Bucket(FLOOD_BURST, FLOOD_RATE), clock),
         )

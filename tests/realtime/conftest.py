@@ -8,11 +8,13 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from dialtone.config import Settings
 from dialtone.server import DialtoneServer, uvicorn_config
@@ -142,6 +144,39 @@ async def quiet(ws: ClientConnection, wait: float = 0.3) -> list[dict[str, Any]]
 
 def only(events: list[dict[str, Any]], *kinds: str) -> list[dict[str, Any]]:
     return [e for e in events if e["type"] in kinds]
+
+
+def with_settings(settings: Settings, **changes: Any) -> Settings:
+    values = {f: getattr(settings, f) for f in settings.__struct_fields__}
+    values.update(changes)
+    return Settings(**values)
+
+
+async def closed_with(ws: ClientConnection) -> tuple[int, str, list[dict[str, Any]]]:
+    """Read until the server closes; the close code, reason and what came before."""
+    seen: list[dict[str, Any]] = []
+    while True:
+        try:
+            seen.append(await recv(ws, 10))
+        except ConnectionClosed as closed:
+            frame = closed.rcvd
+            break
+    assert frame is not None, "the server sent a close frame"
+    return frame.code, frame.reason, seen
+
+
+def move_away(parts: list[Path]) -> None:
+    for part in parts:
+        if part.exists():
+            part.rename(part.with_name(part.name + ".away"))
+
+
+def bring_back(parts: list[Path]) -> None:
+    for part in parts:
+        part.unlink(missing_ok=True)
+        away = part.with_name(part.name + ".away")
+        if away.exists():
+            away.rename(part)
 
 
 @asynccontextmanager

@@ -6,56 +6,34 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import os
 import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from dialtone.config import Settings
 from dialtone.realtime.hub import Hub
 from dialtone.schemas.events import DeviceRevoked
 from tests.conftest import Member
-from tests.realtime.conftest import LiveServer, next_of, quiet, recv, running_server
+from tests.realtime.conftest import (
+    LiveServer,
+    bring_back,
+    closed_with,
+    move_away,
+    next_of,
+    quiet,
+    recv,
+    running_server,
+    with_settings,
+)
 
 # Voice routing, backpressure and liveness do not depend on the database engine: SQLite only.
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-
-
-def with_settings(settings: Settings, **changes: Any) -> Settings:
-    values = {f: getattr(settings, f) for f in settings.__struct_fields__}
-    values.update(changes)
-    return Settings(**values)
-
-
-async def closed_with(ws: ClientConnection) -> tuple[int, str, list[dict[str, Any]]]:
-    """Read until the server closes; the close code, reason and what came before."""
-    seen: list[dict[str, Any]] = []
-    while True:
-        try:
-            seen.append(await recv(ws, 10))
-        except ConnectionClosed as closed:
-            frame = closed.rcvd
-            break
-    assert frame is not None, "the server sent a close frame"
-    return frame.code, frame.reason, seen
-
-
-def move_away(parts: list[Path]) -> None:
-    for part in parts:
-        if part.exists():
-            part.rename(part.with_name(part.name + ".away"))
-
-
-def bring_back(parts: list[Path]) -> None:
-    for part in parts:
-        part.unlink(missing_ok=True)
-        away = part.with_name(part.name + ".away")
-        if away.exists():
-            away.rename(part)
 
 
 def hub_of(live: LiveServer) -> Hub:
@@ -223,7 +201,10 @@ async def test_shutdown_sends_1001_and_empties_voice_rooms(
         assert hub.voice.snapshot() == {}
 
 
-async def test_rate_limits_trip_recover_and_close_floods(settings: Settings, tmp_path: Any) -> None:
+async def test_rate_limits_trip_recover_and_close_floods(
+    settings: Settings, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="dialtone.realtime")
     # Accounts are made with limits off; the socket limits are checked on a second server.
     async with running_server(settings) as setup:
         admin = await setup.register("admin")
@@ -271,6 +252,14 @@ async def test_rate_limits_trip_recover_and_close_floods(settings: Settings, tmp
                 await ws.send(leave)
         code, reason, _ = await closed_with(ws)
         assert (code, reason) == (1008, "rate_limited")
+        # Security events: one line per episode of refusals and one for the close.
+        limited = [
+            (r.policy, r.user_id, r.device_id)  # type: ignore[attr-defined]
+            for r in caplog.records
+            if getattr(r, "event", None) == "rate_limited"
+        ]
+        who = (member.user_id, member.device_id)
+        assert limited == [("ws_chat", *who), ("ws_signal", *who), ("ws_flood", *who)]
 
 
 async def test_socket_closes_when_its_session_expires(settings: Settings, tmp_path: Any) -> None:
@@ -317,3 +306,20 @@ async def test_database_fault_gives_server_error_and_the_socket_recovers(
         # Back: the same socket works again, no restart.
         await ws.send(frame())
         assert (await next_of(ws, "channel.message.new"))["body"] == secret_body
+
+
+async def test_binary_frames_count_against_the_limits(settings: Settings, tmp_path: Any) -> None:
+    async with running_server(settings) as setup:
+        member = await setup.register("binary")
+    limited = with_settings(settings, rate_limits=True, ws_signal_burst=5, ws_signal_rate=1.0)
+    async with running_server(limited) as live:
+        ws = await live.connect(member)
+        for _ in range(6):
+            await ws.send(b"\x00\x01")
+        codes = [(await next_of(ws, "error"))["code"] for _ in range(6)]
+        assert codes == ["invalid_message"] * 5 + ["rate_limited"]
+        with contextlib.suppress(ConnectionClosed):
+            for _ in range(100):
+                await ws.send(b"\x00\x01")
+        code, reason, _ = await closed_with(ws)
+        assert (code, reason) == (1008, "rate_limited")

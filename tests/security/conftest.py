@@ -1,11 +1,15 @@
-"""Security fixtures: apps with limits on, a real uvicorn server on a free port, and a
-recorder of the events the app publishes after commit."""
+"""Security fixtures: apps with limits on, a real uvicorn server on a free port, a
+recorder of the events the app publishes after commit, `dialtone serve` as a
+subprocess, and a TCP proxy in front of PostgreSQL that a test can cut."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -22,7 +26,7 @@ from litestar import Litestar
 from dialtone.config import Settings
 from dialtone.schemas.events import Event
 from dialtone.server import uvicorn_config
-from tests.conftest import make_settings
+from tests.conftest import ADMIN_TOKEN, PEPPER, make_settings
 
 
 @pytest.fixture
@@ -136,3 +140,103 @@ def threaded_server(settings: Settings) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(15)
+
+
+# ---------------------------------------------------------------- processes and proxies
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_serve(
+    tmp_path: Path, db_url: str, port: int, **env_overrides: str
+) -> subprocess.Popen[bytes]:
+    """`dialtone serve` in its own process (limits off unless overridden)."""
+    env = {
+        **os.environ,
+        "DIALTONE_LISTEN_ADDR": f"127.0.0.1:{port}",
+        "DIALTONE_DATA_DIR": str(tmp_path),
+        "DIALTONE_DB_URL": db_url,
+        "DIALTONE_USERNAME_PEPPER": PEPPER.decode(),
+        "DIALTONE_ADMIN_TOKEN": ADMIN_TOKEN,
+        "DIALTONE_RATE_LIMITS": "off",
+        **env_overrides,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "dialtone", "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=2) as http:
+        for _ in range(150):
+            assert proc.poll() is None, "dialtone serve exited"
+            try:
+                if (await http.get("/health")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError("server did not come up")
+
+
+class TcpProxy:
+    """A forwarder to PostgreSQL that a test can cut (every connection dropped, new ones
+    refused) and restore on the same port, without touching the shared server."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.port = 0
+        self.server: asyncio.Server | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
+        # Blackhole: connections are accepted and bytes swallowed, nothing comes back
+        # (a database host that hangs rather than refuses).
+        self.blackhole = False
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in list(self.writers):
+            writer.transport.abort()
+        self.writers.clear()
+        await self.server.wait_closed()
+        self.server = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.blackhole:
+            self.writers.add(writer)
+            while await reader.read(65536):
+                pass
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        except OSError:
+            writer.transport.abort()
+            return
+        self.writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    if self.blackhole:
+                        continue
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                dst.transport.abort()
+                self.writers.discard(dst)
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))

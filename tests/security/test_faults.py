@@ -4,14 +4,10 @@ cut; SQLite with its file replaced), and kill -9 in the middle of registrations.
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import shutil
 import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,63 +17,9 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from dialtone.app import create_app
-from tests.conftest import ADMIN_TOKEN, PEPPER, make_settings, truncate_all
+from tests.conftest import ADMIN_TOKEN, make_settings, truncate_all
 from tests.e2ee import DeviceKeys
-
-
-class TcpProxy:
-    """A forwarder to PostgreSQL that a test can cut (every connection dropped, new ones
-    refused) and restore on the same port, without touching the shared server."""
-
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        self.port = 0
-        self.server: asyncio.Server | None = None
-        self.writers: set[asyncio.StreamWriter] = set()
-        # Blackhole: connections are accepted and bytes swallowed, nothing comes back
-        # (a database host that hangs rather than refuses).
-        self.blackhole = False
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        for writer in list(self.writers):
-            writer.transport.abort()
-        self.writers.clear()
-        await self.server.wait_closed()
-        self.server = None
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.blackhole:
-            self.writers.add(writer)
-            while await reader.read(65536):
-                pass
-            return
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
-        except OSError:
-            writer.transport.abort()
-            return
-        self.writers |= {writer, up_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    if self.blackhole:
-                        continue
-                    dst.write(data)
-                    await dst.drain()
-            except (OSError, asyncio.CancelledError):
-                pass
-            finally:
-                dst.transport.abort()
-                self.writers.discard(dst)
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+from tests.security.conftest import TcpProxy, free_port, start_serve, wait_healthy
 
 
 async def register_admin(http: Any) -> str:
@@ -203,50 +145,12 @@ async def test_sqlite_file_gone_gives_503_then_recovers(
 # ---------------------------------------------------------------- kill -9
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def start_serve(tmp_path: Path, db_path: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "DIALTONE_LISTEN_ADDR": f"127.0.0.1:{port}",
-        "DIALTONE_DATA_DIR": str(tmp_path),
-        "DIALTONE_DB_URL": f"sqlite:///{db_path}",
-        "DIALTONE_USERNAME_PEPPER": PEPPER.decode(),
-        "DIALTONE_ADMIN_TOKEN": ADMIN_TOKEN,
-        "DIALTONE_RATE_LIMITS": "off",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "dialtone", "serve"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-async def wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
-    async with httpx.AsyncClient(base_url=url, timeout=2) as http:
-        for _ in range(150):
-            assert proc.poll() is None, "dialtone serve exited"
-            try:
-                if (await http.get("/health")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError("server did not come up")
-
-
 @pytest.mark.slow
 async def test_kill_9_during_registrations_leaves_no_half_user(tmp_path: Path) -> None:
     db_path = tmp_path / "crash.db"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = start_serve(tmp_path, db_path, port)
+    proc = start_serve(tmp_path, f"sqlite:///{db_path}", port)
     accepted: list[str] = []
     try:
         await wait_healthy(url, proc)
@@ -290,7 +194,7 @@ async def test_kill_9_during_registrations_leaves_no_half_user(tmp_path: Path) -
     assert len(accepted) >= 5
     assert len(accepted) < 40, "the kill came too late to cut anything"
 
-    proc = start_serve(tmp_path, db_path, port)
+    proc = start_serve(tmp_path, f"sqlite:///{db_path}", port)
     try:
         await wait_healthy(url, proc)
         con = sqlite3.connect(db_path)
@@ -326,3 +230,27 @@ async def test_kill_9_during_registrations_leaves_no_half_user(tmp_path: Path) -
     finally:
         proc.kill()
         proc.wait(10)
+
+
+async def test_locked_sqlite_answers_503_after_the_db_timeout(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    """Another process holds the write lock: requests wait DIALTONE_DB_TIMEOUT, not longer."""
+    path = tmp_path / "dialtone.db"
+    shutil.copyfile(sqlite_template, path)
+    settings = make_settings(tmp_path, f"sqlite+aiosqlite:///{path}", db_timeout=0.5)
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        auth = {"Authorization": f"Bearer {await register_admin(client)}"}
+        holder = sqlite3.connect(path, isolation_level=None)
+        try:
+            holder.execute("BEGIN EXCLUSIVE")
+            started = time.monotonic()
+            response = await client.post("/channels", json={"name_enc": "eA=="}, headers=auth)
+            elapsed = time.monotonic() - started
+            assert response.status_code == 503, response.text
+            assert 0.4 < elapsed < 3.0, f"waited {elapsed:.1f}s for the lock"
+        finally:
+            holder.rollback()
+            holder.close()
+        created = await client.post("/channels", json={"name_enc": "eA=="}, headers=auth)
+        assert created.status_code == 201

@@ -144,8 +144,37 @@ def test_settings_parse_limits() -> None:
     assert defaults.rate_limits is True
     assert (defaults.login_burst, defaults.login_refill) == (5, 300.0)
     assert (defaults.register_burst, defaults.register_refill) == (3, 10.0)
+    assert (defaults.ws_chat_burst, defaults.ws_chat_rate) == (10, 5.0)
+    assert (defaults.ws_signal_burst, defaults.ws_signal_rate) == (50, 20.0)
     with pytest.raises(ConfigError, match="TRUSTED_PROXIES"):
         load_settings({"DIALTONE_TRUSTED_PROXIES": "example.com"})
+    ws = load_settings(
+        {
+            "DIALTONE_WS_CHAT_BURST": "3",
+            "DIALTONE_WS_CHAT_RATE": "0.5",
+            "DIALTONE_WS_SIGNAL_BURST": "7",
+            "DIALTONE_WS_SIGNAL_RATE": "2",
+        }
+    )
+    assert (ws.ws_chat_burst, ws.ws_chat_rate) == (3, 0.5)
+    assert (ws.ws_signal_burst, ws.ws_signal_rate) == (7, 2.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("DIALTONE_WS_CHAT_BURST", "0"),
+        ("DIALTONE_WS_CHAT_BURST", "ten"),
+        ("DIALTONE_WS_CHAT_RATE", "-1"),
+        ("DIALTONE_WS_SIGNAL_BURST", "2.5"),
+        ("DIALTONE_WS_SIGNAL_RATE", "0"),
+    ],
+)
+def test_bad_websocket_limits_give_one_line(name: str, raw: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({name: raw})
+    assert name in str(info.value)
+    assert "\n" not in str(info.value)
 
 
 # ---------------------------------------------------------------- over HTTP
