@@ -280,7 +280,9 @@ def stored_messages(db_url: str) -> int:
 
 
 async def prepare(target: Target, senders: int, channels: int) -> tuple[list[User], list[str]]:
-    users = await register_users(target, senders, min(senders, 8))
+    # The first account is the admin (it creates the channels): register it alone.
+    users = await register_users(target, 1, 1)
+    users += await register_users(target, senders - 1, min(senders, 8))
     conn = HttpConnection(target.host, target.port)
     ids: list[str] = []
     try:
