@@ -6,7 +6,8 @@ queued (up to ``max_batch``), checks the channels and inserts the rows in one
 transaction (one query, one executemany, one commit), publishes the events in storage
 order, then answers each sender. While one batch is being written the next one fills
 up: the busier the server, the bigger the batches, and at low load a message waits for
-nobody (no timer, unless ``linger`` is set).
+nobody. (A timer that waits a few hundred microseconds for more messages was measured
+and dropped: it made batches more even but throughput lower.)
 
 The guarantees are those of one transaction per message:
 
@@ -71,13 +72,11 @@ class MessageWriter:
         *,
         cluster_locks: bool,
         max_batch: int = MAX_BATCH,
-        linger: float = 0.0,
     ) -> None:
         self._unit_of_work = unit_of_work
         self._ctx = ctx
         self.cluster_locks = cluster_locks
         self.max_batch = max_batch
-        self.linger = linger
         self._queue: deque[_Pending] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -126,8 +125,6 @@ class MessageWriter:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            if self.linger > 0 and len(queue) < self.max_batch:
-                await asyncio.sleep(self.linger)
             batch = [queue.popleft() for _ in range(min(len(queue), self.max_batch))]
             try:
                 await self._write(batch)
