@@ -76,6 +76,7 @@ def create_app(settings: Settings) -> Litestar:
             await hub.stop_replication()
             await broker.stop()
             await ctx.limiter.close()
+            ctx.hashing.close()
             await engine.dispose()
 
     async def publish(events: Sequence[Event]) -> None:
