@@ -95,7 +95,7 @@ class MessageWriter:
         pending = _Pending(message)
         self._queue.append(pending)
         self._wake.set()
-        if self._task is None:
+        if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="dialtone-message-writer")
         await pending.done
 
@@ -190,8 +190,8 @@ class MessageWriter:
                 await uow.commit()  # commits, then publishes: both under the locks
                 return outcomes
             finally:
-                await uow.rollback()
                 try:
+                    await uow.rollback()  # after a failure: the release needs a live transaction
                     for name in reversed(held):
                         await locks.release(name)
                     await uow.session.commit()
