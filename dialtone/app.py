@@ -71,9 +71,12 @@ def create_app(settings: Settings) -> Litestar:
                 purger.cancel()
             # Normally done already by DialtoneServer before uvicorn closes sockets itself.
             await hub.shutdown()
+            # Messages already received are stored (and answered) before the engine goes.
+            await state.gateway.writer.close(grace=settings.db_timeout)
             await hub.stop_replication()
             await broker.stop()
             await ctx.limiter.close()
+            ctx.hashing.close()
             await engine.dispose()
 
     async def publish(events: Sequence[Event]) -> None:

@@ -35,6 +35,14 @@ class UnitOfWork:
         if events:
             await self._publish(events)
 
+    async def release_connection(self) -> None:
+        """End a read-only stretch: the connection goes back to the pool while the caller
+        does slow work that needs no database (a password hash); the next statement
+        begins a new transaction. Only between reads: anything flushed would be committed.
+        """
+        if self._session is not None:
+            await self._session.commit()
+
     async def rollback(self) -> None:
         self.events.clear()
         if self._session is not None:

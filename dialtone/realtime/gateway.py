@@ -23,11 +23,11 @@ from dialtone.api.dependencies import bearer_token
 from dialtone.config import Settings
 from dialtone.db.models import Session
 from dialtone.db.repositories.channels import ChannelRepository
-from dialtone.db.repositories.locks import AdvisoryLockRepository
 from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.errors import DialtoneError
 from dialtone.realtime.hub import CLOSE_POLICY, Connection, Hub
 from dialtone.realtime.limits import FrameLimits
+from dialtone.realtime.writer import MessageNotStored, MessageWriter
 from dialtone.schemas.common import MAX_BODY_BYTES
 from dialtone.schemas.events import (
     CLIENT_FRAME_TYPES,
@@ -48,7 +48,7 @@ from dialtone.schemas.events import (
 )
 from dialtone.services.auth import AuthService
 from dialtone.services.context import Caller, ServerContext
-from dialtone.services.messages import MessageService
+from dialtone.services.messages import NewMessage
 
 log = logging.getLogger("dialtone.realtime")
 
@@ -111,7 +111,11 @@ class Gateway:
         self.hub = hub
         self._state = state
         # Only a cluster (shared broker) on PostgreSQL needs a lock that spans nodes.
-        self.cluster_locks = bool(self.settings.redis_url) and not self.settings.is_sqlite
+        self.writer = MessageWriter(
+            self.unit_of_work,
+            ctx,
+            cluster_locks=bool(self.settings.redis_url) and not self.settings.is_sqlite,
+        )
 
     @property
     def sessionmaker(self) -> async_sessionmaker[AsyncSession]:
@@ -228,6 +232,9 @@ class Gateway:
             await self.dispatch(conn, frame)
         except FrameError as exc:
             self._error(conn, exc.code, exc.message)
+        except MessageNotStored:
+            # Logged once for its whole batch by the writer.
+            self._error(conn, "server_error", "the message was not stored; send it again")
         except DialtoneError as exc:
             self._error(conn, exc.code, exc.message)
         except Exception as exc:
@@ -285,40 +292,11 @@ class Gateway:
     async def send_message(self, conn: Connection, frame: ChannelMessageSend) -> None:
         if len(frame.body.encode("utf-8")) > MAX_BODY_BYTES:
             raise FrameError("invalid_message", f"body exceeds {MAX_BODY_BYTES} bytes")
-        # Store and publish under the channel's lock: every client sees storage order.
-        async with self.hub.channel_lock(frame.channel_id):
-            if self.cluster_locks:
-                await self._send_message_in_cluster(conn, frame)
-                return
-            async with self.unit_of_work() as uow:
-                await MessageService(uow, self.ctx).post(
-                    conn.caller, frame.channel_id, frame.body, frame.sender_name_enc
-                )
-
-    async def _send_message_in_cluster(self, conn: Connection, frame: ChannelMessageSend) -> None:
-        """Several nodes: the channel's advisory lock is held from before the insert until
-        the event is handed to the broker, so the broker sees messages in storage order."""
-        uow = self.unit_of_work()
-        locks = AdvisoryLockRepository(uow.session)
-        name = f"dialtone.channel.{frame.channel_id}"
-        try:
-            await locks.acquire(name)
-            try:
-                await MessageService(uow, self.ctx).post(
-                    conn.caller, frame.channel_id, frame.body, frame.sender_name_enc
-                )
-                await uow.commit()  # commits, then publishes
-            finally:
-                await uow.rollback()
-                try:
-                    await locks.release(name)
-                    await uow.session.commit()
-                except Exception:
-                    # Never return a connection that may still hold the lock to the pool.
-                    await uow.session.invalidate()
-                    raise
-        finally:
-            await uow.close()
+        # Stored with the other messages that arrived meanwhile, in one commit; returns
+        # once the row is committed and its event (the sender's acknowledgement) is out.
+        await self.writer.submit(
+            NewMessage(conn.caller, frame.channel_id, frame.body, frame.sender_name_enc)
+        )
 
     async def voice_join(self, conn: Connection, channel_id: str) -> None:
         async with self.unit_of_work() as uow:

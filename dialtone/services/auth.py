@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -99,7 +98,10 @@ class AuthService:
         if await self.users.get_by_username_hash(name_hash) is not None:
             raise Conflict("username is taken", code="username_taken")
 
-        password_hash = await asyncio.to_thread(self.ctx.passwords.hash, password)
+        # Nothing written yet: no pooled connection waits on the hash. The writes below
+        # re-check what matters (the invite is consumed conditionally, names are unique).
+        await self.uow.release_connection()
+        password_hash = await self.ctx.hashing.run(self.ctx.passwords.hash, password)
         await self.users.lock_registrations()
         user = await self.users.add(
             User(
@@ -132,18 +134,21 @@ class AuthService:
         await self._limit("login_user", name_hash)
         if usernames.check_username(name):
             # Same answer as a wrong password: do not reveal which names are valid.
-            await asyncio.to_thread(self.ctx.passwords.verify, None, password)
+            await self.ctx.hashing.run(self.ctx.passwords.verify, None, password)
             await self._login_failed(client, name_hash, None)
         checked_public_key(public_key)
         user = await self.users.get_by_username_hash(name_hash)
         stored = user.password_hash if user is not None else None
-        ok = await asyncio.to_thread(self.ctx.passwords.verify, stored, password)
+        # Nothing written yet: a login storm must not hold pooled connections (which
+        # every other request and the message writer need) while argon2 runs.
+        await self.uow.release_connection()
+        ok = await self.ctx.hashing.run(self.ctx.passwords.verify, stored, password)
         if user is None or stored is None or not ok:
             await self._login_failed(client, name_hash, user)
 
         now = self.ctx.clock()
         if self.ctx.passwords.needs_rehash(stored):
-            user.password_hash = await asyncio.to_thread(self.ctx.passwords.hash, password)
+            user.password_hash = await self.ctx.hashing.run(self.ctx.passwords.hash, password)
         device = await self.devices.get_by_key(user.id, public_key)
         if device is None:
             device = await self.devices.add(

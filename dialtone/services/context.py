@@ -11,6 +11,7 @@ from dialtone.db.base import utcnow
 from dialtone.security.addresses import Proxies, parse_networks
 from dialtone.security.passwords import PasswordPolicy, Passwords
 from dialtone.security.ratelimit import Bucket, Limiter, MemoryStore, RedisStore, Store
+from dialtone.services.hashing import HashingPool
 from dialtone.services.session_cache import SessionCache
 
 LAST_SEEN_EVERY = 60.0  # seconds between two last_seen_at writes for one device
@@ -46,6 +47,8 @@ class ServerContext:
     seen: dict[str, float] = field(default_factory=dict)
     # Resolved bearer tokens; set by create_app on a single node (see session_cache.py).
     session_cache: SessionCache | None = None
+    # argon2 runs here, never on the event loop nor in the default executor.
+    hashing: HashingPool = field(default_factory=HashingPool)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServerContext:

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from dialtone.db.base import new_id
 from dialtone.db.models import ChannelMessage
 from dialtone.db.repositories.channels import ChannelRepository
 from dialtone.db.repositories.messages import MessageRepository, StoredMessage
 from dialtone.db.unit_of_work import UnitOfWork
-from dialtone.errors import InvalidInput, NotFound
+from dialtone.errors import DialtoneError, InvalidInput, NotFound
 from dialtone.schemas.common import rfc3339
 from dialtone.schemas.events import ChannelMessageNew
 from dialtone.services.context import Caller, ServerContext
@@ -22,6 +26,20 @@ def message_event(message: ChannelMessage) -> ChannelMessageNew:
         body=message.body,
         sent_at=rfc3339(message.sent_at),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message a client asked to send (``channel.message.send``), not yet stored."""
+
+    caller: Caller
+    channel_id: str
+    body: str
+    sender_name_enc: str
+
+
+def channel_not_found() -> NotFound:
+    return NotFound("channel not found", code="channel_not_found")
 
 
 class MessageService:
@@ -65,14 +83,14 @@ class MessageService:
 
     async def _require_channel(self, channel_id: str) -> None:
         if not await self.channels.exists(channel_id):
-            raise NotFound("channel not found", code="channel_not_found")
+            raise channel_not_found()
 
     async def post(
         self, caller: Caller, channel_id: str, body: str, sender_name_enc: str
     ) -> ChannelMessage:
         """Persist a message; ``channel.message.new`` goes out after the commit."""
         if not await self.channels.exists(channel_id):
-            raise NotFound("channel not found", code="channel_not_found")
+            raise channel_not_found()
         message = await self.messages.add(
             ChannelMessage(
                 channel_id=channel_id,
@@ -85,3 +103,45 @@ class MessageService:
         )
         self.uow.emit(message_event(message))
         return message
+
+    async def post_many(
+        self, messages: Sequence[NewMessage]
+    ) -> list[ChannelMessageNew | DialtoneError]:
+        """Persist several messages in this unit of work, stored in the order given.
+
+        One query checks the channels, one executemany inserts the rows. The events are
+        queued in the same order and go out only after the commit. A message to a
+        missing channel is left out and answered by its error; the others still go in.
+        """
+        existing = await self.channels.existing({m.channel_id for m in messages})
+        clock = self.ctx.clock
+        rows: list[dict[str, object]] = []
+        outcomes: list[ChannelMessageNew | DialtoneError] = []
+        for message in messages:
+            if message.channel_id not in existing:
+                outcomes.append(channel_not_found())
+                continue
+            message_id, sent_at = new_id(), clock()
+            rows.append(
+                {
+                    "id": message_id,
+                    "channel_id": message.channel_id,
+                    "sender_id": message.caller.user_id,
+                    "sender_device_id": message.caller.device_id,
+                    "sender_name_enc": message.sender_name_enc,
+                    "body": message.body,
+                    "sent_at": sent_at,
+                }
+            )
+            event = ChannelMessageNew(
+                message_id=message_id,
+                channel_id=message.channel_id,
+                sender=message.caller.user_id,
+                sender_name_enc=message.sender_name_enc,
+                body=message.body,
+                sent_at=rfc3339(sent_at),
+            )
+            outcomes.append(event)
+            self.uow.emit(event)
+        await self.messages.insert_many(rows)
+        return outcomes

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,6 +18,13 @@ class ChannelRepository:
     async def exists(self, channel_id: str) -> bool:
         result = await self.session.execute(select(Channel.id).where(Channel.id == channel_id))
         return result.first() is not None
+
+    async def existing(self, channel_ids: Collection[str]) -> set[str]:
+        """Which of these channels exist, in one query."""
+        result = await self.session.execute(
+            select(Channel.id).where(Channel.id.in_(list(channel_ids)))
+        )
+        return set(result.scalars())
 
     async def all(self) -> Sequence[Channel]:
         result = await self.session.execute(
