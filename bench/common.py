@@ -674,3 +674,111 @@ def run_load(job: Job, processes: int, server: CpuMeter) -> dict[str, Any]:
         "generator_cpu_pct": round(100 * generator_cpu / elapsed, 1),
         **server.figures(),
     }
+
+
+# ------------------------------------------------------------------ lean WebSocket client
+
+
+def raise_open_file_limit() -> int:
+    """Soft RLIMIT_NOFILE up to the hard limit (inherited by a server started here)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+class WsClient(asyncio.Protocol):
+    """A lean WebSocket client: websockets' sans-I/O protocol on a bare asyncio transport.
+
+    The load generator shares the CPU with the server, so it must cost little per
+    frame: no task per socket, no per-frame awaits. Subclasses override ``on_text``.
+    ``opened`` resolves when the handshake succeeds (or fails with the HTTP status).
+    """
+
+    def __init__(self, ws_url: str, token: str) -> None:
+        from websockets.client import ClientProtocol
+        from websockets.uri import parse_uri
+
+        self.ws = ClientProtocol(parse_uri(ws_url), max_size=None)
+        self.token = token
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+        self.close_code: int | None = None
+        self.frames = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        request = self.ws.connect()
+        request.headers["Authorization"] = f"Bearer {self.token}"
+        self.ws.send_request(request)
+        self.flush()
+
+    def flush(self) -> None:
+        assert self.transport is not None
+        for data in self.ws.data_to_send():
+            if data:
+                self.transport.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        from websockets.frames import Opcode
+        from websockets.http11 import Response
+
+        self.ws.receive_data(data)
+        for event in self.ws.events_received():
+            if isinstance(event, Response):
+                if event.status_code == 101:
+                    self.opened.set_result(None)
+                else:
+                    self.opened.set_exception(OSError(f"handshake: {event.status_code}"))
+                continue
+            if event.opcode is Opcode.TEXT:
+                self.frames += 1
+                self.on_text(event.data)
+            elif event.opcode is Opcode.CLOSE:
+                close = self.ws.close_rcvd
+                self.close_code = close.code if close else 1005
+                self.on_close(self.close_code)
+        self.flush()
+
+    def on_text(self, data: bytes) -> None:
+        """One text frame from the server."""
+
+    def on_close(self, code: int) -> None:
+        """The server closed the socket with ``code``."""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(exc or OSError("connection lost"))
+
+    def send_text(self, text: str) -> None:
+        self.ws.send_text(text.encode())
+        self.flush()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def open_ws(
+    target: Target,
+    make: Callable[[], WsClient],
+    source_ip: str | None = None,
+    timeout: float = 60.0,
+) -> WsClient:
+    """Connect one client (from ``source_ip`` when given) and wait for its handshake."""
+    loop = asyncio.get_running_loop()
+    local = (source_ip, 0) if source_ip else None
+    _, client = await loop.create_connection(make, target.host, target.port, local_addr=local)
+    await asyncio.wait_for(client.opened, timeout)
+    return client
+
+
+def source_address(index: int, spread: int) -> str | None:
+    """127.0.0.x source addresses, so many sockets to one port never run out of
+    ephemeral ports (each source address has a range of its own)."""
+    if spread <= 1:
+        return None
+    return f"127.0.0.{2 + index % spread}"
