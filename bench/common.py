@@ -766,13 +766,13 @@ async def open_ws(
     target: Target,
     make: Callable[[], WsClient],
     source_ip: str | None = None,
-    timeout: float = 60.0,
+    within: float = 60.0,
 ) -> WsClient:
     """Connect one client (from ``source_ip`` when given) and wait for its handshake."""
     loop = asyncio.get_running_loop()
     local = (source_ip, 0) if source_ip else None
     _, client = await loop.create_connection(make, target.host, target.port, local_addr=local)
-    await asyncio.wait_for(client.opened, timeout)
+    await asyncio.wait_for(client.opened, within)
     return client
 
 

@@ -9,6 +9,9 @@ from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.http11 import Request
+from websockets.protocol import State
 
 from dialtone.app import create_app
 from dialtone.config import Settings
@@ -90,13 +93,52 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
+class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol, plus a synchronous write for the hub.
+
+    The ASGI ``send`` is a coroutine: writing one event to N sockets through it means
+    N awaits, and a task per socket to run them. The hub instead hands a frame it built
+    once (``dialtone.realtime.hub.text_frame``: server frames are unmasked, so the bytes
+    are the same for every socket) to ``write_frame``, found in the scope's extensions
+    under ``dialtone.write_frame``. It writes only while the socket is open and its
+    transport is below the high-water mark; otherwise it returns False and the hub
+    queues the event for the ordinary ASGI ``send``, which waits for the buffer to drain.
+    """
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        if scope is not None and self.response.status_code == 101:
+            # The app's task is created but has not run yet: it sees the extension.
+            scope["extensions"]["dialtone.write_frame"] = self.write_frame
+            scope["extensions"]["dialtone.abort"] = self.abort
+
+    def write_frame(self, frame: bytes) -> bool:
+        if (
+            not self.handshake_complete
+            or self.close_sent
+            or self.disconnected
+            or self.initial_response is not None
+            or self.conn.state is not State.OPEN
+            or not self.writable.is_set()
+            or self.transport.is_closing()
+        ):
+            return False
+        self.transport.write(frame)
+        return True
+
+    def abort(self) -> None:
+        """Drop the connection now (a closing socket that could not flush in time)."""
+        self.transport.abort()
+
+
 def uvicorn_config(settings: Settings, **overrides: Any) -> uvicorn.Config:
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
         "loop": "uvloop",
         "http": BoundedHttpProtocol,
-        "ws": "websockets-sansio",
+        "ws": DirectWebSocketProtocol,
         # Ciphertext does not compress; deflate would only cost memory per socket.
         "ws_per_message_deflate": False,
         "ws_max_size": 64 * 1024,
