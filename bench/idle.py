@@ -32,6 +32,7 @@ from common import (
     own_cpu_seconds,
     raise_open_file_limit,
     register_users,
+    run_async,
     source_address,
     target_from_args,
 )
@@ -124,7 +125,7 @@ def main() -> None:
         raise SystemExit(f"RLIMIT_NOFILE is {nofile}: too low for {args.connections} sockets")
     machine = machine_figures()
     with target_from_args(args) as target:
-        figures = asyncio.run(bench(target, args))
+        figures = run_async(bench(target, args))
     emit({"bench": "idle", "db": target.db, **figures, **machine})
 
 
