@@ -138,12 +138,8 @@ class Gateway:
             try:
                 async with self.unit_of_work() as uow:
                     caller = await AuthService(uow, self.ctx).authenticate(token)
-                    cache = self.ctx.session_cache
-                    if caller is not None and cache is not None:
-                        # A cached lookup carries its expiry: no query at all.
-                        expires_at = cache.expires_at(caller.token_hash)
-                    if caller is not None and expires_at is None:
-                        # Loaded by authenticate's query: an identity-map hit.
+                    if caller is not None:
+                        # Already loaded by authenticate: an identity-map hit, no query.
                         session = await uow.session.get(Session, caller.token_hash)
                         expires_at = session.expires_at if session is not None else None
             except Exception as exc:

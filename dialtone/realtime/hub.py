@@ -116,7 +116,7 @@ class Connection:
         self._send = send
         self._write_frame = write_frame
         self._abort = abort
-        self._queue: deque[str] = deque()
+        self._queue: deque[str] | None = None  # made when first needed
         self._limit = queue_limit
         self._writer: asyncio.Task[None] | None = None
         self._give_up: asyncio.TimerHandle | None = None
@@ -134,6 +134,8 @@ class Connection:
             and write(text_frame(text.encode()) if frame is None else frame)
         ):
             return
+        if queue is None:
+            queue = self._queue = deque()
         if len(queue) >= self._limit:
             log.info("closing slow consumer conn=%s user=%s", self.id, self.user_id)
             self.close(CLOSE_TRY_AGAIN, "slow_consumer")
@@ -156,14 +158,15 @@ class Connection:
         self._give_up = None
         if self._writer is not None:
             log.info("dropping a socket that did not drain conn=%s", self.id)
-            self._queue.clear()
+            if self._queue is not None:
+                self._queue.clear()
             if self._abort is not None:
                 self._abort()
             self._writer.cancel()
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        return 0 if self._queue is None else len(self._queue)
 
     @property
     def writing(self) -> bool:
@@ -188,7 +191,8 @@ class Connection:
         except Exception:
             # The peer went away while we were writing: nothing more can reach it.
             self.closing = self.closing or (1006, "gone")
-            queue.clear()
+            if queue is not None:
+                queue.clear()
         finally:
             self._writer = None
             if self.closing is not None and self._give_up is not None:

@@ -66,11 +66,6 @@ class SessionCache:
             return None
         return caller
 
-    def expires_at(self, token_hash: str) -> datetime | None:
-        """When a cached session ends (None when it is not cached)."""
-        entry = self._entries.get(token_hash)
-        return None if entry is None else entry[1]
-
     def put(self, token_hash: str, caller: Caller, expires_at: datetime, epoch: int) -> None:
         """Remember a lookup read from the database under ``epoch`` (read it before querying)."""
         # Unwatched, the cache would never hear of a revocation: it stays empty.
