@@ -25,7 +25,7 @@ from dialtone.db.models import Session
 from dialtone.db.repositories.channels import ChannelRepository
 from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.errors import DialtoneError
-from dialtone.realtime.hub import CLOSE_POLICY, Connection, Hub
+from dialtone.realtime.hub import CLOSE_POLICY, DRAIN_TIMEOUT, Connection, Hub
 from dialtone.realtime.limits import FrameLimits
 from dialtone.realtime.writer import MessageNotStored, MessageWriter
 from dialtone.schemas.common import MAX_BODY_BYTES
@@ -53,8 +53,6 @@ from dialtone.services.messages import NewMessage
 log = logging.getLogger("dialtone.realtime")
 
 SUBPROTOCOL_PREFIX = "dialtone.bearer."
-# How long a closing socket may take to write what was queued before it is dropped.
-DRAIN_TIMEOUT = 10.0
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -159,15 +157,27 @@ class Gateway:
         if subprotocol is not None:
             accept["subprotocol"] = subprotocol
         await send(accept)
-        await self.run(caller, receive, send, expires_at)
+        await self.run(caller, receive, send, expires_at, scope.get("extensions"))
 
     # ------------------------------------------------------------ one socket's life
 
     async def run(
-        self, caller: Caller, receive: Receive, send: Send, expires_at: datetime | None = None
+        self,
+        caller: Caller,
+        receive: Receive,
+        send: Send,
+        expires_at: datetime | None = None,
+        extensions: dict[str, Any] | None = None,
     ) -> None:
-        conn = Connection(caller, send, self.settings.ws_send_queue, self.hub.node_id)
-        writer = asyncio.create_task(conn.run_writer())
+        extensions = extensions or {}
+        conn = Connection(
+            caller,
+            send,
+            self.settings.ws_send_queue,
+            self.hub.node_id,
+            write_frame=extensions.get("dialtone.write_frame"),
+            abort=extensions.get("dialtone.abort"),
+        )
         expiry: asyncio.TimerHandle | None = None
         if expires_at is not None:
             # The session ends while the socket is open: close it then, as a logout would.
@@ -178,31 +188,24 @@ class Gateway:
         limits = FrameLimits.from_settings(self.settings) if self.settings.rate_limits else None
         try:
             await self.hub.attach(conn)
-            reading = asyncio.ensure_future(receive())
             while True:
-                if conn.closing is not None:
-                    # Closing (slow consumer, revoked, shutdown): stop reading frames, let
-                    # the writer flush what was queued, then leave.
-                    reading.cancel()
-                    break
-                done, _ = await asyncio.wait({reading, writer}, return_when=asyncio.FIRST_COMPLETED)
-                if reading not in done:
-                    reading.cancel()
-                    break
-                message = reading.result()
+                # No task and no asyncio.wait per frame. A socket the server closes (slow
+                # consumer, revoked, shutdown) stops here when its close frame has been
+                # written (uvicorn then reports a disconnect), or when the connection's
+                # drain timeout cuts it (dialtone.abort).
+                message = await receive()
                 if message["type"] == "websocket.disconnect":
                     break
+                if conn.closing is not None:
+                    continue  # closing: frames still in flight are not handled
                 await self.handle(conn, message, limits)
-                reading = asyncio.ensure_future(receive())
         finally:
             if expiry is not None:
                 expiry.cancel()
             await self.hub.detach(conn)
-            if conn.closing is not None and not writer.done():
-                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                    await asyncio.wait_for(asyncio.shield(writer), DRAIN_TIMEOUT)
-            if not writer.done():
-                writer.cancel()
+            if conn.closing is not None and conn.writing:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(conn.drained(), DRAIN_TIMEOUT)
 
     # ------------------------------------------------------------ frames
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import struct
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
@@ -43,17 +44,66 @@ CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_TRY_AGAIN = 1013
 
+# How long a closing socket may take to write what was queued before it is dropped.
+DRAIN_TIMEOUT = 10.0
+
 HEARTBEAT_SECONDS = 5.0
 NODE_EXPIRY_BEATS = 3
 
 ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
 
 
+def text_frame(payload: bytes) -> bytes:
+    """One unmasked, unfragmented WebSocket text frame (what a server sends).
+
+    The bytes are the same for every socket, so a fan-out event is framed once.
+    """
+    size = len(payload)
+    if size < 126:
+        return bytes((0x81, size)) + payload
+    if size < 1 << 16:
+        return struct.pack("!BBH", 0x81, 126, size) + payload
+    return struct.pack("!BBQ", 0x81, 127, size) + payload
+
+
+WriteFrame = Callable[[bytes], bool]
+
+
 class Connection:
-    """One open socket: who it belongs to, its bounded send queue, and its voice room."""
+    """One open socket: who it belongs to, its bounded send queue, and its voice room.
+
+    An event is written straight to the transport (``write_frame``, synchronous, no
+    task) while the socket keeps up. When the transport is full, or the server offers
+    no direct write, events wait in the bounded queue and a writer task, started only
+    then and gone once the queue is empty, sends them through ASGI in order. An idle
+    socket therefore owns no task of its own.
+    """
+
+    __slots__ = (
+        "_abort",
+        "_give_up",
+        "_limit",
+        "_queue",
+        "_send",
+        "_write_frame",
+        "_writer",
+        "caller",
+        "closing",
+        "device_id",
+        "id",
+        "token_hash",
+        "user_id",
+        "voice_room",
+    )
 
     def __init__(
-        self, caller: Caller, send: ASGISend, queue_limit: int, node_id: str = "local"
+        self,
+        caller: Caller,
+        send: ASGISend,
+        queue_limit: int,
+        node_id: str = "local",
+        write_frame: WriteFrame | None = None,
+        abort: Callable[[], None] | None = None,
     ) -> None:
         # "<node>.<random>": other nodes can forget a dead node's sockets by prefix.
         self.id = f"{node_id}.{secrets.token_hex(8)}"
@@ -62,63 +112,101 @@ class Connection:
         self.token_hash = caller.token_hash
         self.caller = caller
         self.voice_room: str | None = None
-        self._send = send
-        self._queue: deque[str] = deque()
-        self._limit = queue_limit
-        self._wake = asyncio.Event()
         self.closing: tuple[int, str] | None = None
-        self.finished = asyncio.Event()
+        self._send = send
+        self._write_frame = write_frame
+        self._abort = abort
+        self._queue: deque[str] | None = None  # made when first needed
+        self._limit = queue_limit
+        self._writer: asyncio.Task[None] | None = None
+        self._give_up: asyncio.TimerHandle | None = None
 
-    def push(self, text: str) -> None:
+    def push(self, text: str, frame: bytes | None = None) -> None:
+        """Queue one encoded event (``frame``: the same text, already framed)."""
         if self.closing is not None:
             return
-        if len(self._queue) >= self._limit:
+        queue = self._queue
+        write = self._write_frame
+        if (
+            not queue
+            and self._writer is None
+            and write is not None
+            and write(text_frame(text.encode()) if frame is None else frame)
+        ):
+            return
+        if queue is None:
+            queue = self._queue = deque()
+        if len(queue) >= self._limit:
             log.info("closing slow consumer conn=%s user=%s", self.id, self.user_id)
             self.close(CLOSE_TRY_AGAIN, "slow_consumer")
             return
-        self._queue.append(text)
-        self._wake.set()
+        queue.append(text)
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._run_writer())
 
-    def close(self, code: int, reason: str) -> None:
-        """Close after everything already queued has been written."""
-        if self.closing is None:
-            self.closing = (code, reason)
-            self._wake.set()
+    def close(self, code: int, reason: str, drain_timeout: float = DRAIN_TIMEOUT) -> None:
+        """Close after everything already queued has been written (within drain_timeout)."""
+        if self.closing is not None:
+            return
+        self.closing = (code, reason)
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._run_writer())
+        self._give_up = asyncio.get_running_loop().call_later(drain_timeout, self._drop)
+
+    def _drop(self) -> None:
+        """A closing socket that could not take what was queued in time: cut it."""
+        self._give_up = None
+        if self._writer is not None:
+            log.info("dropping a socket that did not drain conn=%s", self.id)
+            if self._queue is not None:
+                self._queue.clear()
+            if self._abort is not None:
+                self._abort()
+            self._writer.cancel()
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        return 0 if self._queue is None else len(self._queue)
 
-    async def run_writer(self) -> None:
+    @property
+    def writing(self) -> bool:
+        return self._writer is not None
+
+    async def drained(self) -> None:
+        """Wait until the writer (if one runs) has written the queue and any close frame."""
+        writer = self._writer
+        if writer is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(writer)
+
+    async def _run_writer(self) -> None:
         send = self._send
         queue = self._queue
         try:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                while queue:
-                    await send({"type": "websocket.send", "text": queue.popleft()})
-                if self.closing is not None:
-                    code, reason = self.closing
-                    await send({"type": "websocket.close", "code": code, "reason": reason})
-                    return
+            while queue:
+                await send({"type": "websocket.send", "text": queue.popleft()})
+            if self.closing is not None:
+                code, reason = self.closing
+                await send({"type": "websocket.close", "code": code, "reason": reason})
         except Exception:
             # The peer went away while we were writing: nothing more can reach it.
             self.closing = self.closing or (1006, "gone")
-            queue.clear()
+            if queue is not None:
+                queue.clear()
         finally:
-            self.finished.set()
+            self._writer = None
+            if self.closing is not None and self._give_up is not None:
+                self._give_up.cancel()
+                self._give_up = None
 
 
 class Hub(OnlineDirectory):
     def __init__(self, publish: Callable[[Sequence[Event]], Awaitable[None]] | None = None) -> None:
         self.conns: dict[str, Connection] = {}
         self._by_user: dict[str, set[Connection]] = {}
+        self._device_sockets: dict[str, int] = {}  # device_id → its sockets on this node
         self.voice = VoiceRooms(self)
         self._publish = publish
-        # Striped locks: messages of one channel are stored and published one at a time,
-        # so every client sees them in storage order. Bounded memory whatever the channel count.
-        self._channel_locks = [asyncio.Lock() for _ in range(64)]
         self.shutting_down = False
         self.node_id = secrets.token_hex(6)
         # Set when the broker links several nodes: sockets elsewhere count for presence,
@@ -136,9 +224,6 @@ class Hub(OnlineDirectory):
         assert self._publish is not None
         await self._publish(events)
 
-    def channel_lock(self, channel_id: str) -> asyncio.Lock:
-        return self._channel_locks[hash(channel_id) % len(self._channel_locks)]
-
     # ------------------------------------------------------------ presence
 
     def online(self, user_ids: Iterable[str]) -> set[str]:
@@ -154,18 +239,36 @@ class Hub(OnlineDirectory):
     # ------------------------------------------------------------ lifecycle of a socket
 
     async def attach(self, conn: Connection) -> None:
-        """Snapshot to the newcomer, then ``device.joined`` to everyone (the newcomer too)."""
+        """Snapshot to the newcomer, then ``device.joined``.
+
+        ``device.joined`` goes to everyone (the newcomer too) when the device comes
+        online on this node, i.e. with its first socket here. A further socket of a
+        device that is already online gets its own ``device.joined`` as its greeting,
+        but nobody else is told again: they heard of that device already, and the
+        announcement of every extra socket to every socket made connecting quadratic.
+        """
         conn.push(encode_event(VoicePresenceSnapshot(voice_rooms=self.voice.snapshot())))
         self.conns[conn.id] = conn
         self._by_user.setdefault(conn.user_id, set()).add(conn)
-        events: list[Event] = [DeviceJoined(sender=conn.user_id, device_id=conn.device_id)]
+        online = self._device_sockets.get(conn.device_id, 0)
+        self._device_sockets[conn.device_id] = online + 1
+        joined = DeviceJoined(sender=conn.user_id, device_id=conn.device_id)
+        events: list[Event] = []
+        if online:
+            conn.push(encode_event(joined))
+        else:
+            events.append(joined)
         if self.replicated:
             events.append(SocketOpened(user_id=conn.user_id, conn_id=conn.id))
-        await self._publish_quietly(*events)
+        if events:
+            await self._publish_quietly(*events)
 
     async def detach(self, conn: Connection) -> None:
         if self.conns.pop(conn.id, None) is None:
             return
+        remaining = self._device_sockets.pop(conn.device_id, 1) - 1
+        if remaining > 0:
+            self._device_sockets[conn.device_id] = remaining
         sockets = self._by_user.get(conn.user_id)
         if sockets is not None:
             sockets.discard(conn)
@@ -288,16 +391,29 @@ class Hub(OnlineDirectory):
         for conn in conns:
             conn.close(CLOSE_GOING_AWAY, "server shutting down")
         if conns:
-            waits = [asyncio.ensure_future(c.finished.wait()) for c in conns]
-            _, pending = await asyncio.wait(waits, timeout=grace)
-            for fut in pending:
-                fut.cancel()
+            waits = [asyncio.ensure_future(c.drained()) for c in conns if c.writing]
+            if waits:
+                _, pending = await asyncio.wait(waits, timeout=grace)
+                for fut in pending:
+                    fut.cancel()
 
     # ------------------------------------------------------------ delivery
 
     def broadcast(self, text: str) -> None:
+        """One event to every socket: encoded and framed once, written without a task
+        switch to every socket that keeps up (``Connection.push`` inlined)."""
+        frame = text_frame(text.encode())
         for conn in list(self.conns.values()):
-            conn.push(text)
+            write = conn._write_frame
+            if (
+                write is not None
+                and conn.closing is None
+                and conn._writer is None
+                and not conn._queue
+                and write(frame)
+            ):
+                continue
+            conn.push(text, frame)
 
     async def deliver(self, events: Sequence[Event]) -> None:
         for event in events:
