@@ -149,31 +149,41 @@ async def new_invite(client: AsyncTestClient[Any]) -> str:
 Register = Callable[..., Awaitable[Member]]
 
 
+async def register_member(
+    http: Any, username: str | None = None, password: str = "password1"
+) -> Member:
+    """Invite (with the operator's admin token) and register a new account through any
+    HTTP client: the in-process test client or an httpx client of a live server."""
+    invite = await http.post("/server/invites", headers={"X-Admin-Token": ADMIN_TOKEN})
+    assert invite.status_code == 201, invite.text
+    name = username or f"user{secrets.token_hex(4)}"
+    keys = DeviceKeys()
+    response = await http.post(
+        "/auth/register",
+        json={
+            "username": name,
+            "password": password,
+            "public_key": keys.public_b64,
+            "invite_token": invite.json()["token"],
+        },
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    return Member(
+        username=name.strip().lower(),
+        password=password,
+        token=body["token"],
+        user_id=body["user_id"],
+        device_id=body["device_id"],
+        is_admin=body["is_admin"],
+        keys=keys,
+    )
+
+
 @pytest.fixture
 def register(client: AsyncTestClient[Any]) -> Register:
     async def _register(username: str | None = None, password: str = "password1") -> Member:
-        name = username or f"user{secrets.token_hex(4)}"
-        keys = DeviceKeys()
-        response = await client.post(
-            "/auth/register",
-            json={
-                "username": name,
-                "password": password,
-                "public_key": keys.public_b64,
-                "invite_token": await new_invite(client),
-            },
-        )
-        assert response.status_code == 201, response.text
-        body = response.json()
-        return Member(
-            username=name.strip().lower(),
-            password=password,
-            token=body["token"],
-            user_id=body["user_id"],
-            device_id=body["device_id"],
-            is_admin=body["is_admin"],
-            keys=keys,
-        )
+        return await register_member(client, username, password)
 
     return _register
 

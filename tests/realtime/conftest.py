@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from websockets.exceptions import ConnectionClosed
 
 from dialtone.config import Settings
 from dialtone.server import DialtoneServer, uvicorn_config
-from tests.conftest import ADMIN_TOKEN, Member
+from tests.conftest import Member, register_member
 from tests.e2ee import DeviceKeys
 
 
@@ -39,30 +38,7 @@ class LiveServer:
         return f"ws://127.0.0.1:{self.port}/ws"
 
     async def register(self, username: str | None = None) -> Member:
-        invite = await self.http.post("/server/invites", headers={"X-Admin-Token": ADMIN_TOKEN})
-        assert invite.status_code == 201, invite.text
-        name = username or f"user{secrets.token_hex(4)}"
-        keys = DeviceKeys()
-        response = await self.http.post(
-            "/auth/register",
-            json={
-                "username": name,
-                "password": "password1",
-                "public_key": keys.public_b64,
-                "invite_token": invite.json()["token"],
-            },
-        )
-        assert response.status_code == 201, response.text
-        body = response.json()
-        return Member(
-            username=name,
-            password="password1",
-            token=body["token"],
-            user_id=body["user_id"],
-            device_id=body["device_id"],
-            is_admin=body["is_admin"],
-            keys=keys,
-        )
+        return await register_member(self.http, username)
 
     async def second_device(self, member: Member) -> Member:
         keys = DeviceKeys()

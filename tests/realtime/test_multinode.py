@@ -17,8 +17,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.conftest import ADMIN_TOKEN, PEPPER, REDIS_URL, Member, truncate_all
-from tests.e2ee import DeviceKeys
+from tests.conftest import ADMIN_TOKEN, PEPPER, REDIS_URL, Member, register_member, truncate_all
 from tests.realtime.conftest import next_of, only, quiet
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -87,29 +86,7 @@ class Node:
             self.proc.stderr.close()
 
     async def register(self, name: str) -> Member:
-        invite = await self.http.post("/server/invites", headers={"X-Admin-Token": ADMIN_TOKEN})
-        assert invite.status_code == 201, invite.text
-        keys = DeviceKeys()
-        response = await self.http.post(
-            "/auth/register",
-            json={
-                "username": name,
-                "password": "password1",
-                "public_key": keys.public_b64,
-                "invite_token": invite.json()["token"],
-            },
-        )
-        assert response.status_code == 201, response.text
-        body = response.json()
-        return Member(
-            name,
-            "password1",
-            body["token"],
-            body["user_id"],
-            body["device_id"],
-            body["is_admin"],
-            keys,
-        )
+        return await register_member(self.http, name)
 
 
 @pytest.fixture
