@@ -173,6 +173,9 @@ class AuthService:
     ) -> AuthResult:
         token = tokens.new_token()
         expires_at = now + timedelta(seconds=self.ctx.settings.session_ttl)
+        # Register and login have just written the device's last_seen_at: the new token's
+        # first requests (typically its WebSocket handshake) need not write it again.
+        self.ctx.seen[device.id] = time.monotonic()
         await self.sessions.add(
             Session(
                 token_hash=tokens.token_hash(token),

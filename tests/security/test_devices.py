@@ -232,3 +232,18 @@ async def test_last_seen_is_written_at_most_once_a_minute(
     client.app.state.ctx.seen[member.device_id] -= 61
     await last_seen()
     assert not (await last_seen()).startswith("2020")
+
+
+async def test_first_request_after_login_does_not_rewrite_last_seen(
+    client: AsyncTestClient[Any], register: Register
+) -> None:
+    """Login has just written last_seen_at, so the token's first requests skip the write."""
+    member = await register("frank")
+    old = datetime(2020, 1, 1, tzinfo=UTC)
+    async with db_session(client) as session:
+        await session.execute(
+            update(Device).where(Device.id == member.device_id).values(last_seen_at=old)
+        )
+        await session.commit()
+    devices = (await client.get("/devices", headers=member.auth)).json()["devices"]
+    assert str(devices[0]["last_seen_at"]).startswith("2020")
