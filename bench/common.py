@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -568,13 +568,70 @@ class Job:
     body: bytes | None = None
 
 
+async def wait_for_start(ready: Any, start: Any) -> None:
+    """In a generator process: say it is ready, then wait until every process is."""
+    ready.put(os.getpid())
+    await asyncio.get_running_loop().run_in_executor(None, start.wait)
+
+
+def report_outcome(
+    run: Callable[[], Coroutine[Any, Any, dict[str, Any]]], ready: Any, results: Any
+) -> None:
+    """In a generator process: run it and hand its figures (or its failure) back."""
+    try:
+        results.put(asyncio.run(run()))
+    except BaseException as exc:
+        ready.put(-1)
+        results.put({"failure": repr(exc)})
+
+
+def run_generators(
+    worker: Callable[..., None], parts: Sequence[Any], server: CpuMeter, timeout: float
+) -> tuple[list[dict[str, Any]], int]:
+    """Run ``worker(part, ready, start, results)`` in one spawned process per non-empty
+    part; start them together once all are ready, measuring the server's CPU over the
+    window. Returns each process's figures and how many processes ran."""
+    context = multiprocessing.get_context("spawn")
+    ready = context.Queue()
+    results = context.Queue()
+    start = context.Event()
+    workers = []
+    for part in parts:
+        if part:
+            process = context.Process(target=worker, args=(part, ready, start, results))
+            process.start()
+            workers.append(process)
+    pending = len(workers)
+    deadline = time.monotonic() + 120
+    while pending:
+        try:
+            if ready.get(timeout=0.5) == -1:
+                start.set()
+                raise RuntimeError(f"a load generator failed: {results.get(timeout=10)}")
+            pending -= 1
+        except queue.Empty:
+            dead = [w.exitcode for w in workers if w.exitcode is not None]
+            if dead or time.monotonic() > deadline:
+                start.set()
+                raise RuntimeError(f"load generators did not start (exit codes {dead})") from None
+    server.start()
+    start.set()
+    outcomes = [results.get(timeout=timeout) for _ in workers]
+    server.stop()
+    for process in workers:
+        process.join(timeout=10)
+    failures = [o["failure"] for o in outcomes if "failure" in o]
+    if failures:
+        raise RuntimeError(f"a load generator failed: {failures[0]}")
+    return outcomes, len(workers)
+
+
 def _worker(job: Job, ready: Any, start: Any, results: Any) -> None:
     async def run() -> dict[str, Any]:
         conns = [HttpConnection(job.host, job.port) for _ in range(job.connections)]
         for conn in conns:  # warm: connect and one request each, outside the window
             await conn.request(job.method, job.path, job.body, job.headers)
-        ready.put(os.getpid())
-        await asyncio.get_running_loop().run_in_executor(None, start.wait)
+        await wait_for_start(ready, start)
         cpu0 = own_cpu_seconds()
         t0 = time.monotonic()
         deadline = t0 + job.duration
@@ -607,11 +664,7 @@ def _worker(job: Job, ready: Any, start: Any, results: Any) -> None:
             "cpu_seconds": cpu,
         }
 
-    try:
-        results.put(asyncio.run(run()))
-    except BaseException as exc:
-        ready.put(-1)
-        results.put({"failure": repr(exc)})
+    report_outcome(run, ready, results)
 
 
 def run_load(job: Job, processes: int, server: CpuMeter) -> dict[str, Any]:
@@ -620,42 +673,14 @@ def run_load(job: Job, processes: int, server: CpuMeter) -> dict[str, Any]:
     Returns the merged figures: requests, req/s, latency percentiles, status counts,
     and the CPU of the generator processes next to the server's for the same window.
     """
-    context = multiprocessing.get_context("spawn")
-    ready = context.Queue()
-    results = context.Queue()
-    start = context.Event()
     share, extra = divmod(job.connections, processes)
-    workers = []
-    for index in range(processes):
-        count = share + (1 if index < extra else 0)
-        if count == 0:
-            continue
-        part = Job(**{**job.__dict__, "connections": count})
-        worker = context.Process(target=_worker, args=(part, ready, start, results))
-        worker.start()
-        workers.append(worker)
-    pending = len(workers)
-    deadline = time.monotonic() + 120
-    while pending:
-        try:
-            if ready.get(timeout=0.5) == -1:
-                start.set()
-                raise RuntimeError(f"a load generator failed: {results.get(timeout=10)}")
-            pending -= 1
-        except queue.Empty:
-            dead = [w.exitcode for w in workers if w.exitcode is not None]
-            if dead or time.monotonic() > deadline:
-                start.set()
-                raise RuntimeError(f"load generators did not start (exit codes {dead})") from None
-    server.start()
-    start.set()
-    parts = [results.get(timeout=job.duration + 120) for _ in workers]
-    server.stop()
-    for worker in workers:
-        worker.join(timeout=10)
-    failures = [p["failure"] for p in parts if "failure" in p]
-    if failures:
-        raise RuntimeError(f"a load generator failed: {failures[0]}")
+    jobs = [
+        Job(**{**job.__dict__, "connections": share + (1 if index < extra else 0)})
+        for index in range(processes)
+    ]
+    parts, procs = run_generators(
+        _worker, [j if j.connections else None for j in jobs], server, job.duration + 120
+    )
     latencies = [x for p in parts for x in p["latencies"]]
     statuses: dict[str, int] = {}
     for p in parts:
@@ -670,7 +695,7 @@ def run_load(job: Job, processes: int, server: CpuMeter) -> dict[str, Any]:
         "statuses": statuses,
         "errors": sum(p["errors"] for p in parts),
         "duration_s": round(elapsed, 2),
-        "generator_procs": len(workers),
+        "generator_procs": procs,
         "generator_cpu_pct": round(100 * generator_cpu / elapsed, 1),
         **server.figures(),
     }

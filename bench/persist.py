@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import multiprocessing
 import os
-import queue
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -42,7 +40,10 @@ from common import (
     machine_figures,
     own_cpu_seconds,
     register_users,
+    report_outcome,
+    run_generators,
     target_from_args,
+    wait_for_start,
 )
 from websockets.client import ClientProtocol
 from websockets.frames import Opcode
@@ -176,8 +177,7 @@ def _worker(jobs: list[SenderJob], ready: Any, start: Any, results: Any) -> None
             await asyncio.wait_for(sender.opened, 30)
             await asyncio.wait_for(sender.greeted.wait(), 30)
             senders.append(sender)
-        ready.put(os.getpid())
-        await loop.run_in_executor(None, start.wait)
+        await wait_for_start(ready, start)
         cpu0 = own_cpu_seconds()
         t0 = time.monotonic()
         for sender in senders:
@@ -205,42 +205,12 @@ def _worker(jobs: list[SenderJob], ready: Any, start: Any, results: Any) -> None
             "cpu_seconds": cpu,
         }
 
-    try:
-        results.put(asyncio.run(run()))
-    except BaseException as exc:
-        ready.put(-1)
-        results.put({"failure": repr(exc)})
+    report_outcome(run, ready, results)
 
 
 def run_senders(jobs: list[SenderJob], processes: int, server: CpuMeter) -> dict[str, Any]:
-    context = multiprocessing.get_context("spawn")
-    ready, results, start = context.Queue(), context.Queue(), context.Event()
     parts = [jobs[i::processes] for i in range(processes)]
-    workers = []
-    for part in parts:
-        if part:
-            worker = context.Process(target=_worker, args=(part, ready, start, results))
-            worker.start()
-            workers.append(worker)
-    pending = len(workers)
-    while pending:
-        try:
-            if ready.get(timeout=60) == -1:
-                start.set()
-                raise RuntimeError(f"a load generator failed: {results.get(timeout=10)}")
-        except queue.Empty:
-            start.set()
-            raise RuntimeError("load generators did not start") from None
-        pending -= 1
-    server.start()
-    start.set()
-    outcomes = [results.get(timeout=jobs[0].duration + 120) for _ in workers]
-    server.stop()
-    for worker in workers:
-        worker.join(timeout=10)
-    failures = [o["failure"] for o in outcomes if "failure" in o]
-    if failures:
-        raise RuntimeError(f"a load generator failed: {failures[0]}")
+    outcomes, procs = run_generators(_worker, parts, server, jobs[0].duration + 120)
     errors: dict[str, int] = {}
     for outcome in outcomes:
         for code, n in outcome["errors"].items():
@@ -253,7 +223,7 @@ def run_senders(jobs: list[SenderJob], processes: int, server: CpuMeter) -> dict
         "errors": errors,
         "elapsed": max(o["elapsed"] for o in outcomes),
         "generator_cpu_seconds": sum(o["cpu_seconds"] for o in outcomes),
-        "generator_procs": len(workers),
+        "generator_procs": procs,
     }
 
 
