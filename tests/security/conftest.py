@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -199,6 +200,18 @@ class TcpProxy:
         # Blackhole: connections are accepted and bytes swallowed, nothing comes back
         # (a database host that hangs rather than refuses).
         self.blackhole = False
+
+    @classmethod
+    async def in_front_of(cls, db_url: str) -> tuple[TcpProxy, str]:
+        """Start a proxy to ``db_url``'s server; return it and the URL that goes through it."""
+        parts = urlsplit(db_url)
+        proxy = cls((parts.hostname or "127.0.0.1", parts.port or 5432))
+        await proxy.start()
+        credentials = parts.netloc.rpartition("@")[0]
+        netloc = (
+            f"{credentials}@127.0.0.1:{proxy.port}" if credentials else f"127.0.0.1:{proxy.port}"
+        )
+        return proxy, parts._replace(netloc=netloc).geturl()
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)

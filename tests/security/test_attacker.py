@@ -15,7 +15,6 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -82,10 +81,7 @@ async def target(db_url: str, tmp_path: Path) -> AsyncIterator[Target]:
     proxy = None
     url = db_url
     if not db_url.startswith("sqlite"):
-        parts = urlsplit(db_url)
-        proxy = TcpProxy((parts.hostname or "127.0.0.1", parts.port or 5432))
-        await proxy.start()
-        url = parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}").geturl()
+        proxy, url = await TcpProxy.in_front_of(db_url)
     # The default limits; only the database deadline is shortened to keep the outage brief.
     settings = make_settings(tmp_path, url, rate_limits=True, db_timeout=2.0)
     try:

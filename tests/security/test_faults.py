@@ -43,10 +43,7 @@ async def test_postgres_outage_gives_503_then_recovers(
     tmp_path: Path, pg_database: str, live_factory: Any
 ) -> None:
     await truncate_all(pg_database)
-    proxy = TcpProxy(("127.0.0.1", 5432))
-    await proxy.start()
-    prefix, _, rest = pg_database.partition("@")
-    url = f"{prefix}@127.0.0.1:{proxy.port}/{rest.split('/', 1)[1]}"
+    proxy, url = await TcpProxy.in_front_of(pg_database)
     settings = make_settings(tmp_path, url, db_timeout=2.0, request_timeout=8.0)
     live = await live_factory(settings)
     async with live.client() as http:
@@ -86,10 +83,7 @@ async def test_hanging_database_does_not_hang_requests(
     """The database host stops answering without closing anything: every request still
     ends, with a 503, within the request deadline; then service resumes by itself."""
     await truncate_all(pg_database)
-    proxy = TcpProxy(("127.0.0.1", 5432))
-    await proxy.start()
-    prefix, _, rest = pg_database.partition("@")
-    url = f"{prefix}@127.0.0.1:{proxy.port}/{rest.split('/', 1)[1]}"
+    proxy, url = await TcpProxy.in_front_of(pg_database)
     settings = make_settings(tmp_path, url, db_timeout=1.0, request_timeout=3.0)
     live = await live_factory(settings)
     async with live.client() as http:
