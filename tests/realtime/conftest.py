@@ -21,6 +21,18 @@ from tests.conftest import Member, register_member
 from tests.e2ee import DeviceKeys
 
 
+def chat_frame(channel_id: str, body: str, sender_name_enc: str = "bg==") -> str:
+    """A ``channel.message.send`` frame as a client sends it."""
+    return json.dumps(
+        {
+            "type": "channel.message.send",
+            "channel_id": channel_id,
+            "body": body,
+            "sender_name_enc": sender_name_enc,
+        }
+    )
+
+
 @dataclass
 class LiveServer:
     settings: Settings

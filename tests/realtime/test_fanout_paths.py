@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from websockets.frames import Frame, Opcode
 
 from dialtone.realtime.hub import Hub, text_frame
 from tests.conftest import Member
-from tests.realtime.conftest import LiveServer, next_of, quiet, recv
+from tests.realtime.conftest import LiveServer, chat_frame, next_of, quiet, recv
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])
@@ -74,16 +72,7 @@ async def test_sockets_that_keep_up_are_written_directly_and_own_no_task(
 ) -> None:
     sockets = [await live.connect(admin) for _ in range(5)]
     for i in range(20):
-        await sockets[0].send(
-            json.dumps(
-                {
-                    "type": "channel.message.send",
-                    "channel_id": channel,
-                    "body": f"bXNn{i}",
-                    "sender_name_enc": "bg==",
-                }
-            )
-        )
+        await sockets[0].send(chat_frame(channel, f"bXNn{i}"))
     for ws in sockets:
         bodies = [(await next_of(ws, "channel.message.new"))["body"] for _ in range(20)]
         assert bodies == [f"bXNn{i}" for i in range(20)]

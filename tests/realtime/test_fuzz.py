@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection
 
 from tests.conftest import Member
-from tests.realtime.conftest import LiveServer, recv
+from tests.realtime.conftest import LiveServer, chat_frame, recv
 
 FRAME_TYPES = [
     "channel.message.send",
@@ -104,16 +104,7 @@ async def test_fuzzed_frames_get_errors_and_the_socket_stays_healthy(
     # A well-formed message with a unique body: its echo proves the frame before it was
     # fully handled and the socket still works.
     marker = f"probe-{next(PROBES)}"
-    await ws.send(
-        json.dumps(
-            {
-                "type": "channel.message.send",
-                "channel_id": channel,
-                "body": marker,
-                "sender_name_enc": "bg==",
-            }
-        )
-    )
+    await ws.send(chat_frame(channel, marker))
     while True:
         event = await recv(ws)
         assert event["type"] in SERVER_EVENTS, event

@@ -10,7 +10,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.conftest import Member
-from tests.realtime.conftest import LiveServer, next_of, only, quiet, recv
+from tests.realtime.conftest import LiveServer, chat_frame, next_of, only, quiet, recv
 
 
 async def test_handshake_without_token_is_refused_with_401_before_upgrade(live: LiveServer) -> None:
@@ -207,27 +207,9 @@ async def test_body_over_16384_bytes_is_refused_and_not_stored(
     ws = await live.connect(member)
     # 8193 two-byte characters: within the character count, over the byte limit.
     for body in ("é" * 8193, "x" * 16385):
-        await ws.send(
-            json.dumps(
-                {
-                    "type": "channel.message.send",
-                    "channel_id": channel,
-                    "body": body,
-                    "sender_name_enc": "bg==",
-                }
-            )
-        )
+        await ws.send(chat_frame(channel, body))
         assert (await next_of(ws, "error"))["code"] == "invalid_message"
-    await ws.send(
-        json.dumps(
-            {
-                "type": "channel.message.send",
-                "channel_id": channel,
-                "body": "x" * 16384,
-                "sender_name_enc": "bg==",
-            }
-        )
-    )
+    await ws.send(chat_frame(channel, "x" * 16384))
     assert len((await next_of(ws, "channel.message.new"))["body"]) == 16384
 
 
@@ -291,16 +273,7 @@ async def test_two_devices_of_one_user_both_receive(
         "device_id": laptop_member.device_id,
     }
     alice = await live.connect(admin)
-    await alice.send(
-        json.dumps(
-            {
-                "type": "channel.message.send",
-                "channel_id": channel,
-                "body": "aGk=",
-                "sender_name_enc": "bg==",
-            }
-        )
-    )
+    await alice.send(chat_frame(channel, "aGk="))
     a = await next_of(phone, "channel.message.new")
     b = await next_of(laptop, "channel.message.new")
     assert a == b

@@ -18,7 +18,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from tests.conftest import ADMIN_TOKEN, PEPPER, REDIS_URL, Member, register_member, truncate_all
-from tests.realtime.conftest import next_of, only, quiet
+from tests.realtime.conftest import chat_frame, next_of, only, quiet
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -152,16 +152,7 @@ async def test_events_cross_nodes(nodes: tuple[Node, Node]) -> None:
             "device_id": bob.device_id,
         }
         # A message sent on node A arrives on node B (and back on A).
-        await on_a.send(
-            json.dumps(
-                {
-                    "type": "channel.message.send",
-                    "channel_id": channel,
-                    "body": "aGk=",
-                    "sender_name_enc": "bg==",
-                }
-            )
-        )
+        await on_a.send(chat_frame(channel, "aGk="))
         on_b_msg = await next_of(on_b, "channel.message.new")
         assert on_b_msg == await next_of(on_a, "channel.message.new")
         assert on_b_msg["sender"] == alice.user_id
@@ -169,16 +160,7 @@ async def test_events_cross_nodes(nodes: tuple[Node, Node]) -> None:
         # Concurrent senders on both nodes: every socket sees the channel's storage order.
         async def burst(ws: Any, tag: str) -> None:
             for i in range(15):
-                await ws.send(
-                    json.dumps(
-                        {
-                            "type": "channel.message.send",
-                            "channel_id": channel,
-                            "body": f"{tag}{i}",
-                            "sender_name_enc": "bg==",
-                        }
-                    )
-                )
+                await ws.send(chat_frame(channel, f"{tag}{i}"))
 
         await asyncio.gather(burst(on_a, "a"), burst(on_b, "b"))
         seen_a = [(await next_of(on_a, "channel.message.new"))["message_id"] for _ in range(30)]

@@ -9,7 +9,6 @@ publishes nothing, and one bad row does not sink the others.
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,6 +22,7 @@ from dialtone.realtime.writer import MessageWriter
 from tests.conftest import Member
 from tests.realtime.conftest import (
     LiveServer,
+    chat_frame,
     next_of,
     only,
     quiet,
@@ -31,17 +31,6 @@ from tests.realtime.conftest import (
 )
 
 POISON = "cG9pc29u"  # a body the test's trigger refuses
-
-
-def frame(channel: str, body: str) -> str:
-    return json.dumps(
-        {
-            "type": "channel.message.send",
-            "channel_id": channel,
-            "body": body,
-            "sender_name_enc": "bg==",
-        }
-    )
 
 
 def writer_of(live: LiveServer) -> MessageWriter:
@@ -155,7 +144,7 @@ async def test_concurrent_senders_share_commits_and_every_client_sees_storage_or
     async def burst(ws: ClientConnection, index: int) -> None:
         # Pipelined: never waits for an answer, so frames queue up behind each batch.
         for i in range(per_sender):
-            await ws.send(frame(channels[(index + i) % 2], f"{index}-{i}"))
+            await ws.send(chat_frame(channels[(index + i) % 2], f"{index}-{i}"))
 
     await asyncio.gather(*(burst(ws, i) for i, ws in enumerate(sockets)))
     total = per_sender * len(sockets)
@@ -188,7 +177,7 @@ async def test_an_event_goes_out_only_after_its_row_is_committed(
 
     async def burst(ws: ClientConnection, index: int) -> None:
         for i in range(per_sender):
-            await ws.send(frame(channel, f"{index}-{i}"))
+            await ws.send(chat_frame(channel, f"{index}-{i}"))
 
     async with Outside(settings.db_url) as db:
         sending = asyncio.gather(*(burst(ws, i) for i, ws in enumerate(senders)))
@@ -219,7 +208,7 @@ async def test_a_failed_batch_answers_every_sender_with_an_error_and_publishes_n
             async with db.write_lock():
                 before = len(writer.batch_sizes)
                 for i, ws in enumerate(sockets):
-                    await ws.send(frame(channel, f"locked-{i}"))
+                    await ws.send(chat_frame(channel, f"locked-{i}"))
                 errors = [await next_of(ws, "error", within=10) for ws in sockets]
                 failed_batches = list(writer.batch_sizes)[before:]
             assert [e["code"] for e in errors] == ["server_error"] * len(sockets)
@@ -231,7 +220,7 @@ async def test_a_failed_batch_answers_every_sender_with_an_error_and_publishes_n
 
             # The lock is gone: the same sockets store and hear their messages again.
             for i, ws in enumerate(sockets):
-                await ws.send(frame(channel, f"again-{i}"))
+                await ws.send(chat_frame(channel, f"again-{i}"))
             acked = [e["body"] for e in await messages_seen(watcher, len(sockets))]
             stored = [m["body"] for m in await history(live, admin, channel)]
             assert sorted(acked) == sorted(stored) == [f"again-{i}" for i in range(len(sockets))]
@@ -251,10 +240,10 @@ async def test_one_refused_row_fails_only_its_sender(live: LiveServer, admin: Me
         async with db.write_lock():
             # The first message's batch waits for the lock; the next three queue behind it
             # and form one batch, in the order they arrived.
-            await sockets[0].send(frame(channel, bodies[0]))
+            await sockets[0].send(chat_frame(channel, bodies[0]))
             await asyncio.sleep(0.3)
             for ws, body in zip(sockets[1:], bodies[1:], strict=True):
-                await ws.send(frame(channel, body))
+                await ws.send(chat_frame(channel, body))
                 await asyncio.sleep(0.05)
             await asyncio.sleep(0.3)
         refused = await next_of(sockets[2], "error", within=10)
@@ -275,8 +264,8 @@ async def test_message_to_a_missing_channel_is_refused_alone(
     alice = await live.connect(admin)
     bob = await live.connect(member)
     await asyncio.gather(
-        alice.send(frame("00000000-0000-0000-0000-000000000000", "lost")),
-        bob.send(frame(channel, "kept")),
+        alice.send(chat_frame("00000000-0000-0000-0000-000000000000", "lost")),
+        bob.send(chat_frame(channel, "kept")),
     )
     assert (await next_of(alice, "error"))["code"] == "channel_not_found"
     assert (await next_of(bob, "channel.message.new"))["body"] == "kept"

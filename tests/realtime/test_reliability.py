@@ -23,6 +23,7 @@ from tests.conftest import Member
 from tests.realtime.conftest import (
     LiveServer,
     bring_back,
+    chat_frame,
     closed_with,
     move_away,
     next_of,
@@ -67,16 +68,7 @@ async def test_slow_consumer_is_closed_with_1013_and_loses_nothing_before(
         body = base64.b64encode(os.urandom(6000)).decode()
         sent = 0
         while sent < 600:
-            await sender.send(
-                json.dumps(
-                    {
-                        "type": "channel.message.send",
-                        "channel_id": channel,
-                        "body": body,
-                        "sender_name_enc": "bg==",
-                    }
-                )
-            )
+            await sender.send(chat_frame(channel, body))
             await next_of(sender, "channel.message.new")
             sent += 1
             if not any(
@@ -213,18 +205,8 @@ async def test_rate_limits_trip_recover_and_close_floods(
     async with running_server(with_settings(settings, rate_limits=True)) as live:
         ws = await live.connect(member)
 
-        def chat(i: int) -> str:
-            return json.dumps(
-                {
-                    "type": "channel.message.send",
-                    "channel_id": channel,
-                    "body": f"m{i}",
-                    "sender_name_enc": "bg==",
-                }
-            )
-
         for i in range(11):
-            await ws.send(chat(i))
+            await ws.send(chat_frame(channel, f"m{i}"))
         events = []
         while len(events) < 11:
             events.append(await recv(ws))
@@ -234,7 +216,7 @@ async def test_rate_limits_trip_recover_and_close_floods(
         assert [e["code"] for e in errors] == ["rate_limited"]
 
         await asyncio.sleep(0.3)  # 5 per second: a token is back
-        await ws.send(chat(99))
+        await ws.send(chat_frame(channel, "m99"))
         assert (await next_of(ws, "channel.message.new"))["body"] == "m99"
 
         # Signalling frames: burst of 50 (here answered with voice_not_joined), then limited.
@@ -282,14 +264,7 @@ async def test_database_fault_gives_server_error_and_the_socket_recovers(
         secret_body = "c2VjcmV0LWNpcGhlcnRleHQ="
 
         def frame() -> str:
-            return json.dumps(
-                {
-                    "type": "channel.message.send",
-                    "channel_id": channel,
-                    "body": secret_body,
-                    "sender_name_enc": "bg==",
-                }
-            )
+            return chat_frame(channel, secret_body)
 
         # The database files vanish under the server (a new, empty one appears).
         await engine.dispose()

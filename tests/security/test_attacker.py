@@ -27,6 +27,7 @@ from tests.e2ee import DeviceKeys
 from tests.realtime.conftest import (
     LiveServer,
     bring_back,
+    chat_frame,
     closed_with,
     move_away,
     next_of,
@@ -205,14 +206,7 @@ async def test_database_outage_is_survived_without_a_restart(target: Target) -> 
     admin = await live.register("admin")
     channel = await live.create_channel(admin)
     ws = await live.connect(admin)
-    frame = json.dumps(
-        {
-            "type": "channel.message.send",
-            "channel_id": channel,
-            "body": "b3V0YWdl",
-            "sender_name_enc": "bg==",
-        }
-    )
+    frame = chat_frame(channel, "b3V0YWdl")
 
     await target.cut_database()
     try:

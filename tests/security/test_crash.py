@@ -28,7 +28,7 @@ from websockets.exceptions import ConnectionClosed
 from dialtone.config import normalise_db_url
 from tests.conftest import ADMIN_TOKEN, PG_URL, _pg_admin
 from tests.e2ee import DeviceKeys
-from tests.realtime.conftest import next_of, recv
+from tests.realtime.conftest import chat_frame, next_of, recv
 from tests.security.conftest import free_port, start_serve, wait_healthy
 
 CLIENTS = 4
@@ -274,26 +274,16 @@ async def test_websocket_limit_override_end_to_end(tmp_path: Path) -> None:
             await recv(ws)
             await next_of(ws, "device.joined")
 
-            def chat(i: int) -> str:
-                return json.dumps(
-                    {
-                        "type": "channel.message.send",
-                        "channel_id": channel,
-                        "body": f"bTx{i}",
-                        "sender_name_enc": "bg==",
-                    }
-                )
-
             for i in range(5):
-                await ws.send(chat(i))
+                await ws.send(chat_frame(channel, f"bTx{i}"))
             kinds = [(await recv(ws))["type"] for _ in range(5)]
             # A burst of 3 (not the default 10), then refused.
             assert kinds.count("channel.message.new") == 3
             assert kinds.count("error") == 2
             await asyncio.sleep(0.55)  # 2 per second: one token is back
-            await ws.send(chat(9))
+            await ws.send(chat_frame(channel, "bTx9"))
             assert (await next_of(ws, "channel.message.new"))["body"] == "bTx9"
-            await ws.send(chat(10))
+            await ws.send(chat_frame(channel, "bTx10"))
             assert (await next_of(ws, "error"))["code"] == "rate_limited"
     finally:
         proc.send_signal(signal.SIGTERM)
