@@ -19,7 +19,6 @@ import msgspec
 from litestar import asgi
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from dialtone.api.dependencies import bearer_token
 from dialtone.config import Settings
 from dialtone.db.models import Session
 from dialtone.db.repositories.channels import ChannelRepository
@@ -46,6 +45,7 @@ from dialtone.schemas.events import (
     encode_event,
     frame_decoder,
 )
+from dialtone.security.headers import bearer_token, header
 from dialtone.services.auth import AuthService
 from dialtone.services.context import Caller, ServerContext
 from dialtone.services.messages import NewMessage
@@ -66,17 +66,9 @@ class FrameError(Exception):
         self.message = message
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key.lower() == name:
-            text: str = value.decode("latin-1")
-            return text
-    return None
-
-
 def handshake_token(scope: Scope) -> tuple[str | None, str | None]:
     """The bearer token, and the subprotocol to echo when it came that way."""
-    token = bearer_token(_header(scope, b"authorization"))
+    token = bearer_token(header(scope, b"authorization"))
     if token is not None:
         return token, None
     for offered in scope.get("subprotocols") or ():
