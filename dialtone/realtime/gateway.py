@@ -20,8 +20,6 @@ from litestar import asgi
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dialtone.config import Settings
-from dialtone.db.models import Session
-from dialtone.db.repositories.channels import ChannelRepository
 from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.errors import DialtoneError
 from dialtone.realtime.hub import CLOSE_POLICY, DRAIN_TIMEOUT, Connection, Hub
@@ -47,6 +45,7 @@ from dialtone.schemas.events import (
 )
 from dialtone.security.headers import bearer_token, header
 from dialtone.services.auth import AuthService
+from dialtone.services.channels import ChannelService
 from dialtone.services.context import Caller, ServerContext
 from dialtone.services.messages import NewMessage
 
@@ -129,15 +128,10 @@ class Gateway:
             await _deny(scope, send, 503, "server is shutting down")
             return
         caller: Caller | None = None
-        expires_at: datetime | None = None
         if token is not None:
             try:
                 async with self.unit_of_work() as uow:
                     caller = await AuthService(uow, self.ctx).authenticate(token)
-                    if caller is not None:
-                        # Already loaded by authenticate: an identity-map hit, no query.
-                        session = await uow.session.get(Session, caller.token_hash)
-                        expires_at = session.expires_at if session is not None else None
             except Exception as exc:
                 log.error("websocket handshake: session lookup failed: %s", type(exc).__name__)
                 await _deny(scope, send, 503, "database unavailable, try again")
@@ -149,7 +143,7 @@ class Gateway:
         if subprotocol is not None:
             accept["subprotocol"] = subprotocol
         await send(accept)
-        await self.run(caller, receive, send, expires_at, scope.get("extensions"))
+        await self.run(caller, receive, send, caller.expires_at, scope.get("extensions"))
 
     # ------------------------------------------------------------ one socket's life
 
@@ -295,9 +289,7 @@ class Gateway:
 
     async def voice_join(self, conn: Connection, channel_id: str) -> None:
         async with self.unit_of_work() as uow:
-            exists = await ChannelRepository(uow.session).exists(channel_id)
-        if not exists:
-            raise FrameError("channel_not_found", "channel not found")
+            await ChannelService(uow, self.ctx).require(channel_id)
         if conn.voice_room == channel_id:
             return
         if conn.voice_room is not None:

@@ -212,6 +212,7 @@ class AuthService:
             is_admin=user.is_admin,
             is_trusted=user.is_trusted,
             token_hash=digest,
+            expires_at=session.expires_at,
         )
         if cache is not None:
             cache.put(digest, caller, session.expires_at, epoch)

@@ -33,6 +33,8 @@ class Caller:
     is_admin: bool
     is_trusted: bool
     token_hash: str
+    # When the bearer token's session ends (None where a caller is built without one).
+    expires_at: datetime | None = None
 
 
 @dataclass
