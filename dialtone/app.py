@@ -39,13 +39,14 @@ from dialtone.services.session_cache import SessionCache
 
 def create_app(settings: Settings) -> Litestar:
     require_secrets(settings)
-    ctx = ServerContext.from_settings(settings)
     broker = make_broker(settings.redis_url, settings.redis_prefix)
     hub = Hub(broker.publish)
-    ctx.directory = hub
-    if settings.redis_url is None:
+    ctx = ServerContext.from_settings(
+        settings,
+        directory=hub,
         # Single node: every revocation passes through this process.
-        ctx.session_cache = SessionCache()
+        session_cache=SessionCache() if settings.redis_url is None else None,
+    )
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:

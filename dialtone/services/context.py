@@ -47,13 +47,20 @@ class ServerContext:
     trusted_proxies: Proxies = field(default_factory=Proxies)
     # device id → when its last_seen_at was last written (monotonic seconds)
     seen: dict[str, float] = field(default_factory=dict)
-    # Resolved bearer tokens; set by create_app on a single node (see session_cache.py).
+    # Resolved bearer tokens; given by create_app on a single node (see session_cache.py).
     session_cache: SessionCache | None = None
     # argon2 runs here, never on the event loop nor in the default executor.
     hashing: HashingPool = field(default_factory=HashingPool)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ServerContext:
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        directory: OnlineDirectory | None = None,
+        session_cache: SessionCache | None = None,
+    ) -> ServerContext:
+        """The whole context; nothing is assigned to it after (create_app passes the hub)."""
         policy = PasswordPolicy(
             memory_kib=settings.argon2_memory_kib,
             time_cost=settings.argon2_time_cost,
@@ -62,8 +69,10 @@ class ServerContext:
         return cls(
             settings=settings,
             passwords=Passwords(policy),
+            directory=directory if directory is not None else OnlineDirectory(),
             limiter=build_limiter(settings),
             trusted_proxies=parse_networks(settings.trusted_proxies),
+            session_cache=session_cache,
         )
 
 
