@@ -53,8 +53,6 @@ def create_app(settings: Settings) -> Litestar:
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
-        if ctx.session_cache is not None:
-            ctx.session_cache.watch(engine)
         await broker.start(hub.deliver)
         if settings.redis_url:
             await hub.start_replication(settings.node_heartbeat)

@@ -228,6 +228,7 @@ class AuthService:
         await self.devices.touch(device_id, self.ctx.clock())
 
     async def logout(self, caller: Caller, *, everywhere: bool = False) -> None:
+        self.ctx.sessions_changing(self.uow)
         if everywhere:
             await self.sessions.delete_for_user(caller.user_id)
             self.uow.emit(SessionsRevoked(user_id=caller.user_id))

@@ -8,6 +8,7 @@ from datetime import datetime
 
 from dialtone.config import Settings
 from dialtone.db.base import utcnow
+from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.security.addresses import Proxies, parse_networks
 from dialtone.security.passwords import PasswordPolicy, Passwords
 from dialtone.security.ratelimit import Bucket, Limiter, MemoryStore, RedisStore, Store
@@ -51,6 +52,13 @@ class ServerContext:
     session_cache: SessionCache | None = None
     # argon2 runs here, never on the event loop nor in the default executor.
     hashing: HashingPool = field(default_factory=HashingPool)
+
+    def sessions_changing(self, uow: UnitOfWork) -> None:
+        """Call before a write in ``uow`` that ends sessions or changes a user's flags
+        (is_admin, is_trusted, anything a Caller holds): cached tokens are dropped and
+        none is cached again until that transaction has ended."""
+        if self.session_cache is not None:
+            self.session_cache.changing(uow)
 
     @classmethod
     def from_settings(
