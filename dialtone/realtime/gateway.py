@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dialtone.config import Settings
 from dialtone.db.unit_of_work import UnitOfWork
-from dialtone.errors import DialtoneError
+from dialtone.errors import DialtoneError, error_body
 from dialtone.realtime.hub import CLOSE_POLICY, DRAIN_TIMEOUT, Connection, Hub
 from dialtone.realtime.limits import FrameLimits
 from dialtone.realtime.writer import MessageNotStored, MessageWriter
@@ -118,14 +118,14 @@ class Gateway:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
-            await _http_error(send, 426, "use a WebSocket upgrade on /ws")
+            await _http_error(send, 426, "use a WebSocket upgrade on /ws", "upgrade_required")
             return
         message = await receive()
         if message["type"] != "websocket.connect":
             return
         token, subprotocol = handshake_token(scope)
         if self.hub.shutting_down:
-            await _deny(scope, send, 503, "server is shutting down")
+            await _deny(scope, send, 503, "server is shutting down", "unavailable")
             return
         caller: Caller | None = None
         if token is not None:
@@ -134,10 +134,10 @@ class Gateway:
                     caller = await AuthService(uow, self.ctx).authenticate(token)
             except Exception as exc:
                 log.error("websocket handshake: session lookup failed: %s", type(exc).__name__)
-                await _deny(scope, send, 503, "database unavailable, try again")
+                await _deny(scope, send, 503, "database unavailable, try again", "unavailable")
                 return
         if caller is None:
-            await _deny(scope, send, 401, "missing or invalid bearer token")
+            await _deny(scope, send, 401, "missing or invalid bearer token", "unauthorized")
             return
         accept: dict[str, Any] = {"type": "websocket.accept"}
         if subprotocol is not None:
@@ -342,33 +342,31 @@ class Gateway:
         await self.hub.publish([VoiceRelay(origin_conn_id=conn.id, payload=payload)])
 
 
-async def _http_error(send: Send, status: int, message: str) -> None:
-    body = msgspec.json.encode({"error": message})
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", b"%d" % len(body)),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+async def _respond(
+    send: Send, prefix: str, status: int, message: str, code: str, *extra: tuple[bytes, bytes]
+) -> None:
+    body = error_body(message, code)
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", b"%d" % len(body)),
+        *extra,
+    ]
+    await send({"type": f"{prefix}.response.start", "status": status, "headers": headers})
+    await send({"type": f"{prefix}.response.body", "body": body})
 
 
-async def _deny(scope: Scope, send: Send, status: int, message: str) -> None:
+async def _http_error(send: Send, status: int, message: str, code: str) -> None:
+    await _respond(send, "http", status, message, code)
+
+
+async def _deny(scope: Scope, send: Send, status: int, message: str, code: str) -> None:
     """Refuse the handshake with a real HTTP response, before any upgrade."""
     if "websocket.http.response" not in (scope.get("extensions") or {}):
         # A server without the denial-response extension can only say 403.
         await send({"type": "websocket.close", "code": CLOSE_POLICY})
         return
-    body = msgspec.json.encode({"error": message})
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-    if status == 401:
-        headers.append((b"www-authenticate", b"Bearer"))
-    await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
-    await send({"type": "websocket.http.response.body", "body": body})
+    extra = [(b"www-authenticate", b"Bearer")] if status == 401 else []
+    await _respond(send, "websocket.http", status, message, code, *extra)
 
 
 @asgi("/ws", is_mount=False, copy_scope=False)
