@@ -41,7 +41,6 @@ log = logging.getLogger("dialtone.realtime")
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
-CLOSE_TOO_BIG = 1009
 CLOSE_TRY_AGAIN = 1013
 
 # How long a closing socket may take to write what was queued before it is dropped.
@@ -216,9 +215,6 @@ class Hub(OnlineDirectory):
         self._nodes_seen: dict[str, float] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
-
-    def bind(self, publish: Callable[[Sequence[Event]], Awaitable[None]]) -> None:
-        self._publish = publish
 
     async def publish(self, events: Sequence[Event]) -> None:
         assert self._publish is not None

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dialtone.db.models import ChannelKeyEnvelope, DirectoryKeyEnvelope
@@ -38,9 +38,3 @@ class KeyEnvelopeRepository:
         await self.session.execute(
             delete(DirectoryKeyEnvelope).where(DirectoryKeyEnvelope.device_id == device_id)
         )
-
-    async def list_channel_envelopes(self, channel_id: str) -> Sequence[ChannelKeyEnvelope]:
-        result = await self.session.execute(
-            select(ChannelKeyEnvelope).where(ChannelKeyEnvelope.channel_id == channel_id)
-        )
-        return result.scalars().all()

@@ -24,10 +24,6 @@ class UserRepository:
         result = await self.session.execute(select(User).where(User.username_hash == username_hash))
         return result.scalar_one_or_none()
 
-    async def any_exist(self) -> bool:
-        result = await self.session.execute(select(func.count()).select_from(User).limit(1))
-        return bool(result.scalar_one())
-
     async def others_exist(self, user_id: str) -> bool:
         result = await self.session.execute(select(User.id).where(User.id != user_id).limit(1))
         return result.first() is not None
