@@ -127,14 +127,14 @@ class Gateway:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
-            await _http_error(send, 426, "use a WebSocket upgrade on /ws")
+            await _http_error(send, 426, "use a WebSocket upgrade on /ws", "upgrade_required")
             return
         message = await receive()
         if message["type"] != "websocket.connect":
             return
         token, subprotocol = handshake_token(scope)
         if self.hub.shutting_down:
-            await _deny(scope, send, 503, "server is shutting down")
+            await _deny(scope, send, 503, "server is shutting down", "unavailable")
             return
         caller: Caller | None = None
         expires_at: datetime | None = None
@@ -148,16 +148,16 @@ class Gateway:
                         expires_at = session.expires_at if session is not None else None
             except Exception as exc:
                 log.error("websocket handshake: session lookup failed: %s", type(exc).__name__)
-                await _deny(scope, send, 503, "database unavailable, try again")
+                await _deny(scope, send, 503, "database unavailable, try again", "unavailable")
                 return
         if caller is None:
-            await _deny(scope, send, 401, "missing or invalid bearer token")
+            await _deny(scope, send, 401, "missing or invalid bearer token", "unauthorized")
             return
         accept: dict[str, Any] = {"type": "websocket.accept"}
         if subprotocol is not None:
             accept["subprotocol"] = subprotocol
         await send(accept)
-        await self.run(caller, receive, send, expires_at, scope.get("extensions"))
+        await self.run(caller, receive, send, expires_at)
 
     # ------------------------------------------------------------ one socket's life
 
@@ -167,17 +167,18 @@ class Gateway:
         receive: Receive,
         send: Send,
         expires_at: datetime | None = None,
-        extensions: dict[str, Any] | None = None,
     ) -> None:
-        extensions = extensions or {}
-        conn = Connection(
-            caller,
-            send,
-            self.settings.ws_send_queue,
-            self.hub.node_id,
-            write_frame=extensions.get("dialtone.write_frame"),
-            abort=extensions.get("dialtone.abort"),
-        )
+        task = asyncio.current_task()
+        dropped = False
+
+        def drop() -> None:
+            # The hub gave up on a socket that does not drain: end this task.
+            nonlocal dropped
+            dropped = True
+            if task is not None:
+                task.cancel()
+
+        conn = Connection(caller, send, self.settings.ws_send_queue, self.hub.node_id, abort=drop)
         expiry: asyncio.TimerHandle | None = None
         if expires_at is not None:
             # The session ends while the socket is open: close it then, as a logout would.
@@ -192,13 +193,17 @@ class Gateway:
                 # No task and no asyncio.wait per frame. A socket the server closes (slow
                 # consumer, revoked, shutdown) stops here when its close frame has been
                 # written (uvicorn then reports a disconnect), or when the connection's
-                # drain timeout cuts it (dialtone.abort).
+                # drain timeout gives up on it (drop).
                 message = await receive()
                 if message["type"] == "websocket.disconnect":
                     break
                 if conn.closing is not None:
                     continue  # closing: frames still in flight are not handled
                 await self.handle(conn, message, limits)
+        except asyncio.CancelledError:
+            if not dropped or task is None:
+                raise
+            task.uncancel()
         finally:
             if expiry is not None:
                 expiry.cancel()
@@ -358,8 +363,8 @@ class Gateway:
         await self.hub.publish([VoiceRelay(origin_conn_id=conn.id, payload=payload)])
 
 
-async def _http_error(send: Send, status: int, message: str) -> None:
-    body = msgspec.json.encode({"error": message})
+async def _http_error(send: Send, status: int, message: str, code: str) -> None:
+    body = msgspec.json.encode({"error": message, "code": code})
     await send(
         {
             "type": "http.response.start",
@@ -373,13 +378,13 @@ async def _http_error(send: Send, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-async def _deny(scope: Scope, send: Send, status: int, message: str) -> None:
+async def _deny(scope: Scope, send: Send, status: int, message: str, code: str) -> None:
     """Refuse the handshake with a real HTTP response, before any upgrade."""
     if "websocket.http.response" not in (scope.get("extensions") or {}):
         # A server without the denial-response extension can only say 403.
         await send({"type": "websocket.close", "code": CLOSE_POLICY})
         return
-    body = msgspec.json.encode({"error": message})
+    body = msgspec.json.encode({"error": message, "code": code})
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
