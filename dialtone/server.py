@@ -18,7 +18,7 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from dialtone.api.edge import DialtoneApp, printable
+from dialtone.api.edge import DialtoneApp
 from dialtone.app import create_app
 from dialtone.config import Settings
 
@@ -269,26 +269,15 @@ class BoundedHttp(asyncio.Protocol):
         transport.close()
 
 
-class _PrintableArgs(logging.Filter):
-    """uvicorn logs request paths (decoded, so %0A is a newline): escape control
-    characters in a record's arguments so a path cannot forge a line of its own."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(printable(a) if isinstance(a, str) else a for a in record.args)
-        return True
-
-
 def quiet_protocol_logs() -> None:
     """uvicorn's protocol log, and the websockets library's that uvicorn routes into it,
     print every header of a WebSocket handshake at debug level (bearer tokens
-    included): they stay at info, whatever DIALTONE_LOG_LEVEL says."""
+    included): they stay at info, whatever DIALTONE_LOG_LEVEL says. (The paths uvicorn
+    logs are percent-encoded, so they cannot forge lines; dialtone's own are escaped.)"""
     for name in ("uvicorn.error", "websockets"):
         logger = logging.getLogger(name)
         if logger.getEffectiveLevel() < logging.INFO:
             logger.setLevel(logging.INFO)
-        if not any(isinstance(f, _PrintableArgs) for f in logger.filters):
-            logger.addFilter(_PrintableArgs())
 
 
 def uvicorn_config(settings: Settings, **overrides: Any) -> uvicorn.Config:
