@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 import socket
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -201,9 +201,9 @@ class BoundedHttp(asyncio.Protocol):
         self.refused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self.inner.connection_made(transport)
+        # A stream transport (uvloop's does not subclass asyncio.Transport).
+        self.transport = cast(asyncio.Transport, transport)
+        self.inner.connection_made(self.transport)
         # A connection that never sends anything is cut too (uvicorn arms no timer
         # until a first response has been sent).
         self._arm()

@@ -12,14 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from litestar.testing import AsyncTestClient
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from dialtone.app import create_app
 from dialtone.config import Settings
 from dialtone.logs import configure_logging
-from tests.conftest import make_settings, register_member
+from tests.conftest import app_client, make_settings, register_member
 
 LINE_START = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ")
 
@@ -60,7 +58,7 @@ FORGED = "/x%0a2026-01-01 00:00:00,000 WARNING dialtone.http: forged%0d%0a%1b[31
 async def test_control_characters_in_paths_cannot_forge_log_lines(
     sqlite_settings: Settings, text_logs: io.StringIO
 ) -> None:
-    async with AsyncTestClient(app=create_app(sqlite_settings)) as client:
+    async with app_client(sqlite_settings) as client:
         assert (await client.get(FORGED)).status_code == 404
     output = text_logs.getvalue()
     assert_every_line_is_a_record(output)
