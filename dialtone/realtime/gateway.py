@@ -143,7 +143,7 @@ class Gateway:
         if subprotocol is not None:
             accept["subprotocol"] = subprotocol
         await send(accept)
-        await self.run(caller, receive, send, caller.expires_at, scope.get("extensions"))
+        await self.run(caller, receive, send, caller.expires_at)
 
     # ------------------------------------------------------------ one socket's life
 
@@ -153,17 +153,18 @@ class Gateway:
         receive: Receive,
         send: Send,
         expires_at: datetime | None = None,
-        extensions: dict[str, Any] | None = None,
     ) -> None:
-        extensions = extensions or {}
-        conn = Connection(
-            caller,
-            send,
-            self.settings.ws_send_queue,
-            self.hub.node_id,
-            write_frame=extensions.get("dialtone.write_frame"),
-            abort=extensions.get("dialtone.abort"),
-        )
+        task = asyncio.current_task()
+        dropped = False
+
+        def drop() -> None:
+            # The hub gave up on a socket that does not drain: end this task.
+            nonlocal dropped
+            dropped = True
+            if task is not None:
+                task.cancel()
+
+        conn = Connection(caller, send, self.settings.ws_send_queue, self.hub.node_id, abort=drop)
         expiry: asyncio.TimerHandle | None = None
         if expires_at is not None:
             # The session ends while the socket is open: close it then, as a logout would.
@@ -178,13 +179,17 @@ class Gateway:
                 # No task and no asyncio.wait per frame. A socket the server closes (slow
                 # consumer, revoked, shutdown) stops here when its close frame has been
                 # written (uvicorn then reports a disconnect), or when the connection's
-                # drain timeout cuts it (dialtone.abort).
+                # drain timeout gives up on it (drop).
                 message = await receive()
                 if message["type"] == "websocket.disconnect":
                     break
                 if conn.closing is not None:
                     continue  # closing: frames still in flight are not handled
                 await self.handle(conn, message, limits)
+        except asyncio.CancelledError:
+            if not dropped or task is None:
+                raise
+            task.uncancel()
         finally:
             if expiry is not None:
                 expiry.cancel()
