@@ -113,8 +113,8 @@ class AuthService:
             )
         )
         # Decided after our insert, under the registration lock: two concurrent first
-        # registrations cannot both see an empty table.
-        if not await self.users.others_exist(user.id):
+        # registrations cannot both see an empty table. Reserved names do not count.
+        if not await self.users.others_registered(user.id):
             user.is_admin = True
         if not await self.invites.consume(invite_hash, user.id, now):
             # Spent by a concurrent registration between our read and this update.

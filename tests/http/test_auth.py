@@ -15,7 +15,7 @@ from dialtone.app import create_app
 from dialtone.config import Settings
 from dialtone.db.models import Device, Invite, User
 from dialtone.security import tokens
-from tests.conftest import Member, make_settings, new_invite
+from tests.conftest import ADMIN_TOKEN, Member, make_settings, new_invite
 from tests.e2ee import DeviceKeys
 from tests.http.conftest import assert_error, is_time, is_uuid
 
@@ -352,6 +352,32 @@ async def test_concurrent_first_registrations_make_one_admin(
     )
     assert all(r.status_code == 201 for r in responses), [r.text for r in responses]
     assert [r.json()["is_admin"] for r in responses].count(True) == 1
+    async with db() as session:
+        admins = (await session.execute(select(func.count()).where(User.is_admin))).scalar_one()
+    assert admins == 1
+
+
+async def test_first_registration_is_admin_after_reserved_names(
+    client: AsyncTestClient[Any], db: async_sessionmaker[AsyncSession]
+) -> None:
+    """Names reserved with POST /users are not accounts: the first to register is admin,
+    and with several first registrations at once exactly one is."""
+    for name in ("reserved1", "reserved2"):
+        reserved = await client.post(
+            "/users", json={"username": name}, headers={"X-Admin-Token": ADMIN_TOKEN}
+        )
+        assert reserved.status_code == 201, reserved.text
+    invites = [await new_invite(client) for _ in range(4)]
+    responses = await asyncio.gather(
+        *(
+            client.post("/auth/register", json=register_body(invite, f"first{n}"))
+            for n, invite in enumerate(invites)
+        )
+    )
+    assert all(r.status_code == 201 for r in responses), [r.text for r in responses]
+    assert [r.json()["is_admin"] for r in responses].count(True) == 1
+    later = await client.post("/auth/register", json=register_body(await new_invite(client), "z1"))
+    assert later.json()["is_admin"] is False
     async with db() as session:
         admins = (await session.execute(select(func.count()).where(User.is_admin))).scalar_one()
     assert admins == 1
