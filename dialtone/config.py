@@ -183,14 +183,24 @@ PEPPER_FILE = "username_pepper"
 ADMIN_TOKEN_FILE = "admin_token"  # noqa: S105  (a file name, not a secret)
 
 
+def restrict_folder(folder: Path) -> None:
+    """Create the data folder owner-only (0700), or make an existing one so."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if stat.S_IMODE(folder.stat().st_mode) != 0o700:
+            folder.chmod(0o700)
+    except OSError as exc:
+        raise ConfigError(f"cannot make {folder} owner-only (0700): {exc.strerror}") from None
+
+
 def ensure_secrets(data_dir: str) -> tuple[bool, Path]:
     """Create the pepper and admin token files on first run (mode 0600).
 
     Returns whether the admin token was created now, and its path.
     """
     folder = Path(data_dir)
+    restrict_folder(folder)
     try:
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         created = False
         pepper = folder / PEPPER_FILE
         if not pepper.exists():

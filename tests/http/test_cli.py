@@ -54,11 +54,17 @@ def dialtone(
 
 
 class Server:
-    def __init__(self, env: dict[str, str], base_url: str, verify: ssl.SSLContext | bool = True):
+    def __init__(
+        self,
+        env: dict[str, str],
+        base_url: str,
+        verify: ssl.SSLContext | bool = True,
+        cwd: Path = ROOT,
+    ):
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "dialtone", "serve"],
             env=env,
-            cwd=ROOT,
+            cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
