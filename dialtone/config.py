@@ -49,6 +49,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Token buckets for the HTTP edge: a burst, then one more every N seconds.
     login_burst: int = 5
     login_refill: float = 300.0
+    # One account, every address together: a ceiling on distributed guessing that a
+    # single address cannot drain (its own buckets stop it first); see docs/SECURITY.md.
+    login_user_burst: int = 50
+    login_user_refill: float = 60.0
+    # Wrong X-Admin-Token guesses per address (a right token costs nothing).
+    admin_token_burst: int = 10
+    admin_token_refill: float = 60.0
     register_burst: int = 3
     register_refill: float = 10.0
     request_timeout: float = 30.0
@@ -302,6 +309,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         db_timeout=_float(env, "DIALTONE_DB_TIMEOUT", 10.0),
         login_burst=_int(env, "DIALTONE_LOGIN_BURST", 5, minimum=1),
         login_refill=_float(env, "DIALTONE_LOGIN_REFILL", 300.0),
+        login_user_burst=_int(env, "DIALTONE_LOGIN_USER_BURST", 50, minimum=1),
+        login_user_refill=_float(env, "DIALTONE_LOGIN_USER_REFILL", 60.0),
+        admin_token_burst=_int(env, "DIALTONE_ADMIN_TOKEN_BURST", 10, minimum=1),
+        admin_token_refill=_float(env, "DIALTONE_ADMIN_TOKEN_REFILL", 60.0),
         register_burst=_int(env, "DIALTONE_REGISTER_BURST", 3, minimum=1),
         register_refill=_float(env, "DIALTONE_REGISTER_REFILL", 10.0),
         request_timeout=_float(env, "DIALTONE_REQUEST_TIMEOUT", 30.0),

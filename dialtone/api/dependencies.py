@@ -34,7 +34,8 @@ async def provide_client(request: Request[object, object, State]) -> str:
     """The caller's address (X-Forwarded-For only from DIALTONE_TRUSTED_PROXIES)."""
     ctx: ServerContext = request.app.state.ctx
     peer = request.client.host if request.client else None
-    return client_address(peer, request.headers.get("x-forwarded-for"), ctx.trusted_proxies)
+    chain = request.headers.getall("x-forwarded-for", [])
+    return client_address(peer, chain, ctx.trusted_proxies)
 
 
 async def provide_uow(state: State, ctx: Ctx) -> AsyncGenerator[UnitOfWork, None]:
