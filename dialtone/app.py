@@ -40,7 +40,7 @@ from dialtone.services.session_cache import SessionCache
 def create_app(settings: Settings) -> Litestar:
     require_secrets(settings)
     ctx = ServerContext.from_settings(settings)
-    broker = make_broker(settings.redis_url, settings.redis_prefix)
+    broker = make_broker(settings.redis_url, settings.redis_prefix, settings.cluster_secret)
     hub = Hub(broker.publish)
     ctx.directory = hub
     if settings.redis_url is None:

@@ -30,6 +30,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     invite_ttl: int = DAY
     redis_url: str | None = None
     redis_prefix: str = "dialtone:"
+    # Authenticates events between nodes on Redis (required with redis_url).
+    cluster_secret: bytes = b""
     node_heartbeat: float = 5.0
     rate_limits: bool = True
     trusted_proxies: tuple[str, ...] = ()
@@ -278,6 +280,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     redis_url = env.get("DIALTONE_REDIS_URL", "").strip() or None
     if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("DIALTONE_REDIS_URL must start with redis://, rediss:// or unix://")
+    cluster_secret = env.get("DIALTONE_CLUSTER_SECRET", "").strip()
+    if cluster_secret and len(cluster_secret) < 32:
+        raise ConfigError("DIALTONE_CLUSTER_SECRET must be at least 32 characters")
+    if redis_url and not cluster_secret:
+        raise ConfigError(
+            "DIALTONE_REDIS_URL is set but DIALTONE_CLUSTER_SECRET is not: give every node "
+            "the same secret of 32+ characters (e.g. `openssl rand -hex 32`)"
+        )
 
     return Settings(
         host=host,
@@ -292,6 +302,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         invite_ttl=_duration(env, "DIALTONE_INVITE_TTL", DAY),
         redis_url=redis_url,
         redis_prefix=env.get("DIALTONE_REDIS_PREFIX", "").strip() or "dialtone:",
+        cluster_secret=cluster_secret.encode("utf-8"),
         node_heartbeat=_float(env, "DIALTONE_NODE_HEARTBEAT", 5.0),
         rate_limits=_bool(env, "DIALTONE_RATE_LIMITS", True),
         trusted_proxies=trusted_proxies,
@@ -335,3 +346,5 @@ def require_secrets(settings: Settings) -> None:
         )
     if not settings.admin_token:
         raise ConfigError("no admin token: set DIALTONE_ADMIN_TOKEN")
+    if settings.redis_url and not settings.cluster_secret:
+        raise ConfigError("DIALTONE_REDIS_URL is set but DIALTONE_CLUSTER_SECRET is not")

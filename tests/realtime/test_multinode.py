@@ -17,7 +17,15 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.conftest import ADMIN_TOKEN, PEPPER, REDIS_URL, Member, register_member, truncate_all
+from tests.conftest import (
+    ADMIN_TOKEN,
+    CLUSTER_SECRET,
+    PEPPER,
+    REDIS_URL,
+    Member,
+    register_member,
+    truncate_all,
+)
 from tests.realtime.conftest import chat_frame, next_of, only, quiet
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -47,6 +55,7 @@ class Node:
                 "DIALTONE_DATA_DIR": str(data_dir),
                 "DIALTONE_USERNAME_PEPPER": PEPPER.decode(),
                 "DIALTONE_ADMIN_TOKEN": ADMIN_TOKEN,
+                "DIALTONE_CLUSTER_SECRET": CLUSTER_SECRET,
                 "DIALTONE_RATE_LIMITS": "off",
                 "DIALTONE_ARGON2_MEMORY_KIB": str(19 * 1024),
                 "DIALTONE_LOG_LEVEL": "warning",
