@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +161,10 @@ async def test_tiny_invite_ttl(tmp_path: Path, db_url: str) -> None:
     settings = make_settings(tmp_path, db_url, invite_ttl=1)
     async with AsyncTestClient(app=create_app(settings)) as client:
         invite = await new_invite(client)
-        await asyncio.sleep(1.1)
+        # Two seconds later, on the server's injected clock (no sleeping).
+        ctx = client.app.state.ctx
+        real_clock = ctx.clock
+        ctx.clock = lambda: real_clock() + timedelta(seconds=2)
         assert_error(await client.post("/auth/register", json=register_body(invite)), 410)
 
 

@@ -251,11 +251,19 @@ async def test_wrong_passwords_get_429(limited_settings: Settings) -> None:
         assert 1 <= int(response.headers["retry-after"]) <= 300
 
 
+def with_clock(client: AsyncTestClient[Any]) -> FakeClock:
+    """The app's limiter on a clock the test moves (buckets refill without sleeping)."""
+    clock = FakeClock()
+    client.app.state.ctx.limiter.store = MemoryStore(clock=clock)
+    return clock
+
+
 async def test_login_limit_recovers(tmp_path: Path, sqlite_url: str) -> None:
     settings = make_settings(
         tmp_path, sqlite_url, rate_limits=True, login_burst=2, login_refill=1.0
     )
     async with AsyncTestClient(app=create_app(settings)) as client:
+        clock = with_clock(client)
         assert (await _register(client, "alice")).status_code == 201
         assert (
             await client.post("/auth/login", json=_login("alice", "nope1234"))
@@ -263,9 +271,7 @@ async def test_login_limit_recovers(tmp_path: Path, sqlite_url: str) -> None:
         assert (
             await client.post("/auth/login", json=_login("alice", "nope1234"))
         ).status_code == 429
-        import asyncio
-
-        await asyncio.sleep(1.05)
+        clock.now += 1.0
         ok = await client.post("/auth/login", json=_login("alice", "password1"))
         assert ok.status_code == 200, ok.text
 
@@ -332,12 +338,11 @@ async def test_forwarded_for_is_ignored_from_untrusted_peers(
 async def test_register_limit_trips_and_recovers(tmp_path: Path, sqlite_url: str) -> None:
     settings = make_settings(tmp_path, sqlite_url, rate_limits=True, register_refill=1.0)
     async with AsyncTestClient(app=create_app(settings)) as client:
+        clock = with_clock(client)
         statuses = [(await _register(client, f"user{i}")).status_code for i in range(4)]
         assert statuses == [201, 201, 201, 429]
         # Guessing invites is limited too: a bad invite still spends a token.
-        import asyncio
-
-        await asyncio.sleep(1.05)
+        clock.now += 1.0
         bad = await client.post(
             "/auth/register",
             json={
@@ -351,7 +356,7 @@ async def test_register_limit_trips_and_recovers(tmp_path: Path, sqlite_url: str
         refused = await _register(client, "late")
         assert refused.status_code == 429
         assert refused.headers["retry-after"] == "1"
-        await asyncio.sleep(1.05)
+        clock.now += 1.0
         assert (await _register(client, "later")).status_code == 201
 
 
