@@ -72,7 +72,7 @@ class Server:
         self.base_url = base_url
         self.http = httpx.Client(base_url=base_url, verify=verify, timeout=5)
 
-    def wait_ready(self, timeout: float = 30) -> None:
+    def wait_ready(self, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
