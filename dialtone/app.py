@@ -40,7 +40,7 @@ from dialtone.services.session_cache import SessionCache
 def create_app(settings: Settings) -> DialtoneApp:
     """The ASGI app to serve: the Litestar app (``.litestar``) inside the edge bounds."""
     require_secrets(settings)
-    broker = make_broker(settings.redis_url, settings.redis_prefix)
+    broker = make_broker(settings.redis_url, settings.redis_prefix, settings.cluster_secret)
     hub = Hub(broker.publish)
     ctx = ServerContext.from_settings(
         settings,

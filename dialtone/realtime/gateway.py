@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -99,6 +100,8 @@ class Gateway:
         self.settings: Settings = ctx.settings
         self.hub = hub
         self._state = state
+        # The clock of the per-socket frame buckets (tests move their own).
+        self.frame_clock: Callable[[], float] = time.monotonic
         # Only a cluster (shared broker) on PostgreSQL needs a lock that spans nodes.
         self.writer = MessageWriter(
             self.unit_of_work,
@@ -172,7 +175,11 @@ class Gateway:
             expiry = asyncio.get_running_loop().call_later(
                 max(0.0, delay), conn.close, CLOSE_POLICY, "session_expired"
             )
-        limits = FrameLimits.from_settings(self.settings) if self.settings.rate_limits else None
+        limits = (
+            FrameLimits.from_settings(self.settings, self.frame_clock)
+            if self.settings.rate_limits
+            else None
+        )
         try:
             await self.hub.attach(conn)
             while True:
