@@ -12,7 +12,7 @@ LOWEST_STAMP := $(LOWEST_VENV)/.installed-lowest
 # The PostgreSQL and Redis tests run when those services answer on this machine.
 PG_URL ?= postgresql://postgres@127.0.0.1:5432/dialtone_test
 REDIS_URL ?= redis://127.0.0.1:6379/15
-LINT_PATHS := dialtone tests migrations $(wildcard bench/*.py)
+LINT_PATHS := dialtone tests $(wildcard bench/*.py)
 
 .DEFAULT_GOAL := help
 .PHONY: help run test test-lowest lint format diagram bench clean

@@ -30,6 +30,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     invite_ttl: int = DAY
     redis_url: str | None = None
     redis_prefix: str = "dialtone:"
+    # Authenticates events between nodes on Redis (required with redis_url).
+    cluster_secret: bytes = b""
     node_heartbeat: float = 5.0
     rate_limits: bool = True
     trusted_proxies: tuple[str, ...] = ()
@@ -49,6 +51,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Token buckets for the HTTP edge: a burst, then one more every N seconds.
     login_burst: int = 5
     login_refill: float = 300.0
+    # One account, every address together: a ceiling on distributed guessing that a
+    # single address cannot drain (its own buckets stop it first); see docs/SECURITY.md.
+    login_user_burst: int = 50
+    login_user_refill: float = 60.0
+    # Wrong X-Admin-Token guesses per address (a right token costs nothing).
+    admin_token_burst: int = 10
+    admin_token_refill: float = 60.0
     register_burst: int = 3
     register_refill: float = 10.0
     request_timeout: float = 30.0
@@ -187,14 +196,24 @@ PEPPER_FILE = "username_pepper"
 ADMIN_TOKEN_FILE = "admin_token"  # noqa: S105  (a file name, not a secret)
 
 
+def restrict_folder(folder: Path) -> None:
+    """Create the data folder owner-only (0700), or make an existing one so."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if stat.S_IMODE(folder.stat().st_mode) != 0o700:
+            folder.chmod(0o700)
+    except OSError as exc:
+        raise ConfigError(f"cannot make {folder} owner-only (0700): {exc.strerror}") from None
+
+
 def ensure_secrets(data_dir: str) -> tuple[bool, Path]:
     """Create the pepper and admin token files on first run (mode 0600).
 
     Returns whether the admin token was created now, and its path.
     """
     folder = Path(data_dir)
+    restrict_folder(folder)
     try:
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         created = False
         pepper = folder / PEPPER_FILE
         if not pepper.exists():
@@ -266,6 +285,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     redis_url = env.get("DIALTONE_REDIS_URL", "").strip() or None
     if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("DIALTONE_REDIS_URL must start with redis://, rediss:// or unix://")
+    cluster_secret = env.get("DIALTONE_CLUSTER_SECRET", "").strip()
+    if cluster_secret and len(cluster_secret) < 32:
+        raise ConfigError("DIALTONE_CLUSTER_SECRET must be at least 32 characters")
+    if redis_url and not cluster_secret:
+        raise ConfigError(
+            "DIALTONE_REDIS_URL is set but DIALTONE_CLUSTER_SECRET is not: give every node "
+            "the same secret of 32+ characters (e.g. `openssl rand -hex 32`)"
+        )
 
     return Settings(
         host=host,
@@ -280,6 +307,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         invite_ttl=_duration(env, "DIALTONE_INVITE_TTL", DEFAULTS.invite_ttl),
         redis_url=redis_url,
         redis_prefix=env.get("DIALTONE_REDIS_PREFIX", "").strip() or DEFAULTS.redis_prefix,
+        cluster_secret=cluster_secret.encode("utf-8"),
         node_heartbeat=_float(env, "DIALTONE_NODE_HEARTBEAT", DEFAULTS.node_heartbeat),
         rate_limits=_bool(env, "DIALTONE_RATE_LIMITS", DEFAULTS.rate_limits),
         trusted_proxies=trusted_proxies,
@@ -303,6 +331,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         db_timeout=_float(env, "DIALTONE_DB_TIMEOUT", DEFAULTS.db_timeout),
         login_burst=_int(env, "DIALTONE_LOGIN_BURST", DEFAULTS.login_burst, minimum=1),
         login_refill=_float(env, "DIALTONE_LOGIN_REFILL", DEFAULTS.login_refill),
+        login_user_burst=_int(
+            env, "DIALTONE_LOGIN_USER_BURST", DEFAULTS.login_user_burst, minimum=1
+        ),
+        login_user_refill=_float(env, "DIALTONE_LOGIN_USER_REFILL", DEFAULTS.login_user_refill),
+        admin_token_burst=_int(
+            env, "DIALTONE_ADMIN_TOKEN_BURST", DEFAULTS.admin_token_burst, minimum=1
+        ),
+        admin_token_refill=_float(env, "DIALTONE_ADMIN_TOKEN_REFILL", DEFAULTS.admin_token_refill),
         register_burst=_int(env, "DIALTONE_REGISTER_BURST", DEFAULTS.register_burst, minimum=1),
         register_refill=_float(env, "DIALTONE_REGISTER_REFILL", DEFAULTS.register_refill),
         request_timeout=_float(env, "DIALTONE_REQUEST_TIMEOUT", DEFAULTS.request_timeout),
@@ -328,3 +364,5 @@ def require_secrets(settings: Settings) -> None:
         )
     if not settings.admin_token:
         raise ConfigError("no admin token: set DIALTONE_ADMIN_TOKEN")
+    if settings.redis_url and not settings.cluster_secret:
+        raise ConfigError("DIALTONE_REDIS_URL is set but DIALTONE_CLUSTER_SECRET is not")

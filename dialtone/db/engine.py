@@ -34,6 +34,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
+    # hide_parameters: SQLAlchemy otherwise copies a failing statement's bound values
+    # (ciphertext, password and token hashes) into the exception text, and so into logs.
     if settings.is_sqlite:
         engine = create_async_engine(
             settings.db_url,
@@ -46,6 +48,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
             pool_size=8,
             max_overflow=8,
             pool_timeout=settings.db_timeout,
+            hide_parameters=True,
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
@@ -55,6 +58,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         max_overflow=10,
         pool_timeout=settings.db_timeout,
         pool_pre_ping=True,
+        hide_parameters=True,
         connect_args={"timeout": settings.db_timeout, "command_timeout": settings.db_timeout},
     )
 

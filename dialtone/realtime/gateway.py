@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -99,6 +100,8 @@ class Gateway:
         self.settings: Settings = ctx.settings
         self.hub = hub
         self._state = state
+        # The clock of the per-socket frame buckets (tests move their own).
+        self.frame_clock: Callable[[], float] = time.monotonic
         # Only a cluster (shared broker) on PostgreSQL needs a lock that spans nodes.
         self.writer = MessageWriter(
             self.unit_of_work,
@@ -143,7 +146,7 @@ class Gateway:
         if subprotocol is not None:
             accept["subprotocol"] = subprotocol
         await send(accept)
-        await self.run(caller, receive, send, caller.expires_at, scope.get("extensions"))
+        await self.run(caller, receive, send, caller.expires_at)
 
     # ------------------------------------------------------------ one socket's life
 
@@ -153,17 +156,18 @@ class Gateway:
         receive: Receive,
         send: Send,
         expires_at: datetime | None = None,
-        extensions: dict[str, Any] | None = None,
     ) -> None:
-        extensions = extensions or {}
-        conn = Connection(
-            caller,
-            send,
-            self.settings.ws_send_queue,
-            self.hub.node_id,
-            write_frame=extensions.get("dialtone.write_frame"),
-            abort=extensions.get("dialtone.abort"),
-        )
+        task = asyncio.current_task()
+        dropped = False
+
+        def drop() -> None:
+            # The hub gave up on a socket that does not drain: end this task.
+            nonlocal dropped
+            dropped = True
+            if task is not None:
+                task.cancel()
+
+        conn = Connection(caller, send, self.settings.ws_send_queue, self.hub.node_id, abort=drop)
         expiry: asyncio.TimerHandle | None = None
         if expires_at is not None:
             # The session ends while the socket is open: close it then, as a logout would.
@@ -171,20 +175,28 @@ class Gateway:
             expiry = asyncio.get_running_loop().call_later(
                 max(0.0, delay), conn.close, CLOSE_POLICY, "session_expired"
             )
-        limits = FrameLimits.from_settings(self.settings) if self.settings.rate_limits else None
+        limits = (
+            FrameLimits.from_settings(self.settings, self.frame_clock)
+            if self.settings.rate_limits
+            else None
+        )
         try:
             await self.hub.attach(conn)
             while True:
                 # No task and no asyncio.wait per frame. A socket the server closes (slow
                 # consumer, revoked, shutdown) stops here when its close frame has been
                 # written (uvicorn then reports a disconnect), or when the connection's
-                # drain timeout cuts it (dialtone.abort).
+                # drain timeout gives up on it (drop).
                 message = await receive()
                 if message["type"] == "websocket.disconnect":
                     break
                 if conn.closing is not None:
                     continue  # closing: frames still in flight are not handled
                 await self.handle(conn, message, limits)
+        except asyncio.CancelledError:
+            if not dropped or task is None:
+                raise
+            task.uncancel()
         finally:
             if expiry is not None:
                 expiry.cancel()

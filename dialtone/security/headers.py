@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from dialtone.security.addresses import Proxies, client_address
+from dialtone.security.addresses import Proxies, client_address, forwarded_for
 
 
 def header(scope: Mapping[str, Any], name: bytes) -> str | None:
@@ -34,4 +34,4 @@ def scope_address(scope: Mapping[str, Any], trusted: Proxies) -> str:
     """The caller's address: the peer, or X-Forwarded-For when the peer is a trusted proxy."""
     client = scope.get("client")
     peer = client[0] if client else None
-    return client_address(peer, header(scope, b"x-forwarded-for"), trusted)
+    return client_address(peer, forwarded_for(scope.get("headers", ())), trusted)

@@ -87,7 +87,16 @@ class ServerContext:
 def http_policies(settings: Settings) -> dict[str, Bucket]:
     login = Bucket.per(settings.login_burst, settings.login_refill)
     register = Bucket.per(settings.register_burst, settings.register_refill)
-    return {"login_address": login, "login_user": login, "register": register}
+    return {
+        # keyed by address (IPv6 by /64)
+        "login_address": login,
+        # keyed by (username hash, address): guessing one account from one place
+        "login_user": login,
+        # keyed by username hash: every address together, a much larger ceiling
+        "login_user_total": Bucket.per(settings.login_user_burst, settings.login_user_refill),
+        "register": register,
+        "admin_token": Bucket.per(settings.admin_token_burst, settings.admin_token_refill),
+    }
 
 
 def build_limiter(settings: Settings) -> Limiter:

@@ -88,6 +88,10 @@ def test_db_url_forms(raw: str, expected: str) -> None:
         ({"DIALTONE_ARGON2_MEMORY_KIB": "1024"}, "DIALTONE_ARGON2_MEMORY_KIB"),
         ({"DIALTONE_ARGON2_TIME_COST": "x"}, "DIALTONE_ARGON2_TIME_COST"),
         ({"DIALTONE_REDIS_URL": "http://x"}, "DIALTONE_REDIS_URL"),
+        ({"DIALTONE_REDIS_URL": "redis://127.0.0.1/0"}, "DIALTONE_CLUSTER_SECRET"),
+        ({"DIALTONE_CLUSTER_SECRET": "too-short"}, "DIALTONE_CLUSTER_SECRET"),
+        ({"DIALTONE_LOGIN_USER_BURST": "0"}, "DIALTONE_LOGIN_USER_BURST"),
+        ({"DIALTONE_ADMIN_TOKEN_REFILL": "-1"}, "DIALTONE_ADMIN_TOKEN_REFILL"),
     ],
 )
 def test_bad_settings_give_one_line(env: dict[str, str], mentions: str) -> None:
