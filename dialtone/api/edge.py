@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import traceback
@@ -27,6 +26,7 @@ from litestar.types import Message as LitestarMessage
 from litestar.types import Scope as LitestarScope
 
 from dialtone.config import Settings
+from dialtone.errors import error_body
 from dialtone.security.addresses import Proxies
 from dialtone.security.headers import header, scope_address
 
@@ -219,7 +219,7 @@ class DialtoneApp:
         prefix: str = "http",
     ) -> None:
         """An answer of the edge's own (Litestar never sees it), with the same headers."""
-        body = json.dumps({"error": message, "code": code}).encode()
+        body = error_body(message, code)
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
