@@ -40,21 +40,20 @@ from dialtone.services.session_cache import SessionCache
 def create_app(settings: Settings) -> DialtoneApp:
     """The ASGI app to serve: the Litestar app (``.litestar``) inside the edge bounds."""
     require_secrets(settings)
-    ctx = ServerContext.from_settings(settings)
-    broker = make_broker(settings.redis_url, settings.redis_prefix)
+    broker = make_broker(settings.redis_url, settings.redis_prefix, settings.cluster_secret)
     hub = Hub(broker.publish)
-    ctx.directory = hub
-    if settings.redis_url is None:
+    ctx = ServerContext.from_settings(
+        settings,
+        directory=hub,
         # Single node: every revocation passes through this process.
-        ctx.session_cache = SessionCache()
+        session_cache=SessionCache() if settings.redis_url is None else None,
+    )
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
-        if ctx.session_cache is not None:
-            ctx.session_cache.watch(engine)
         await broker.start(hub.deliver)
         if settings.redis_url:
             await hub.start_replication(settings.node_heartbeat)

@@ -31,6 +31,7 @@ PG_URL = os.environ.get("DIALTONE_TEST_DATABASE_URL", "").strip()
 REDIS_URL = os.environ.get("DIALTONE_TEST_REDIS_URL", "").strip()
 PEPPER = b"test-pepper-0123456789abcdef"
 ADMIN_TOKEN = "test-admin-token-0123456789"
+CLUSTER_SECRET = "test-cluster-secret-0123456789abcdef"
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -101,6 +102,7 @@ def make_settings(tmp_path: Path, db_url: str, **overrides: Any) -> Settings:
         "db_url": db_url,
         "username_pepper": PEPPER,
         "admin_token": ADMIN_TOKEN,
+        "cluster_secret": CLUSTER_SECRET.encode(),
         "rate_limits": False,
         "ws_ping_interval": 25.0,
     }

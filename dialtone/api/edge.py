@@ -27,7 +27,8 @@ from litestar.types import Message as LitestarMessage
 from litestar.types import Scope as LitestarScope
 
 from dialtone.config import Settings
-from dialtone.security.addresses import Proxies, client_address
+from dialtone.security.addresses import Proxies
+from dialtone.security.headers import header, scope_address
 
 log = logging.getLogger("dialtone.http")
 
@@ -55,13 +56,6 @@ _CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
 def printable(text: str) -> str:
     """``text`` with control characters (newlines included) escaped as ``\\xNN``."""
     return text.translate(_CONTROL)
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return None
 
 
 def secure_headers(
@@ -94,7 +88,7 @@ def security_headers(
             start: Message = message  # type: ignore[assignment]
             start["headers"] = secure_headers(
                 list(start.get("headers") or ()),
-                authenticated=_header(scope, b"authorization") is not None,  # type: ignore[arg-type]
+                authenticated=header(scope, b"authorization") is not None,
                 hsts=hsts,
             )
 
@@ -137,9 +131,7 @@ class DialtoneApp:
         return self.litestar.state
 
     def address(self, scope: Scope) -> str:
-        client = scope.get("client")
-        peer = client[0] if client else None
-        return client_address(peer, _header(scope, b"x-forwarded-for"), self.trusted)
+        return scope_address(scope, self.trusted)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from dialtone.api.edge import printable
-from dialtone.errors import DialtoneError, RateLimited
+from dialtone.errors import DialtoneError, RateLimited, error_body
 
 log = logging.getLogger("dialtone.errors")
 
@@ -33,7 +33,7 @@ def error_response(
     status: int, message: str, code: str, headers: dict[str, str] | None = None
 ) -> Response[Any]:
     return Response(
-        content={"error": message, "code": code},
+        content=error_body(message, code),
         status_code=status,
         headers=headers,
         media_type="application/json",
