@@ -231,3 +231,23 @@ async def test_oversized_body_is_413(client: AsyncTestClient[Any]) -> None:
     assert response.status_code == 413
     assert response.json()["error"]
     assert_secured(response)
+
+
+async def test_refused_websocket_handshake_carries_the_headers_and_a_code(
+    sqlite_settings: Settings, live_factory: Any
+) -> None:
+    """The 401 comes from the gateway through Litestar's send (the before_send hook)."""
+    import json
+
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    live = await live_factory(sqlite_settings)
+    with pytest.raises(InvalidStatus) as refused:
+        await connect(f"ws://127.0.0.1:{live.port}/ws", open_timeout=5)
+    response = refused.value.response
+    assert response.status_code == 401
+    for name, value in SECURITY_HEADERS.items():
+        assert response.headers.get(name) == value, (name, response.headers)
+    assert response.headers["cache-control"] == "no-store"
+    assert json.loads(response.body)["code"] == "unauthorized"
