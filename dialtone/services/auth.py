@@ -220,6 +220,7 @@ class AuthService:
             is_admin=user.is_admin,
             is_trusted=user.is_trusted,
             token_hash=digest,
+            expires_at=session.expires_at,
         )
         if cache is not None:
             cache.put(digest, caller, session.expires_at, epoch)
@@ -235,6 +236,7 @@ class AuthService:
         await self.devices.touch(device_id, self.ctx.clock())
 
     async def logout(self, caller: Caller, *, everywhere: bool = False) -> None:
+        self.ctx.sessions_changing(self.uow)
         if everywhere:
             await self.sessions.delete_for_user(caller.user_id)
             self.uow.emit(SessionsRevoked(user_id=caller.user_id))

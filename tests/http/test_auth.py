@@ -12,11 +12,10 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from dialtone.app import create_app
 from dialtone.config import Settings
 from dialtone.db.models import Device, Invite, User
 from dialtone.security import tokens
-from tests.conftest import ADMIN_TOKEN, Member, make_settings, new_invite
+from tests.conftest import ADMIN_TOKEN, Member, app_client, make_settings, new_invite
 from tests.e2ee import DeviceKeys
 from tests.http.conftest import assert_error, is_time, is_uuid
 
@@ -159,7 +158,7 @@ async def test_register_expired_invite_is_gone(
 
 async def test_tiny_invite_ttl(tmp_path: Path, db_url: str) -> None:
     settings = make_settings(tmp_path, db_url, invite_ttl=1)
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with app_client(settings) as client:
         invite = await new_invite(client)
         # Two seconds later, on the server's injected clock (no sleeping).
         ctx = client.app.state.ctx
@@ -247,7 +246,7 @@ async def test_rehash_on_login_when_parameters_change(
 ) -> None:
     settings = make_settings(tmp_path, db_url)
     keys = DeviceKeys()
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with app_client(settings) as client:
         invite = await new_invite(client)
         body = register_body(invite, "alice", public_key=keys.public_b64)
         assert (await client.post("/auth/register", json=body)).status_code == 201
@@ -258,7 +257,7 @@ async def test_rehash_on_login_when_parameters_change(
 
     stronger = make_settings(tmp_path, db_url, argon2_time_cost=3)
     login = {"username": "alice", "password": "password1", "public_key": keys.public_b64}
-    async with AsyncTestClient(app=create_app(stronger)) as client:
+    async with app_client(stronger) as client:
         assert (await client.post("/auth/login", json=login)).status_code == 200
         async with db() as session:
             new = (await session.execute(select(User.password_hash))).scalar_one()
@@ -274,11 +273,11 @@ async def test_rehash_on_login_when_parameters_change(
 
 async def test_session_survives_restart(tmp_path: Path, db_url: str) -> None:
     settings = make_settings(tmp_path, db_url)
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with app_client(settings) as client:
         invite = await new_invite(client)
         response = await client.post("/auth/register", json=register_body(invite))
         token = response.json()["token"]
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with app_client(settings) as client:
         response = await client.get("/channels", headers={"Authorization": f"Bearer {token}"})
         assert response.status_code == 200, response.text
 

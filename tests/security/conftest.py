@@ -24,6 +24,7 @@ import pytest
 import uvicorn
 from litestar import Litestar
 
+from dialtone.api.edge import DialtoneApp
 from dialtone.config import Settings
 from dialtone.schemas.events import Event
 from dialtone.server import uvicorn_config
@@ -73,10 +74,9 @@ async def start_server(
     if task.done():
         task.result()
     assert server.started, "uvicorn did not start"
-    app = config.loaded_app
-    while not isinstance(app, Litestar):  # uvicorn wraps the app in its own adapters
-        app = app.app
-    return LiveServer(f"http://127.0.0.1:{port}", port, app, server), task
+    app = config.app
+    assert isinstance(app, DialtoneApp)
+    return LiveServer(f"http://127.0.0.1:{port}", port, app.litestar, server), task
 
 
 async def stop_server(live: LiveServer, task: asyncio.Task[None]) -> None:

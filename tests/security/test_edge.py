@@ -11,9 +11,8 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from dialtone import server as server_module
-from dialtone.app import create_app
 from dialtone.config import Settings
-from tests.conftest import Member, make_settings
+from tests.conftest import Member, app_client, make_settings
 
 SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
@@ -51,7 +50,7 @@ async def test_hsts_when_tls_is_on(tmp_path: Path, sqlite_url: str) -> None:
     cert = tmp_path / "cert.pem"
     cert.write_text("x")
     settings = make_settings(tmp_path, sqlite_url, tls_cert=str(cert), tls_key=str(cert))
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with app_client(settings) as client:
         response = await client.get("/health")
         assert response.headers["strict-transport-security"].startswith("max-age=")
 
@@ -68,7 +67,7 @@ async def test_cors_off_by_default(client: AsyncTestClient[Any]) -> None:
 
 async def test_cors_allows_only_configured_origins(tmp_path: Path, sqlite_url: str) -> None:
     settings = make_settings(tmp_path, sqlite_url, cors_origins=("https://chat.example",))
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with app_client(settings) as client:
         preflight = await client.options(
             "/channels",
             headers={

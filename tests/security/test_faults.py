@@ -14,10 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
-from litestar.testing import AsyncTestClient
 
-from dialtone.app import create_app
-from tests.conftest import ADMIN_TOKEN, make_settings, truncate_all
+from tests.conftest import ADMIN_TOKEN, app_client, make_settings, truncate_all
 from tests.e2ee import DeviceKeys
 from tests.security.conftest import TcpProxy, free_port, start_serve, wait_healthy
 
@@ -118,7 +116,7 @@ async def test_sqlite_file_gone_gives_503_then_recovers(
     path = tmp_path / "dialtone.db"
     shutil.copyfile(sqlite_template, path)
     settings = make_settings(tmp_path, f"sqlite+aiosqlite:///{path}")
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with app_client(settings) as client:
         token = await register_admin(client)
     auth = {"Authorization": f"Bearer {token}"}
 
@@ -126,7 +124,7 @@ async def test_sqlite_file_gone_gives_503_then_recovers(
     aside = tmp_path / "aside.db"
     path.rename(aside)
     path.mkdir()
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with app_client(settings) as client:
         for _ in range(2):
             response = await client.get("/channels", headers=auth)
             assert response.status_code == 503, response.text
@@ -234,7 +232,7 @@ async def test_locked_sqlite_answers_503_after_the_db_timeout(
     path = tmp_path / "dialtone.db"
     shutil.copyfile(sqlite_template, path)
     settings = make_settings(tmp_path, f"sqlite+aiosqlite:///{path}", db_timeout=0.5)
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with app_client(settings) as client:
         auth = {"Authorization": f"Bearer {await register_admin(client)}"}
         holder = sqlite3.connect(path, isolation_level=None)
         try:

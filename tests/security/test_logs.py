@@ -11,16 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from litestar.testing import AsyncTestClient
 
-from dialtone.app import create_app
 from dialtone.config import Settings
 from dialtone.db.engine import create_engine, create_sessionmaker
 from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.logs import configure_logging
 from dialtone.services.context import Caller
 from dialtone.services.messages import MessageService
-from tests.conftest import ADMIN_TOKEN, make_settings
+from tests.conftest import ADMIN_TOKEN, app_client, make_settings
 from tests.e2ee import DeviceKeys
 
 
@@ -64,7 +62,7 @@ async def test_no_secret_reaches_the_logs(
     body = secret("TUVTU0FHRS1CT0RZLWxlYWstMTIz")
     keys = DeviceKeys()
 
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with app_client(settings) as client:
         assert logging.getLogger("litestar").handlers == []  # dialtone's set-up is in force
         admin_invite = secret(
             (await client.post("/server/invites", headers={"X-Admin-Token": ADMIN_TOKEN})).json()[

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
-from dialtone.app import create_app
 from dialtone.config import Settings, load_settings
 from dialtone.errors import ConfigError
 from dialtone.security.addresses import client_address, forwarded_for, limit_key, parse_networks
@@ -22,7 +21,7 @@ from dialtone.security.ratelimit import (
     RedisStore,
     take,
 )
-from tests.conftest import ADMIN_TOKEN, REDIS_URL, make_settings, new_invite
+from tests.conftest import ADMIN_TOKEN, REDIS_URL, app_client, make_settings, new_invite
 from tests.e2ee import DeviceKeys
 
 
@@ -235,7 +234,7 @@ def _login(name: str, password: str) -> dict[str, str]:
 
 
 async def test_wrong_passwords_get_429(limited_settings: Settings) -> None:
-    async with AsyncTestClient(app=create_app(limited_settings)) as client:
+    async with app_client(limited_settings) as client:
         assert (await _register(client, "alice")).status_code == 201
         statuses = []
         for _ in range(30):
@@ -262,7 +261,7 @@ async def test_login_limit_recovers(tmp_path: Path, sqlite_url: str) -> None:
     settings = make_settings(
         tmp_path, sqlite_url, rate_limits=True, login_burst=2, login_refill=1.0
     )
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with app_client(settings) as client:
         clock = with_clock(client)
         assert (await _register(client, "alice")).status_code == 201
         assert (
@@ -337,7 +336,7 @@ async def test_forwarded_for_is_ignored_from_untrusted_peers(
 
 async def test_register_limit_trips_and_recovers(tmp_path: Path, sqlite_url: str) -> None:
     settings = make_settings(tmp_path, sqlite_url, rate_limits=True, register_refill=1.0)
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with app_client(settings) as client:
         clock = with_clock(client)
         statuses = [(await _register(client, f"user{i}")).status_code for i in range(4)]
         assert statuses == [201, 201, 201, 429]
@@ -363,7 +362,7 @@ async def test_register_limit_trips_and_recovers(tmp_path: Path, sqlite_url: str
 async def test_rate_limits_off(tmp_path: Path, sqlite_url: str) -> None:
     settings = make_settings(tmp_path, sqlite_url)
     assert settings.rate_limits is False
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with app_client(settings) as client:
         for i in range(6):
             assert (await _register(client, f"user{i}")).status_code == 201
         for _ in range(8):
@@ -383,8 +382,8 @@ async def test_limits_hold_across_nodes_with_redis(tmp_path: Path, sqlite_url: s
         redis_prefix=f"dialtone-test-{secrets.token_hex(6)}:",
     )
     async with (
-        AsyncTestClient(app=create_app(settings)) as node_a,
-        AsyncTestClient(app=create_app(settings)) as node_b,
+        app_client(settings) as node_a,
+        app_client(settings) as node_b,
     ):
         assert (await _register(node_a, "dave")).status_code == 201
         statuses = []
