@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import uuid
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -138,6 +139,15 @@ def test_built_wheel_migrates_and_serves_outside_the_source_tree(
     )  # fmt: skip
     assert built.returncode == 0, built.stderr
     (wheel,) = wheels.glob("dialtone-*.whl")
+    # Every file of the package is in the wheel: migrations, templates, static assets.
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = {name for name in archive.namelist() if name.startswith("dialtone/")}
+    tracked = {
+        str(path.relative_to(source))
+        for path in (source / "dialtone").rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+    assert tracked - shipped == set()
     target = tmp_path / "installed"
     installed = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
