@@ -157,6 +157,7 @@ def test_limit_key_groups_ipv6_by_64() -> None:
     assert limit_key("2001:db8:1:2:ffff:1:2:3") == "2001:db8:1:2::/64"
     assert limit_key("2001:db8:1:3::1") == "2001:db8:1:3::/64"
     assert limit_key("203.0.113.9") == "203.0.113.9"
+    assert limit_key("::ffff:203.0.113.9") == "203.0.113.9"
     assert limit_key("unknown") == "unknown"
 
 
