@@ -196,10 +196,14 @@ async def test_no_concurrency_cap_with_rate_limits_off(
 
     assert sqlite_settings.rate_limits is False
     settings = msgspec.structs.replace(
-        sqlite_settings, max_connections_per_address=2, request_timeout=3.0
+        sqlite_settings, max_connections_per_address=2, request_timeout=120.0
     )
     live = await live_factory(settings)
     writers = await hold_requests(live.port, 3)
+    edge = live.server.config.app
+    async with asyncio.timeout(60):  # until all three are in flight, past the cap of 2
+        while edge.active.get("127.0.0.1", 0) < 3:  # noqa: ASYNC110  (no event for it)
+            await asyncio.sleep(0.005)
     async with live.client() as http:
         assert (await http.get("/health")).status_code == 200
     for writer in writers:
