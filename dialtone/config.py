@@ -59,6 +59,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ws_chat_rate: float = 5.0
     ws_signal_burst: int = 50
     ws_signal_rate: float = 20.0
+    # Bounded work per member: devices per user; token buckets per user for new devices
+    # (login with a new key, POST /devices), envelope writes, and chat frames over all of
+    # the user's sockets on a node.
+    max_devices_per_user: int = 10
+    device_burst: int = 5
+    device_refill: float = 300.0
+    envelope_burst: int = 200
+    envelope_refill: float = 0.1
+    ws_user_chat_burst: int = 20
+    ws_user_chat_rate: float = 10.0
 
     @property
     def is_sqlite(self) -> bool:
@@ -303,6 +313,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ws_chat_rate=_float(env, "DIALTONE_WS_CHAT_RATE", 5.0),
         ws_signal_burst=_int(env, "DIALTONE_WS_SIGNAL_BURST", 50, minimum=1),
         ws_signal_rate=_float(env, "DIALTONE_WS_SIGNAL_RATE", 20.0),
+        max_devices_per_user=_int(env, "DIALTONE_MAX_DEVICES_PER_USER", 10, minimum=1),
+        device_burst=_int(env, "DIALTONE_DEVICE_BURST", 5, minimum=1),
+        device_refill=_float(env, "DIALTONE_DEVICE_REFILL", 300.0),
+        envelope_burst=_int(env, "DIALTONE_ENVELOPE_BURST", 200, minimum=1),
+        envelope_refill=_float(env, "DIALTONE_ENVELOPE_REFILL", 0.1),
+        ws_user_chat_burst=_int(env, "DIALTONE_WS_USER_CHAT_BURST", 20, minimum=1),
+        ws_user_chat_rate=_float(env, "DIALTONE_WS_USER_CHAT_RATE", 10.0),
     )
 
 

@@ -9,8 +9,14 @@ from litestar.params import JSONBody
 
 from dialtone.api.dependencies import CallerDep, Ctx, Uow, provide_caller
 from dialtone.api.params import ChannelIdQuery
-from dialtone.schemas.common import Status, rfc3339
-from dialtone.schemas.keys import ChannelKeyOut, ChannelKeysIn, DirectoryKeyOut, DirectoryKeysIn
+from dialtone.schemas.common import rfc3339
+from dialtone.schemas.keys import (
+    ChannelKeyOut,
+    ChannelKeysIn,
+    DirectoryKeyOut,
+    DirectoryKeysIn,
+    EnvelopesStored,
+)
 from dialtone.services.keys import KeyService
 
 
@@ -36,9 +42,9 @@ class ChannelKeyController(Controller):
     @post("/", status_code=201)
     async def put_keys(
         self, data: JSONBody[ChannelKeysIn], uow: Uow, ctx: Ctx, caller: CallerDep
-    ) -> Status:
-        await KeyService(uow, ctx).put_channel_keys(caller, data.channel_id, data.envelopes)
-        return Status()
+    ) -> EnvelopesStored:
+        kept = await KeyService(uow, ctx).put_channel_keys(caller, data.channel_id, data.envelopes)
+        return EnvelopesStored(status="ok", kept=kept)
 
 
 class DirectoryKeyController(Controller):
@@ -64,6 +70,6 @@ class DirectoryKeyController(Controller):
     @post("/", status_code=201)
     async def put_keys(
         self, data: JSONBody[DirectoryKeysIn], uow: Uow, ctx: Ctx, caller: CallerDep
-    ) -> Status:
-        await KeyService(uow, ctx).put_directory_keys(caller, data.envelopes)
-        return Status()
+    ) -> EnvelopesStored:
+        kept = await KeyService(uow, ctx).put_directory_keys(caller, data.envelopes)
+        return EnvelopesStored(status="ok", kept=kept)

@@ -38,7 +38,7 @@ from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.errors import DialtoneError, Unavailable
 from dialtone.schemas.events import ChannelMessageNew
 from dialtone.services.context import ServerContext
-from dialtone.services.messages import MessageService, NewMessage
+from dialtone.services.messages import MessageService, NewMessage, channel_not_found
 
 log = logging.getLogger("dialtone.realtime")
 
@@ -142,7 +142,10 @@ class MessageWriter:
                 outcomes = await self._store(messages)
         except IntegrityError:
             if len(batch) == 1:
-                self._failed(batch, "IntegrityError")
+                # A message row can only break its channel's foreign key: the channel was
+                # deleted between the check and the insert. Answer as if it came second.
+                if not batch[0].done.done():
+                    batch[0].done.set_exception(channel_not_found())
                 return
             # One row broke a constraint (say, its channel was deleted between the
             # check and the insert): store the others one by one, in the same order.

@@ -68,7 +68,15 @@ class ServerContext:
 def http_policies(settings: Settings) -> dict[str, Bucket]:
     login = Bucket.per(settings.login_burst, settings.login_refill)
     register = Bucket.per(settings.register_burst, settings.register_refill)
-    return {"login_address": login, "login_user": login, "register": register}
+    return {
+        "login_address": login,
+        "login_user": login,
+        "register": register,
+        # Per user: new devices, and envelope writes (the existing client re-shares every
+        # channel's key from every device every 30 s, so this bucket is wide).
+        "device": Bucket.per(settings.device_burst, settings.device_refill),
+        "envelope": Bucket.per(settings.envelope_burst, settings.envelope_refill),
+    }
 
 
 def build_limiter(settings: Settings) -> Limiter:

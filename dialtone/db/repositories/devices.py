@@ -3,11 +3,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Integer, String, and_, bindparam, delete, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from dialtone.db.base import UTCDateTime, new_id
 from dialtone.db.models import Device
+from dialtone.db.repositories.locks import lock_key
+from dialtone.db.upsert import ReferenceGone, is_postgresql, upsert
 from dialtone.errors import Conflict
 
 
@@ -31,6 +34,61 @@ class DeviceRepository:
         except IntegrityError:
             raise Conflict("device already registered", code="device_exists") from None
         return device
+
+    async def register(
+        self, user_id: str, public_key: str, now: datetime, cap: int
+    ) -> tuple[Device, bool] | None:
+        """The user's device with this key and whether this call created it, in one
+        statement.
+
+        A known key has its ``last_seen_at`` refreshed. A new key is inserted only while
+        the user has fewer than ``cap`` devices: None when that refused it. Simultaneous
+        calls with one key all get the same row.
+        """
+        device_id = new_id()
+        if is_postgresql(self.session):
+            # Read committed: two inserts could both count cap - 1. One user's device
+            # registrations wait for each other until commit (SQLite's writers already do).
+            await self.session.execute(
+                select(func.pg_advisory_xact_lock(lock_key(f"devices:{user_id}")))
+            )
+        values = select(
+            bindparam("id", device_id, type_=String),
+            bindparam("user_id", user_id, type_=String),
+            bindparam("public_key", public_key, type_=String),
+            bindparam("created_at", now, type_=UTCDateTime),
+            bindparam("last_seen_at", now, type_=UTCDateTime),
+        ).where(
+            or_(
+                select(func.count())
+                .select_from(Device)
+                .where(Device.user_id == user_id)
+                .scalar_subquery()
+                < bindparam("cap", cap, type_=Integer),
+                exists().where(and_(Device.user_id == user_id, Device.public_key == public_key)),
+            )
+        )
+        insert = upsert(self.session, Device).from_select(
+            ["id", "user_id", "public_key", "created_at", "last_seen_at"], values
+        )
+        statement = insert.on_conflict_do_update(
+            index_elements=[Device.user_id, Device.public_key],
+            set_={"last_seen_at": insert.excluded.last_seen_at},
+        ).returning(Device)
+        try:
+            result = await self.session.execute(
+                statement, execution_options={"populate_existing": True}
+            )
+        except IntegrityError:
+            raise ReferenceGone from None  # the user was deleted meanwhile
+        device = result.scalar_one_or_none()
+        return None if device is None else (device, device.id == device_id)
+
+    async def count_for(self, user_id: str) -> int:
+        result = await self.session.execute(
+            select(func.count()).select_from(Device).where(Device.user_id == user_id)
+        )
+        return int(result.scalar_one())
 
     async def for_user(self, user_id: str) -> Sequence[Device]:
         result = await self.session.execute(
@@ -57,6 +115,10 @@ class DeviceRepository:
             update(Device).where(Device.id == device_id).values(last_seen_at=when)
         )
 
-    async def delete(self, device_id: str) -> bool:
-        result = await self.session.execute(delete(Device).where(Device.id == device_id))
+    async def delete(self, device_id: str, user_id: str | None = None) -> bool:
+        """False when there was no such device (of that user): gone, or never there."""
+        statement = delete(Device).where(Device.id == device_id)
+        if user_id is not None:
+            statement = statement.where(Device.user_id == user_id)
+        result = await self.session.execute(statement)
         return bool(result.rowcount)  # type: ignore[attr-defined]
