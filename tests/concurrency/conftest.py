@@ -97,7 +97,8 @@ def assert_only(responses: Iterable[httpx.Response], allowed: set[int]) -> None:
         assert response.status_code in allowed, (response.status_code, response.text)
         if response.status_code >= 400:
             body = response.json()
-            assert body["error"] and body["code"], body
+            assert body["error"], body
+            assert body["code"], body
 
 
 @pytest.fixture(params=["inproc", "process"])

@@ -38,9 +38,10 @@ async def test_one_name_registered_from_several_clients(target: Target) -> None:
             "/auth/register", json=register_body(f"n{secrets.token_hex(4)}", unspent[0])
         )
         assert retry.status_code == 201, retry.text
-        assert await target.count(
-            "SELECT count(*) FROM invites WHERE consumed_at IS NOT NULL"
-        ) == spent + 1
+        assert (
+            await target.count("SELECT count(*) FROM invites WHERE consumed_at IS NOT NULL")
+            == spent + 1
+        )
     assert await target.count("SELECT count(*) FROM users WHERE is_admin") == 1
     await target.healthy(admin)
 
@@ -138,13 +139,12 @@ async def test_logout_from_several_clients_at_once(target: Target) -> None:
     clients = await target.pool()
     for _ in range(ROUNDS):
         member = await target.register(f"l{secrets.token_hex(4)}")
-        responses = await burst(
-            http.post("/auth/logout", headers=member.auth) for http in clients
-        )
+        responses = await burst(http.post("/auth/logout", headers=member.auth) for http in clients)
         # Came second: the token is gone by then.
         assert_only(responses, {200, 401})
         assert statuses(responses).count(200) >= 1
-        assert await target.count(
-            "SELECT count(*) FROM sessions WHERE user_id = :u", u=member.user_id
-        ) == 0
+        assert (
+            await target.count("SELECT count(*) FROM sessions WHERE user_id = :u", u=member.user_id)
+            == 0
+        )
     await target.healthy(admin)

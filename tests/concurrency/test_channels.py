@@ -103,7 +103,8 @@ async def test_simultaneous_first_profiles(target: Target) -> None:
         rows = await target.rows(
             "SELECT name_enc FROM user_profiles WHERE user_id = :u", u=member.user_id
         )
-        assert len(rows) == 1 and rows[0][0] in names
+        assert len(rows) == 1
+        assert rows[0][0] in names
     await target.healthy(admin)
 
 
@@ -134,9 +135,12 @@ async def test_channel_deleted_while_messages_arrive_over_websocket(target: Targ
             )
             assert deleted.status_code == 204, deleted.text
             assert set(outcomes) <= {"stored", "channel_not_found"}, outcomes
-            assert await target.count(
-                "SELECT count(*) FROM channel_messages WHERE channel_id = :c", c=channel_id
-            ) == 0
+            assert (
+                await target.count(
+                    "SELECT count(*) FROM channel_messages WHERE channel_id = :c", c=channel_id
+                )
+                == 0
+            )
     finally:
         for ws in sockets:
             await ws.close()

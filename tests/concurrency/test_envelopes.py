@@ -43,9 +43,7 @@ async def test_simultaneous_channel_envelopes_for_a_new_device(target: Target) -
     clients = await target.pool(len(senders))
     joiner = others[0]
     for _ in range(ROUNDS):
-        created = await target.http.post(
-            "/channels", json={"name_enc": "Y2g="}, headers=admin.auth
-        )
+        created = await target.http.post("/channels", json={"name_enc": "Y2g="}, headers=admin.auth)
         channel_id = created.json()["channel"]["id"]
         device_id, public_key = await new_device(target.http, joiner)
         responses = await burst(
@@ -97,7 +95,7 @@ async def test_simultaneous_directory_envelopes_for_a_new_device(target: Target)
 
 async def test_the_same_batch_twice_at_once_both_succeed(target: Target) -> None:
     """The client's 30-second re-share of every key from two tabs of one device."""
-    admin, others = await members(target)
+    admin, _ = await members(target)
     clients = await target.pool(4)
     created = await target.http.post("/channels", json={"name_enc": "Y2g="}, headers=admin.auth)
     channel_id = created.json()["channel"]["id"]
@@ -159,9 +157,7 @@ async def test_channel_deleted_while_envelopes_for_it_arrive(target: Target) -> 
     clients = await target.pool(len(senders) + 1)
     device_id, public_key = await new_device(target.http, others[0])
     for _ in range(ROUNDS):
-        created = await target.http.post(
-            "/channels", json={"name_enc": "Y2g="}, headers=admin.auth
-        )
+        created = await target.http.post("/channels", json={"name_enc": "Y2g="}, headers=admin.auth)
         channel_id = created.json()["channel"]["id"]
         uploads = [
             http.post(
