@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.exc import IntegrityError
 
+from dialtone.db.repositories.channels import ChannelRepository
 from dialtone.db.repositories.locks import AdvisoryLockRepository, lock_key
 from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.errors import DialtoneError, Unavailable
@@ -142,10 +143,12 @@ class MessageWriter:
                 outcomes = await self._store(messages)
         except IntegrityError:
             if len(batch) == 1:
-                # A message row can only break its channel's foreign key: the channel was
-                # deleted between the check and the insert. Answer as if it came second.
-                if not batch[0].done.done():
-                    batch[0].done.set_exception(channel_not_found())
+                if await self._channel_gone(batch[0].message.channel_id):
+                    # Deleted between the check and the insert: answer as if it came second.
+                    if not batch[0].done.done():
+                        batch[0].done.set_exception(channel_not_found())
+                    return
+                self._failed(batch, "IntegrityError")
                 return
             # One row broke a constraint (say, its channel was deleted between the
             # check and the insert): store the others one by one, in the same order.
@@ -162,6 +165,13 @@ class MessageWriter:
                 pending.done.set_exception(outcome)
             else:
                 pending.done.set_result(None)
+
+    async def _channel_gone(self, channel_id: str) -> bool:
+        try:
+            async with self._unit_of_work() as uow:
+                return not await ChannelRepository(uow.session).exists(channel_id)
+        except Exception:
+            return False
 
     def _failed(self, batch: list[_Pending], reason: str) -> None:
         # The type only: a database error's text can carry the statement's parameters.
