@@ -48,7 +48,11 @@ async def second_device(client: AsyncTestClient[Any], member: Member) -> Member:
     keys = DeviceKeys()
     response = await client.post(
         "/auth/login",
-        json={"username": member.username, "password": member.password, "public_key": keys.public_b64},
+        json={
+            "username": member.username,
+            "password": member.password,
+            "public_key": keys.public_b64,
+        },
     )
     assert response.status_code == 200, response.text
     body = response.json()
@@ -64,9 +68,7 @@ async def second_device(client: AsyncTestClient[Any], member: Member) -> Member:
 
 
 @pytest.fixture
-async def cast(
-    client: AsyncTestClient[Any], admin: Member, register: Register
-) -> dict[str, Any]:
+async def cast(client: AsyncTestClient[Any], admin: Member, register: Register) -> dict[str, Any]:
     """A channel; bob shared its key with carol first; mallory is another member."""
     created = await client.post("/channels", json={"name_enc": "Y2g="}, headers=admin.auth)
     channel_id = created.json()["channel"]["id"]
@@ -74,7 +76,8 @@ async def cast(
     carol = await register("carol")
     mallory = await register("mallory")
     real = os.urandom(32)
-    stored = await put(client, bob, channel_id, [envelope(bob, carol.device_id, carol.keys.public_b64, real)])
+    first = envelope(bob, carol.device_id, carol.keys.public_b64, real)
+    stored = await put(client, bob, channel_id, [first])
     assert stored == {"status": "ok"}  # unchanged wire when nothing is kept
     return {"channel": channel_id, "bob": bob, "carol": carol, "mallory": mallory, "real": real}
 
@@ -124,9 +127,8 @@ async def test_who_may_replace_an_envelope(
         "admin": admin,
     }.get(who) or await second_device(client, cast["bob"])
     rotated = os.urandom(32)
-    answer = await put(
-        client, writer, cast["channel"], [envelope(writer, carol.device_id, carol.keys.public_b64, rotated)]
-    )
+    item = envelope(writer, carol.device_id, carol.keys.public_b64, rotated)
+    answer = await put(client, writer, cast["channel"], [item])
     assert answer == {"status": "ok"}
     assert await key_of(client, carol, cast["channel"]) == rotated
 
