@@ -26,7 +26,7 @@ from dialtone.db.repositories.channels import ChannelRepository
 from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.errors import DialtoneError
 from dialtone.realtime.hub import CLOSE_POLICY, DRAIN_TIMEOUT, Connection, Hub
-from dialtone.realtime.limits import FrameLimits
+from dialtone.realtime.limits import FrameLimits, UserChatBuckets
 from dialtone.realtime.writer import MessageNotStored, MessageWriter
 from dialtone.schemas.common import MAX_BODY_BYTES
 from dialtone.schemas.events import (
@@ -114,6 +114,7 @@ class Gateway:
             ctx,
             cluster_locks=bool(self.settings.redis_url) and not self.settings.is_sqlite,
         )
+        self.user_chat = UserChatBuckets(self.settings)
 
     @property
     def sessionmaker(self) -> async_sessionmaker[AsyncSession]:
@@ -185,7 +186,11 @@ class Gateway:
             expiry = asyncio.get_running_loop().call_later(
                 max(0.0, delay), conn.close, CLOSE_POLICY, "session_expired"
             )
-        limits = FrameLimits.from_settings(self.settings) if self.settings.rate_limits else None
+        limits = (
+            FrameLimits.from_settings(self.settings, user_chat=self.user_chat.of(caller.user_id))
+            if self.settings.rate_limits
+            else None
+        )
         try:
             await self.hub.attach(conn)
             while True:
@@ -247,8 +252,7 @@ class Gateway:
             self._error(conn, "server_error", "the server could not handle this message")
 
     def _allowed(self, conn: Connection, limits: FrameLimits, *, chat: bool) -> bool:
-        bucket = limits.chat if chat else limits.signal
-        if bucket.hit().allowed:
+        if limits.allow_chat() if chat else limits.signal.hit().allowed:
             limits.limited = False
             return True
         policy = "ws_chat" if chat else "ws_signal"

@@ -13,6 +13,7 @@ from dialtone.db.upsert import ReferenceGone
 from dialtone.errors import Forbidden, InvalidInput, NotFound
 from dialtone.schemas.keys import EnvelopeIn
 from dialtone.security.keys import is_public_key
+from dialtone.services.auth import rate_limit
 from dialtone.services.context import Caller, ServerContext
 from dialtone.services.users import require_trusted
 
@@ -69,6 +70,7 @@ class KeyService:
     ) -> list[str]:
         """Store the envelopes; the device ids whose existing envelope was kept (see
         ``put_directory_keys``)."""
+        await rate_limit(self.ctx, "envelope", caller.user_id)
         if not await self.channels.exists(channel_id):
             raise NotFound("channel not found", code="channel_not_found")
         await self._check(caller, envelopes)
@@ -100,6 +102,7 @@ class KeyService:
         device id returned (the request still succeeds: every member re-shares every key).
         """
         require_trusted(caller)
+        await rate_limit(self.ctx, "envelope", caller.user_id)
         await self._check(caller, envelopes)
         now = self.ctx.clock()
         rows = [{**self._row(item), "created_at": now} for item in envelopes]

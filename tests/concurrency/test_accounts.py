@@ -148,3 +148,27 @@ async def test_logout_from_several_clients_at_once(target: Target) -> None:
             == 0
         )
     await target.healthy(admin)
+
+
+async def test_new_devices_at_once_stop_at_the_cap(target: Target) -> None:
+    """Fifteen new keys for one user at the same instant: exactly the cap (10) survive."""
+    admin = await target.register("admin")
+    clients = await target.pool(15)
+    for round_ in range(2):
+        member = await target.register(f"cap{round_}")
+        responses = await burst(
+            http.post(
+                "/devices",
+                json={"user_id": member.user_id, "public_key": DeviceKeys().public_b64},
+                headers=member.auth,
+            )
+            for http in clients
+        )
+        assert_only(responses, {201, 409})
+        assert statuses(responses).count(201) == 9  # plus the one it registered with
+        assert all(r.json()["code"] == "device_limit" for r in responses if r.status_code == 409)
+        count = await target.count(
+            "SELECT count(*) FROM devices WHERE user_id = :u", u=member.user_id
+        )
+        assert count == 10
+    await target.healthy(admin)

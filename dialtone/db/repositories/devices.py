@@ -1,9 +1,22 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Integer, String, and_, bindparam, delete, exists, func, or_, select, update
+from sqlalchemy import (
+    Integer,
+    String,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -12,6 +25,9 @@ from dialtone.db.models import Device
 from dialtone.db.repositories.locks import lock_key
 from dialtone.db.upsert import ReferenceGone, is_postgresql, upsert
 from dialtone.errors import Conflict
+
+# Rows per page when every device is listed (GET /devices/keys?all=1).
+ALL_PAGE = 500
 
 
 class DeviceRepository:
@@ -96,11 +112,25 @@ class DeviceRepository:
         )
         return result.scalars().all()
 
-    async def all(self) -> Sequence[Device]:
-        result = await self.session.execute(
-            select(Device).order_by(Device.user_id, Device.created_at, Device.id)
-        )
-        return result.scalars().all()
+    async def all(self, page: int = ALL_PAGE) -> list[Device]:
+        """Every device, by user then age, read ``page`` rows at a time (keyset paging).
+
+        SQLite reads run on the event loop (see db/sqlite.py): a community's whole device
+        list in one SELECT would hold every other request up while it is read. Between
+        pages the loop serves the others.
+        """
+        order = (Device.user_id, Device.created_at, Device.id)
+        devices: list[Device] = []
+        while True:
+            query = select(Device).order_by(*order).limit(page)
+            if devices:
+                last = devices[-1]
+                query = query.where(tuple_(*order) > tuple_(last.user_id, last.created_at, last.id))
+            batch = (await self.session.execute(query)).scalars().all()
+            devices.extend(batch)
+            if len(batch) < page:
+                return devices
+            await asyncio.sleep(0)  # let other requests run between pages
 
     async def existing_ids(self, device_ids: Sequence[str]) -> set[str]:
         if not device_ids:
