@@ -15,13 +15,40 @@ from sqlalchemy import event, insert
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from dialtone.app import create_app
-from dialtone.config import Settings
+from dialtone.config import Settings, load_settings
 from dialtone.db.base import new_id
 from dialtone.db.models import Device
+from dialtone.errors import ConfigError
 from tests.conftest import Member, make_settings, register_member
 from tests.e2ee import DeviceKeys
 from tests.http.conftest import assert_error
 from tests.realtime.conftest import chat_frame, recv, running_server
+
+
+def test_settings_of_the_per_member_bounds() -> None:
+    defaults = load_settings({})
+    assert defaults.max_devices_per_user == 10
+    assert (defaults.device_burst, defaults.device_refill) == (5, 300.0)
+    assert (defaults.envelope_burst, defaults.envelope_refill) == (200, 0.1)
+    assert (defaults.ws_user_chat_burst, defaults.ws_user_chat_rate) == (20, 10.0)
+    tuned = load_settings(
+        {
+            "DIALTONE_MAX_DEVICES_PER_USER": "3",
+            "DIALTONE_DEVICE_BURST": "2",
+            "DIALTONE_DEVICE_REFILL": "60",
+            "DIALTONE_ENVELOPE_BURST": "50",
+            "DIALTONE_ENVELOPE_REFILL": "1",
+            "DIALTONE_WS_USER_CHAT_BURST": "7",
+            "DIALTONE_WS_USER_CHAT_RATE": "2",
+        }
+    )
+    assert tuned.max_devices_per_user == 3
+    assert (tuned.device_burst, tuned.device_refill) == (2, 60.0)
+    assert (tuned.envelope_burst, tuned.envelope_refill) == (50, 1.0)
+    assert (tuned.ws_user_chat_burst, tuned.ws_user_chat_rate) == (7, 2.0)
+    for name, raw in (("DIALTONE_MAX_DEVICES_PER_USER", "0"), ("DIALTONE_ENVELOPE_REFILL", "-1")):
+        with pytest.raises(ConfigError, match=name):
+            load_settings({name: raw})
 
 
 @pytest.fixture
