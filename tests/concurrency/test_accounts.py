@@ -172,3 +172,15 @@ async def test_new_devices_at_once_stop_at_the_cap(target: Target) -> None:
         )
         assert count == 10
     await target.healthy(admin)
+
+
+async def test_invites_created_at_once_are_all_distinct(target: Target) -> None:
+    admin = await target.register("admin")
+    clients = await target.pool()
+    for _ in range(ROUNDS):
+        responses = await burst(
+            http.post("/server/invites", headers={"X-Admin-Token": ADMIN_TOKEN}) for http in clients
+        )
+        assert_only(responses, {201})
+        assert len({r.json()["token"] for r in responses}) == len(clients)
+    await target.healthy(admin)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+from typing import Any
 
 import httpx
+from websockets.asyncio.client import connect
 
 from tests.concurrency.conftest import ROUNDS, Target, assert_only, burst
 from tests.conftest import Member
@@ -178,4 +182,97 @@ async def test_channel_deleted_while_envelopes_for_it_arrive(target: Target) -> 
             "SELECT count(*) FROM channel_key_envelopes WHERE channel_id = :c", c=channel_id
         )
         assert count == 0
+    await target.healthy(admin)
+
+
+async def test_the_existing_clients_routine_when_a_fourth_device_joins(target: Target) -> None:
+    """Three members online; a fourth device logs in and connects. Each online client
+    reacts to device.joined as the existing client does: it uploads every channel's key
+    for every device it knows, and shares the directory key. Nobody sees a 5xx, and the
+    new device ends up with one envelope per channel and a directory envelope."""
+    admin, others = await members(target)
+    online = [admin, *others[:2]]
+    channels = []
+    for _ in range(3):
+        created = await target.http.post("/channels", json={"name_enc": "Y2g="}, headers=admin.auth)
+        channels.append(created.json()["channel"]["id"])
+    clients = await target.pool(len(online))
+    sockets = [
+        await connect(target.ws_url, additional_headers=m.auth, open_timeout=10) for m in online
+    ]
+    try:
+        for ws in sockets:
+            assert json.loads(await ws.recv())["type"] == "voice.presence.snapshot"
+        for round_ in range(ROUNDS // 2):
+
+            async def react(ws: Any, http: httpx.AsyncClient, member: Member) -> list[int]:
+                while True:
+                    event = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                    if event["type"] == "device.joined" and event["sender"] == others[2].user_id:
+                        break
+                listed = await http.get("/devices/keys?all=1", headers=member.auth)
+                keys = listed.json()["keys"]
+                answers = []
+                for channel_id in channels:
+                    batch = [envelope(member, k["device_id"], k["public_key"]) for k in keys]
+                    answers.append(
+                        await http.post(
+                            "/channels/keys",
+                            json={"channel_id": channel_id, "envelopes": batch},
+                            headers=member.auth,
+                        )
+                    )
+                batch = [envelope(member, k["device_id"], k["public_key"]) for k in keys]
+                answers.append(
+                    await http.post(
+                        "/directory/keys", json={"envelopes": batch}, headers=member.auth
+                    )
+                )
+                assert_only(answers, {201})
+                return [a.status_code for a in answers]
+
+            reactions = [
+                asyncio.ensure_future(react(ws, http, m))
+                for ws, http, m in zip(sockets, clients, online, strict=True)
+            ]
+            keys = DeviceKeys()
+            joined = await target.http.post(
+                "/auth/login",
+                json={
+                    "username": others[2].username,
+                    "password": others[2].password,
+                    "public_key": keys.public_b64,
+                },
+            )
+            assert joined.status_code == 200, joined.text
+            body = joined.json()
+            newcomer = await connect(
+                target.ws_url,
+                additional_headers={"Authorization": f"Bearer {body['token']}"},
+                open_timeout=10,
+            )
+            try:
+                await asyncio.gather(*reactions)
+            finally:
+                await newcomer.close()
+            for channel_id in channels:
+                assert (
+                    await target.count(
+                        "SELECT count(*) FROM channel_key_envelopes"
+                        " WHERE channel_id = :c AND device_id = :d",
+                        c=channel_id,
+                        d=body["device_id"],
+                    )
+                    == 1
+                ), round_
+            assert (
+                await target.count(
+                    "SELECT count(*) FROM directory_key_envelopes WHERE device_id = :d",
+                    d=body["device_id"],
+                )
+                == 1
+            )
+    finally:
+        for ws in sockets:
+            await ws.close()
     await target.healthy(admin)
