@@ -15,9 +15,17 @@ from dialtone.schemas.keys import (
     ChannelKeysIn,
     DirectoryKeyOut,
     DirectoryKeysIn,
+    EnvelopeIn,
     EnvelopesStored,
 )
-from dialtone.services.keys import KeyService
+from dialtone.services.keys import KeyService, NewEnvelope
+
+
+def new_envelopes(envelopes: list[EnvelopeIn]) -> list[NewEnvelope]:
+    return [
+        NewEnvelope(e.device_id, e.sender_device_id, e.sender_public_key, e.envelope)
+        for e in envelopes
+    ]
 
 
 class ChannelKeyController(Controller):
@@ -43,7 +51,9 @@ class ChannelKeyController(Controller):
     async def put_keys(
         self, data: JSONBody[ChannelKeysIn], uow: Uow, ctx: Ctx, caller: CallerDep
     ) -> EnvelopesStored:
-        kept = await KeyService(uow, ctx).put_channel_keys(caller, data.channel_id, data.envelopes)
+        kept = await KeyService(uow, ctx).put_channel_keys(
+            caller, data.channel_id, new_envelopes(data.envelopes)
+        )
         return EnvelopesStored(status="ok", kept=kept)
 
 
@@ -71,5 +81,5 @@ class DirectoryKeyController(Controller):
     async def put_keys(
         self, data: JSONBody[DirectoryKeysIn], uow: Uow, ctx: Ctx, caller: CallerDep
     ) -> EnvelopesStored:
-        kept = await KeyService(uow, ctx).put_directory_keys(caller, data.envelopes)
+        kept = await KeyService(uow, ctx).put_directory_keys(caller, new_envelopes(data.envelopes))
         return EnvelopesStored(status="ok", kept=kept)

@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.exc import IntegrityError
 
-from dialtone.db.repositories.channels import ChannelRepository
 from dialtone.db.repositories.locks import AdvisoryLockRepository, lock_key
 from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.errors import DialtoneError, Unavailable
 from dialtone.schemas.events import ChannelMessageNew
+from dialtone.services.channels import ChannelService
 from dialtone.services.context import ServerContext
 from dialtone.services.messages import MessageService, NewMessage, channel_not_found
 
@@ -84,6 +84,11 @@ class MessageWriter:
         self._closed = False
         # Sizes of the batches written so far (for tests and profiling; bounded).
         self.batch_sizes: deque[int] = deque(maxlen=1024)
+
+    @property
+    def waiting(self) -> int:
+        """Messages queued behind the batch being written (for tests and profiling)."""
+        return len(self._queue)
 
     async def submit(self, message: NewMessage) -> None:
         """Store one message; returns once it is committed and its event published.
@@ -169,9 +174,12 @@ class MessageWriter:
     async def _channel_gone(self, channel_id: str) -> bool:
         try:
             async with self._unit_of_work() as uow:
-                return not await ChannelRepository(uow.session).exists(channel_id)
+                await ChannelService(uow, self._ctx).require(channel_id)
+        except DialtoneError as exc:
+            return exc.status == 404
         except Exception:
             return False
+        return False
 
     def _failed(self, batch: list[_Pending], reason: str) -> None:
         # The type only: a database error's text can carry the statement's parameters.

@@ -54,6 +54,7 @@ class DeviceService:
         # The delete is the check: a concurrent revocation that came first leaves 0 rows.
         if not await self.devices.delete(device_id, caller.user_id):
             raise NotFound("device not found", code="device_not_found")
+        self.ctx.sessions_changing(self.uow)
         await self.sessions.delete_for_device(device_id)
         await self.envelopes.delete_for_device(device_id)
         self.ctx.seen.pop(device_id, None)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from dialtone.db.models import ChannelKeyEnvelope, DirectoryKeyEnvelope
@@ -11,7 +12,6 @@ from dialtone.db.repositories.keys import EnvelopeWriter, KeyEnvelopeRepository
 from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.db.upsert import ReferenceGone
 from dialtone.errors import Forbidden, InvalidInput, NotFound
-from dialtone.schemas.keys import EnvelopeIn
 from dialtone.security.keys import is_public_key
 from dialtone.services.auth import rate_limit
 from dialtone.services.context import Caller, ServerContext
@@ -24,6 +24,16 @@ def unknown_device(device_id: str) -> InvalidInput:
     return InvalidInput(f"unknown device: {device_id}", code="unknown_device")
 
 
+@dataclass(frozen=True, slots=True)
+class NewEnvelope:
+    """A key sealed by one device for another (``sender_*`` is the sealing device)."""
+
+    device_id: str
+    sender_device_id: str
+    sender_public_key: str
+    envelope: str
+
+
 class KeyService:
     def __init__(self, uow: UnitOfWork, ctx: ServerContext) -> None:
         self.uow = uow
@@ -32,7 +42,7 @@ class KeyService:
         self.devices = DeviceRepository(uow.session)
         self.channels = ChannelRepository(uow.session)
 
-    async def _check(self, caller: Caller, envelopes: Sequence[EnvelopeIn]) -> None:
+    async def _check(self, caller: Caller, envelopes: Sequence[NewEnvelope]) -> None:
         if not envelopes:
             raise InvalidInput("envelopes must not be empty", code="invalid_input")
         wanted: set[str] = set()
@@ -66,7 +76,7 @@ class KeyService:
         return envelope
 
     async def put_channel_keys(
-        self, caller: Caller, channel_id: str, envelopes: Sequence[EnvelopeIn]
+        self, caller: Caller, channel_id: str, envelopes: Sequence[NewEnvelope]
     ) -> list[str]:
         """Store the envelopes; the device ids whose existing envelope was kept (see
         ``put_directory_keys``)."""
@@ -93,7 +103,7 @@ class KeyService:
         return await self.keys.directory_envelope(caller.device_id)
 
     async def put_directory_keys(
-        self, caller: Caller, envelopes: Sequence[EnvelopeIn]
+        self, caller: Caller, envelopes: Sequence[NewEnvelope]
     ) -> list[str]:
         """Store the envelopes in one statement.
 
@@ -114,7 +124,7 @@ class KeyService:
         return self._kept(caller, envelopes, written, "directory", None)
 
     @staticmethod
-    def _row(item: EnvelopeIn) -> dict[str, Any]:
+    def _row(item: NewEnvelope) -> dict[str, Any]:
         return {
             "device_id": item.device_id,
             "sender_device_id": item.sender_device_id,
@@ -122,7 +132,7 @@ class KeyService:
             "envelope": item.envelope,
         }
 
-    async def _vanished_device(self, envelopes: Sequence[EnvelopeIn]) -> InvalidInput:
+    async def _vanished_device(self, envelopes: Sequence[NewEnvelope]) -> InvalidInput:
         wanted = [item.device_id for item in envelopes]
         missing = sorted(set(wanted) - await self.devices.existing_ids(wanted))
         return unknown_device(missing[0] if missing else wanted[0])
@@ -130,7 +140,7 @@ class KeyService:
     @staticmethod
     def _kept(
         caller: Caller,
-        envelopes: Sequence[EnvelopeIn],
+        envelopes: Sequence[NewEnvelope],
         written: set[str],
         kind: str,
         channel_id: str | None,
