@@ -14,12 +14,11 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import event, insert
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from dialtone.app import create_app
 from dialtone.config import Settings, load_settings
 from dialtone.db.base import new_id
 from dialtone.db.models import Device
 from dialtone.errors import ConfigError
-from tests.conftest import Member, make_settings, register_member
+from tests.conftest import Member, app_client, make_settings, register_member
 from tests.e2ee import DeviceKeys
 from tests.http.conftest import assert_error
 from tests.realtime.conftest import chat_frame, recv, running_server
@@ -58,7 +57,7 @@ def bounded(tmp_path: Path, db_url: str) -> Settings:
 
 @pytest.fixture
 async def client(bounded: Settings) -> AsyncIterator[AsyncTestClient[Any]]:
-    async with AsyncTestClient(app=create_app(bounded)) as test_client:
+    async with app_client(bounded) as test_client:
         yield test_client
 
 
@@ -101,7 +100,7 @@ async def test_new_devices_are_rate_limited_per_user(tmp_path: Path, db_url: str
     settings = make_settings(
         tmp_path, db_url, rate_limits=True, device_burst=2, device_refill=3600.0
     )
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with app_client(settings) as client:
         await register_member(client, "admin")
         bob = await register_member(client, "bob")
         known = DeviceKeys().public_b64
@@ -119,7 +118,7 @@ async def test_envelope_writes_are_rate_limited_per_user(tmp_path: Path, db_url:
     settings = make_settings(
         tmp_path, db_url, rate_limits=True, envelope_burst=3, envelope_refill=3600.0
     )
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with app_client(settings) as client:
         admin = await register_member(client, "admin")
         created = await client.post("/channels", json={"name_enc": "Y2g="}, headers=admin.auth)
         channel_id = created.json()["channel"]["id"]
