@@ -19,6 +19,7 @@ import msgspec
 from litestar import asgi
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from dialtone.api.address_bans import scope_address
 from dialtone.api.dependencies import bearer_token
 from dialtone.config import Settings
 from dialtone.db.models import Session
@@ -35,6 +36,7 @@ from dialtone.schemas.events import (
     ErrorEvent,
     IceCandidate,
     IceCandidateOut,
+    ServerHello,
     VoiceJoin,
     VoiceLeave,
     VoiceMembership,
@@ -114,6 +116,7 @@ class Gateway:
             ctx,
             cluster_locks=bool(self.settings.redis_url) and not self.settings.is_sqlite,
         )
+        self._bad_data: set[str] = set()  # sockets whose bad frames were logged already
 
     @property
     def sessionmaker(self) -> async_sessionmaker[AsyncSession]:
@@ -136,6 +139,10 @@ class Gateway:
         if self.hub.shutting_down:
             await _deny(scope, send, 503, "server is shutting down")
             return
+        address = scope_address(scope, self.ctx)
+        if self.ctx.bans.address_ban(address, self.ctx.clock()) is not None:
+            await _deny(scope, send, 403, "banned from this server", "banned")
+            return
         caller: Caller | None = None
         expires_at: datetime | None = None
         if token is not None:
@@ -146,6 +153,9 @@ class Gateway:
                         # Already loaded by authenticate: an identity-map hit, no query.
                         session = await uow.session.get(Session, caller.token_hash)
                         expires_at = session.expires_at if session is not None else None
+            except DialtoneError as exc:  # a banned user: a clear 403 with its code
+                await _deny(scope, send, exc.status, exc.message, exc.code)
+                return
             except Exception as exc:
                 log.error("websocket handshake: session lookup failed: %s", type(exc).__name__)
                 await _deny(scope, send, 503, "database unavailable, try again")
@@ -157,7 +167,7 @@ class Gateway:
         if subprotocol is not None:
             accept["subprotocol"] = subprotocol
         await send(accept)
-        await self.run(caller, receive, send, expires_at, scope.get("extensions"))
+        await self.run(caller, receive, send, expires_at, scope.get("extensions"), address)
 
     # ------------------------------------------------------------ one socket's life
 
@@ -168,6 +178,7 @@ class Gateway:
         send: Send,
         expires_at: datetime | None = None,
         extensions: dict[str, Any] | None = None,
+        address: str = "",
     ) -> None:
         extensions = extensions or {}
         conn = Connection(
@@ -178,6 +189,7 @@ class Gateway:
             write_frame=extensions.get("dialtone.write_frame"),
             abort=extensions.get("dialtone.abort"),
         )
+        conn.address = address
         expiry: asyncio.TimerHandle | None = None
         if expires_at is not None:
             # The session ends while the socket is open: close it then, as a logout would.
@@ -185,9 +197,24 @@ class Gateway:
             expiry = asyncio.get_running_loop().call_later(
                 max(0.0, delay), conn.close, CLOSE_POLICY, "session_expired"
             )
-        limits = FrameLimits.from_settings(self.settings) if self.settings.rate_limits else None
+        # ctx.settings, not self.settings: the limits are live settings.
+        settings = self.ctx.settings
+        limits = FrameLimits.from_settings(settings) if settings.rate_limits else None
+        live = self.ctx.live_settings
+        hello = ServerHello(
+            user_id=caller.user_id,
+            device_id=caller.device_id,
+            is_admin=caller.is_admin,
+            is_moderator=caller.is_moderator,
+            is_trusted=caller.is_trusted,
+            server_title=live.server_title,
+            welcome_message=live.welcome_message,
+        )
+        self.ctx.server_log.record(
+            "join", user_id=caller.user_id, device_id=caller.device_id, address=address
+        )
         try:
-            await self.hub.attach(conn)
+            await self.hub.attach(conn, encode_event(hello))
             while True:
                 # No task and no asyncio.wait per frame. A socket the server closes (slow
                 # consumer, revoked, shutdown) stops here when its close frame has been
@@ -202,6 +229,13 @@ class Gateway:
         finally:
             if expiry is not None:
                 expiry.cancel()
+            self._bad_data.discard(conn.id)
+            self.ctx.server_log.record(
+                "leave",
+                user_id=caller.user_id,
+                device_id=caller.device_id,
+                message=conn.closing[1] if conn.closing else "",
+            )
             await self.hub.detach(conn)
             if conn.closing is not None and conn.writing:
                 with contextlib.suppress(TimeoutError):
@@ -223,6 +257,16 @@ class Gateway:
             frame = frame_decoder.decode(text)
         except msgspec.DecodeError as exc:
             frame_error = classify_decode_error(text, exc)
+            if conn.id not in self._bad_data:
+                # Once per socket: a client sending garbage must not flood the log.
+                self._bad_data.add(conn.id)
+                self.ctx.server_log.record(
+                    "bad_data",
+                    level="warning",
+                    user_id=conn.user_id,
+                    device_id=conn.device_id,
+                    message=frame_error.code,
+                )
             if limits is not None and not self._allowed(conn, limits, chat=False):
                 return
             self._error(conn, frame_error.code, frame_error.message)
@@ -263,6 +307,13 @@ class Gateway:
         if not limits.limited:
             # One line when a socket goes over its limit, not one per refused frame.
             limits.limited = True
+            self.ctx.server_log.record(
+                "rate_limited",
+                level="warning",
+                user_id=conn.user_id,
+                device_id=conn.device_id,
+                message=f"policy {policy}",
+            )
             log.info(
                 "websocket rate limit hit conn=%s",
                 conn.id,
@@ -373,13 +424,16 @@ async def _http_error(send: Send, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-async def _deny(scope: Scope, send: Send, status: int, message: str) -> None:
+async def _deny(
+    scope: Scope, send: Send, status: int, message: str, code: str | None = None
+) -> None:
     """Refuse the handshake with a real HTTP response, before any upgrade."""
     if "websocket.http.response" not in (scope.get("extensions") or {}):
         # A server without the denial-response extension can only say 403.
         await send({"type": "websocket.close", "code": CLOSE_POLICY})
         return
-    body = msgspec.json.encode({"error": message})
+    payload = {"error": message} if code is None else {"error": message, "code": code}
+    body = msgspec.json.encode(payload)
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
