@@ -45,6 +45,7 @@ from dialtone.schemas.admin import (
 from dialtone.schemas.common import Status, rfc3339
 from dialtone.services.admin import AdminService, UserRow, ban_rule
 from dialtone.services.context import ServerContext
+from dialtone.services.maintenance import checkpoint_sqlite
 
 Req = Request[Any, State, Any]
 # ``state`` is a reserved handler argument in Litestar, hence the alias.
@@ -182,6 +183,9 @@ class AdminController(Controller):
         erased = await AdminService(uow, ctx).delete_user(
             actor, user_id, messages=messages == "delete"
         )
+        if erased:
+            await uow.commit()
+            await checkpoint_sqlite(request.app.state.sessionmaker)
         return DeletedCount(deleted=erased)
 
     @delete("/users/{user_id:str}/messages", status_code=200)
@@ -195,6 +199,9 @@ class AdminController(Controller):
     ) -> DeletedCount:
         actor = await require_staff_credentials(request, uow, ctx)
         erased = await AdminService(uow, ctx).erase_messages(actor, user_id, channel_id)
+        if erased:
+            await uow.commit()
+            await checkpoint_sqlite(request.app.state.sessionmaker)
         return DeletedCount(deleted=erased)
 
     # ------------------------------------------------------------ bans

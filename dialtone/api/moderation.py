@@ -3,9 +3,10 @@ and the public server information."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from litestar import delete, get
+from litestar import Request, delete, get
+from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.params import QueryParameter
 
@@ -21,14 +22,23 @@ from dialtone.schemas.admin import (
 )
 from dialtone.schemas.common import rfc3339
 from dialtone.services.admin import AdminService
+from dialtone.services.maintenance import checkpoint_sqlite
 
 MessageIdQuery = Annotated[str, QueryParameter(min_length=1, max_length=64, pattern=r"^[^\x00]*$")]
 _caller = {"caller": Provide(provide_caller)}
 
 
 @delete("/channels/messages", status_code=204, tags=["messages"], dependencies=_caller)
-async def delete_message(message_id: MessageIdQuery, uow: Uow, ctx: Ctx, caller: CallerDep) -> None:
+async def delete_message(
+    request: Request[Any, State, Any],
+    message_id: MessageIdQuery,
+    uow: Uow,
+    ctx: Ctx,
+    caller: CallerDep,
+) -> None:
     await AdminService(uow, ctx).delete_message(caller, message_id)
+    await uow.commit()
+    await checkpoint_sqlite(request.app.state.sessionmaker)
 
 
 @get("/channels/messages/deleted", tags=["messages"], dependencies=_caller)

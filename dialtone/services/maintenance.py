@@ -9,6 +9,7 @@ import time
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dialtone.db.repositories.admin import BanRepository, ServerLogRepository, SettingRepository
@@ -109,3 +110,17 @@ async def purge_forever(
             log.warning("purge failed", extra={"error": type(exc).__name__})
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)
+
+
+async def checkpoint_sqlite(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    """After erasing ciphertext on SQLite: copy the WAL into the database file and empty
+    it, so the old pages (which still hold the erased text) leave the disk too.
+    Best effort: a busy database is checkpointed later by SQLite itself."""
+    async with sessionmaker() as session:
+        if session.get_bind().dialect.name != "sqlite":
+            return
+        try:
+            await session.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+            await session.commit()
+        except Exception as exc:
+            log.warning("checkpoint after erasure failed", extra={"error": type(exc).__name__})

@@ -95,7 +95,10 @@ async def test_credentials(
     invite = await make_invite(client)
     url = path.format(target=carol.user_id, ban=ban["id"], invite=invite["id"])
     if isinstance(body, dict):
-        body = {k: (v.format(target=carol.user_id) if isinstance(v, str) else v) for k, v in body.items()}
+        body = {
+            key: value.format(target=carol.user_id) if isinstance(value, str) else value
+            for key, value in body.items()
+        }
 
     async def call(headers: dict[str, str]) -> Any:
         return await client.request(method, url, json=body, headers=headers)
@@ -159,18 +162,23 @@ async def test_last_unlocked_admin_stays(
     for change in ({"is_admin": False}, {"is_locked": True}):
         response = await client.patch(f"/admin/users/{admin.user_id}", json=change, headers=OP)
         assert assert_error(response, 409)["code"] == "last_admin"
-    assert assert_error(
-        await client.delete(f"/admin/users/{admin.user_id}", headers=OP), 409
-    )["code"] == "last_admin"
-    assert assert_error(
-        await client.post("/admin/bans", json={"user_id": admin.user_id}, headers=OP), 409
-    )["code"] == "last_admin"
+    assert (
+        assert_error(await client.delete(f"/admin/users/{admin.user_id}", headers=OP), 409)["code"]
+        == "last_admin"
+    )
+    assert (
+        assert_error(
+            await client.post("/admin/bans", json={"user_id": admin.user_id}, headers=OP), 409
+        )["code"]
+        == "last_admin"
+    )
     # With a second admin, one may step down.
     second = await register("second")
     promoted = await client.patch(
         f"/admin/users/{second.user_id}", json={"is_admin": True}, headers=admin.auth
     )
-    assert promoted.status_code == 200 and promoted.json()["is_admin"] is True
+    assert promoted.status_code == 200
+    assert promoted.json()["is_admin"] is True
     demoted = await client.patch(
         f"/admin/users/{admin.user_id}", json={"is_admin": False}, headers=second.auth
     )
@@ -258,8 +266,11 @@ async def test_user_list_filters_and_pages(
         "online",
         "last_seen_at",
     }
-    assert "username" not in str(body) and "bob" not in str(body)
-    assert row["device_count"] == 1 and row["online"] is False and is_time(row["last_seen_at"])
+    assert "username" not in str(body)
+    assert "bob" not in str(body)
+    assert row["device_count"] == 1
+    assert row["online"] is False
+    assert is_time(row["last_seen_at"])
 
     async def ids(query: str) -> set[str]:
         got = await client.get(f"/admin/users?{query}", headers=OP)
@@ -296,7 +307,8 @@ async def test_lock_ends_sessions_and_refuses_login(
     response = await client.patch(
         f"/admin/users/{member.user_id}", json={"is_locked": True}, headers=admin.auth
     )
-    assert response.status_code == 200 and response.json()["is_locked"] is True
+    assert response.status_code == 200
+    assert response.json()["is_locked"] is True
     assert_error(await client.get("/channels", headers=member.auth), 401)
     login = await client.post(
         "/auth/login",
@@ -345,7 +357,8 @@ async def test_delete_user_removes_account_keeps_messages_unless_asked(
     kept = await store_message(db, channel_id, member, "Ym9iIHNheXM=")
     gone = await store_message(db, channel_id, carol, "Y2Fyb2wgc2F5cw==")
     response = await client.delete(f"/admin/users/{member.user_id}", headers=OP)
-    assert response.status_code == 200 and response.json() == {"deleted": 0}
+    assert response.status_code == 200
+    assert response.json() == {"deleted": 0}
     response = await client.delete(f"/admin/users/{carol.user_id}?messages=delete", headers=OP)
     assert response.json() == {"deleted": 1}
     assert_error(await client.delete(f"/admin/users/{carol.user_id}?messages=all", headers=OP), 400)
@@ -368,10 +381,16 @@ async def test_stats(
 ) -> None:
     response = await client.get("/admin/stats", headers=OP)
     body = response.json()
-    assert body["users"] == 2 and body["channels"] == 1 and body["messages"] == 0
-    assert body["online_users"] == 0 and body["sockets"] == 0 and body["voice_rooms"] == []
-    assert body["uptime_seconds"] >= 0 and body["version"]
-    assert len(body["nodes"]) == 1 and body["bans"] == 0
+    assert body["users"] == 2
+    assert body["channels"] == 1
+    assert body["messages"] == 0
+    assert body["online_users"] == 0
+    assert body["sockets"] == 0
+    assert body["voice_rooms"] == []
+    assert body["uptime_seconds"] >= 0
+    assert body["version"]
+    assert len(body["nodes"]) == 1
+    assert body["bans"] == 0
 
 
 # ---------------------------------------------------------------- invites
@@ -381,7 +400,8 @@ async def test_invite_options_states_and_revocation(
     client: AsyncTestClient[Any], admin: Member, register: Register
 ) -> None:
     plain = await make_invite(client)
-    assert plain["max_uses"] == 1 and is_uuid(plain["id"])
+    assert plain["max_uses"] == 1
+    assert is_uuid(plain["id"])
     shared = await make_invite(client, ttl_seconds=3600, max_uses=2)
     revoked = await make_invite(client)
     assert shared["max_uses"] == 2
@@ -400,19 +420,23 @@ async def test_invite_options_states_and_revocation(
         }
         assert (await client.post("/auth/register", json=body)).status_code == 201
     body["username"], body["invite_token"] = "frank", shared["token"]
-    assert assert_error(await client.post("/auth/register", json=body), 410)["code"] == "invite_gone"
+    spent = await client.post("/auth/register", json=body)
+    assert assert_error(spent, 410)["code"] == "invite_gone"
     body["invite_token"] = revoked["token"]
     assert_error(await client.post("/auth/register", json=body), 410)
 
     listed = (await client.get("/admin/invites", headers=OP)).json()
     states = {i["id"]: i for i in listed["invites"]}
-    assert states[shared["id"]]["state"] == "consumed" and states[shared["id"]]["uses"] == 2
+    assert states[shared["id"]]["state"] == "consumed"
+    assert states[shared["id"]]["uses"] == 2
     assert states[revoked["id"]]["state"] == "revoked"
     assert states[plain["id"]]["state"] == "active"
     assert all("token" not in i for i in listed["invites"])
-    assert plain["token"] not in str(listed) and shared["token"] not in str(listed)
+    assert plain["token"] not in str(listed)
+    assert shared["token"] not in str(listed)
     only = (await client.get("/admin/invites?state=active", headers=OP)).json()["invites"]
-    assert plain["id"] in {i["id"] for i in only} and revoked["id"] not in {i["id"] for i in only}
+    assert plain["id"] in {i["id"] for i in only}
+    assert revoked["id"] not in {i["id"] for i in only}
     assert_error(await client.get("/admin/invites?state=weird", headers=OP), 400)
 
 
@@ -441,7 +465,8 @@ async def test_settings_partial_update_and_validation(
     client: AsyncTestClient[Any], admin: Member, member: Member
 ) -> None:
     before = (await client.get("/admin/settings", headers=OP)).json()["settings"]
-    assert before["registration_open"] is True and before["log_retention_days"] == 90
+    assert before["registration_open"] is True
+    assert before["log_retention_days"] == 90
     response = await client.put(
         "/admin/settings",
         json={"server_title": "Night Shift", "welcome_message": "Be kind."},
@@ -451,7 +476,8 @@ async def test_settings_partial_update_and_validation(
     after = response.json()["settings"]
     assert after == {**before, "server_title": "Night Shift", "welcome_message": "Be kind."}
     info = (await client.get("/server/info")).json()
-    assert info["server_title"] == "Night Shift" and info["welcome_message"] == "Be kind."
+    assert info["server_title"] == "Night Shift"
+    assert info["welcome_message"] == "Be kind."
     for bad, code in [
         ({"no_such_setting": 1}, "unknown_setting"),
         ({"registration_open": "no"}, "invalid_setting"),
@@ -459,9 +485,10 @@ async def test_settings_partial_update_and_validation(
         ({"login_burst": 1.5}, "invalid_setting"),
         ({}, "invalid_setting"),
     ]:
-        assert assert_error(await client.put("/admin/settings", json=bad, headers=OP), 400)[
-            "code"
-        ] == code
+        assert (
+            assert_error(await client.put("/admin/settings", json=bad, headers=OP), 400)["code"]
+            == code
+        )
     assert_error(await client.put("/admin/settings", json=[1, 2], headers=OP), 400)
     # Nothing of a refused update was stored.
     assert (await client.get("/admin/settings", headers=OP)).json()["settings"] == after
@@ -485,9 +512,7 @@ async def test_closed_registration_refuses_even_a_valid_invite(
     assert (await client.post("/auth/register", json=body)).status_code == 201
 
 
-async def test_rate_limit_settings_apply_live(
-    client: AsyncTestClient[Any], admin: Member
-) -> None:
+async def test_rate_limit_settings_apply_live(client: AsyncTestClient[Any], admin: Member) -> None:
     ctx: ServerContext = client.app.state.ctx
     await client.put(
         "/admin/settings", json={"login_burst": 2, "invite_ttl_seconds": 7200}, headers=OP
@@ -531,8 +556,10 @@ async def test_log_records_actions_by_id_and_pages(
         "address",
         "message",
     }
-    assert kick["user_id"] == member.user_id and kick["actor_id"] == admin.user_id
-    assert entries[0]["actor_id"] == "operator" and entries[0]["message"] == "is_trusted=false"
+    assert kick["user_id"] == member.user_id
+    assert kick["actor_id"] == admin.user_id
+    assert entries[0]["actor_id"] == "operator"
+    assert entries[0]["message"] == "is_trusted=false"
     assert entries[2]["user_id"] == member.user_id
 
     only = (await client.get("/admin/log?topic=kick", headers=OP)).json()["entries"]
