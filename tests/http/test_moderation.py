@@ -123,7 +123,8 @@ async def test_deletions_feed_pages_oldest_first(
     assert start["messages"] == 5
     for message in ids:
         await client.delete(f"/channels/messages?message_id={message}", headers=admin.auth)
-    feed = await client.get(f"/channels/messages/deleted?channel_id={channel_id}", headers=member.auth)
+    feed_url = f"/channels/messages/deleted?channel_id={channel_id}"
+    feed = await client.get(feed_url, headers=member.auth)
     assert feed.status_code == 200
     body = feed.json()
     assert body["channel_id"] == channel_id
@@ -144,7 +145,8 @@ async def test_deletions_feed_pages_oldest_first(
     cursor = None
     while True:
         url = f"/channels/messages/deleted?channel_id={channel_id}&limit=2"
-        page = (await client.get(url + (f"&cursor={cursor}" if cursor else ""), headers=admin.auth)).json()
+        url += f"&cursor={cursor}" if cursor else ""
+        page = (await client.get(url, headers=admin.auth)).json()
         paged += [d["message_id"] for d in page["deletions"]]
         cursor = page["next_cursor"]
         if cursor is None:
@@ -161,7 +163,8 @@ async def test_deletions_feed_pages_oldest_first(
         (f"channel_id={channel_id}&cursor=xyz", 400),
         ("", 400),
     ]:
-        assert_error(await client.get(f"/channels/messages/deleted?{query}", headers=admin.auth), status)
+        response = await client.get(f"/channels/messages/deleted?{query}", headers=admin.auth)
+        assert_error(response, status)
 
 
 async def test_delete_a_users_messages_in_one_channel_or_everywhere(
