@@ -88,8 +88,8 @@ async def test_cli_bans_invites_settings_and_log(
     client: AsyncTestClient[Any], admin: Member, member: Member, db_url: str, tmp_path: Path
 ) -> None:
     cli = Cli(db_url, tmp_path)
-    added = cli.json("bans", "add", "--address", "203.0.113.0/24", "--duration", "2h", "--comment", "x")
-    ban = added[0]
+    spam = ("--address", "203.0.113.0/24", "--duration", "2h", "--comment", "spam")
+    ban = cli.json("bans", "add", *spam)[0]
     assert ban["address"] == "203.0.113.0/24"
     assert ban["created_by"] == "operator"
     user_ban = cli.json("bans", "add", "--user", member.user_id)[0]
