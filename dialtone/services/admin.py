@@ -145,7 +145,9 @@ class AdminService:
 
     async def _log(self, topic: str, actor: Caller | None, **fields: Any) -> None:
         await self.ctx.server_log.add(self.uow.session, topic, actor_id=actor_id(actor), **fields)
-        log.info(topic, extra={"event": topic, "actor_id": actor_id(actor), **fields})
+        # "message" is a LogRecord attribute: it goes to the process log as "detail".
+        extra = {("detail" if k == "message" else k): v for k, v in fields.items()}
+        log.info(topic, extra={"event": topic, "actor_id": actor_id(actor), **extra})
 
     # ------------------------------------------------------------ statistics
 
