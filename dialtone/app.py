@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import asynccontextmanager
 
@@ -45,6 +46,8 @@ from dialtone.services.maintenance import (
 )
 from dialtone.services.session_cache import SessionCache
 
+log = logging.getLogger("dialtone.app")
+
 
 def create_app(settings: Settings) -> Litestar:
     require_secrets(settings)
@@ -64,8 +67,12 @@ def create_app(settings: Settings) -> Litestar:
         app.state.sessionmaker = create_sessionmaker(engine)
         if ctx.session_cache is not None:
             ctx.session_cache.watch(engine)
-        # Bans and live settings hold before the first request is served.
-        await refresh_admin_state(app.state.sessionmaker, ctx)
+        # Bans and live settings hold before the first request is served (a database
+        # that is down now is retried by the refresh loop, as every request retries it).
+        try:
+            await refresh_admin_state(app.state.sessionmaker, ctx)
+        except Exception as exc:
+            log.warning("could not load bans and settings yet: %s", type(exc).__name__)
         await broker.start(hub.deliver)
         if settings.redis_url:
             await hub.start_replication(settings.node_heartbeat)

@@ -54,7 +54,11 @@ async def test_admin_activity_logs_ids_only(
         secrets.append(wrong)
         await live.http.post(
             "/auth/login",
-            json={"username": bob.username, "password": wrong, "public_key": DeviceKeys().public_b64},
+            json={
+                "username": bob.username,
+                "password": wrong,
+                "public_key": DeviceKeys().public_b64,
+            },
         )
         channel = await live.create_channel(admin, "Q0hBTk5FTC1TRUNSRVQtbmFtZQ==")
         body, name = "Qk9EWS1TRUNSRVQtY2lwaGVydGV4dA==", "TkFNRS1TRUNSRVQtY2lwaGVy"
