@@ -22,13 +22,13 @@ async def ready(request: Request[Any, State, Any]) -> Response[dict[str, str]]:
     A load balancer polls this (``/health`` stays the plain liveness check)."""
     state = request.app.state
     if state.hub.shutting_down:
-        return Response({"status": "draining"}, status_code=503)
+        return _not_ready("draining")
     try:
         async with state.sessionmaker() as session:
             await session.execute(text("SELECT 1"))
     except Exception as exc:
         log.warning("readiness: database check failed: %s", type(exc).__name__)
-        return Response({"status": "database unavailable"}, status_code=503)
+        return _not_ready("database unavailable")
     redis_url = state.ctx.settings.redis_url
     if redis_url:
         import redis.asyncio as redis
@@ -38,7 +38,11 @@ async def ready(request: Request[Any, State, Any]) -> Response[dict[str, str]]:
             await client.ping()
         except Exception as exc:
             log.warning("readiness: redis check failed: %s", type(exc).__name__)
-            return Response({"status": "redis unavailable"}, status_code=503)
+            return _not_ready("redis unavailable")
         finally:
             await client.aclose()
     return Response({"status": "ready"}, status_code=200)
+
+
+def _not_ready(reason: str) -> Response[dict[str, str]]:
+    return Response({"status": reason, "error": reason, "code": "not_ready"}, status_code=503)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 
@@ -122,7 +122,9 @@ class LogPage(msgspec.Struct):
 
 
 class SettingsOut(msgspec.Struct):
-    settings: dict[str, str | int | float | bool]
+    # Values are strings, whole numbers, numbers or booleans (see docs/API.md); typed Any
+    # because a JSON schema cannot tell a whole number from a number in a oneOf.
+    settings: dict[str, Any]
 
 
 class AnnounceIn(msgspec.Struct, forbid_unknown_fields=True):
