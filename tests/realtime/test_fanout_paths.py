@@ -85,4 +85,5 @@ async def test_sockets_that_keep_up_are_written_directly_and_own_no_task(
 async def test_greeting_order_survives_the_direct_path(live: LiveServer, member: Member) -> None:
     ws = await live.connect_raw(member)
     assert (await recv(ws))["type"] == "voice.presence.snapshot"
+    assert (await recv(ws))["type"] == "server.hello"  # additive (administration)
     assert (await recv(ws))["type"] == "device.joined"
