@@ -19,7 +19,7 @@ from dialtone.api.auth import AuthController
 from dialtone.api.channels import ChannelController
 from dialtone.api.dependencies import provide_ctx, provide_uow
 from dialtone.api.devices import DeviceController
-from dialtone.api.edge import Edge
+from dialtone.api.edge import DialtoneApp, log_websocket_failure, security_headers
 from dialtone.api.error_handlers import exception_handlers
 from dialtone.api.health import health, ready
 from dialtone.api.invites import create_invite
@@ -49,24 +49,24 @@ from dialtone.services.session_cache import SessionCache
 log = logging.getLogger("dialtone.app")
 
 
-def create_app(settings: Settings) -> Litestar:
+def create_app(settings: Settings) -> DialtoneApp:
+    """The ASGI app to serve: the Litestar app (``.litestar``) inside the edge bounds."""
     require_secrets(settings)
-    ctx = ServerContext.from_settings(settings)
-    broker = make_broker(settings.redis_url, settings.redis_prefix)
+    broker = make_broker(settings.redis_url, settings.redis_prefix, settings.cluster_secret)
     hub = Hub(broker.publish)
-    ctx.directory = hub
-    hub.on_admin = AdminEvents(ctx, hub)
-    if settings.redis_url is None:
+    ctx = ServerContext.from_settings(
+        settings,
+        directory=hub,
         # Single node: every revocation passes through this process.
-        ctx.session_cache = SessionCache()
+        session_cache=SessionCache() if settings.redis_url is None else None,
+    )
+    hub.on_admin = AdminEvents(ctx, hub)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
-        if ctx.session_cache is not None:
-            ctx.session_cache.watch(engine)
         # Bans and live settings hold before the first request is served (a database
         # that is down now is retried by the refresh loop, as every request retries it).
         try:
@@ -152,14 +152,16 @@ def create_app(settings: Settings) -> Litestar:
         # dialtone.logs configures logging; Litestar must not install its own handlers.
         logging_config=None,
         debug=False,
+        # Public hooks: they see every response Litestar sends (404, 405 and CORS
+        # preflights included) and every exception a handler raises.
+        before_send=[security_headers(settings)],
+        after_exception=[log_websocket_failure],
     )
-    # Outside Litestar's router and exception handling, so every response passes through.
-    edge = Edge(app.asgi_handler, settings, ctx.trusted_proxies)
-    app.asgi_handler = edge  # type: ignore[assignment]
+    served = DialtoneApp(app, settings, ctx.trusted_proxies)
 
     def live_cap(new: Settings) -> None:
         # The per-address cap is a live setting (PUT /admin/settings).
-        edge.cap = new.max_connections_per_address if new.rate_limits else None
+        served.cap = new.max_connections_per_address if new.rate_limits else None
 
     ctx.settings_hooks.append(live_cap)
-    return app
+    return served

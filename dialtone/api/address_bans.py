@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from dialtone.security.addresses import client_address
+from dialtone.security.headers import header, scope_address
 from dialtone.security.tokens import same_secret
 from dialtone.services.context import ServerContext
 
@@ -22,21 +22,8 @@ ASGIApp = Any
 _BODY = msgspec.json.encode({"error": "banned from this server", "code": "banned"})
 
 
-def _header(scope: dict[str, Any], name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return None
-
-
-def scope_address(scope: dict[str, Any], ctx: ServerContext) -> str:
-    client = scope.get("client")
-    peer = client[0] if client else None
-    return client_address(peer, _header(scope, b"x-forwarded-for"), ctx.trusted_proxies)
-
-
 def is_operator(scope: dict[str, Any], ctx: ServerContext) -> bool:
-    given = _header(scope, b"x-admin-token")
+    given = header(scope, b"x-admin-token")
     expected = ctx.settings.admin_token
     return bool(given and expected and same_secret(given.strip(), expected))
 
@@ -47,7 +34,8 @@ def address_ban_middleware(ctx: ServerContext) -> Any:
             if (
                 scope["type"] == "http"
                 and ctx.bans.has_address_bans
-                and ctx.bans.address_ban(scope_address(scope, ctx), ctx.clock()) is not None
+                and ctx.bans.address_ban(scope_address(scope, ctx.trusted_proxies), ctx.clock())
+                is not None
                 and not is_operator(scope, ctx)
             ):
                 await send(

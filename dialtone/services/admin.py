@@ -224,6 +224,7 @@ class AdminService:
         await self.users.lock_admin_changes()
         user = await self._target(actor, user_id)
         before = {name: bool(getattr(user, name)) for name in changes}
+        self.ctx.sessions_changing(self.uow)
         await self.users.set_flags(user_id, changes)
         if changes.get("is_admin") is False or changes.get("is_locked") is True:
             await self._keep_an_admin()
@@ -250,6 +251,7 @@ class AdminService:
 
     async def end_sessions(self, actor: Caller | None, user_id: str) -> None:
         await self._target(actor, user_id)
+        self.ctx.sessions_changing(self.uow)
         await self.sessions.delete_for_user(user_id)
         self.uow.emit(SessionsRevoked(user_id=user_id))
         await self._log("sessions_revoked", actor, user_id=user_id)
@@ -260,6 +262,7 @@ class AdminService:
         await self.users.lock_admin_changes()
         await self._target(actor, user_id)
         erased = await self.erase_messages(actor, user_id, None) if messages else 0
+        self.ctx.sessions_changing(self.uow)
         await self.users.delete(user_id)
         await self._keep_an_admin()
         self.uow.emit(SessionsRevoked(user_id=user_id))
