@@ -1,4 +1,4 @@
-"""dialtone serve | migrate | invite create"""
+"""dialtone serve | migrate | invite create | admin ..."""
 
 from __future__ import annotations
 
@@ -255,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     invite_sub = invite.add_subparsers(dest="invite_command", required=True)
     create = invite_sub.add_parser("create", help="create a single-use invite and print it")
     create.set_defaults(func=cmd_invite_create)
+    from dialtone.admin_cli import add_admin_parser
+
+    add_admin_parser(sub)
     return parser
 
 

@@ -38,6 +38,17 @@ async def test_connect_sends_snapshot_and_device_joined_to_everyone_else(
     first = await live.connect(admin)
     ws = await live.connect_raw(member)
     assert await recv(ws) == {"type": "voice.presence.snapshot", "voice_rooms": {}}
+    # Additive (administration): who you are and the server's title and welcome message.
+    assert await recv(ws) == {
+        "type": "server.hello",
+        "user_id": member.user_id,
+        "device_id": member.device_id,
+        "is_admin": False,
+        "is_moderator": False,
+        "is_trusted": True,
+        "server_title": "Dialtone",
+        "welcome_message": "",
+    }
     announced = {"type": "device.joined", "sender": member.user_id, "device_id": member.device_id}
     assert await next_of(first, "device.joined") == announced
     # The joiner's own copy would have been queued before this message: there is none.
