@@ -176,6 +176,7 @@ export class Client {
 
   stop() {
     clearInterval(this.presenceTimer);
+    clearTimeout(this.dirTimer);
     for (const timer of this.keyRetries.values()) clearTimeout(timer);
     this.socket.close();
     if (current === this) setCurrent(null);
@@ -274,12 +275,35 @@ export class Client {
       } else if (!this.profileRows || this.profileRows.length === 0) {
         // Nobody has written a profile yet, so nobody holds a directory key: make it.
         await this.createDirectoryKey();
+      } else {
+        // Others hold it and share it when this device comes online (device.joined).
+        this.retryDirectoryLater();
       }
     }
+    await this.directoryReady();
+  }
+
+  async directoryReady() {
     await this.decryptProfiles();
     if (this.dirKey && !this.profiles.has(this.me.id)) {
       await this.setDisplayName(this.wantedName || this.me.username).catch(() => {});
     }
+  }
+
+  retryDirectoryLater(attempt = 1) {
+    if (attempt > 8 || this.ended) return;
+    this.dirTimer = setTimeout(async () => {
+      try {
+        const envelope = await this.api.directoryKey();
+        if (envelope && (await this.acceptDirectoryEnvelope(envelope))) {
+          await this.directoryReady();
+          return;
+        }
+      } catch (error) {
+        if (this.guard(error)) return;
+      }
+      this.retryDirectoryLater(attempt + 1);
+    }, 250 * 2 ** attempt);
   }
 
   async acceptDirectoryEnvelope(envelope) {
@@ -420,7 +444,7 @@ export class Client {
 
   // The creator posts envelopes right after the channel exists: ask again a few times.
   retryKeyLater(ch, attempt = (ch.keyAttempt || 0) + 1) {
-    if (attempt > 6 || this.keyRetries.has(ch.id)) return;
+    if (attempt > 8 || this.keyRetries.has(ch.id) || this.ended) return;
     ch.keyAttempt = attempt;
     const timer = setTimeout(async () => {
       this.keyRetries.delete(ch.id);
