@@ -119,7 +119,7 @@ def playwright() -> Iterator[Playwright]:
     if sync_playwright is None:
         pytest.skip("playwright is not installed (pip install -e '.[test]')")
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"no chromium at {CHROMIUM}: run `make browser-deps` (apt-get install chromium)")
+        pytest.skip(f"no chromium at {CHROMIUM}: run `make browser-deps`")
     with sync_playwright() as p:
         yield p
 
