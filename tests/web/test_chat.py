@@ -91,9 +91,7 @@ def test_two_people_chat_end_to_end(server: WebServer, new_page: Any) -> None:
         for text in plaintexts:
             assert text not in frame, f"{text!r} crossed the WebSocket in clear: {frame[:200]}"
     # What was sent is what is stored: the server keeps the sealed body byte for byte.
-    bodies = [
-        json.loads(f)["body"] for f in alice.frames_sent if '"channel.message.send"' in f
-    ]
+    bodies = [json.loads(f)["body"] for f in alice.frames_sent if '"channel.message.send"' in f]
     assert len(bodies) == 2
     for body in bodies:
         assert body.encode() in on_disk
