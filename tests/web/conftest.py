@@ -45,6 +45,7 @@ class WebServer:
     base: str
     data_dir: Path
     proc: subprocess.Popen[bytes]
+    env: dict[str, str]
 
     @property
     def db_path(self) -> Path:
@@ -80,7 +81,7 @@ def start_server(data_dir: Path, extra_env: dict[str, str] | None = None) -> Web
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    server = WebServer(f"http://127.0.0.1:{port}", data_dir, proc)
+    server = WebServer(f"http://127.0.0.1:{port}", data_dir, proc, env)
     # Start-up only: wait until the port answers (migrations run first).
     with httpx.Client(base_url=server.base, timeout=5) as http:
         for _ in range(600):
@@ -155,9 +156,11 @@ class Watched:
     frames_sent: list[str] = field(default_factory=list)
     frames_received: list[str] = field(default_factory=list)
     allowed_errors: list[re.Pattern[str]] = field(default_factory=list)
+    allowed_failures: list[re.Pattern[str]] = field(default_factory=list)
 
     def problems(self) -> list[str]:
-        failures = [f for f in self.failures if not any(p.search(f) for p in EXPECTED_FAILURES)]
+        expected = EXPECTED_FAILURES + self.allowed_failures
+        failures = [f for f in self.failures if not any(p.search(f) for p in expected)]
         errors = [
             e
             for e in self.errors
