@@ -44,7 +44,8 @@ def test_invite_link_from_the_cli_opens_registration(server: WebServer, new_page
     second.page.get_by_label("Username").fill("cheshire")
     second.page.get_by_label("Password").fill(PASSWORD)
     second.page.get_by_role("button", name="Create account").click()
-    expect(second.page.get_by_role("alert").filter(has_text="expired or was already used")).to_be_visible()
+    used = second.page.get_by_role("alert").filter(has_text="expired or was already used")
+    expect(used).to_be_visible()
 
 
 def test_sign_in_errors_are_explained(server: WebServer, new_page: Any) -> None:
