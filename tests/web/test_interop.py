@@ -92,7 +92,7 @@ def test_browser_and_python_read_each_other(server: WebServer, new_page: Any) ->
                 {
                     "type": "channel.message.send",
                     "channel_id": channel["id"],
-                    "body": seal(channel_key, "Off with their heads!".encode()),
+                    "body": seal(channel_key, b"Off with their heads!"),
                     "sender_name_enc": seal(channel_key, b"Carol Python"),
                 }
             )
