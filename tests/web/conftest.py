@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from tests.conftest import ADMIN_TOKEN, PEPPER
+from tests.e2ee import DeviceKeys
 
 CHROMIUM = os.environ.get("DIALTONE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 PASSWORD = "correct horse 1"
@@ -225,3 +226,23 @@ def register_in_browser(
     page.get_by_label("Display name").fill(display)
     page.get_by_role("button", name="Create account").click()
     expect(page.locator(".conn")).to_have_text("Connected")
+
+
+def python_member(
+    server: WebServer, username: str
+) -> tuple[httpx.Client, DeviceKeys, dict[str, Any]]:
+    keys = DeviceKeys()
+    http = httpx.Client(base_url=server.base, timeout=20)
+    response = http.post(
+        "/auth/register",
+        json={
+            "username": username,
+            "password": PASSWORD,
+            "public_key": keys.public_b64,
+            "invite_token": server.invite(),
+        },
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    http.headers["Authorization"] = f"Bearer {body['token']}"
+    return http, keys, body

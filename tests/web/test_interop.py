@@ -11,27 +11,7 @@ from playwright.sync_api import expect
 from websockets.sync.client import connect
 
 from tests.e2ee import DeviceKeys, open_sealed, seal, unb64
-from tests.web.conftest import PASSWORD, WebServer, register_in_browser
-
-
-def python_member(
-    server: WebServer, username: str
-) -> tuple[httpx.Client, DeviceKeys, dict[str, Any]]:
-    keys = DeviceKeys()
-    http = httpx.Client(base_url=server.base, timeout=20)
-    response = http.post(
-        "/auth/register",
-        json={
-            "username": username,
-            "password": PASSWORD,
-            "public_key": keys.public_b64,
-            "invite_token": server.invite(),
-        },
-    )
-    assert response.status_code == 201, response.text
-    body = response.json()
-    http.headers["Authorization"] = f"Bearer {body['token']}"
-    return http, keys, body
+from tests.web.conftest import PASSWORD, WebServer, python_member, register_in_browser
 
 
 def test_browser_and_python_read_each_other(server: WebServer, new_page: Any) -> None:
