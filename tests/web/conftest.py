@@ -214,7 +214,7 @@ def new_page(browser: Browser, server: WebServer) -> Iterator[Any]:
     problems = [p for w in opened for p in w.problems()]
     for watched in opened:
         watched.context.close()
-    assert not problems, f"console errors or failed requests: {problems}\nserver log:\n{server.log_tail()}"
+    assert not problems, f"console errors or failed requests: {problems}\n{server.log_tail()}"
 
 
 def register_in_browser(

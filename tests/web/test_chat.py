@@ -4,8 +4,8 @@ presence, history after a reload; only ciphertext in the database and on the Web
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 from pathlib import Path
 from typing import Any
 
