@@ -148,6 +148,11 @@ export class Client {
     socket.on("status", (status) => {
       this.status = status;
       this.emit("status", status);
+      // A handshake refused with 401 looks like any failed connection to a browser:
+      // after two failures, ask over HTTP whether the session is still good.
+      if (status.state === "reconnecting" && status.attempt === 2) {
+        this.api.devices().catch((error) => this.guard(error));
+      }
     });
     socket.on("open", ({ reconnected }) => this.onOpen(reconnected));
     socket.on("ended", ({ reason }) =>
