@@ -21,6 +21,25 @@ UNNAMED_CONTROLS = """() => [...document.querySelectorAll(
   .map((el) => el.outerHTML.slice(0, 120))"""
 
 
+# Lets the test hide the tab and see the notifications the page shows (the real
+# Notification is still created: this only records the calls).
+HIDEABLE_TAB = """
+let hidden = false;
+Object.defineProperty(Document.prototype, "visibilityState", {
+  get: () => (hidden ? "hidden" : "visible"), configurable: true });
+window.setTabHidden = (value) => {
+  hidden = value; document.dispatchEvent(new Event("visibilitychange")); };
+window.shownNotifications = [];
+const RealNotification = window.Notification;
+window.Notification = class extends RealNotification {
+  constructor(title, options) {
+    super(title, options);
+    window.shownNotifications.push({ title, body: options && options.body });
+  }
+};
+"""
+
+
 def unnamed(page: Any) -> list[str]:
     found: list[str] = page.evaluate(UNNAMED_CONTROLS)
     return found
@@ -48,8 +67,9 @@ def test_admin_invites_renames_and_deletes(server: WebServer, new_page: Any) -> 
     assert link.startswith(f"{server.base}/#invite=")
     assert unnamed(a) == []
 
-    member = new_page()
+    member = new_page(permissions=["notifications"])
     m = member.page
+    m.add_init_script(HIDEABLE_TAB)
     m.goto(link)
     m.get_by_label("Username").fill("knave")
     m.get_by_label("Password").fill(PASSWORD)
@@ -61,7 +81,24 @@ def test_admin_invites_renames_and_deletes(server: WebServer, new_page: Any) -> 
     expect(m.get_by_role("button", name="Rename channel croquet")).to_have_count(0)
     expect(m.get_by_role("link", name="Admin")).to_have_count(0)
 
+    # Alerts are opt-in: nothing while off; a notification once on and the tab hidden.
     a.get_by_role("link", name="croquet").click()
+    m.evaluate("setTabHidden(true)")
+    a.get_by_label("Message").fill("Off with his head!")
+    a.get_by_label("Message").press("Enter")
+    expect(m.get_by_role("link", name="croquet, 1 unread")).to_be_visible()
+    assert m.evaluate("shownNotifications") == []
+    m.evaluate("setTabHidden(false)")
+    m.get_by_role("checkbox", name="Alerts").check()
+    m.evaluate("setTabHidden(true)")
+    a.get_by_label("Message").fill("Who are these?")
+    a.get_by_label("Message").press("Enter")
+    expect(m.get_by_role("link", name="croquet, 1 unread")).to_be_visible()
+    notes = {"title": "#croquet", "body": "New message from Queen of Hearts"}
+    m.wait_for_function("shownNotifications.length === 1")
+    assert m.evaluate("shownNotifications") == [notes]
+    m.evaluate("setTabHidden(false)")
+
     a.get_by_role("button", name="Rename channel croquet").click()
     a.get_by_label("New name").fill("flamingo croquet")
     a.get_by_role("button", name="Rename", exact=True).click()
