@@ -449,6 +449,20 @@ export class Client {
     }
   }
 
+  // A message our key cannot open may mean the key was replaced (rotation): fetch the
+  // envelope addressed to us again, once per session and channel.
+  recheckKey(ch) {
+    if (ch.rechecked || !ch.envelope) return;
+    ch.rechecked = true;
+    this.api
+      .channelKey(ch.id)
+      .then(async (envelope) => {
+        if (envelope.envelope === ch.envelope.envelope) return;
+        if (await this.trustedSender(ch, envelope)) await this.acceptChannelEnvelope(ch, envelope);
+      })
+      .catch(() => {});
+  }
+
   // The creator posts envelopes right after the channel exists: ask again a few times.
   retryKeyLater(ch, attempt = (ch.keyAttempt || 0) + 1) {
     if (attempt > 8 || this.keyRetries.has(ch.id) || this.ended) return;
@@ -536,6 +550,7 @@ export class Client {
     } catch {
       m.text = null;
       m.unreadable = true;
+      this.recheckKey(ch);
     }
     try {
       m.senderName = await e2e.openText(ch.key, m.sender_name_enc);
