@@ -108,6 +108,8 @@ export class Client {
     this.keyRetries = new Map();
     this.notifyWanted = localStorage.getItem("dialtone.notify") === "1";
     this.status = { state: "idle" };
+    // What the server offers beyond the published API, learnt from server.hello.
+    this.server = { moderation: false, title: "", welcome: "" };
   }
 
   on(what, handler) {
@@ -165,6 +167,14 @@ export class Client {
     socket.on("device.joined", (event) => this.onDeviceJoined(event));
     socket.on("device.revoked", () => this.refreshDevices());
     socket.on("error", (event) => this.onServerError(event));
+    // Administration events (servers with the /admin API; older servers never send them).
+    socket.on("server.hello", (event) => this.onHello(event));
+    socket.on("server.info.updated", (event) => {
+      this.server = { ...this.server, title: event.server_title, welcome: event.welcome_message };
+      this.emit("server", this.server);
+    });
+    socket.on("server.announcement", (event) => this.emit("announcement", event));
+    socket.on("channel.message.deleted", (event) => this.onDeleted(event));
     try {
       await this.refreshDevices();
       await this.refreshProfiles();
@@ -478,6 +488,35 @@ export class Client {
 
   get canManageChannels() {
     return this.me.isAdmin || this.admins.has(this.me.id);
+  }
+
+  get isStaff() {
+    return this.canManageChannels || Boolean(this.me.isModerator);
+  }
+
+  onHello(event) {
+    this.me.isAdmin = event.is_admin;
+    this.me.isModerator = event.is_moderator;
+    this.server = { moderation: true, title: event.server_title, welcome: event.welcome_message };
+    this.emit("server", this.server);
+    this.emit("channels");
+  }
+
+  onDeleted(event) {
+    const ch = this.channels.get(event.channel_id);
+    if (!ch) return;
+    const gone = new Set(event.message_ids);
+    const before = ch.messages.length;
+    ch.messages = ch.messages.filter((m) => !gone.has(m.id));
+    if (ch.messages.length !== before) this.emit("messages", ch.id);
+  }
+
+  async deleteMessage(channelId, messageId) {
+    await this.attempt(
+      () => this.api.request("DELETE", "/channels/messages", { query: { message_id: messageId } }),
+      "Deleting the message",
+    );
+    this.onDeleted({ channel_id: channelId, message_ids: [messageId] });
   }
 
   async createChannel(name) {
