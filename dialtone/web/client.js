@@ -14,6 +14,14 @@ const MAX_BODY_BYTES = 16384;
 const PENDING_TIMEOUT_MS = 15000;
 const PRESENCE_EVERY_MS = 20000;
 
+// Why the server closed our socket for good, in words.
+const ENDED = {
+  revoked: "This device was signed out.",
+  session_expired: "Your session has expired.",
+  banned: "You are banned from this server.",
+  locked: "Your account is locked. Ask an admin.",
+};
+
 let current = null;
 const currentListeners = new Set();
 
@@ -126,10 +134,14 @@ export class Client {
     this.emit("notice", { message, kind });
   }
 
-  // Any 401 means the session is over: sign out locally and say why.
+  // Any 401 means the session is over, as does a ban: sign out locally and say why.
   guard(error) {
     if (error instanceof ApiError && error.status === 401) {
       this.end("Your session has ended. Please sign in again.");
+      return true;
+    }
+    if (error instanceof ApiError && error.status === 403 && error.code === "banned") {
+      this.end(ENDED.banned);
       return true;
     }
     return false;
@@ -157,9 +169,7 @@ export class Client {
       }
     });
     socket.on("open", ({ reconnected }) => this.onOpen(reconnected));
-    socket.on("ended", ({ reason }) =>
-      this.end(reason === "revoked" ? "This device was signed out." : "Your session has expired."),
-    );
+    socket.on("ended", ({ reason }) => this.end(ENDED[reason] || ENDED.revoked));
     socket.on("channel.message.new", (event) => this.onMessage(event));
     socket.on("channel.updated", (event) => this.onChannelUpdated(event));
     socket.on("channel.deleted", (event) => this.onChannelDeleted(event));
