@@ -13,6 +13,9 @@ const CATCH_UP_PAGE = 200;
 const MAX_BODY_BYTES = 16384;
 const PENDING_TIMEOUT_MS = 15000;
 const PRESENCE_EVERY_MS = 20000;
+// Keys we lack are shared by others when this device comes online, a moment later; no
+// event says when, so ask again: often at first, then rarely (about a minute in all).
+const KEY_RETRY_MS = [300, 600, 1000, 1000, 2000, 2000, 4000, 8000, 15000, 30000];
 
 // Why the server closed our socket for good, in words.
 const ENDED = {
@@ -318,7 +321,7 @@ export class Client {
   }
 
   retryDirectoryLater(attempt = 1) {
-    if (attempt > 8 || this.ended) return;
+    if (attempt > KEY_RETRY_MS.length || this.ended) return;
     this.dirTimer = setTimeout(async () => {
       try {
         const envelope = await this.api.directoryKey();
@@ -330,7 +333,7 @@ export class Client {
         if (this.guard(error)) return;
       }
       this.retryDirectoryLater(attempt + 1);
-    }, 250 * 2 ** attempt);
+    }, KEY_RETRY_MS[attempt - 1]);
   }
 
   async acceptDirectoryEnvelope(envelope) {
@@ -485,14 +488,14 @@ export class Client {
 
   // The creator posts envelopes right after the channel exists: ask again a few times.
   retryKeyLater(ch, attempt = (ch.keyAttempt || 0) + 1) {
-    if (attempt > 8 || this.keyRetries.has(ch.id) || this.ended) return;
+    if (attempt > KEY_RETRY_MS.length || this.keyRetries.has(ch.id) || this.ended) return;
     ch.keyAttempt = attempt;
     const timer = setTimeout(async () => {
       this.keyRetries.delete(ch.id);
       if (!this.channels.has(ch.id) || ch.key) return;
       await this.fetchKey(ch).catch(() => {});
       if (ch.key) this.emit("channels");
-    }, 250 * 2 ** attempt);
+    }, KEY_RETRY_MS[attempt - 1]);
     this.keyRetries.set(ch.id, timer);
   }
 
