@@ -466,6 +466,7 @@ export class Client {
     ch.name = null;
     await store.put(`chan:${this.me.deviceId}:${ch.id}`, { key: ch.key, envelope });
     await this.ensureKey(ch);
+    this.emit("channels");
     if (ch.loaded) {
       for (const m of ch.messages) await this.decryptMessage(ch, m);
       this.emit("messages", ch.id);
