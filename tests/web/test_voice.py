@@ -1,0 +1,127 @@
+"""A voice call between two browsers through the server's signalling, on a server without
+TURN (direct paths on this machine): join, connect, audio both ways, the speaking
+indicator, mute, per-peer volume, a camera through the same connection, and leaving
+closes every connection and stops every track."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from playwright.sync_api import expect
+
+from tests.web.conftest import WebServer
+from tests.web.voice_helpers import (
+    CONNECT_MS,
+    Caller,
+    expect_audio_flows,
+    expect_connected,
+    join,
+    two_people_in_a_channel,
+)
+
+
+def sent_of_type(caller: Caller, kind: str) -> list[dict[str, Any]]:
+    frames = [json.loads(text) for text in caller.watched.frames_sent]
+    return [f for f in frames if f.get("type") == kind]
+
+
+def forgive_missing_turn(*callers: Caller) -> None:
+    """This server has no TURN relay: GET /voice/turn answers 404 (documented), and the
+    client then uses direct paths only. That 404 is the one failed request expected."""
+    for caller in callers:
+        failures = caller.watched.failures
+        assert "GET /voice/turn 404" in failures
+        failures[:] = [f for f in failures if f != "GET /voice/turn 404"]
+
+
+def test_two_browsers_hold_a_voice_call(server: WebServer, new_page: Any) -> None:
+    alice, bob = two_people_in_a_channel(server, new_page, "voice lounge")
+    expect(bob.panel()).to_contain_text("Nobody is in voice here.")
+
+    join(alice)
+    # Voice presence: Bob sees Alice in the room before joining it himself.
+    expect(bob.panel().locator(".voice-summary")).to_contain_text(alice.display)
+    join(bob)
+
+    expect_connected(alice, bob)
+    expect_audio_flows(alice, bob)
+    expect(alice.row(bob).locator(".voice-state")).to_contain_text("connected directly")
+    # Exactly one offer and one answer: the smaller user id offered, so no glare.
+    ids = {
+        "alice": bob.row(alice).get_attribute("data-user-id"),
+        "bob": alice.row(bob).get_attribute("data-user-id"),
+    }
+    offers = {name: sent_of_type(c, "webrtc_offer") for name, c in (("alice", alice), ("bob", bob))}
+    offerer, answerer = ("alice", "bob") if ids["alice"] < ids["bob"] else ("bob", "alice")
+    assert [f["recipient"] for f in offers[offerer]] == [ids[answerer]]
+    assert offers[answerer] == []
+    answerer_caller = bob if answerer == "bob" else alice
+    answers = sent_of_type(answerer_caller, "webrtc_answer")
+    assert [f["recipient"] for f in answers] == [ids[offerer]]
+
+    # Chromium's fake microphone beeps: the other side's speaking indicator lights up.
+    expect(alice.row(bob)).to_have_attribute("data-speaking", "true", timeout=CONNECT_MS)
+    expect(bob.row(alice)).to_have_attribute("data-speaking", "true", timeout=CONNECT_MS)
+
+    # Mute by mouse, unmute by keyboard; the microphone track is what goes silent.
+    mute = alice.panel().get_by_role("button", name="Mute microphone")
+    mute.click()
+    expect(mute).to_have_attribute("aria-pressed", "true")
+    audio_enabled = (
+        "() => window.__pcs[0].getSenders().filter((s) => s.track && s.track.kind === 'audio')"
+        ".map((s) => s.track.enabled)"
+    )
+    assert alice.eval(audio_enabled) == [False]
+    expect(alice.panel().locator(".voice-status")).to_contain_text("You are muted")
+    mute.focus()
+    mute.press("Enter")
+    expect(mute).to_have_attribute("aria-pressed", "false")
+    assert alice.eval(audio_enabled) == [True]
+
+    # Per-peer volume, with the keyboard, on the element that plays Bob's audio.
+    slider = alice.row(bob).get_by_role("slider", name=f"Volume of {bob.display}")
+    slider.focus()
+    slider.press("Home")
+    alice.wait("() => window.__audios.length === 1 && window.__audios[0].volume === 0")
+    slider.press("End")
+    alice.wait("() => window.__audios[0].volume === 1")
+
+    # Bob's camera travels through the same connection (renegotiated in place).
+    camera = bob.panel().get_by_role("button", name="Camera")
+    camera.click()
+    expect(camera).to_have_attribute("aria-pressed", "true")
+    video = alice.row(bob).get_by_label(f"Camera of {bob.display}")
+    expect(video).to_be_visible(timeout=CONNECT_MS)
+    alice.wait(
+        "() => { const v = document.querySelector('dt-voice-panel li video:not([hidden])');"
+        " return !!v && v.videoWidth > 0; }"
+    )
+    assert alice.eval("() => window.__pcs.length") == 1
+    assert bob.eval("() => window.__pcs.length") == 1
+    camera.click()
+    expect(camera).to_have_attribute("aria-pressed", "false")
+    expect(video).to_be_hidden(timeout=CONNECT_MS)
+    bob.wait(
+        "() => { const video = window.__tracks.filter((t) => t.kind === 'video');"
+        " return video.length > 0 && video.every((t) => t.readyState === 'ended'); }"
+    )
+    expect_connected(alice, bob)
+
+    # Leaving closes every connection on both sides and stops the microphone.
+    bob.panel().get_by_role("button", name="Leave voice").click()
+    bob.wait(
+        "() => window.__pcs.length === 1 && window.__pcs[0].connectionState === 'closed'"
+        " && window.__tracks.every((t) => t.readyState === 'ended')"
+    )
+    alice.wait("() => window.__pcs[0].connectionState === 'closed'")
+    expect(alice.row(bob)).to_have_count(0)
+    expect(alice.panel().locator(".voice-status")).to_contain_text("Nobody else is here yet")
+    expect(bob.panel().get_by_role("button", name="Join voice")).to_be_visible()
+    expect(bob.panel().locator(".voice-summary")).to_contain_text(alice.display)
+
+    alice.panel().get_by_role("button", name="Leave voice").click()
+    alice.wait("() => window.__tracks.every((t) => t.readyState === 'ended')")
+    expect(bob.panel()).to_contain_text("Nobody is in voice here.")
+    assert len(sent_of_type(alice, "voice_leave")) == 1
+    forgive_missing_turn(alice, bob)
