@@ -118,11 +118,27 @@ async def _create_invite(settings: Settings) -> tuple[str, str]:
     return token, rfc3339(expires_at)
 
 
-def cmd_invite_create(_: argparse.Namespace) -> int:
+def invite_link(settings: Settings, token: str, base_url: str | None = None) -> str:
+    """The web client's registration link for an invite: `<base>/#invite=<token>`.
+
+    The token sits in the fragment, so browsers never send it to the server in a URL.
+    """
+    if not base_url:
+        scheme = "https" if settings.tls_cert else "http"
+        host = settings.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "localhost"
+        elif ":" in host:
+            host = f"[{host}]"
+        base_url = f"{scheme}://{host}:{settings.port}"
+    return f"{base_url.rstrip('/')}/#invite={token}"
+
+
+def cmd_invite_create(args: argparse.Namespace) -> int:
     settings = load_settings()
     _migrate(settings)
     token, expires_at = asyncio.run(_create_invite(settings))
-    print(token)
+    print(invite_link(settings, token, args.base_url) if args.link else token)
     print(f"expires at {expires_at}", file=sys.stderr)
     return 0
 
@@ -138,6 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
     invite = sub.add_parser("invite", help="manage server invites")
     invite_sub = invite.add_subparsers(dest="invite_command", required=True)
     create = invite_sub.add_parser("create", help="create a single-use invite and print it")
+    create.add_argument(
+        "--link", action="store_true", help="print a link that opens registration in the web client"
+    )
+    create.add_argument(
+        "--base-url",
+        help="the server's public address for --link (default: from DIALTONE_LISTEN_ADDR)",
+    )
     create.set_defaults(func=cmd_invite_create)
     return parser
 

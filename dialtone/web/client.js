@@ -191,6 +191,8 @@ export class Client {
   }
 
   async logout() {
+    // Our own socket is closed first, so its "revoked" close is not taken for a removal.
+    this.socket.close();
     try {
       await this.api.logout();
     } catch (error) {

@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from tests.conftest import ADMIN_TOKEN, PEPPER
+from tests.e2ee import DeviceKeys
 
 CHROMIUM = os.environ.get("DIALTONE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 PASSWORD = "correct horse 1"
@@ -45,6 +46,7 @@ class WebServer:
     base: str
     data_dir: Path
     proc: subprocess.Popen[bytes]
+    env: dict[str, str]
 
     @property
     def db_path(self) -> Path:
@@ -80,7 +82,7 @@ def start_server(data_dir: Path, extra_env: dict[str, str] | None = None) -> Web
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    server = WebServer(f"http://127.0.0.1:{port}", data_dir, proc)
+    server = WebServer(f"http://127.0.0.1:{port}", data_dir, proc, env)
     # Start-up only: wait until the port answers (migrations run first).
     with httpx.Client(base_url=server.base, timeout=5) as http:
         for _ in range(600):
@@ -155,9 +157,11 @@ class Watched:
     frames_sent: list[str] = field(default_factory=list)
     frames_received: list[str] = field(default_factory=list)
     allowed_errors: list[re.Pattern[str]] = field(default_factory=list)
+    allowed_failures: list[re.Pattern[str]] = field(default_factory=list)
 
     def problems(self) -> list[str]:
-        failures = [f for f in self.failures if not any(p.search(f) for p in EXPECTED_FAILURES)]
+        expected = EXPECTED_FAILURES + self.allowed_failures
+        failures = [f for f in self.failures if not any(p.search(f) for p in expected)]
         errors = [
             e
             for e in self.errors
@@ -222,3 +226,23 @@ def register_in_browser(
     page.get_by_label("Display name").fill(display)
     page.get_by_role("button", name="Create account").click()
     expect(page.locator(".conn")).to_have_text("Connected")
+
+
+def python_member(
+    server: WebServer, username: str
+) -> tuple[httpx.Client, DeviceKeys, dict[str, Any]]:
+    keys = DeviceKeys()
+    http = httpx.Client(base_url=server.base, timeout=20)
+    response = http.post(
+        "/auth/register",
+        json={
+            "username": username,
+            "password": PASSWORD,
+            "public_key": keys.public_b64,
+            "invite_token": server.invite(),
+        },
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    http.headers["Authorization"] = f"Bearer {body['token']}"
+    return http, keys, body
