@@ -150,6 +150,19 @@ function parseCandidate(text) {
   return { candidate: text, sdpMLineIndex: 0 };
 }
 
+// Each RTCPeerConnection has its own DTLS certificate: an offer whose fingerprint differs
+// from the one we negotiated comes from a new connection, not a renegotiation.
+function fingerprint(sdp) {
+  const match = /^a=fingerprint:(.+)$/m.exec(sdp || "");
+  return match ? match[1].trim().toLowerCase() : null;
+}
+
+function isNewSession(pc, offerSdp) {
+  const known = fingerprint(pc.remoteDescription?.sdp);
+  const offered = fingerprint(offerSdp);
+  return !!known && !!offered && known !== offered;
+}
+
 // Audio level of one MediaStream through an AnalyserNode.
 class LevelMeter {
   constructor(context, stream) {
@@ -237,6 +250,7 @@ export class VoiceRoom extends EventTarget {
     this.localMeter = null;
     this.levelTimer = null;
     this.pendingJoin = null;
+    this.offerToAll = false;
     this.error = null;
     this.changeQueued = false;
     this.unsubscribe = [
@@ -400,7 +414,9 @@ export class VoiceRoom extends EventTarget {
     for (const userId of [...this.peers.keys()]) {
       if (!members.has(userId)) this.removePeer(userId);
     }
-    for (const userId of members) this.ensurePeer(userId);
+    const offerNow = this.offerToAll;
+    this.offerToAll = false;
+    for (const userId of members) this.ensurePeer(userId, { offerNow });
     this.changed();
     if (pending) pending.resolve();
   }
@@ -424,6 +440,10 @@ export class VoiceRoom extends EventTarget {
 
   rejoin() {
     for (const userId of [...this.peers.keys()]) this.removePeer(userId);
+    // The others may never hear that we were gone (the server may not have noticed our
+    // old socket die): offer to each of them at once, whoever usually goes first, so they
+    // see a new connection (by its fingerprint) instead of waiting for the old to fail.
+    this.offerToAll = true;
     this.state = "joining";
     this.changed();
     if (!this.socket.send({ type: "voice_join", channel_id: this.channelId })) {
@@ -462,14 +482,14 @@ export class VoiceRoom extends EventTarget {
     this.changed();
   }
 
-  ensurePeer(userId) {
+  ensurePeer(userId, { offerNow = false } = {}) {
     let peer = this.peers.get(userId);
     if (peer) return peer;
     peer = new Peer(userId, this.selfId > userId);
-    const saved = Number(readStorage(VOLUME_KEY + userId));
-    if (readStorage(VOLUME_KEY + userId) !== null && Number.isFinite(saved)) peer.volume = saved;
+    const saved = readStorage(VOLUME_KEY + userId);
+    if (saved !== null && Number.isFinite(Number(saved))) peer.volume = Number(saved);
     this.peers.set(userId, peer);
-    if (!peer.polite) {
+    if (!peer.polite || offerNow) {
       this.connect(peer);
     } else {
       // The other side offers first; if it never does, offer ourselves.
@@ -501,6 +521,9 @@ export class VoiceRoom extends EventTarget {
       peer.pc.onconnectionstatechange = null;
       peer.pc.close();
     }
+    peer.audioSender = null;
+    peer.videoSender = null;
+    peer.speaking = false;
     peer.state = "closed";
     peer.meter?.disconnect();
     peer.meter = null;
@@ -660,6 +683,16 @@ export class VoiceRoom extends EventTarget {
     if (kind === "offer") {
       clearTimeout(peer.offerTimer);
       peer.offerTimer = null;
+      if (peer.pc && isNewSession(peer.pc, event.sdp)) {
+        // The other side started over with a new connection (its page reloaded or its
+        // socket was replaced before the server noticed the old one had gone): ours is
+        // dead, replace it rather than renegotiate it.
+        this.closePeer(peer);
+        peer.pc = null;
+        peer.makingOffer = false;
+        peer.ignoreOffer = false;
+        peer.route = null;
+      }
       const fresh = !peer.pc;
       const pc = this.connect(peer, { addTracks: false });
       const collision = peer.makingOffer || pc.signalingState !== "stable";

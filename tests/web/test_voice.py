@@ -6,11 +6,14 @@ closes every connection and stops every track."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import pytest
 from playwright.sync_api import expect
 
-from tests.web.conftest import WebServer
+from tests.web.conftest import WebServer, start_server, stop_server
 from tests.web.voice_helpers import (
     CONNECT_MS,
     Caller,
@@ -19,6 +22,15 @@ from tests.web.voice_helpers import (
     join,
     two_people_in_a_channel,
 )
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[WebServer]:
+    """A fresh server per test: its first account (Alice) is the admin who may create
+    the channel the call happens in."""
+    live = start_server(tmp_path / "web")
+    yield live
+    stop_server(live)
 
 
 def sent_of_type(caller: Caller, kind: str) -> list[dict[str, Any]]:
@@ -124,4 +136,37 @@ def test_two_browsers_hold_a_voice_call(server: WebServer, new_page: Any) -> Non
     alice.wait("() => window.__tracks.every((t) => t.readyState === 'ended')")
     expect(bob.panel()).to_contain_text("Nobody is in voice here.")
     assert len(sent_of_type(alice, "voice_leave")) == 1
+    forgive_missing_turn(alice, bob)
+
+
+def test_a_dropped_connection_rejoins_the_call(server: WebServer, new_page: Any) -> None:
+    """Bob's WebSocket dies mid-call and comes back; his client rejoins the room and both
+    connect afresh, without anyone clicking anything. The server has not noticed the old
+    socket die (Bob's new socket is just another of his in the room, so Alice is told
+    nothing): Alice recognises his new connection by its new DTLS fingerprint."""
+    alice, bob = two_people_in_a_channel(server, new_page, "flaky line")
+    routes: list[Any] = []
+    # Bob's WebSocket runs through a route the test can cut (registered before the reload
+    # so the page's next socket uses it); the server's end of it stays open.
+    bob.page.route_web_socket("**/ws", lambda ws: routes.append(ws.connect_to_server() and ws))
+    bob.page.reload()
+    expect(bob.page.locator(".conn")).to_have_text("Connected")
+
+    join(alice)
+    join(bob)
+    expect_connected(alice, bob)
+
+    routes[-1].close(code=1006, reason="network gone")
+    for me in (alice, bob):
+        me.wait(
+            "() => window.__pcs.length === 2 && window.__pcs[0].connectionState === 'closed'"
+            " && window.__pcs[1].connectionState === 'connected'"
+        )
+    expect(alice.row(bob)).to_have_attribute("data-state", "connected", timeout=CONNECT_MS)
+    expect(bob.row(alice)).to_have_attribute("data-state", "connected", timeout=CONNECT_MS)
+    expect_audio_flows(alice, bob)
+    room_events = {"voice_roster", "voice_join", "voice_leave"}
+    frames = [json.loads(f) for f in alice.watched.frames_received]
+    told = [f["type"] for f in frames if f.get("type") in room_events]
+    assert told == ["voice_roster", "voice_join"], told
     forgive_missing_turn(alice, bob)

@@ -142,10 +142,11 @@ def turn_env(turn: Coturn, secret: str) -> dict[str, str]:
     return {"DIALTONE_TURN_SECRET": secret, "DIALTONE_TURN_URIS": turn.uri}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, coturn: Coturn) -> Iterator[WebServer]:
-    """This module's server hands out credentials for the relay above."""
-    live = start_server(tmp_path_factory.mktemp("web"), turn_env(coturn, TURN_SECRET))
+@pytest.fixture
+def server(tmp_path: Path, coturn: Coturn) -> Iterator[WebServer]:
+    """A fresh server per test (its first account is the admin who creates the channel),
+    handing out credentials for the relay above."""
+    live = start_server(tmp_path / "web", turn_env(coturn, TURN_SECRET))
     yield live
     stop_server(live)
 
