@@ -79,7 +79,7 @@ class DtApp extends HTMLElement {
         this.status,
         h("nav", { class: "user", "aria-label": "Account" },
           h("label", { class: "notify", for: "notify", title: "Notify me with a sound when a message arrives while this tab is hidden" }, notify, " Alerts"),
-          h("a", { href: "#/devices" }, client.me.username),
+          h("a", { href: "#/devices", title: "Your name and devices" }, client.me.username),
           client.canManageChannels ? h("a", { href: "#/admin" }, "Admin") : null,
           h("button", { type: "button", onclick: () => client.logout().catch((e) => client.notice(e.friendly || e.message)) }, "Sign out"))),
       h("dt-sidebar", { id: "sidebar" }),

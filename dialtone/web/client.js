@@ -148,6 +148,11 @@ export class Client {
     socket.on("status", (status) => {
       this.status = status;
       this.emit("status", status);
+      // A handshake refused with 401 looks like any failed connection to a browser:
+      // after two failures, ask over HTTP whether the session is still good.
+      if (status.state === "reconnecting" && status.attempt === 2) {
+        this.api.devices().catch((error) => this.guard(error));
+      }
     });
     socket.on("open", ({ reconnected }) => this.onOpen(reconnected));
     socket.on("ended", ({ reason }) =>
@@ -750,10 +755,22 @@ export class Client {
         envelope: await e2e.wrapFor(this.device.privateKey, target.public_key, key),
       };
     };
-    if (this.dirEnvelope) await this.api.postDirectoryKeys([await share(this.dirEnvelope)]);
+    // Each key on its own: one refused upload must not keep the others from the newcomer.
+    const jobs = [];
+    if (this.dirEnvelope) {
+      jobs.push(async () => this.api.postDirectoryKeys([await share(this.dirEnvelope)]));
+    }
     for (const ch of this.channels.values()) {
       if (!ch.envelope || !(ch.created_by === this.me.id || this.canManageChannels)) continue;
-      await this.api.postChannelKeys(ch.id, [await share(ch.envelope)]);
+      jobs.push(async () => this.api.postChannelKeys(ch.id, [await share(ch.envelope)]));
+    }
+    for (const job of jobs) {
+      try {
+        await job();
+      } catch (error) {
+        if (this.guard(error)) return;
+        console.warn("dialtone: could not share a key with a new device:", error.message);
+      }
     }
   }
 

@@ -52,6 +52,9 @@ class WebServer:
     def db_path(self) -> Path:
         return self.data_dir / "dialtone.db"
 
+    def log_tail(self) -> str:
+        return (self.data_dir / "server.log").read_text(errors="replace")[-3000:]
+
     def invite(self) -> str:
         response = httpx.post(
             f"{self.base}/server/invites", headers={"X-Admin-Token": ADMIN_TOKEN}, timeout=20
@@ -76,18 +79,20 @@ def start_server(data_dir: Path, extra_env: dict[str, str] | None = None) -> Web
     )
     env.pop("DIALTONE_DB_URL", None)
     env.update(extra_env or {})
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dialtone", "serve"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    # The server's log goes to a file (a pipe nobody reads could fill up and stall it).
+    with (data_dir / "server.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dialtone", "serve"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
     server = WebServer(f"http://127.0.0.1:{port}", data_dir, proc, env)
     # Start-up only: wait until the port answers (migrations run first).
     with httpx.Client(base_url=server.base, timeout=5) as http:
         for _ in range(600):
             if proc.poll() is not None:
-                err = proc.stderr.read().decode() if proc.stderr else ""
+                err = (data_dir / "server.log").read_text(errors="replace")
                 raise AssertionError(f"server exited: {err[-2000:]}")
             try:
                 if http.get("/health").status_code == 200:
@@ -105,8 +110,6 @@ def stop_server(server: WebServer) -> None:
     except subprocess.TimeoutExpired:
         server.proc.kill()
         server.proc.wait()
-    if server.proc.stderr:
-        server.proc.stderr.close()
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +199,7 @@ def watch(context: BrowserContext) -> Watched:
 
 
 @pytest.fixture
-def new_page(browser: Browser) -> Iterator[Any]:
+def new_page(browser: Browser, server: WebServer) -> Iterator[Any]:
     """Open pages in fresh browser contexts (separate storage: separate people)."""
     opened: list[Watched] = []
 
@@ -211,7 +214,7 @@ def new_page(browser: Browser) -> Iterator[Any]:
     problems = [p for w in opened for p in w.problems()]
     for watched in opened:
         watched.context.close()
-    assert not problems, f"console errors or failed requests: {problems}"
+    assert not problems, f"console errors or failed requests: {problems}\n{server.log_tail()}"
 
 
 def register_in_browser(

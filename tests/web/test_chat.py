@@ -4,11 +4,14 @@ presence, history after a reload; only ciphertext in the database and on the Web
 from __future__ import annotations
 
 import json
+import os
+import re
+from pathlib import Path
 from typing import Any
 
 from playwright.sync_api import expect
 
-from tests.web.conftest import WebServer, register_in_browser
+from tests.web.conftest import PASSWORD, WebServer, register_in_browser
 
 
 def stored_bytes(server: WebServer) -> bytes:
@@ -29,7 +32,12 @@ def send(page: Any, text: str) -> None:
     page.get_by_label("Message").press("Enter")
 
 
-def test_two_people_chat_end_to_end(server: WebServer, new_page: Any) -> None:
+def screenshots_dir(tmp_path: Path) -> Path:
+    """`make screenshots` sets DIALTONE_SCREENSHOTS=docs; otherwise they go to a temp dir."""
+    return Path(os.environ.get("DIALTONE_SCREENSHOTS") or tmp_path)
+
+
+def test_two_people_chat_end_to_end(server: WebServer, new_page: Any, tmp_path: Path) -> None:
     alice = new_page()
     register_in_browser(alice.page, server, "alice", "Alice Liddell")
     a = alice.page
@@ -95,3 +103,30 @@ def test_two_people_chat_end_to_end(server: WebServer, new_page: Any) -> None:
     assert len(bodies) == 2
     for body in bodies:
         assert body.encode() in on_disk
+
+    # Alice on a phone: a second device; her first browser shares the keys with it.
+    phone = new_page(viewport={"width": 390, "height": 760}, is_mobile=True, has_touch=True)
+    p = phone.page
+    p.goto(f"{server.base}/")
+    p.get_by_label("Username").fill("alice")
+    p.get_by_label("Password").fill(PASSWORD)
+    p.get_by_role("button", name="Sign in").click()
+    expect(p.locator(".conn")).to_have_text("Connected")
+    phone_texts = p.locator("ol.messages li.msg .text")
+    expect(phone_texts.last).to_have_text(send_from, timeout=15_000)
+    expect(p.get_by_role("heading", name="# tea party")).to_be_visible()
+    expect(p.locator("li.msg", has_text="I don't see any wine")).to_contain_text("Bob Builder")
+
+    shots = screenshots_dir(tmp_path)
+    a.bring_to_front()
+    a.screenshot(path=shots / "screenshot.png")
+    p.screenshot(path=shots / "screenshot-phone.png")
+
+    # The phone lists Alice's devices and removes the first browser: it is signed out.
+    p.get_by_role("button", name="Show channels").click()
+    p.get_by_role("link", name="alice").click()
+    devices = p.get_by_role("list", name="Your devices").get_by_role("listitem")
+    expect(devices).to_have_count(2)
+    p.get_by_role("button", name=re.compile(r"^Remove device ")).click()
+    expect(devices).to_have_count(1)
+    expect(a.get_by_text("This device was signed out.")).to_be_visible()

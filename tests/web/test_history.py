@@ -10,7 +10,7 @@ from typing import Any
 from playwright.sync_api import expect
 from websockets.sync.client import ClientConnection, connect
 
-from tests.e2ee import seal
+from tests.e2ee import open_sealed, seal
 from tests.web.conftest import WebServer, python_member, register_in_browser
 
 
@@ -92,4 +92,20 @@ def test_scrolling_up_loads_older_pages_and_reconnect_catches_up(
     expect(a.locator(".conn")).to_have_text("Connected")
     expect(shown.last).to_have_text("said while you were away")
     expect(shown).to_have_count(121)
+
+    # Offline again: a message cannot go out, says so, and goes with Retry once back.
+    blocked.set()
+    routes[-1].close(code=1006, reason="network gone")
+    expect(a.locator(".conn")).to_contain_text("reconnecting")
+    a.get_by_label("Message").fill("is anyone there?")
+    a.get_by_label("Message").press("Enter")
+    failed = a.locator("li.msg[data-status=failed]", has_text="is anyone there?")
+    expect(failed).to_contain_text("Not connected")
+    blocked.clear()
+    expect(a.locator(".conn")).to_have_text("Connected", timeout=20_000)
+    failed.get_by_role("button", name="Retry").click()
+    expect(a.locator("li.msg[data-status=sent]", has_text="is anyone there?")).to_be_visible()
+    params = {"channel_id": channel["id"], "limit": 1}
+    (last,) = bill_http.get("/channels/messages", params=params).json()["messages"]
+    assert open_sealed(key, last["body"]) == b"is anyone there?"
     bill_http.close()

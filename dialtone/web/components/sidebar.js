@@ -44,6 +44,9 @@ export class DtSidebar extends HTMLElement {
     });
     if (!items.length) items.push(h("li", { class: "empty" }, this.client.canManageChannels ? "No channels yet: create one." : "No channels yet."));
     this.channelsList.replaceChildren(...items);
+    const unread = [...this.client.channels.values()].reduce((n, ch) => n + ch.unread, 0);
+    document.title = document.title.replace(/^\(\d+\) /, "");
+    if (unread) document.title = `(${unread}) ${document.title}`;
   }
 
   renderPeople() {
