@@ -110,12 +110,16 @@ def start_coturn(workdir: Path, secret: str) -> Coturn:
     turn.reader = threading.Thread(target=drain, daemon=True)
     turn.reader.start()
     # Ready when it says its UDP listener is open (or fail with what it said).
-    while True:
-        line = lines.get(timeout=60)
-        if line is None:
-            raise AssertionError("coturn exited:\n" + "\n".join(turn.log[-40:]))
-        if READY in line:
-            return turn
+    try:
+        while True:
+            line = lines.get(timeout=60)
+            if line is None:
+                raise AssertionError("coturn exited:\n" + "\n".join(turn.log[-40:]))
+            if READY in line:
+                return turn
+    except BaseException:
+        stop_coturn(turn)
+        raise
 
 
 def stop_coturn(turn: Coturn) -> None:
