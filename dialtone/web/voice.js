@@ -251,6 +251,7 @@ export class VoiceRoom extends EventTarget {
     this.levelTimer = null;
     this.pendingJoin = null;
     this.offerToAll = false;
+    this.cameraOpening = false;
     this.error = null;
     this.changeQueued = false;
     this.unsubscribe = [
@@ -337,9 +338,10 @@ export class VoiceRoom extends EventTarget {
   }
 
   async setCamera(on) {
-    if (!this.active || !!on === this.camera) return;
+    if (!this.active || !!on === this.camera || this.cameraOpening) return;
     if (on) {
       let stream;
+      this.cameraOpening = true;
       try {
         stream = await this.media.getUserMedia({
           video: { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 24 } },
@@ -347,6 +349,8 @@ export class VoiceRoom extends EventTarget {
       } catch (error) {
         this.fail(mediaError(error, "camera"));
         return;
+      } finally {
+        this.cameraOpening = false;
       }
       if (!this.active) {
         for (const track of stream.getTracks()) track.stop();

@@ -19,6 +19,7 @@ from tests.web.voice_helpers import (
     Caller,
     expect_audio_flows,
     expect_connected,
+    fresh_dir,
     join,
     two_people_in_a_channel,
 )
@@ -28,7 +29,7 @@ from tests.web.voice_helpers import (
 def server(tmp_path: Path) -> Iterator[WebServer]:
     """A fresh server per test: its first account (Alice) is the admin who may create
     the channel the call happens in."""
-    live = start_server(tmp_path / "web")
+    live = start_server(fresh_dir(tmp_path / "web"))
     yield live
     stop_server(live)
 

@@ -27,6 +27,7 @@ from tests.web.voice_helpers import (
     Caller,
     expect_audio_flows,
     expect_connected,
+    fresh_dir,
     join,
     set_relay_only,
     two_people_in_a_channel,
@@ -150,7 +151,7 @@ def turn_env(turn: Coturn, secret: str) -> dict[str, str]:
 def server(tmp_path: Path, coturn: Coturn) -> Iterator[WebServer]:
     """A fresh server per test (its first account is the admin who creates the channel),
     handing out credentials for the relay above."""
-    live = start_server(tmp_path / "web", turn_env(coturn, TURN_SECRET))
+    live = start_server(fresh_dir(tmp_path / "web"), turn_env(coturn, TURN_SECRET))
     yield live
     stop_server(live)
 
@@ -189,7 +190,9 @@ def test_call_through_the_turn_relay(server: WebServer, coturn: Coturn, new_page
 
 def test_wrong_turn_secret_connects_nobody(tmp_path: Path, coturn: Coturn, new_page: Any) -> None:
     """A server whose DIALTONE_TURN_SECRET is not the relay's: its credentials are refused."""
-    wrong = start_server(tmp_path / "web", turn_env(coturn, "not-the-relay-secret-0123"))
+    wrong = start_server(
+        fresh_dir(tmp_path / "wrong-secret"), turn_env(coturn, "not-the-relay-secret-0123")
+    )
     try:
         alice, bob = relay_only_call(wrong, new_page, "no relay")
         for me in (alice, bob):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from playwright.sync_api import Page, expect
@@ -117,6 +118,11 @@ class Caller:
 
     def eval(self, script: str, arg: Any = None) -> Any:
         return self.page.evaluate(script, arg)
+
+
+def fresh_dir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    return path
 
 
 def two_people_in_a_channel(
