@@ -31,6 +31,8 @@ const LEVEL_INTERVAL_MS = 100;
 // The polite side of a pair waits this long for the other's first offer before offering
 // itself (covers a peer whose client uses another convention for who offers first).
 const OFFER_WAIT_MS = 4000;
+// TURN credentials older than this are fetched again before they are used anew.
+const ICE_REFRESH_MS = 60 * 60 * 1000;
 
 function readStorage(key) {
   try {
@@ -246,6 +248,7 @@ export class VoiceRoom extends EventTarget {
     this.cameraTrack = null;
     this.cameraStream = null;
     this.iceServers = [];
+    this.iceFetchedAt = 0;
     this.context = null;
     this.localMeter = null;
     this.levelTimer = null;
@@ -299,6 +302,7 @@ export class VoiceRoom extends EventTarget {
         throw new Error("Relay only is on, but this server has no TURN relay. Turn relay only off to join.");
       }
       this.iceServers = iceServers;
+      this.iceFetchedAt = Date.now();
       this.localStream = stream;
       this.listenOnly = !stream;
       this.applyMute();
@@ -442,14 +446,29 @@ export class VoiceRoom extends EventTarget {
     if (this.state !== "idle") this.rejoin();
   }
 
-  rejoin() {
+  // TURN credentials expire (DIALTONE_TURN_TTL, a day by default): fetch new ones when
+  // the ones we hold are more than an hour old, before connections that will use them.
+  async refreshIceServers() {
+    if (Date.now() - this.iceFetchedAt < ICE_REFRESH_MS) return;
+    try {
+      this.iceServers = await iceServersFrom(this.api);
+      this.iceFetchedAt = Date.now();
+    } catch {
+      // Keep the ones we have; the server may be briefly unreachable.
+    }
+  }
+
+  async rejoin() {
     for (const userId of [...this.peers.keys()]) this.removePeer(userId);
+    this.state = "joining";
+    this.changed();
+    const channelId = this.channelId;
+    await this.refreshIceServers();
+    if (this.state !== "joining" || this.channelId !== channelId) return;
     // The others may never hear that we were gone (the server may not have noticed our
     // old socket die): offer to each of them at once, whoever usually goes first, so they
     // see a new connection (by its fingerprint) instead of waiting for the old to fail.
     this.offerToAll = true;
-    this.state = "joining";
-    this.changed();
     if (!this.socket.send({ type: "voice_join", channel_id: this.channelId })) {
       this.fail("Not connected to the server; joining when the connection is back.");
     }
@@ -585,11 +604,22 @@ export class VoiceRoom extends EventTarget {
       peer.state = pc.connectionState;
       if (pc.connectionState === "connected") this.updateRoute(peer);
       // A broken path: the impolite side restarts ICE (one side only, so they don't race).
-      if (pc.connectionState === "failed" && !peer.polite) pc.restartIce();
+      if (pc.connectionState === "failed" && !peer.polite) this.restartIce(peer, pc);
       this.changed();
     };
     if (addTracks) this.addLocalTracks(peer);
     return pc;
+  }
+
+  async restartIce(peer, pc) {
+    await this.refreshIceServers();
+    if (peer.pc !== pc || pc.signalingState === "closed") return;
+    try {
+      pc.setConfiguration({ ...pc.getConfiguration(), iceServers: this.iceServers });
+    } catch {
+      // A configuration the connection cannot take now: restart with the one it has.
+    }
+    pc.restartIce();
   }
 
   addLocalTracks(peer) {
