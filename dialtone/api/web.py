@@ -12,10 +12,11 @@ import mimetypes
 from dataclasses import dataclass
 from importlib.resources import files
 from importlib.resources.abc import Traversable
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Request, Response, get
 from litestar.handlers import HTTPRouteHandler
+from litestar.params import PathParameter
 
 from dialtone.errors import NotFound
 
@@ -36,6 +37,8 @@ TYPES = {
     ".json": "application/json",
 }
 PLACEHOLDER = b"{{static}}"
+ReleasePath = Annotated[str, PathParameter(max_length=64)]
+FilePath = Annotated[str, PathParameter(max_length=256)]
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,9 @@ def web_handlers() -> list[HTTPRouteHandler]:
         include_in_schema=False,
         sync_to_thread=False,
     )
-    def client_asset(request: Request[Any, Any, Any], release: str, name: str) -> Response[bytes]:
+    def client_asset(
+        request: Request[Any, Any, Any], release: ReleasePath, name: FilePath
+    ) -> Response[bytes]:
         asset = assets.get(name.lstrip("/"))
         if release != version or asset is None:
             raise NotFound("no such file")

@@ -122,7 +122,7 @@ export class Api {
 }
 
 // Close codes after which reconnecting is pointless: the session is over.
-const FINAL_REASONS = new Set(["revoked", "session_expired"]);
+const FINAL_REASONS = new Set(["revoked", "session_expired", "banned", "locked"]);
 
 // The WebSocket as an event bus. Subscribe with on(type, handler) to server events by
 // their "type" ("channel.message.new", "voice_roster", ...), to "*" for every event, or to

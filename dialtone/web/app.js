@@ -75,12 +75,12 @@ class DtApp extends HTMLElement {
     this.replaceChildren(
       h("header", { class: "top" },
         menu,
-        h("a", { href: "#/", class: "brand" }, "Dialtone"),
+        this.brand = h("a", { href: "#/", class: "brand" }, "Dialtone"),
         this.status,
         h("nav", { class: "user", "aria-label": "Account" },
           h("label", { class: "notify", for: "notify", title: "Notify me with a sound when a message arrives while this tab is hidden" }, notify, " Alerts"),
           h("a", { href: "#/devices", title: "Your name and devices" }, client.me.username),
-          client.canManageChannels ? h("a", { href: "#/admin" }, "Admin") : null,
+          this.adminLink = h("a", { href: "#/admin", hidden: !client.canManageChannels }, "Admin"),
           h("button", { type: "button", onclick: () => client.logout().catch((e) => client.notice(e.friendly || e.message)) }, "Sign out"))),
       h("dt-sidebar", { id: "sidebar" }),
       this.main,
@@ -95,6 +95,17 @@ class DtApp extends HTMLElement {
     client.on("notice", ({ message }) => {
       const item = h("p", {}, message, h("button", { type: "button", class: "link", "aria-label": "Dismiss", onclick: () => item.remove() }, "×"));
       this.notices.append(item);
+    });
+    // Operator announcements are plaintext from the server, and marked as such.
+    client.on("announcement", ({ text, alert }) => {
+      const item = h("p", { class: `announcement${alert ? " alert" : ""}`, role: alert ? "alert" : "status" },
+        h("strong", {}, "Server announcement"), " (not end-to-end encrypted): ", text,
+        h("button", { type: "button", class: "link", "aria-label": "Dismiss announcement", onclick: () => item.remove() }, "×"));
+      this.notices.append(item);
+    });
+    client.on("server", ({ title }) => {
+      this.brand.textContent = title || "Dialtone";
+      this.adminLink.hidden = !(client.canManageChannels || client.isStaff);
     });
     client.on("channels", () => {
       const id = this.currentChannel();
@@ -121,7 +132,7 @@ class DtApp extends HTMLElement {
     } else {
       client.activeChannel = null;
       if (hash === "#/devices") view = h("dt-devices");
-      else if (hash === "#/admin" && client.canManageChannels) view = h("dt-admin");
+      else if (hash === "#/admin" && (client.canManageChannels || client.isStaff)) view = h("dt-admin");
       else {
         const first = client.channels.keys().next().value;
         if (first && hash !== "#/home") {
@@ -130,6 +141,7 @@ class DtApp extends HTMLElement {
         }
         document.title = "Dialtone";
         view = h("section", { class: "page card" }, h("h2", {}, `Welcome, ${client.displayName}`),
+          client.server.welcome ? h("p", { class: "welcome" }, client.server.welcome) : null,
           h("p", {}, client.canManageChannels ? "Create a channel on the left, then invite people from the Admin page." : "No channels yet: an admin will create one."));
       }
     }

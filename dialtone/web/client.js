@@ -14,6 +14,14 @@ const MAX_BODY_BYTES = 16384;
 const PENDING_TIMEOUT_MS = 15000;
 const PRESENCE_EVERY_MS = 20000;
 
+// Why the server closed our socket for good, in words.
+const ENDED = {
+  revoked: "This device was signed out.",
+  session_expired: "Your session has expired.",
+  banned: "You are banned from this server.",
+  locked: "Your account is locked. Ask an admin.",
+};
+
 let current = null;
 const currentListeners = new Set();
 
@@ -108,6 +116,8 @@ export class Client {
     this.keyRetries = new Map();
     this.notifyWanted = localStorage.getItem("dialtone.notify") === "1";
     this.status = { state: "idle" };
+    // What the server offers beyond the published API, learnt from server.hello.
+    this.server = { moderation: false, title: "", welcome: "" };
   }
 
   on(what, handler) {
@@ -124,10 +134,14 @@ export class Client {
     this.emit("notice", { message, kind });
   }
 
-  // Any 401 means the session is over: sign out locally and say why.
+  // Any 401 means the session is over, as does a ban: sign out locally and say why.
   guard(error) {
     if (error instanceof ApiError && error.status === 401) {
       this.end("Your session has ended. Please sign in again.");
+      return true;
+    }
+    if (error instanceof ApiError && error.status === 403 && error.code === "banned") {
+      this.end(ENDED.banned);
       return true;
     }
     return false;
@@ -155,9 +169,7 @@ export class Client {
       }
     });
     socket.on("open", ({ reconnected }) => this.onOpen(reconnected));
-    socket.on("ended", ({ reason }) =>
-      this.end(reason === "revoked" ? "This device was signed out." : "Your session has expired."),
-    );
+    socket.on("ended", ({ reason }) => this.end(ENDED[reason] || ENDED.revoked));
     socket.on("channel.message.new", (event) => this.onMessage(event));
     socket.on("channel.updated", (event) => this.onChannelUpdated(event));
     socket.on("channel.deleted", (event) => this.onChannelDeleted(event));
@@ -165,6 +177,14 @@ export class Client {
     socket.on("device.joined", (event) => this.onDeviceJoined(event));
     socket.on("device.revoked", () => this.refreshDevices());
     socket.on("error", (event) => this.onServerError(event));
+    // Administration events (servers with the /admin API; older servers never send them).
+    socket.on("server.hello", (event) => this.onHello(event));
+    socket.on("server.info.updated", (event) => {
+      this.server = { ...this.server, title: event.server_title, welcome: event.welcome_message };
+      this.emit("server", this.server);
+    });
+    socket.on("server.announcement", (event) => this.emit("announcement", event));
+    socket.on("channel.message.deleted", (event) => this.onDeleted(event));
     try {
       await this.refreshDevices();
       await this.refreshProfiles();
@@ -449,6 +469,20 @@ export class Client {
     }
   }
 
+  // A message our key cannot open may mean the key was replaced (rotation): fetch the
+  // envelope addressed to us again, once per session and channel.
+  recheckKey(ch) {
+    if (ch.rechecked || !ch.envelope) return;
+    ch.rechecked = true;
+    this.api
+      .channelKey(ch.id)
+      .then(async (envelope) => {
+        if (envelope.envelope === ch.envelope.envelope) return;
+        if (await this.trustedSender(ch, envelope)) await this.acceptChannelEnvelope(ch, envelope);
+      })
+      .catch(() => {});
+  }
+
   // The creator posts envelopes right after the channel exists: ask again a few times.
   retryKeyLater(ch, attempt = (ch.keyAttempt || 0) + 1) {
     if (attempt > 8 || this.keyRetries.has(ch.id) || this.ended) return;
@@ -464,6 +498,35 @@ export class Client {
 
   get canManageChannels() {
     return this.me.isAdmin || this.admins.has(this.me.id);
+  }
+
+  get isStaff() {
+    return this.canManageChannels || Boolean(this.me.isModerator);
+  }
+
+  onHello(event) {
+    this.me.isAdmin = event.is_admin;
+    this.me.isModerator = event.is_moderator;
+    this.server = { moderation: true, title: event.server_title, welcome: event.welcome_message };
+    this.emit("server", this.server);
+    this.emit("channels");
+  }
+
+  onDeleted(event) {
+    const ch = this.channels.get(event.channel_id);
+    if (!ch) return;
+    const gone = new Set(event.message_ids);
+    const before = ch.messages.length;
+    ch.messages = ch.messages.filter((m) => !gone.has(m.id));
+    if (ch.messages.length !== before) this.emit("messages", ch.id);
+  }
+
+  async deleteMessage(channelId, messageId) {
+    await this.attempt(
+      () => this.api.request("DELETE", "/channels/messages", { query: { message_id: messageId } }),
+      "Deleting the message",
+    );
+    this.onDeleted({ channel_id: channelId, message_ids: [messageId] });
   }
 
   async createChannel(name) {
@@ -536,6 +599,7 @@ export class Client {
     } catch {
       m.text = null;
       m.unreadable = true;
+      this.recheckKey(ch);
     }
     try {
       m.senderName = await e2e.openText(ch.key, m.sender_name_enc);

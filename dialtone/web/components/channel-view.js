@@ -14,6 +14,7 @@ export class DtChannelView extends HTMLElement {
     this.offs = [
       this.client.on("messages", (id) => { if (id === null || id === this.channelId) this.renderMessages(); }),
       this.client.on("channels", () => this.renderHeader()),
+      this.client.on("server", () => this.renderMessages()),
     ];
     this.onVisible = () => { if (document.visibilityState === "visible") this.client.openChannel(this.channelId); };
     document.addEventListener("visibilitychange", this.onVisible);
@@ -92,14 +93,19 @@ export class DtChannelView extends HTMLElement {
     let li = this.nodes.get(m.id);
     const who = this.client.profiles.get(m.sender) || m.senderName || this.client.nameOf(m.sender);
     const text = m.text ?? (m.unreadable ? "🔒 This message cannot be decrypted on this device." : "🔒 Waiting for the channel key…");
-    const signature = [who, text, m.status, m.error].join("\u0000");
+    const signature = [who, text, m.status, m.error, this.client.server.moderation, this.client.isStaff].join("\u0000");
     if (li && li.dataset.signature === signature) return li;
     const state = m.status === "pending" ? h("span", { class: "state" }, "Sending…")
       : m.status === "failed" ? h("span", { class: "state failed" }, m.error || "Not sent.", " ",
           h("button", { type: "button", class: "link", onclick: () => this.client.retry(this.channelId, m.id) }, "Retry"))
       : null;
+    const mayDelete = !m.local && this.client.server.moderation && (m.sender === this.client.me.id || this.client.isStaff);
+    const remove = mayDelete
+      ? h("button", { type: "button", class: "link delete-msg", "aria-label": `Delete message from ${who}`,
+          onclick: () => this.client.deleteMessage(this.channelId, m.id).catch(() => {}) }, "Delete")
+      : null;
     const fresh = h("li", { class: `msg ${m.status}${m.sender === this.client.me.id ? " mine" : ""}${m.text === null ? " locked" : ""}`, "data-id": m.id, "data-status": m.status },
-      h("div", { class: "meta" }, h("span", { class: "who" }, who), " ", h("time", { datetime: m.sent_at, title: new Date(m.sent_at).toLocaleString() }, timeOf(m.sent_at))),
+      h("div", { class: "meta" }, h("span", { class: "who" }, who), " ", h("time", { datetime: m.sent_at, title: new Date(m.sent_at).toLocaleString() }, timeOf(m.sent_at)), remove),
       h("p", { class: "text" }, text),
       state);
     fresh.dataset.signature = signature;
