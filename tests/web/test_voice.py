@@ -171,3 +171,73 @@ def test_a_dropped_connection_rejoins_the_call(server: WebServer, new_page: Any)
     told = [f["type"] for f in frames if f.get("type") in room_events]
     assert told == ["voice_roster", "voice_join"], told
     forgive_missing_turn(alice, bob)
+
+
+class HeldOffers:
+    """A WebSocket route that passes every frame through, except that while `holding` it
+    keeps back the offers the server sends to the page, until `release()`."""
+
+    def __init__(self) -> None:
+        self.holding = False
+        self.held: list[str | bytes] = []
+        self.page_side: Any = None
+
+    def route(self, ws: Any) -> None:
+        self.page_side = ws
+        server_side = ws.connect_to_server()
+        ws.on_message(server_side.send)
+
+        def from_server(message: str | bytes) -> None:
+            if self.holding and '"type":"webrtc_offer"' in str(message):
+                self.held.append(message)
+            else:
+                ws.send(message)
+
+        server_side.on_message(from_server)
+
+    def release(self) -> None:
+        self.holding = False
+        for message in self.held:
+            self.page_side.send(message)
+        self.held.clear()
+
+
+def test_both_turn_cameras_on_at_once(server: WebServer, new_page: Any) -> None:
+    """Glare: both sides renegotiate at the same moment and each one's offer reaches the
+    other only after it has made its own. The polite side (the larger user id) rolls its
+    offer back and answers, then offers again; both end up seeing each other's camera on
+    the one connection they had."""
+    alice, bob = two_people_in_a_channel(server, new_page, "camera party")
+    routes = {}
+    for caller in (alice, bob):
+        routes[caller.username] = HeldOffers()
+        caller.page.route_web_socket("**/ws", routes[caller.username].route)
+        caller.page.reload()
+        expect(caller.page.locator(".conn")).to_have_text("Connected")
+    join(alice)
+    join(bob)
+    expect_connected(alice, bob)
+
+    for route in routes.values():
+        route.holding = True
+    for caller in (alice, bob):
+        caller.panel().get_by_role("button", name="Camera").click()
+    # Both have sent their offer and wait for an answer: the offers have crossed.
+    for caller in (alice, bob):
+        caller.wait("() => window.__pcs[0].signalingState === 'have-local-offer'")
+    for route in routes.values():
+        route.release()
+
+    for me, other in ((alice, bob), (bob, alice)):
+        video = me.row(other).get_by_label(f"Camera of {other.display}")
+        expect(video).to_be_visible(timeout=CONNECT_MS)
+        me.wait(
+            "(name) => { const v = [...document.querySelectorAll('dt-voice-panel li video')]"
+            ".find((e) => e.getAttribute('aria-label') === 'Camera of ' + name);"
+            " return !!v && v.videoWidth > 0; }",
+            arg=other.display,
+        )
+        assert me.eval("() => window.__pcs.length") == 1
+        me.wait("() => window.__pcs[0].signalingState === 'stable'")
+    expect_connected(alice, bob)
+    forgive_missing_turn(alice, bob)
