@@ -21,6 +21,7 @@ from tests.web.voice_helpers import (
     expect_connected,
     fresh_dir,
     join,
+    people_in_a_channel,
     two_people_in_a_channel,
 )
 
@@ -241,3 +242,50 @@ def test_both_turn_cameras_on_at_once(server: WebServer, new_page: Any) -> None:
         me.wait("() => window.__pcs[0].signalingState === 'stable'")
     expect_connected(alice, bob)
     forgive_missing_turn(alice, bob)
+
+
+def test_three_people_full_mesh(server: WebServer, new_page: Any) -> None:
+    """Everyone is connected to everyone: with three in the room each browser holds two
+    connections, both connected and receiving audio; one leaving closes exactly the
+    connections to them."""
+    alice, bob, carol = people_in_a_channel(
+        server, new_page, "round table", ("Alice", "Bob", "Carol")
+    )
+    people = (alice, bob, carol)
+    for caller in people:
+        join(caller)
+    for me in people:
+        me.wait(
+            "() => window.__pcs.length === 2"
+            " && window.__pcs.every((pc) => pc.connectionState === 'connected')"
+        )
+        for other in people:
+            if other is not me:
+                expect(me.row(other)).to_have_attribute(
+                    "data-state", "connected", timeout=CONNECT_MS
+                )
+        assert me.wait_async(
+            """async () => {
+              const counts = [];
+              for (const pc of window.__pcs) {
+                const stats = await pc.getStats();
+                let n = 0;
+                stats.forEach((r) => {
+                  if (r.type === "inbound-rtp" && r.kind === "audio") n += r.packetsReceived;
+                });
+                counts.push(n);
+              }
+              return counts.every((n) => n > 0) && counts;
+            }"""
+        ), "a connection without inbound audio"
+
+    carol.panel().get_by_role("button", name="Leave voice").click()
+    carol.wait("() => window.__pcs.every((pc) => pc.connectionState === 'closed')")
+    for me, other in ((alice, bob), (bob, alice)):
+        me.wait(
+            "() => window.__pcs.filter((pc) => pc.connectionState === 'closed').length === 1"
+            " && window.__pcs.filter((pc) => pc.connectionState === 'connected').length === 1"
+        )
+        expect(me.row(carol)).to_have_count(0)
+        expect(me.row(other)).to_have_attribute("data-state", "connected")
+    forgive_missing_turn(*people)

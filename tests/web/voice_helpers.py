@@ -125,30 +125,37 @@ def fresh_dir(path: Path) -> Path:
     return path
 
 
-def two_people_in_a_channel(
-    server: WebServer, new_page: Any, channel: str
-) -> tuple[Caller, Caller]:
-    """Alice creates a channel, Bob registers after her and opens it; both watched."""
-    people = []
+def people_in_a_channel(
+    server: WebServer, new_page: Any, channel: str, names: tuple[str, ...]
+) -> list[Caller]:
+    """The first person (the server's first account, its admin) creates a channel; the
+    others register after and open it. Every page watched."""
+    people: list[Caller] = []
     tag = secrets.token_hex(3)
-    for name in ("Alice", "Bob"):
+    for name in names:
         watched = new_page()
         watched.context.add_init_script(WEBRTC_SPY)
         caller = Caller(watched, f"{name.lower()}{tag}", f"{name} {tag}")
         register_in_browser(caller.page, server, caller.username, caller.display)
         people.append(caller)
-        if name == "Alice":
-            page = caller.page
+        page = caller.page
+        if len(people) == 1:
             page.get_by_label("New channel name").fill(channel)
             page.get_by_role("button", name="Create channel").click()
-            expect(page.get_by_role("heading", name=f"# {channel}")).to_be_visible()
-    alice, bob = people
-    link = bob.page.get_by_role("navigation", name="Channels").get_by_role("link", name=channel)
-    # Alice's client wraps the channel key for Bob's new device; on a loaded machine that
-    # can take a while (the web client's own test covers it).
-    expect(link).to_be_visible(timeout=CONNECT_MS)
-    link.click()
-    expect(bob.page.get_by_role("heading", name=f"# {channel}")).to_be_visible()
+        else:
+            link = page.get_by_role("navigation", name="Channels").get_by_role("link", name=channel)
+            # The creator's client wraps the channel key for each new device; on a loaded
+            # machine that can take a while (the web client's own tests cover it).
+            expect(link).to_be_visible(timeout=CONNECT_MS)
+            link.click()
+        expect(page.get_by_role("heading", name=f"# {channel}")).to_be_visible()
+    return people
+
+
+def two_people_in_a_channel(
+    server: WebServer, new_page: Any, channel: str
+) -> tuple[Caller, Caller]:
+    alice, bob = people_in_a_channel(server, new_page, channel, ("Alice", "Bob"))
     return alice, bob
 
 
