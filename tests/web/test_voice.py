@@ -289,3 +289,22 @@ def test_three_people_full_mesh(server: WebServer, new_page: Any) -> None:
         expect(me.row(carol)).to_have_count(0)
         expect(me.row(other)).to_have_attribute("data-state", "connected")
     forgive_missing_turn(*people)
+
+
+def test_deleting_the_channel_ends_its_call(server: WebServer, new_page: Any) -> None:
+    """The server ends a deleted channel's room; both browsers hang up and release the
+    microphone without anyone pressing Leave."""
+    alice, bob = two_people_in_a_channel(server, new_page, "short lived")
+    join(alice)
+    join(bob)
+    expect_connected(alice, bob)
+
+    alice.page.get_by_role("button", name="Delete channel short lived").click()
+    alice.page.get_by_role("dialog").get_by_role("button", name="Delete").click()
+    for caller in (alice, bob):
+        caller.wait(
+            "() => window.__pcs.length === 1 && window.__pcs[0].connectionState === 'closed'"
+            " && window.__tracks.length > 0"
+            " && window.__tracks.every((t) => t.readyState === 'ended')"
+        )
+    forgive_missing_turn(alice, bob)
