@@ -137,7 +137,7 @@ function mediaError(error, what) {
 
 // The remote side sent either a bare "candidate:…" line (as the published protocol shows)
 // or a JSON RTCIceCandidateInit; accept both.
-function parseCandidate(text) {
+export function parseCandidate(text) {
   if (typeof text !== "string" || !text) return null;
   if (text.startsWith("{")) {
     try {
@@ -159,7 +159,7 @@ function fingerprint(sdp) {
   return match ? match[1].trim().toLowerCase() : null;
 }
 
-function isNewSession(pc, offerSdp) {
+export function isNewSession(pc, offerSdp) {
   const known = fingerprint(pc.remoteDescription?.sdp);
   const offered = fingerprint(offerSdp);
   return !!known && !!offered && known !== offered;
