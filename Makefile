@@ -72,7 +72,8 @@ browser-deps: ## install chromium and coturn for the browser tests (apt-get)
 	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium coturn; }
 
 screenshots: $(TEST_STAMP) browser-deps ## refresh docs/screenshot*.png from the browser test
-	DIALTONE_SCREENSHOTS=$(CURDIR)/docs $(PY) -m pytest tests/web/test_chat.py -q
+	DIALTONE_SCREENSHOTS=$(CURDIR)/docs $(PY) -m pytest tests/web/test_chat.py \
+	  tests/web/test_voice.py::test_two_browsers_hold_a_voice_call -q
 
 # Every load generator in bench/ (common.py is their shared harness); each starts its own
 # server on a fresh database and prints one JSON line. `make bench DIALTONE_BENCH_DB=postgres`

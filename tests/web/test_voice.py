@@ -6,6 +6,7 @@ closes every connection and stops every track."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ def forgive_missing_turn(*callers: Caller) -> None:
         failures[:] = [f for f in failures if f != "GET /voice/turn 404"]
 
 
-def test_two_browsers_hold_a_voice_call(server: WebServer, new_page: Any) -> None:
+def test_two_browsers_hold_a_voice_call(server: WebServer, new_page: Any, tmp_path: Path) -> None:
     alice, bob = two_people_in_a_channel(server, new_page, "voice lounge")
     expect(bob.panel()).to_contain_text("Nobody is in voice here.")
 
@@ -113,6 +114,9 @@ def test_two_browsers_hold_a_voice_call(server: WebServer, new_page: Any) -> Non
     )
     assert alice.eval("() => window.__pcs.length") == 1
     assert bob.eval("() => window.__pcs.length") == 1
+    # `make screenshots` sets DIALTONE_SCREENSHOTS=docs: the picture in docs/VOICE.md.
+    shots = Path(os.environ.get("DIALTONE_SCREENSHOTS") or tmp_path)
+    alice.page.screenshot(path=shots / "screenshot-voice.png")
     camera.click()
     expect(camera).to_have_attribute("aria-pressed", "false")
     expect(video).to_be_hidden(timeout=CONNECT_MS)
