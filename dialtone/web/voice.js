@@ -165,6 +165,72 @@ export function isNewSession(pc, offerSdp) {
   return !!known && !!offered && known !== offered;
 }
 
+// The server limits signalling frames per socket (by default a burst of 50, then 20 per
+// second) and drops what goes over. Joining a big room produces an offer or answer and a
+// handful of ICE candidates per member at once, so signalling goes out through a token
+// bucket a little below those defaults; frames wait their turn, in order.
+export class SignalPacer {
+  constructor(
+    send,
+    {
+      burst = 40,
+      rate = 15,
+      now = () => performance.now(),
+      setTimer = (fn, ms) => setTimeout(fn, ms),
+      clearTimer = (id) => clearTimeout(id),
+    } = {},
+  ) {
+    Object.assign(this, { sendFrame: send, burst, rate, now, setTimer, clearTimer });
+    this.tokens = burst;
+    this.updated = now();
+    this.queue = [];
+    this.timer = null;
+  }
+
+  refill() {
+    const at = this.now();
+    this.tokens = Math.min(this.burst, this.tokens + ((at - this.updated) * this.rate) / 1000);
+    this.updated = at;
+  }
+
+  // A frame sent directly (voice_join / voice_leave) still counts against the budget.
+  spend() {
+    this.refill();
+    this.tokens -= 1;
+  }
+
+  send(frame) {
+    this.queue.push(frame);
+    this.pump();
+  }
+
+  pump() {
+    this.refill();
+    while (this.queue.length && this.tokens >= 1) {
+      this.tokens -= 1;
+      this.sendFrame(this.queue.shift());
+    }
+    if (this.queue.length && this.timer === null) {
+      const wait = Math.max(1, Math.ceil(((1 - this.tokens) * 1000) / this.rate));
+      this.timer = this.setTimer(() => {
+        this.timer = null;
+        this.pump();
+      }, wait);
+    }
+  }
+
+  // Frames for a connection that is gone are not worth sending.
+  drop(recipient) {
+    this.queue = this.queue.filter((frame) => frame.recipient !== recipient);
+  }
+
+  clear() {
+    this.queue = [];
+    if (this.timer !== null) this.clearTimer(this.timer);
+    this.timer = null;
+  }
+}
+
 // Audio level of one MediaStream through an AnalyserNode.
 class LevelMeter {
   constructor(context, stream) {
@@ -257,6 +323,7 @@ export class VoiceRoom extends EventTarget {
     this.cameraOpening = false;
     this.error = null;
     this.changeQueued = false;
+    this.signals = new SignalPacer((frame) => this.socket.send(frame));
     this.unsubscribe = [
       socket.on("voice_roster", (e) => this.onRoster(e)),
       socket.on("voice_join", (e) => this.onMemberJoined(e)),
@@ -320,6 +387,7 @@ export class VoiceRoom extends EventTarget {
     if (!this.active) return;
     const channelId = this.channelId;
     this.teardown();
+    this.signals.spend();
     this.socket.send({ type: "voice_leave", channel_id: channelId });
   }
 
@@ -405,6 +473,7 @@ export class VoiceRoom extends EventTarget {
     const channelId = this.channelId;
     return new Promise((resolve, reject) => {
       this.pendingJoin = { channelId, resolve, reject };
+      this.signals.spend();
       if (!this.socket.send({ type: "voice_join", channel_id: channelId })) {
         // Not connected right now: the socket's "open" handler sends it again.
         this.fail("Not connected to the server; joining when the connection is back.");
@@ -469,6 +538,8 @@ export class VoiceRoom extends EventTarget {
     // old socket die): offer to each of them at once, whoever usually goes first, so they
     // see a new connection (by its fingerprint) instead of waiting for the old to fail.
     this.offerToAll = true;
+    this.signals.clear();
+    this.signals.spend();
     if (!this.socket.send({ type: "voice_join", channel_id: this.channelId })) {
       this.fail("Not connected to the server; joining when the connection is back.");
     }
@@ -532,6 +603,7 @@ export class VoiceRoom extends EventTarget {
     const peer = this.peers.get(userId);
     if (!peer) return;
     this.peers.delete(userId);
+    this.signals.drop(userId);
     clearTimeout(peer.offerTimer);
     this.closePeer(peer);
   }
@@ -579,7 +651,7 @@ export class VoiceRoom extends EventTarget {
       try {
         peer.makingOffer = true;
         await pc.setLocalDescription();
-        this.socket.send({ type: "webrtc_offer", channel_id: channelId, recipient, sdp: pc.localDescription.sdp });
+        this.signals.send({ type: "webrtc_offer", channel_id: channelId, recipient, sdp: pc.localDescription.sdp });
       } catch (error) {
         console.warn("dialtone voice: offer failed", error);
       } finally {
@@ -589,7 +661,7 @@ export class VoiceRoom extends EventTarget {
     pc.onicecandidate = ({ candidate }) => {
       // The end-of-candidates marker (empty candidate) is not sent: the protocol has none.
       if (candidate && candidate.candidate) {
-        this.socket.send({ type: "ice_candidate", channel_id: channelId, recipient, candidate: candidate.candidate });
+        this.signals.send({ type: "ice_candidate", channel_id: channelId, recipient, candidate: candidate.candidate });
       }
     };
     pc.onicecandidateerror = (event) => {
@@ -737,7 +809,7 @@ export class VoiceRoom extends EventTarget {
       // created and the answer carries them (no second round of negotiation).
       if (fresh) this.addLocalTracks(peer);
       await pc.setLocalDescription();
-      this.socket.send({
+      this.signals.send({
         type: "webrtc_answer",
         channel_id: this.channelId,
         recipient: peer.userId,
@@ -803,6 +875,7 @@ export class VoiceRoom extends EventTarget {
   // Close every connection, stop every track, forget the room. Idempotent.
   teardown() {
     for (const userId of [...this.peers.keys()]) this.removePeer(userId);
+    this.signals.clear();
     clearInterval(this.levelTimer);
     this.levelTimer = null;
     this.localMeter?.disconnect();

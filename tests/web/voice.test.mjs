@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import {
+  SignalPacer,
   VoicePresence,
   iceServersFrom,
   isNewSession,
@@ -87,4 +88,44 @@ test("a new DTLS fingerprint means a new connection, the same one a renegotiatio
   assert.equal(isNewSession(pc, sdp("CC:DD")), true);
   assert.equal(isNewSession({ remoteDescription: null }, sdp("CC:DD")), false);
   assert.equal(isNewSession(pc, "v=0\r\n"), false);
+});
+
+test("signalling is paced: a burst, then the rate, in order; dropped and cleared frames never go", () => {
+  let clock = 0;
+  const timers = [];
+  const sent = [];
+  const pacer = new SignalPacer((frame) => sent.push(frame.n), {
+    burst: 3,
+    rate: 2, // per second: one token every 500 ms
+    now: () => clock,
+    setTimer: (fn, ms) => timers.push({ fn, at: clock + ms }) - 1,
+    clearTimer: (id) => { timers[id] = null; },
+  });
+  const run = (to) => {
+    clock = to;
+    for (let i = 0; i < timers.length; i++) {
+      const timer = timers[i];
+      if (timer && timer.at <= clock) {
+        timers[i] = null;
+        timer.fn();
+      }
+    }
+  };
+  for (let n = 1; n <= 6; n++) pacer.send({ n, recipient: n === 5 ? "gone" : "peer" });
+  assert.deepEqual(sent, [1, 2, 3]);
+  run(499);
+  assert.deepEqual(sent, [1, 2, 3]);
+  run(500);
+  assert.deepEqual(sent, [1, 2, 3, 4]);
+  pacer.drop("gone");
+  run(1000);
+  assert.deepEqual(sent, [1, 2, 3, 4, 6]);
+  // A frame sent directly spends a token too; the budget refills to the burst at most.
+  run(10_000);
+  pacer.spend();
+  for (let n = 7; n <= 10; n++) pacer.send({ n, recipient: "peer" });
+  assert.deepEqual(sent.slice(5), [7, 8]);
+  pacer.clear();
+  run(20_000);
+  assert.deepEqual(sent.slice(5), [7, 8]);
 });
