@@ -68,6 +68,9 @@ def _check_tls(settings: Settings) -> None:
 
 
 def cmd_serve(_: argparse.Namespace) -> int:
+    from dialtone.workers import check_workers
+
+    check_workers(load_settings())  # before any first-run side effect
     settings = _settings_with_secrets()
     _check_tls(settings)
     from dialtone.logs import configure_logging
@@ -77,6 +80,10 @@ def cmd_serve(_: argparse.Namespace) -> int:
     _migrate(settings)
     scheme = "https" if settings.tls_cert else "http"
     print(f"dialtone: listening on {scheme}://{settings.host}:{settings.port}", flush=True)
+    if settings.workers > 1:
+        from dialtone.workers import run_workers
+
+        return run_workers(settings)
     serve(settings)
     return 0
 

@@ -59,6 +59,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ws_chat_rate: float = 5.0
     ws_signal_burst: int = 50
     ws_signal_rate: float = 20.0
+    # Server processes on one port (dialtone.workers); more than one needs Redis.
+    workers: int = 1
 
     @property
     def is_sqlite(self) -> bool:
@@ -303,6 +305,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ws_chat_rate=_float(env, "DIALTONE_WS_CHAT_RATE", 5.0),
         ws_signal_burst=_int(env, "DIALTONE_WS_SIGNAL_BURST", 50, minimum=1),
         ws_signal_rate=_float(env, "DIALTONE_WS_SIGNAL_RATE", 20.0),
+        workers=_int(env, "DIALTONE_WORKERS", 1, minimum=1),
     )
 
 

@@ -19,21 +19,23 @@ The guarantees are those of one transaction per message:
 - with several nodes on one PostgreSQL database, the advisory locks of the batch's
   channels are taken (in key order, so two nodes cannot deadlock) before the insert
   and released only after the events are handed to the broker, so the broker carries
-  each channel's messages in storage order too.
+  each channel's messages in storage order too. They are held on a connection of the
+  writer's own (``HeldLocks``), not on the batch's session, which gives its connection
+  back to the pool at the commit.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from dialtone.db.repositories.locks import AdvisoryLockRepository, lock_key
+from dialtone.db.repositories.locks import HeldLocks
 from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.errors import DialtoneError, Unavailable
 from dialtone.schemas.events import ChannelMessageNew
@@ -81,6 +83,7 @@ class MessageWriter:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._locks: HeldLocks | None = None
         # Sizes of the batches written so far (for tests and profiling; bounded).
         self.batch_sizes: deque[int] = deque(maxlen=1024)
 
@@ -104,6 +107,7 @@ class MessageWriter:
         self._closed = True
         task, self._task = self._task, None
         if task is None:
+            await self._close_locks()
             return
         self._wake.set()
         try:
@@ -115,6 +119,12 @@ class MessageWriter:
                 pending = self._queue.popleft()
                 if not pending.done.done():
                     pending.done.set_exception(MessageNotStored("server shut down"))
+            await self._close_locks()
+
+    async def _close_locks(self) -> None:
+        locks, self._locks = self._locks, None
+        if locks is not None:
+            await locks.close()
 
     async def _run(self) -> None:
         queue = self._queue
@@ -178,29 +188,25 @@ class MessageWriter:
 
     async def _store_in_cluster(self, messages: Sequence[NewMessage]) -> list[Outcome]:
         uow = self._unit_of_work()
-        locks = AdvisoryLockRepository(uow.session)
-        names = sorted({channel_lock_name(m.channel_id) for m in messages}, key=lock_key)
-        held: list[str] = []
+        if self._locks is None:
+            engine = uow.session.bind
+            assert isinstance(engine, AsyncEngine)
+            self._locks = HeldLocks(engine)
+        locks = self._locks
         try:
             try:
-                for name in names:
-                    await locks.acquire(name)
-                    held.append(name)
+                await locks.acquire([channel_lock_name(m.channel_id) for m in messages])
                 outcomes = await MessageService(uow, self._ctx).post_many(messages)
                 await uow.commit()  # commits, then publishes: both under the locks
                 return outcomes
             finally:
                 try:
-                    await uow.rollback()  # after a failure: the release needs a live transaction
-                    for name in reversed(held):
-                        await locks.release(name)
-                    await uow.session.commit()
+                    await locks.release_all()
                 except Exception as exc:
-                    # Never give the pool a connection that may still hold a lock: closing
-                    # it ends the database session, which releases the locks. The batch's
-                    # own outcome (stored and published, or not) stands.
+                    # Never keep a connection that may still hold a lock: dropping it ends
+                    # the database session, which releases the locks. The batch's own
+                    # outcome (stored and published, or not) stands.
                     log.warning("could not release channel locks: %s", type(exc).__name__)
-                    with contextlib.suppress(Exception):
-                        await uow.session.invalidate()
+                    await locks.discard()
         finally:
             await uow.close()
