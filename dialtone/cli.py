@@ -80,10 +80,11 @@ def cmd_serve(_: argparse.Namespace) -> int:
     _migrate(settings)
     scheme = "https" if settings.tls_cert else "http"
     print(f"dialtone: listening on {scheme}://{settings.host}:{settings.port}", flush=True)
-    if settings.workers > 1:
-        from dialtone.workers import run_workers
+    from dialtone.workers import freeze_startup_heap, run_workers
 
+    if settings.workers > 1:
         return run_workers(settings)
+    freeze_startup_heap()
     serve(settings)
     return 0
 
