@@ -61,6 +61,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ws_signal_rate: float = 20.0
     # Server processes on one port (dialtone.workers); more than one needs Redis.
     workers: int = 1
+    # PostgreSQL only: wait for the WAL flush (fsync) before acknowledging a message
+    # batch. Off trades the last fraction of a second of acknowledged messages on a
+    # database or machine crash for a commit that does not wait for the disk.
+    message_sync_commit: bool = True
 
     @property
     def is_sqlite(self) -> bool:
@@ -306,6 +310,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ws_signal_burst=_int(env, "DIALTONE_WS_SIGNAL_BURST", 50, minimum=1),
         ws_signal_rate=_float(env, "DIALTONE_WS_SIGNAL_RATE", 20.0),
         workers=_int(env, "DIALTONE_WORKERS", 1, minimum=1),
+        message_sync_commit=_bool(env, "DIALTONE_MESSAGE_SYNC_COMMIT", True),
     )
 
 
