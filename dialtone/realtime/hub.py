@@ -399,10 +399,12 @@ class Hub(OnlineDirectory):
 
     # ------------------------------------------------------------ delivery
 
-    def broadcast(self, text: str) -> None:
-        """One event to every socket: encoded and framed once, written without a task
-        switch to every socket that keeps up (``Connection.push`` inlined)."""
-        frame = text_frame(text.encode())
+    def broadcast(self, *texts: str) -> None:
+        """Events to every socket: each encoded and framed once, and all of them written
+        to a socket that keeps up in one write, without a task switch
+        (``Connection.push`` inlined). A socket that does not keep up queues them."""
+        frames = [text_frame(text.encode()) for text in texts]
+        joined = frames[0] if len(frames) == 1 else b"".join(frames)
         for conn in list(self.conns.values()):
             write = conn._write_frame
             if (
@@ -410,17 +412,32 @@ class Hub(OnlineDirectory):
                 and conn.closing is None
                 and conn._writer is None
                 and not conn._queue
-                and write(frame)
+                and write(joined)
             ):
                 continue
-            conn.push(text, frame)
+            for text, frame in zip(texts, frames, strict=True):
+                conn.push(text, frame)
 
     async def deliver(self, events: Sequence[Event]) -> None:
+        # Consecutive events for every socket (a group commit's messages, say) go out
+        # together: one write per socket for the run instead of one per event.
+        run: list[str] = []
         for event in events:
             try:
+                if not isinstance(event, _ACTED_ON):
+                    run.append(encode_event(event))
+                    continue
+                if run:
+                    self.broadcast(*run)
+                    run = []
                 self._deliver_one(event)
             except Exception:
                 log.exception("delivery of %s failed", type(event).__name__)
+        if run:
+            try:
+                self.broadcast(*run)
+            except Exception:
+                log.exception("delivery of %d events failed", len(run))
 
     def _deliver_one(self, event: Event) -> None:
         match event:
@@ -449,3 +466,19 @@ class Hub(OnlineDirectory):
                 log.warning("no handler for control event %s", type(event).__name__)
             case _:
                 self.broadcast(encode_event(event))
+
+
+# What _deliver_one does more with than broadcast to every socket.
+_ACTED_ON: tuple[type[Event], ...] = (
+    SessionsRevoked,
+    DeviceRevoked,
+    VoiceMembership,
+    VoiceRelay,
+    ChannelDeleted,
+    SocketOpened,
+    SocketClosed,
+    NodeAlive,
+    NodeStateRequest,
+    NodeState,
+    *INTERNAL_EVENTS,
+)
