@@ -12,7 +12,7 @@ REDIS_URL ?= redis://127.0.0.1:6379/15
 LINT_PATHS := dialtone tests migrations $(wildcard bench/*.py)
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint format diagram bench bench-deps clean
+.PHONY: help run test lint format diagram bench bench-deps bench-suite clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -85,6 +85,9 @@ bench-deps: $(WSGEN) ## build bench/wsgen and install wrk (Debian) for the load 
 	  echo "bench-deps: installing wrk"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q wrk; }
+
+bench-suite: bench-deps ## issue 12's figures: every case, 3 rounds, SQLite and PostgreSQL in one run
+	$(PY) bench/suite.py --out bench/results/suite-$$(date -u +%Y%m%dT%H%MZ)
 
 clean: ## remove the virtualenv and caches (keeps ./data)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
