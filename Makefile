@@ -59,11 +59,11 @@ diagram: $(STAMP) ## draw dialtone-db-diagram.png from the SQLAlchemy models (in
 	dot -Tpng -Gdpi=110 -o dialtone-db-diagram.png $(VENV)/dialtone-db-diagram.dot
 	@echo "diagram: wrote dialtone-db-diagram.png"
 
-# Every load generator in bench/ (common.py is their shared harness); each starts its own
+# Every load generator in bench/ (common.py is their shared harness; rounds.py and suite.py run them); each starts its own
 # server on a fresh database and prints one JSON line. `make bench DIALTONE_BENCH_DB=postgres`
 # runs them on a fresh PostgreSQL database; `make bench BENCH=bench/login.py` runs one.
 DIALTONE_BENCH_DB ?= sqlite
-BENCH ?= $(sort $(filter-out bench/common.py,$(wildcard bench/*.py)))
+BENCH ?= $(sort $(filter-out bench/common.py bench/rounds.py bench/suite.py,$(wildcard bench/*.py)))
 
 bench: bench-deps ## run the load generators in bench/ (DIALTONE_BENCH_DB=sqlite|postgres)
 	@set -e; for script in $(BENCH); do \
