@@ -26,7 +26,8 @@ DBS = ["sqlite:DIALTONE_BENCH_DB=sqlite", "postgres:DIALTONE_BENCH_DB=postgres"]
 WORKERS = [
     "1 worker:DIALTONE_BENCH_DB=postgres",
     "2 workers:DIALTONE_BENCH_DB=postgres,DIALTONE_WORKERS=2,"
-    f"DIALTONE_REDIS_URL={REDIS},DIALTONE_REDIS_PREFIX=dialtone-bench:",
+    f"DIALTONE_REDIS_URL={REDIS},DIALTONE_REDIS_PREFIX=dialtone-bench:,"
+    "DIALTONE_CLUSTER_SECRET=dialtone-bench-cluster-secret-0123456789",
 ]
 
 CASES: dict[str, tuple[list[str], list[str], str]] = {

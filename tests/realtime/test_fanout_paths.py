@@ -1,28 +1,10 @@
-"""The fast delivery paths: frames built once, direct writes, device announcements."""
+"""The delivery paths: events encoded once, writers that end when idle, device announcements."""
 
 from __future__ import annotations
 
-from typing import Any
-
-import pytest
-from websockets.frames import Frame, Opcode
-
-from dialtone.realtime.hub import Hub, text_frame
-from dialtone.schemas.events import (
-    ChannelDeleted,
-    ChannelMessageNew,
-    ChannelUpdated,
-    encode_event,
-)
+from dialtone.realtime.hub import Hub
 from tests.conftest import Member
 from tests.realtime.conftest import LiveServer, chat_frame, next_of, quiet, recv
-
-
-@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])
-def test_text_frame_is_what_websockets_would_send(size: int) -> None:
-    payload = ("é" * size).encode()[:size]
-    expected = Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
-    assert text_frame(payload) == expected
 
 
 def hub_of(live: LiveServer) -> Hub:
@@ -75,7 +57,7 @@ async def test_a_new_device_of_an_online_user_is_announced(
     }
 
 
-async def test_sockets_that_keep_up_are_written_directly_and_own_no_task(
+async def test_sockets_that_keep_up_own_no_task_once_drained(
     live: LiveServer, admin: Member, channel: str
 ) -> None:
     sockets = [await live.connect(admin) for _ in range(5)]
@@ -86,62 +68,11 @@ async def test_sockets_that_keep_up_are_written_directly_and_own_no_task(
         assert bodies == [f"bXNn{i}" for i in range(20)]
     conns = list(hub_of(live).conns.values())
     assert len(conns) == 5
-    # Everything went out through the direct write: no queue, no writer task left.
+    # Everything went out, in order: no queue and no writer task left behind.
     assert all(c.queued == 0 and not c.writing for c in conns)
 
 
-async def test_greeting_order_survives_the_direct_path(live: LiveServer, member: Member) -> None:
+async def test_greeting_order(live: LiveServer, member: Member) -> None:
     ws = await live.connect_raw(member)
     assert (await recv(ws))["type"] == "voice.presence.snapshot"
     assert (await recv(ws))["type"] == "device.joined"
-
-
-async def test_events_delivered_together_reach_a_socket_in_one_write_in_order(
-    live: LiveServer, admin: Member, channel: str
-) -> None:
-    ws = await live.connect(admin)
-    other = await live.connect(admin)
-    hub = hub_of(live)
-    writes: list[bytes] = []
-    for conn in hub.conns.values():
-        direct = conn._write_frame
-        assert direct is not None
-
-        def counted(frame: bytes, direct: Any = direct) -> bool:
-            writes.append(frame)
-            ok: bool = direct(frame)
-            return ok
-
-        conn._write_frame = counted
-
-    def message(n: int) -> ChannelMessageNew:
-        return ChannelMessageNew(
-            message_id=f"m{n}",
-            channel_id=channel,
-            sender=admin.user_id,
-            sender_name_enc="bg==",
-            body=f"bXNn{n}",
-            sent_at="2026-01-01T00:00:00.000000Z",
-        )
-
-    # A batch's messages and a rename go out in one write per socket; an event the hub
-    # also acts on (a deletion) ends the run; the order on the wire is kept.
-    texts = [encode_event(message(n)) for n in range(3)]
-    renamed = ChannelUpdated(channel_id=channel, channel_name_enc="bmV3")
-    await hub.deliver(
-        [message(0), message(1), message(2), renamed, ChannelDeleted(channel_id=channel)]
-    )
-    await hub.deliver([message(3)])
-    for socket in (ws, other):
-        kinds = [await recv(socket) for _ in range(6)]
-        assert [(e["type"], e.get("body")) for e in kinds] == [
-            ("channel.message.new", "bXNn0"),
-            ("channel.message.new", "bXNn1"),
-            ("channel.message.new", "bXNn2"),
-            ("channel.updated", None),
-            ("channel.deleted", None),
-            ("channel.message.new", "bXNn3"),
-        ]
-    assert len(writes) == 6  # per socket: the run of four, the deletion, the last message
-    run = b"".join(text_frame(t.encode()) for t in [*texts, encode_event(renamed)])
-    assert writes[0] == writes[1] == run

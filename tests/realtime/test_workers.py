@@ -21,7 +21,14 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.conftest import ADMIN_TOKEN, PEPPER, REDIS_URL, register_member, truncate_all
+from tests.conftest import (
+    ADMIN_TOKEN,
+    CLUSTER_SECRET,
+    PEPPER,
+    REDIS_URL,
+    register_member,
+    truncate_all,
+)
 from tests.realtime.conftest import chat_frame, next_of
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -92,6 +99,7 @@ class Workers:
             DIALTONE_DB_URL=db_url,
             DIALTONE_REDIS_URL=REDIS_URL or "",
             DIALTONE_REDIS_PREFIX=f"dialtone-test-{secrets.token_hex(6)}:",
+            DIALTONE_CLUSTER_SECRET=CLUSTER_SECRET,
             DIALTONE_WORKERS="2",
         )
         self.log = data_dir / "server.log"
