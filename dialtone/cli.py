@@ -182,6 +182,9 @@ def _check_tls(settings: Settings) -> None:
 
 
 def cmd_serve(_: argparse.Namespace) -> int:
+    from dialtone.workers import check_workers
+
+    check_workers(load_settings())  # before any first-run side effect
     settings = _settings_with_secrets()
     _check_tls(settings)
     _check_port(settings)
@@ -193,6 +196,11 @@ def cmd_serve(_: argparse.Namespace) -> int:
     _migrate(settings)
     scheme = "https" if settings.tls_cert else "http"
     print(f"dialtone: listening on {scheme}://{settings.host}:{settings.port}", flush=True)
+    from dialtone.workers import freeze_startup_heap, run_workers
+
+    if settings.workers > 1:
+        return run_workers(settings)
+    freeze_startup_heap()
     serve(settings)
     return 0
 
