@@ -15,7 +15,7 @@ REDIS_URL ?= redis://127.0.0.1:6379/15
 LINT_PATHS := dialtone tests $(wildcard bench/*.py)
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-lowest lint format diagram bench bench-deps bench-suite clean
+.PHONY: help run test test-lowest lint format diagram bench bench-deps bench-suite clean browser-deps screenshots
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ run: $(STAMP) ## install, migrate the SQLite database, create first-run secrets,
 
 test: $(TEST_STAMP) ## install test extras and run lint plus the whole suite
 	$(MAKE) --no-print-directory lint
+	@{ command -v chromium && command -v turnserver; } >/dev/null 2>&1 || \
+	  $(MAKE) --no-print-directory browser-deps || \
+	  echo "chromium or coturn unavailable: the browser tests (tests/web) needing them will be skipped"
 	@export DIALTONE_TEST_DATABASE_URL="$${DIALTONE_TEST_DATABASE_URL:-$$($(PY) tests/services.py postgres '$(PG_URL)')}"; \
 	 export DIALTONE_TEST_REDIS_URL="$${DIALTONE_TEST_REDIS_URL:-$$($(PY) tests/services.py redis '$(REDIS_URL)')}"; \
 	 echo "PostgreSQL tests: $${DIALTONE_TEST_DATABASE_URL:-skipped (no server on 127.0.0.1:5432)}"; \
@@ -74,6 +77,19 @@ diagram: $(STAMP) ## draw dialtone-db-diagram.png from the SQLAlchemy models (in
 	$(PY) -m dialtone.db.diagram > $(VENV)/dialtone-db-diagram.dot
 	dot -Tpng -Gdpi=110 -o dialtone-db-diagram.png $(VENV)/dialtone-db-diagram.dot
 	@echo "diagram: wrote dialtone-db-diagram.png"
+
+# The web client's tests drive Debian's chromium through Playwright (never a downloaded
+# browser); the voice relay test starts Debian's coturn on loopback; Node.js, when
+# present, runs the crypto.js unit tests.
+browser-deps: ## install chromium and coturn for the browser tests (apt-get)
+	@{ command -v chromium && command -v turnserver; } >/dev/null 2>&1 || { \
+	  echo "browser-deps: installing chromium and coturn"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium coturn; }
+
+screenshots: $(TEST_STAMP) browser-deps ## refresh docs/screenshot*.png from the browser test
+	DIALTONE_SCREENSHOTS=$(CURDIR)/docs $(PY) -m pytest tests/web/test_chat.py \
+	  tests/web/test_voice.py::test_two_browsers_hold_a_voice_call -q
 
 # Every load generator in bench/ (common.py is their shared harness; rounds.py and suite.py run them); each starts its own
 # server on a fresh database and prints one JSON line. `make bench DIALTONE_BENCH_DB=postgres`

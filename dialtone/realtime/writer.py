@@ -40,8 +40,9 @@ from dialtone.db.repositories.locks import HeldLocks
 from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.errors import DialtoneError, Unavailable
 from dialtone.schemas.events import ChannelMessageNew
+from dialtone.services.channels import ChannelService
 from dialtone.services.context import ServerContext
-from dialtone.services.messages import MessageService, NewMessage
+from dialtone.services.messages import MessageService, NewMessage, channel_not_found
 
 log = logging.getLogger("dialtone.realtime")
 
@@ -159,6 +160,11 @@ class MessageWriter:
                 outcomes = await self._store(messages)
         except IntegrityError:
             if len(batch) == 1:
+                if await self._channel_gone(batch[0].message.channel_id):
+                    # Deleted between the check and the insert: answer as if it came second.
+                    if not batch[0].done.done():
+                        batch[0].done.set_exception(channel_not_found())
+                    return
                 self._failed(batch, "IntegrityError")
                 return
             # One row broke a constraint (say, its channel was deleted between the
@@ -176,6 +182,16 @@ class MessageWriter:
                 pending.done.set_exception(outcome)
             else:
                 pending.done.set_result(None)
+
+    async def _channel_gone(self, channel_id: str) -> bool:
+        try:
+            async with self._unit_of_work() as uow:
+                await ChannelService(uow, self._ctx).require(channel_id)
+        except DialtoneError as exc:
+            return exc.status == 404
+        except Exception:
+            return False
+        return False
 
     def _failed(self, batch: list[_Pending], reason: str) -> None:
         # The type only: a database error's text can carry the statement's parameters.

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
@@ -9,10 +10,15 @@ from sqlalchemy import (
     Select,
     String,
     Table,
+    and_,
     bindparam,
+    delete,
     func,
     insert,
+    or_,
     select,
+    text,
+    update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -89,6 +95,107 @@ class MessageRepository:
         return rows
 
 
+class Tombstone(NamedTuple):
+    """A deleted message: what the deletions feed tells clients that were away."""
+
+    seq: int
+    id: str
+    channel_id: str
+    sender_id: str
+    sent_at: datetime
+    deleted_at: datetime
+    deleted_by: str | None
+
+
+class MessageModeration:
+    """Deleting messages for good (tombstones) and the feed of deletions."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, message_id: str) -> ChannelMessage | None:
+        result = await self.session.execute(
+            select(ChannelMessage).where(ChannelMessage.id == message_id)
+        )
+        return result.scalar_one_or_none()
+
+    async def erase(
+        self,
+        *,
+        by: str,
+        now: datetime,
+        message_id: str | None = None,
+        sender_id: str | None = None,
+        channel_id: str | None = None,
+    ) -> list[tuple[str, str]]:
+        """Empty the ciphertext and mark the rows deleted, in one statement; returns the
+        (id, channel_id) of the messages this call deleted (not those already gone)."""
+        statement = (
+            update(ChannelMessage)
+            .where(ChannelMessage.deleted_at.is_(None))
+            .values(body="", sender_name_enc="", deleted_at=now, deleted_by=by)
+            .returning(ChannelMessage.id, ChannelMessage.channel_id)
+        )
+        if message_id is not None:
+            statement = statement.where(ChannelMessage.id == message_id)
+        if sender_id is not None:
+            statement = statement.where(ChannelMessage.sender_id == sender_id)
+        if channel_id is not None:
+            statement = statement.where(ChannelMessage.channel_id == channel_id)
+        if self.session.get_bind().dialect.name == "sqlite":
+            # Overwrite freed space with zeros so the ciphertext leaves the file too
+            # (per connection; harmless for everything else it later runs).
+            await self.session.execute(text_pragma_secure_delete)
+        result = await self.session.execute(statement)
+        return [(row[0], row[1]) for row in result]
+
+    async def deletions(
+        self,
+        channel_id: str,
+        since: datetime | None,
+        limit: int,
+        after: tuple[datetime, int] | None,
+    ) -> list[Tombstone]:
+        """Deletions in a channel, oldest first, from ``since`` on."""
+        query = (
+            select(*[getattr(ChannelMessage, name) for name in Tombstone._fields])
+            .where(ChannelMessage.channel_id == channel_id, ChannelMessage.deleted_at.is_not(None))
+            .order_by(ChannelMessage.deleted_at, ChannelMessage.seq)
+            .limit(limit)
+        )
+        if since is not None:
+            query = query.where(ChannelMessage.deleted_at >= since)
+        if after is not None:
+            at, seq = after
+            query = query.where(
+                or_(
+                    ChannelMessage.deleted_at > at,
+                    and_(ChannelMessage.deleted_at == at, ChannelMessage.seq > seq),
+                )
+            )
+        result = await self.session.execute(query)
+        return list(map(Tombstone._make, result))
+
+    async def count(self) -> int:
+        result = await self.session.execute(
+            select(func.count())
+            .select_from(ChannelMessage)
+            .where(ChannelMessage.deleted_at.is_(None))
+        )
+        return int(result.scalar_one())
+
+    async def purge_older_than(self, moment: datetime) -> int:
+        """Message retention: drop messages (tombstones too) sent before ``moment``."""
+        if self.session.get_bind().dialect.name == "sqlite":
+            await self.session.execute(text_pragma_secure_delete)
+        result = await self.session.execute(
+            delete(ChannelMessage).where(ChannelMessage.sent_at < moment)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+text_pragma_secure_delete = text("PRAGMA secure_delete = ON")
+
 # Core insert on the table: the ORM's unit of work costs more than SQLite's insert.
 _INSERT = insert(cast(Table, ChannelMessage.__table__))
 
@@ -97,6 +204,7 @@ _INSERT = insert(cast(Table, ChannelMessage.__table__))
 # (plain rows, no ORM loading), and where the database can, it writes ``sent_at`` as
 # RFC 3339 text itself (parsing it into a datetime and formatting that again costs more
 # than the rest of the row).
+# Deleted messages (tombstones) are left out: see "Deleting messages" in docs/API.md.
 _TABLE = cast(Table, ChannelMessage.__table__)
 
 
@@ -109,7 +217,7 @@ class _Pages(NamedTuple):
 def _pages(sent_at: ColumnElement[Any]) -> _Pages:
     c = _TABLE.c
     columns = [c.id, c.sender_id, c.sender_name_enc, c.body, sent_at]
-    in_channel = c.channel_id == bindparam("channel_id")
+    in_channel = and_(c.channel_id == bindparam("channel_id"), c.deleted_at.is_(None))
     limit = bindparam("limit", type_=Integer)
     newest = select(*columns).where(in_channel).order_by(c.seq.desc()).limit(limit)
     return _Pages(
