@@ -17,6 +17,7 @@ from playwright.sync_api import expect
 from tests.web.conftest import WebServer, start_server, stop_server
 from tests.web.voice_helpers import (
     CONNECT_MS,
+    INBOUND_AUDIO_PACKETS,
     Caller,
     expect_audio_flows,
     expect_connected,
@@ -93,6 +94,28 @@ def test_two_browsers_hold_a_voice_call(server: WebServer, new_page: Any, tmp_pa
     mute.press("Enter")
     expect(mute).to_have_attribute("aria-pressed", "false")
     assert alice.eval(audio_enabled) == [True]
+
+    # Another microphone, chosen in the settings, replaces the track on the connection.
+    alice.panel().get_by_text("Voice settings").click()
+    mic = alice.panel().get_by_label("Microphone", exact=True)
+    # Chromium's fake devices: "Default" and at least two named microphones.
+    alice.wait("(select) => select.options.length >= 3", arg=mic.element_handle())
+    choice = mic.locator("option").last.text_content()
+    assert choice
+    assert choice != "Default microphone"
+    mic.select_option(label=choice)
+    alice.wait(
+        "(label) => window.__pcs[0].getSenders()"
+        ".some((s) => s.track && s.track.kind === 'audio' && s.track.label === label)",
+        arg=choice,
+    )
+    alice.wait(
+        "() => window.__tracks.filter((t) => t.kind === 'audio')"
+        ".map((t) => t.readyState).join() === 'ended,live'"
+    )
+    before = bob.wait_async(INBOUND_AUDIO_PACKETS)
+    assert bob.wait_async(INBOUND_AUDIO_PACKETS.replace("packets > 0", f"packets > {before + 50}"))
+    alice.panel().get_by_text("Voice settings").click()
 
     # Per-peer volume, with the keyboard, on the element that plays Bob's audio.
     slider = alice.row(bob).get_by_role("slider", name=f"Volume of {bob.display}")
