@@ -546,6 +546,7 @@ export class Client {
     for (let i = 0; i < envelopes.length; i += 1000) {
       await this.attempt(() => this.api.postChannelKeys(channel.id, envelopes.slice(i, i + 1000)), "Sharing the channel key");
     }
+    await store.put(`shared:${this.me.deviceId}:${channel.id}`, envelopes.map((e) => e.device_id));
     const mine = envelopes.find((e) => e.device_id === this.me.deviceId);
     await this.acceptChannelEnvelope(ch, mine);
     ch.creating = false;
@@ -675,6 +676,7 @@ export class Client {
 
   async onOpen(reconnected) {
     this.refreshPresence().catch(() => {});
+    this.shareMissing().catch((error) => console.warn("dialtone: key sharing failed:", error.message));
     if (!reconnected) return;
     // Events sent while we were away are lost: fetch what changed since.
     try {
@@ -809,6 +811,36 @@ export class Client {
     if (!target) return;
     await this.shareWith(target).catch((error) => console.warn("dialtone: key sharing failed:", error.message));
     this.refreshPresence().catch(() => {});
+  }
+
+  // Devices that appeared while we were away never sent us a device.joined: when we come
+  // online, wrap the keys we may share for every listed device we have not served yet
+  // (remembered per channel in IndexedDB, so this is work only for new devices).
+  async shareMissing() {
+    const mayShare = (ch) => ch.envelope && (ch.created_by === this.me.id || this.canManageChannels);
+    const jobs = [...this.channels.values()].filter(mayShare).map((ch) => ({
+      record: `shared:${this.me.deviceId}:${ch.id}`,
+      envelope: ch.envelope,
+      post: (envelopes) => this.api.postChannelKeys(ch.id, envelopes),
+    }));
+    if (this.dirEnvelope) {
+      jobs.push({
+        record: `shared:${this.me.deviceId}:directory`,
+        envelope: this.dirEnvelope,
+        post: (envelopes) => this.api.postDirectoryKeys(envelopes),
+      });
+    }
+    for (const job of jobs) {
+      const done = new Set((await store.get(job.record)) || []);
+      done.add(this.me.deviceId);
+      const targets = this.devicesAll.filter((d) => !done.has(d.device_id));
+      if (!targets.length) continue;
+      const key = await e2e.unwrapEnvelope(this.device.privateKey, job.envelope.sender_public_key, job.envelope.envelope, true);
+      const envelopes = await this.wrapForAll(key, targets);
+      for (let i = 0; i < envelopes.length; i += 1000) await job.post(envelopes.slice(i, i + 1000));
+      for (const d of targets) done.add(d.device_id);
+      await store.put(job.record, [...done]);
+    }
   }
 
   // As the existing client does, wrap the keys we hold for a device that came online.
