@@ -321,11 +321,15 @@ export class Client {
   }
 
   retryDirectoryLater(attempt = 1) {
-    if (attempt > KEY_RETRY_MS.length || this.ended) return;
+    if (attempt > KEY_RETRY_MS.length || this.ended) {
+      this.dirTimer = null;
+      return;
+    }
     this.dirTimer = setTimeout(async () => {
       try {
         const envelope = await this.api.directoryKey();
         if (envelope && (await this.acceptDirectoryEnvelope(envelope))) {
+          this.dirTimer = null;
           await this.directoryReady();
           return;
         }
@@ -803,6 +807,11 @@ export class Client {
     if (event.device_id === this.me.deviceId) return;
     this.online.add(event.sender);
     this.emit("people");
+    // A key holder coming online shares what we lack: ask again for missing keys.
+    for (const ch of this.channels.values()) {
+      if (!ch.key && !this.keyRetries.has(ch.id)) this.retryKeyLater(ch, 1);
+    }
+    if (!this.dirKey && !this.dirTimer) this.retryDirectoryLater();
     let target = this.devicesAll.find((d) => d.device_id === event.device_id);
     if (!target) {
       await this.refreshDevices().catch(() => {});
