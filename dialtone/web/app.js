@@ -91,6 +91,7 @@ class DtApp extends HTMLElement {
       this.status.dataset.state = state;
     };
     showStatus(client.status);
+    client.on("notify", (wanted) => { notify.checked = wanted; });
     client.on("status", showStatus);
     client.on("notice", ({ message }) => {
       const item = h("p", {}, message, h("button", { type: "button", class: "link", "aria-label": "Dismiss", onclick: () => item.remove() }, "×"));

@@ -904,6 +904,7 @@ export class Client {
     }
     this.notifyWanted = wanted;
     localStorage.setItem("dialtone.notify", wanted ? "1" : "0");
+    this.emit("notify", wanted);
   }
 
   alert(ch, m) {
