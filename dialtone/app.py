@@ -16,7 +16,7 @@ from dialtone.api.auth import AuthController
 from dialtone.api.channels import ChannelController
 from dialtone.api.dependencies import provide_ctx, provide_uow
 from dialtone.api.devices import DeviceController
-from dialtone.api.edge import Edge
+from dialtone.api.edge import DialtoneApp, log_websocket_failure, security_headers
 from dialtone.api.error_handlers import exception_handlers
 from dialtone.api.health import health
 from dialtone.api.invites import create_invite
@@ -38,23 +38,23 @@ from dialtone.services.maintenance import purge_forever
 from dialtone.services.session_cache import SessionCache
 
 
-def create_app(settings: Settings) -> Litestar:
+def create_app(settings: Settings) -> DialtoneApp:
+    """The ASGI app to serve: the Litestar app (``.litestar``) inside the edge bounds."""
     require_secrets(settings)
-    ctx = ServerContext.from_settings(settings)
-    broker = make_broker(settings.redis_url, settings.redis_prefix)
+    broker = make_broker(settings.redis_url, settings.redis_prefix, settings.cluster_secret)
     hub = Hub(broker.publish)
-    ctx.directory = hub
-    if settings.redis_url is None:
+    ctx = ServerContext.from_settings(
+        settings,
+        directory=hub,
         # Single node: every revocation passes through this process.
-        ctx.session_cache = SessionCache()
+        session_cache=SessionCache() if settings.redis_url is None else None,
+    )
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
-        if ctx.session_cache is not None:
-            ctx.session_cache.watch(engine)
         await broker.start(hub.deliver)
         if settings.redis_url:
             await hub.start_replication(settings.node_heartbeat)
@@ -121,7 +121,9 @@ def create_app(settings: Settings) -> Litestar:
         # dialtone.logs configures logging; Litestar must not install its own handlers.
         logging_config=None,
         debug=False,
+        # Public hooks: they see every response Litestar sends (404, 405 and CORS
+        # preflights included) and every exception a handler raises.
+        before_send=[security_headers(settings)],
+        after_exception=[log_websocket_failure],
     )
-    # Outside Litestar's router and exception handling, so every response passes through.
-    app.asgi_handler = Edge(app.asgi_handler, settings, ctx.trusted_proxies)  # type: ignore[assignment]
-    return app
+    return DialtoneApp(app, settings, ctx.trusted_proxies)

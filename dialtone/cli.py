@@ -5,17 +5,72 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from dialtone.config import Settings, ensure_secrets, load_settings, require_secrets
+from dialtone.config import (
+    PEPPER_FILE,
+    Settings,
+    ensure_secrets,
+    load_settings,
+    require_secrets,
+    restrict_folder,
+)
 from dialtone.errors import ConfigError
+
+
+async def _count_accounts_async(settings: Settings) -> int:
+    from sqlalchemy import func, inspect, select
+
+    from dialtone.db.engine import create_engine
+    from dialtone.db.models import User
+
+    engine = create_engine(settings)
+    try:
+        async with engine.connect() as conn:
+            has_users = await conn.run_sync(lambda sync: inspect(sync).has_table("users"))
+            if not has_users:
+                return 0
+            count = await conn.scalar(select(func.count()).select_from(User))
+            return int(count or 0)
+    finally:
+        await engine.dispose()
+
+
+def _count_accounts(settings: Settings) -> int:
+    """How many user rows the configured database holds (0 when it does not exist yet)."""
+    from dialtone.db.migrate import sqlite_path
+
+    path = sqlite_path(settings.db_url)
+    if path is not None and not path.exists():
+        return 0
+    try:
+        return asyncio.run(_count_accounts_async(settings))
+    except (OSError, SQLAlchemyError, TimeoutError) as exc:
+        raise _database_error(settings, exc) from None
+
+
+def _refuse_new_pepper_over_accounts(settings: Settings) -> None:
+    """A new pepper over existing accounts orphans all of them (their names hash
+    differently, can no longer log in, and can be registered by anyone): refuse."""
+    if settings.username_pepper:
+        return
+    accounts = _count_accounts(settings)
+    if accounts:
+        raise ConfigError(
+            f"the database already holds {accounts} account(s) but the username pepper is "
+            f"missing ({Path(settings.data_dir) / PEPPER_FILE} or DIALTONE_USERNAME_PEPPER): "
+            "restore it from your backup; a new one would orphan every account"
+        )
 
 
 def _settings_with_secrets() -> Settings:
     settings = load_settings()
+    _refuse_new_pepper_over_accounts(settings)
     configured = os.environ.get("DIALTONE_USERNAME_PEPPER") and os.environ.get(
         "DIALTONE_ADMIN_TOKEN"
     )
@@ -42,14 +97,36 @@ def _database_error(settings: Settings, exc: BaseException) -> ConfigError:
 
 
 def _migrate(settings: Settings) -> None:
-    from dialtone.db.migrate import upgrade
+    from dialtone.db.migrate import restrict_sqlite_files, upgrade
 
     try:
         if settings.is_sqlite:
-            os.makedirs(settings.data_dir, exist_ok=True)
+            restrict_folder(Path(settings.data_dir))
         upgrade(settings.db_url)
+        restrict_sqlite_files(settings.db_url)
     except (OSError, SQLAlchemyError, TimeoutError) as exc:
         raise _database_error(settings, exc) from None
+
+
+def _check_port(settings: Settings) -> None:
+    """Bind the address once before anything else, so a port in use is our one line
+    rather than uvicorn's log record (uvicorn binds the same way, with SO_REUSEADDR)."""
+    try:
+        infos = socket.getaddrinfo(
+            settings.host, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {settings.host}:{settings.port}: "
+                f"{exc.strerror or exc} (is another server running there?)"
+            ) from None
 
 
 def _check_tls(settings: Settings) -> None:
@@ -70,6 +147,7 @@ def _check_tls(settings: Settings) -> None:
 def cmd_serve(_: argparse.Namespace) -> int:
     settings = _settings_with_secrets()
     _check_tls(settings)
+    _check_port(settings)
     from dialtone.logs import configure_logging
     from dialtone.server import serve
 
@@ -167,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Everything this process creates (database, WAL, secrets) is for its owner only.
+    os.umask(0o077)
     try:
         result: int = args.func(args)
     except ConfigError as exc:
@@ -174,4 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # Start-up failures are one line; the details are in the exception's text.
+        text = (str(exc).strip().splitlines() or [""])[0]
+        print(f"dialtone: {args.command} failed: {type(exc).__name__}: {text}", file=sys.stderr)
+        return 1
     return result

@@ -30,6 +30,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     invite_ttl: int = DAY
     redis_url: str | None = None
     redis_prefix: str = "dialtone:"
+    # Authenticates events between nodes on Redis (required with redis_url).
+    cluster_secret: bytes = b""
     node_heartbeat: float = 5.0
     rate_limits: bool = True
     trusted_proxies: tuple[str, ...] = ()
@@ -49,6 +51,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Token buckets for the HTTP edge: a burst, then one more every N seconds.
     login_burst: int = 5
     login_refill: float = 300.0
+    # One account, every address together: a ceiling on distributed guessing that a
+    # single address cannot drain (its own buckets stop it first); see docs/SECURITY.md.
+    login_user_burst: int = 50
+    login_user_refill: float = 60.0
+    # Wrong X-Admin-Token guesses per address (a right token costs nothing).
+    admin_token_burst: int = 10
+    admin_token_refill: float = 60.0
     register_burst: int = 3
     register_refill: float = 10.0
     request_timeout: float = 30.0
@@ -63,6 +72,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def is_sqlite(self) -> bool:
         return self.db_url.startswith("sqlite")
+
+
+# The one place defaults live: load_settings falls back to these for unset variables.
+DEFAULTS = Settings()
 
 
 def _int(environ: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
@@ -183,14 +196,24 @@ PEPPER_FILE = "username_pepper"
 ADMIN_TOKEN_FILE = "admin_token"  # noqa: S105  (a file name, not a secret)
 
 
+def restrict_folder(folder: Path) -> None:
+    """Create the data folder owner-only (0700), or make an existing one so."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if stat.S_IMODE(folder.stat().st_mode) != 0o700:
+            folder.chmod(0o700)
+    except OSError as exc:
+        raise ConfigError(f"cannot make {folder} owner-only (0700): {exc.strerror}") from None
+
+
 def ensure_secrets(data_dir: str) -> tuple[bool, Path]:
     """Create the pepper and admin token files on first run (mode 0600).
 
     Returns whether the admin token was created now, and its path.
     """
     folder = Path(data_dir)
+    restrict_folder(folder)
     try:
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         created = False
         pepper = folder / PEPPER_FILE
         if not pepper.exists():
@@ -207,8 +230,9 @@ def ensure_secrets(data_dir: str) -> tuple[bool, Path]:
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from DIALTONE_* variables. Raises ConfigError with one clear line."""
     env = os.environ if environ is None else environ
-    host, port = parse_listen_addr(env.get("DIALTONE_LISTEN_ADDR", "127.0.0.1:8080"))
-    data_dir = env.get("DIALTONE_DATA_DIR", "").strip() or "./data"
+    listen = env.get("DIALTONE_LISTEN_ADDR", "").strip()
+    host, port = parse_listen_addr(listen) if listen else (DEFAULTS.host, DEFAULTS.port)
+    data_dir = env.get("DIALTONE_DATA_DIR", "").strip() or DEFAULTS.data_dir
 
     raw_db = env.get("DIALTONE_DB_URL", "").strip()
     if raw_db:
@@ -240,10 +264,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         if tls_path is not None and not Path(tls_path).is_file():
             raise ConfigError(f"{name} points to {tls_path}, which is not a readable file")
 
-    log_format = env.get("DIALTONE_LOG_FORMAT", "text").strip().lower() or "text"
+    log_format = env.get("DIALTONE_LOG_FORMAT", "").strip().lower() or DEFAULTS.log_format
     if log_format not in {"text", "json"}:
         raise ConfigError(f"DIALTONE_LOG_FORMAT must be text or json, got {log_format!r}")
-    log_level = env.get("DIALTONE_LOG_LEVEL", "info").strip().lower() or "info"
+    log_level = env.get("DIALTONE_LOG_LEVEL", "").strip().lower() or DEFAULTS.log_level
     if log_level not in {"debug", "info", "warning", "error"}:
         raise ConfigError("DIALTONE_LOG_LEVEL must be debug, info, warning or error")
 
@@ -261,6 +285,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     redis_url = env.get("DIALTONE_REDIS_URL", "").strip() or None
     if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("DIALTONE_REDIS_URL must start with redis://, rediss:// or unix://")
+    cluster_secret = env.get("DIALTONE_CLUSTER_SECRET", "").strip()
+    if cluster_secret and len(cluster_secret) < 32:
+        raise ConfigError("DIALTONE_CLUSTER_SECRET must be at least 32 characters")
+    if redis_url and not cluster_secret:
+        raise ConfigError(
+            "DIALTONE_REDIS_URL is set but DIALTONE_CLUSTER_SECRET is not: give every node "
+            "the same secret of 32+ characters (e.g. `openssl rand -hex 32`)"
+        )
 
     return Settings(
         host=host,
@@ -271,38 +303,56 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         admin_token=admin_token,
         tls_cert=tls_cert,
         tls_key=tls_key,
-        session_ttl=_duration(env, "DIALTONE_SESSION_TTL", DAY),
-        invite_ttl=_duration(env, "DIALTONE_INVITE_TTL", DAY),
+        session_ttl=_duration(env, "DIALTONE_SESSION_TTL", DEFAULTS.session_ttl),
+        invite_ttl=_duration(env, "DIALTONE_INVITE_TTL", DEFAULTS.invite_ttl),
         redis_url=redis_url,
-        redis_prefix=env.get("DIALTONE_REDIS_PREFIX", "").strip() or "dialtone:",
-        node_heartbeat=_float(env, "DIALTONE_NODE_HEARTBEAT", 5.0),
-        rate_limits=_bool(env, "DIALTONE_RATE_LIMITS", True),
+        redis_prefix=env.get("DIALTONE_REDIS_PREFIX", "").strip() or DEFAULTS.redis_prefix,
+        cluster_secret=cluster_secret.encode("utf-8"),
+        node_heartbeat=_float(env, "DIALTONE_NODE_HEARTBEAT", DEFAULTS.node_heartbeat),
+        rate_limits=_bool(env, "DIALTONE_RATE_LIMITS", DEFAULTS.rate_limits),
         trusted_proxies=trusted_proxies,
         cors_origins=_list(env, "DIALTONE_CORS_ORIGINS"),
         log_format=log_format,
         log_level=log_level,
         turn_secret=turn_secret,
         turn_uris=turn_uris,
-        turn_ttl=_duration(env, "DIALTONE_TURN_TTL", DAY),
-        ws_ping_interval=_float(env, "DIALTONE_WS_PING_INTERVAL", 25.0),
-        ws_send_queue=_int(env, "DIALTONE_WS_SEND_QUEUE", 1024, minimum=8),
-        argon2_memory_kib=_int(env, "DIALTONE_ARGON2_MEMORY_KIB", 19 * 1024, minimum=19 * 1024),
-        argon2_time_cost=_int(env, "DIALTONE_ARGON2_TIME_COST", 2, minimum=2),
-        argon2_parallelism=_int(env, "DIALTONE_ARGON2_PARALLELISM", 1, minimum=1),
-        db_timeout=_float(env, "DIALTONE_DB_TIMEOUT", 10.0),
-        login_burst=_int(env, "DIALTONE_LOGIN_BURST", 5, minimum=1),
-        login_refill=_float(env, "DIALTONE_LOGIN_REFILL", 300.0),
-        register_burst=_int(env, "DIALTONE_REGISTER_BURST", 3, minimum=1),
-        register_refill=_float(env, "DIALTONE_REGISTER_REFILL", 10.0),
-        request_timeout=_float(env, "DIALTONE_REQUEST_TIMEOUT", 30.0),
-        max_connections_per_address=_int(
-            env, "DIALTONE_MAX_CONNECTIONS_PER_ADDRESS", 64, minimum=1
+        turn_ttl=_duration(env, "DIALTONE_TURN_TTL", DEFAULTS.turn_ttl),
+        ws_ping_interval=_float(env, "DIALTONE_WS_PING_INTERVAL", DEFAULTS.ws_ping_interval),
+        ws_send_queue=_int(env, "DIALTONE_WS_SEND_QUEUE", DEFAULTS.ws_send_queue, minimum=8),
+        argon2_memory_kib=_int(
+            env, "DIALTONE_ARGON2_MEMORY_KIB", DEFAULTS.argon2_memory_kib, minimum=19 * 1024
         ),
-        purge_interval=_float(env, "DIALTONE_PURGE_INTERVAL", 300.0),
-        ws_chat_burst=_int(env, "DIALTONE_WS_CHAT_BURST", 10, minimum=1),
-        ws_chat_rate=_float(env, "DIALTONE_WS_CHAT_RATE", 5.0),
-        ws_signal_burst=_int(env, "DIALTONE_WS_SIGNAL_BURST", 50, minimum=1),
-        ws_signal_rate=_float(env, "DIALTONE_WS_SIGNAL_RATE", 20.0),
+        argon2_time_cost=_int(
+            env, "DIALTONE_ARGON2_TIME_COST", DEFAULTS.argon2_time_cost, minimum=2
+        ),
+        argon2_parallelism=_int(
+            env, "DIALTONE_ARGON2_PARALLELISM", DEFAULTS.argon2_parallelism, minimum=1
+        ),
+        db_timeout=_float(env, "DIALTONE_DB_TIMEOUT", DEFAULTS.db_timeout),
+        login_burst=_int(env, "DIALTONE_LOGIN_BURST", DEFAULTS.login_burst, minimum=1),
+        login_refill=_float(env, "DIALTONE_LOGIN_REFILL", DEFAULTS.login_refill),
+        login_user_burst=_int(
+            env, "DIALTONE_LOGIN_USER_BURST", DEFAULTS.login_user_burst, minimum=1
+        ),
+        login_user_refill=_float(env, "DIALTONE_LOGIN_USER_REFILL", DEFAULTS.login_user_refill),
+        admin_token_burst=_int(
+            env, "DIALTONE_ADMIN_TOKEN_BURST", DEFAULTS.admin_token_burst, minimum=1
+        ),
+        admin_token_refill=_float(env, "DIALTONE_ADMIN_TOKEN_REFILL", DEFAULTS.admin_token_refill),
+        register_burst=_int(env, "DIALTONE_REGISTER_BURST", DEFAULTS.register_burst, minimum=1),
+        register_refill=_float(env, "DIALTONE_REGISTER_REFILL", DEFAULTS.register_refill),
+        request_timeout=_float(env, "DIALTONE_REQUEST_TIMEOUT", DEFAULTS.request_timeout),
+        max_connections_per_address=_int(
+            env,
+            "DIALTONE_MAX_CONNECTIONS_PER_ADDRESS",
+            DEFAULTS.max_connections_per_address,
+            minimum=1,
+        ),
+        purge_interval=_float(env, "DIALTONE_PURGE_INTERVAL", DEFAULTS.purge_interval),
+        ws_chat_burst=_int(env, "DIALTONE_WS_CHAT_BURST", DEFAULTS.ws_chat_burst, minimum=1),
+        ws_chat_rate=_float(env, "DIALTONE_WS_CHAT_RATE", DEFAULTS.ws_chat_rate),
+        ws_signal_burst=_int(env, "DIALTONE_WS_SIGNAL_BURST", DEFAULTS.ws_signal_burst, minimum=1),
+        ws_signal_rate=_float(env, "DIALTONE_WS_SIGNAL_RATE", DEFAULTS.ws_signal_rate),
     )
 
 
@@ -314,3 +364,5 @@ def require_secrets(settings: Settings) -> None:
         )
     if not settings.admin_token:
         raise ConfigError("no admin token: set DIALTONE_ADMIN_TOKEN")
+    if settings.redis_url and not settings.cluster_secret:
+        raise ConfigError("DIALTONE_REDIS_URL is set but DIALTONE_CLUSTER_SECRET is not")

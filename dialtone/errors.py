@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import msgspec
+
+_encoder = msgspec.json.Encoder()
+
+
+def error_body(message: str, code: str) -> bytes:
+    """The JSON body of every refusal, HTTP or WebSocket handshake: ``{"error", "code"}``."""
+    return _encoder.encode({"error": message, "code": code})
+
 
 class DialtoneError(Exception):
     status: int = 400

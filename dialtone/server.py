@@ -1,215 +1,293 @@
-"""Run the app under uvicorn with the protocol choices the benchmarks justify."""
+"""Run the app under uvicorn, through uvicorn's public configuration.
+
+uvicorn with httptools bounds neither the size of a request head nor the time it may
+take to arrive. ``BoundedHttp`` adds both without touching uvicorn's internals: it is
+an asyncio protocol that *holds* uvicorn's httptools protocol, follows the framing of
+the byte stream on its own (``RequestFraming``) and hands every byte on unchanged
+until a head breaks a bound. See docs/OPERATIONS.md for the same bounds at a proxy.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.http11 import Request
-from websockets.protocol import State
 
+from dialtone.api.edge import DialtoneApp
 from dialtone.app import create_app
 from dialtone.config import Settings
-from dialtone.realtime.hub import Hub
 
+# A request head (request line, headers, and a chunked body's trailers) must fit in
+# MAX_HEADER_BYTES and arrive within HEADER_TIMEOUT seconds of its first byte (or of
+# the connection, for the first one). Read when a connection opens: tests lower them.
 MAX_HEADER_BYTES = 32 * 1024
 HEADER_TIMEOUT = 10.0
+# The longest chunk-size line accepted (hex size plus extensions).
+MAX_CHUNK_LINE = 1024
+
+TOO_LARGE = "too_large"
+BAD_FRAMING = "bad_framing"
 
 
-class BoundedHttpProtocol(HttpToolsProtocol):
-    """httptools with bounds uvicorn leaves out: the request head (line plus headers)
-    must arrive within HEADER_TIMEOUT seconds of the connection or of its first byte,
-    and fit in MAX_HEADER_BYTES. Slow bodies are bounded by the request deadline of
-    dialtone.api.edge; idle keep-alive connections by uvicorn's keep-alive timeout."""
+class RequestFraming:
+    """Follows an HTTP/1.1 request stream: where each head starts and ends.
 
-    _head_timer: asyncio.TimerHandle | None = None
-    _head_bytes = 0
-    _head_tail = b""
-    _in_body = False
+    ``feed`` returns how many bytes of ``data`` may be handed on and, when that is not
+    all of them, why not (``TOO_LARGE``: a head over the bound; ``BAD_FRAMING``: a
+    head whose body length it cannot tell, which httptools would refuse too). Bodies
+    are skipped by their length (Content-Length, or chunk sizes), so a head that
+    arrives in the same read as the end of a body is counted from its first byte.
+    After a protocol switch (WebSocket upgrade, CONNECT) it stops looking.
+    """
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        # A connection that never sends anything is cut too (uvicorn arms no timer
-        # until a first response has been sent).
-        self._head_timer = self.loop.call_later(HEADER_TIMEOUT, self._head_timeout)
+    HEAD, BODY, CHUNK_SIZE, CHUNK_DATA, TRAILERS, SWITCHED = range(6)
 
-    def data_received(self, data: bytes) -> None:
-        if self._in_body:
-            super().data_received(data)
-            return
-        if self._head_timer is None:
-            self._head_timer = self.loop.call_later(HEADER_TIMEOUT, self._head_timeout)
-        # Count only the head: one read may also carry (part of) the body. The blank line
-        # that ends the head may straddle two reads, hence the three-byte tail.
-        window = self._head_tail + data
-        end = window.find(b"\r\n\r\n")
-        self._head_bytes += len(data) if end < 0 else max(0, end + 4 - len(self._head_tail))
-        self._head_tail = window[-3:]
-        if self._head_bytes > MAX_HEADER_BYTES:
-            self._reject(431, "Request Header Fields Too Large", "request headers too large")
-            return
-        super().data_received(data)
+    __slots__ = ("_buffer", "_remaining", "_trailer_bytes", "heads", "max_head", "state")
 
-    def on_headers_complete(self) -> None:
-        self._stop_head_timer()
-        self._head_bytes = 0
-        self._head_tail = b""
-        self._in_body = True
-        super().on_headers_complete()
+    def __init__(self, max_head: int = MAX_HEADER_BYTES) -> None:
+        self.max_head = max_head
+        self.state = self.HEAD
+        self._buffer = bytearray()
+        self._remaining = 0  # body or chunk bytes (chunk data includes its CRLF)
+        self._trailer_bytes = 0
+        self.heads = 0  # complete, well-formed heads seen (and handed on)
 
-    def on_message_complete(self) -> None:
-        self._in_body = False
-        super().on_message_complete()
+    @property
+    def head_started(self) -> bool:
+        """Bytes of a head have arrived, its end has not."""
+        return self.state == self.HEAD and bool(self._buffer)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_head_timer()
-        super().connection_lost(exc)
+    def feed(self, data: bytes) -> tuple[int, str | None]:
+        pos, size = 0, len(data)
+        while pos < size:
+            state = self.state
+            if state == self.SWITCHED:
+                return size, None
+            if state == self.BODY or state == self.CHUNK_DATA:
+                step = min(self._remaining, size - pos)
+                pos += step
+                self._remaining -= step
+                if not self._remaining:
+                    self.state = self.HEAD if state == self.BODY else self.CHUNK_SIZE
+                continue
+            if state == self.HEAD:
+                end = self._until(data, pos, b"\r\n\r\n", self.max_head)
+                if end is None:
+                    # Nothing of this head is handed on beyond what already was.
+                    return (pos, TOO_LARGE) if len(self._buffer) > self.max_head else (size, None)
+                head = bytes(self._buffer)
+                self._buffer.clear()
+                problem = self._parse_head(head)
+                if problem is not None:
+                    return pos, problem  # uvicorn never sees this head complete
+                pos = end
+                continue
+            # A chunk-size line, or one line of a chunked body's trailers.
+            bound = MAX_CHUNK_LINE if state == self.CHUNK_SIZE else self.max_head
+            bound -= self._trailer_bytes
+            end = self._until(data, pos, b"\r\n", bound)
+            if end is None:
+                if len(self._buffer) > bound:
+                    return pos, TOO_LARGE if state == self.TRAILERS else BAD_FRAMING
+                return size, None
+            pos = end
+            line = bytes(self._buffer[:-2])
+            self._buffer.clear()
+            if state == self.TRAILERS:
+                if line:
+                    self._trailer_bytes += len(line) + 2
+                else:
+                    self._trailer_bytes = 0
+                    self.state = self.HEAD
+                continue
+            chunk = self._chunk_size(line)
+            if chunk is None:
+                return pos, BAD_FRAMING
+            if chunk:
+                self._remaining = chunk + 2
+                self.state = self.CHUNK_DATA
+            else:
+                self.state = self.TRAILERS
+        return size, None
 
-    def _stop_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+    def _until(self, data: bytes, pos: int, mark: bytes, bound: int) -> int | None:
+        """Buffer ``data`` from ``pos`` up to and including ``mark``, keeping at most
+        ``bound`` + len(mark) bytes; the position in ``data`` after the mark, or None
+        while it has not arrived (all of ``data`` is then buffered or over the bound)."""
+        buffer = self._buffer
+        before = len(buffer)
+        buffer += data[pos : pos + max(0, bound + len(mark) - before)]
+        found = buffer.find(mark, max(0, before - len(mark) + 1))
+        if found < 0:
+            return None
+        end = found + len(mark)
+        del buffer[end:]
+        return pos + end - before
 
-    def _head_timeout(self) -> None:
-        self._head_timer = None
-        if not self._in_body:
-            self._reject(408, "Request Timeout", "request headers too slow")
+    def _parse_head(self, head: bytes) -> str | None:
+        if len(head) > self.max_head:
+            return TOO_LARGE
+        lines = head[:-4].split(b"\r\n")
+        while lines and not lines[0]:
+            lines.pop(0)  # empty lines before a request line are allowed
+        if not lines:
+            return None
+        lengths: list[bytes] = []
+        codings: list[bytes] = []
+        connection: list[bytes] = []
+        upgrade = False
+        for line in lines[1:]:
+            name, colon, value = line.partition(b":")
+            if not colon or not name or name[-1:] in (b" ", b"\t") or line[:1] in (b" ", b"\t"):
+                return BAD_FRAMING
+            name = name.lower()
+            if name == b"content-length":
+                lengths.extend(v.strip(b" \t") for v in value.split(b","))
+            elif name == b"transfer-encoding":
+                codings.extend(v.strip(b" \t").lower() for v in value.split(b","))
+            elif name == b"connection":
+                connection.extend(v.strip(b" \t").lower() for v in value.split(b","))
+            elif name == b"upgrade":
+                upgrade = True
+        if codings and (lengths or codings[-1] != b"chunked"):
+            return BAD_FRAMING
+        if lengths and (len(set(lengths)) != 1 or not lengths[0].isdigit()):
+            return BAD_FRAMING
+        self.heads += 1
+        if lines[0].startswith(b"CONNECT ") or (upgrade and b"upgrade" in connection):
+            self.state = self.SWITCHED  # the WebSocket protocol (or nobody) reads on
+        elif codings:
+            self.state = self.CHUNK_SIZE
+        elif lengths and int(lengths[0]):
+            self._remaining = int(lengths[0])
+            self.state = self.BODY
+        return None
 
-    def _reject(self, status: int, reason: str, message: str) -> None:
-        self._stop_head_timer()
-        if self.transport.is_closing():
-            return
-        body = json.dumps({"error": message, "code": "bad_request"}).encode()
-        self.transport.write(
-            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
-            b"content-length: %d\r\nconnection: close\r\n\r\n%s"
-            % (status, reason.encode(), len(body), body)
-        )
-        self.transport.close()
-
-
-class _Inbox:
-    """What uvicorn uses of ``asyncio.Queue`` (put_nowait, get, empty) for the one reader
-    of a socket, without the queue's three deques: ~2 KiB less per idle socket. uvicorn
-    pauses reading while a message waits, so the list stays a few items long."""
-
-    __slots__ = ("_items", "_waiter")
-
-    def __init__(self) -> None:
-        self._items: list[Any] = []
-        self._waiter: asyncio.Future[None] | None = None
-
-    def put_nowait(self, item: Any) -> None:
-        self._items.append(item)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def empty(self) -> bool:
-        return not self._items
-
-    async def get(self) -> Any:
-        while not self._items:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        return self._items.pop(0)
-
-
-class _Flag:
-    """What uvicorn uses of ``asyncio.Event`` (set, clear, is_set, wait), lighter."""
-
-    __slots__ = ("_value", "_waiters")
-
-    def __init__(self, value: bool = True) -> None:
-        self._value = value
-        self._waiters: list[asyncio.Future[None]] = []
-
-    def is_set(self) -> bool:
-        return self._value
-
-    def set(self) -> None:
-        self._value = True
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-
-    def clear(self) -> None:
-        self._value = False
-
-    async def wait(self) -> bool:
-        if not self._value:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            await waiter
-        return True
+    @staticmethod
+    def _chunk_size(line: bytes) -> int | None:
+        digits = line.partition(b";")[0].strip(b" \t")
+        if not digits or len(digits) > 16:
+            return None
+        try:
+            return int(digits, 16)
+        except ValueError:
+            return None
 
 
-class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's sans-I/O WebSocket protocol, plus a synchronous write for the hub.
+class BoundedHttp(asyncio.Protocol):
+    """uvicorn's httptools protocol, held rather than subclassed, behind two bounds:
+    each request head must fit in MAX_HEADER_BYTES and arrive within HEADER_TIMEOUT.
 
-    The ASGI ``send`` is a coroutine: writing one event to N sockets through it means
-    N awaits, and a task per socket to run them. The hub instead hands a frame it built
-    once (``dialtone.realtime.hub.text_frame``: server frames are unmasked, so the bytes
-    are the same for every socket) to ``write_frame``, found in the scope's extensions
-    under ``dialtone.write_frame``. It writes only while the socket is open and its
-    transport is below the high-water mark; otherwise it returns False and the hub
-    queues the event for the ordinary ASGI ``send``, which waits for the buffer to drain.
+    A head that breaks a bound before any request was handed on is answered 431 or
+    408 and the connection closed. One that comes after earlier requests (keep-alive,
+    pipelining) only closes the connection: an answer written here could interleave
+    with one uvicorn is still writing. Slow bodies are bounded by the request deadline
+    of dialtone.api.edge; idle keep-alive connections by uvicorn's keep-alive timeout.
+    A WebSocket upgrade hands the transport to the WebSocket protocol, so once a
+    socket is open its frames no longer pass through here.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.queue = _Inbox()  # type: ignore[assignment]
-        self.writable = _Flag()  # type: ignore[assignment]
+        self.inner = HttpToolsProtocol(*args, **kwargs)
+        self.framing = RequestFraming(MAX_HEADER_BYTES)
+        self.timeout = HEADER_TIMEOUT
+        self.transport: asyncio.Transport | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.refused = False
 
-    async def send(self, message: Any) -> None:
-        await super().send(message)
-        if message["type"] == "websocket.accept":
-            # The handshake's request and response (headers and all) are not needed again.
-            self.request = self.response = None  # type: ignore[assignment]
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream transport (uvloop's does not subclass asyncio.Transport).
+        self.transport = cast(asyncio.Transport, transport)
+        self.inner.connection_made(self.transport)
+        # A connection that never sends anything is cut too (uvicorn arms no timer
+        # until a first response has been sent).
+        self._arm()
 
-    def handle_connect(self, event: Request) -> None:
-        super().handle_connect(event)
-        scope = getattr(self, "scope", None)
-        if scope is not None and self.response.status_code == 101:
-            # The app's task is created but has not run yet: it sees the extension.
-            scope["extensions"]["dialtone.write_frame"] = self.write_frame
-            scope["extensions"]["dialtone.abort"] = self.abort
+    def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return
+        framing = self.framing
+        taken, problem = framing.feed(data)
+        if taken:
+            self.inner.data_received(data if taken == len(data) else data[:taken])
+        if problem is not None:
+            if problem == TOO_LARGE:
+                self._refuse(431, "Request Header Fields Too Large", "request headers too large")
+            else:
+                self._refuse(400, "Bad Request", "unsupported request framing")
+        elif framing.head_started:
+            if self.timer is None:
+                self._arm()
+        elif self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
-    def write_frame(self, frame: bytes) -> bool:
-        if (
-            not self.handshake_complete
-            or self.close_sent
-            or self.disconnected
-            or self.initial_response is not None
-            or self.conn.state is not State.OPEN
-            or not self.writable.is_set()
-            or self.transport.is_closing()
-        ):
-            return False
-        self.transport.write(frame)
-        return True
+    def eof_received(self) -> None:
+        self.inner.eof_received()
 
-    def abort(self) -> None:
-        """Drop the connection now (a closing socket that could not flush in time)."""
-        self.transport.abort()
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+    def _arm(self) -> None:
+        self.timer = asyncio.get_running_loop().call_later(self.timeout, self._too_slow)
+
+    def _too_slow(self) -> None:
+        self.timer = None
+        if self.framing.state == RequestFraming.HEAD:
+            self._refuse(408, "Request Timeout", "request headers too slow")
+
+    def _refuse(self, status: int, reason: str, message: str) -> None:
+        self.refused = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self.framing.heads == 0:
+            # Nothing of uvicorn's is in flight: the answer cannot interleave with one.
+            body = json.dumps({"error": message, "code": "bad_request"}).encode()
+            transport.write(
+                b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+                % (status, reason.encode(), len(body), body)
+            )
+        transport.close()
+
+
+def quiet_protocol_logs() -> None:
+    """uvicorn's protocol log, and the websockets library's that uvicorn routes into it,
+    print every header of a WebSocket handshake at debug level (bearer tokens
+    included): they stay at info, whatever DIALTONE_LOG_LEVEL says. (The paths uvicorn
+    logs are percent-encoded, so they cannot forge lines; dialtone's own are escaped.)"""
+    for name in ("uvicorn.error", "websockets"):
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < logging.INFO:
+            logger.setLevel(logging.INFO)
 
 
 def uvicorn_config(settings: Settings, **overrides: Any) -> uvicorn.Config:
+    quiet_protocol_logs()
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
         "loop": "uvloop",
-        "http": BoundedHttpProtocol,
-        "ws": DirectWebSocketProtocol,
+        "http": BoundedHttp,
+        "ws": "websockets-sansio",
         # Ciphertext does not compress; deflate would only cost memory per socket.
         "ws_per_message_deflate": False,
         "ws_max_size": 64 * 1024,
@@ -222,10 +300,10 @@ def uvicorn_config(settings: Settings, **overrides: Any) -> uvicorn.Config:
         "date_header": True,
         "timeout_keep_alive": 30,
         "timeout_graceful_shutdown": 10,
-        "h11_max_incomplete_event_size": 16 * 1024,
         "limit_concurrency": 20000,
         "backlog": 4096,
         "log_config": None,
+        # dialtone.api.edge writes the access log (without tokens, paths escaped).
         "access_log": False,
         "lifespan": "on",
     }
@@ -243,9 +321,10 @@ class DialtoneServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:
             server.close()
-        hub = getattr(getattr(self.config.app, "state", None), "hub", None)
-        if isinstance(hub, Hub):
-            await hub.shutdown(grace=min(5.0, float(self.config.timeout_graceful_shutdown or 5)))
+        app = self.config.app
+        if isinstance(app, DialtoneApp):
+            grace = min(5.0, float(self.config.timeout_graceful_shutdown or 5))
+            await app.state.hub.shutdown(grace=grace)
         await super().shutdown(sockets)
 
 

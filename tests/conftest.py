@@ -31,6 +31,7 @@ PG_URL = os.environ.get("DIALTONE_TEST_DATABASE_URL", "").strip()
 REDIS_URL = os.environ.get("DIALTONE_TEST_REDIS_URL", "").strip()
 PEPPER = b"test-pepper-0123456789abcdef"
 ADMIN_TOKEN = "test-admin-token-0123456789"
+CLUSTER_SECRET = "test-cluster-secret-0123456789abcdef"
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -101,6 +102,7 @@ def make_settings(tmp_path: Path, db_url: str, **overrides: Any) -> Settings:
         "db_url": db_url,
         "username_pepper": PEPPER,
         "admin_token": ADMIN_TOKEN,
+        "cluster_secret": CLUSTER_SECRET.encode(),
         "rate_limits": False,
         "ws_ping_interval": 25.0,
     }
@@ -116,9 +118,22 @@ def settings(tmp_path: Path, db_url: str) -> Settings:
 # ---------------------------------------------------------------- app and clients
 
 
+def app_client(settings: Settings) -> AsyncTestClient[Any]:
+    """A test client on the whole ASGI app uvicorn serves (the edge around Litestar).
+
+    ``client.app`` is that app, so ``client.app.state`` reaches the Litestar state: the
+    test client wraps an app that is not a Litestar instance only to add
+    ``scope["state"]``, which the Litestar app inside adds itself.
+    """
+    app = create_app(settings)
+    test_client: AsyncTestClient[Any] = AsyncTestClient(app=app)
+    test_client.app = app
+    return test_client
+
+
 @pytest.fixture
 async def client(settings: Settings) -> AsyncIterator[AsyncTestClient[Any]]:
-    async with AsyncTestClient(app=create_app(settings)) as test_client:
+    async with app_client(settings) as test_client:
         yield test_client
 
 

@@ -10,19 +10,9 @@ from litestar.di import NamedDependency
 
 from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.errors import Unauthorized
-from dialtone.security.addresses import client_address
+from dialtone.security.headers import bearer_token, scope_address
 from dialtone.services.auth import AuthService
 from dialtone.services.context import Caller, ServerContext
-
-
-def bearer_token(authorization: str | None) -> str | None:
-    """The token of an ``Authorization: Bearer <token>`` header (scheme case-insensitive)."""
-    if not authorization:
-        return None
-    scheme, _, token = authorization.strip().partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return token.strip()
 
 
 async def provide_ctx(state: State) -> ServerContext:
@@ -33,8 +23,7 @@ async def provide_ctx(state: State) -> ServerContext:
 async def provide_client(request: Request[object, object, State]) -> str:
     """The caller's address (X-Forwarded-For only from DIALTONE_TRUSTED_PROXIES)."""
     ctx: ServerContext = request.app.state.ctx
-    peer = request.client.host if request.client else None
-    return client_address(peer, request.headers.get("x-forwarded-for"), ctx.trusted_proxies)
+    return scope_address(request.scope, ctx.trusted_proxies)
 
 
 async def provide_uow(state: State, ctx: Ctx) -> AsyncGenerator[UnitOfWork, None]:

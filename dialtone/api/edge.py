@@ -1,8 +1,12 @@
-"""The outermost ASGI layer: per-address concurrency cap, request deadline, security
-headers and one log line per request.
+"""The edge of the HTTP server, on public interfaces only.
 
-It wraps Litestar's whole handler (router and exception handling included), so 404s,
-405s and CORS preflights get the same headers and log line as everything else.
+- ``security_headers``: a Litestar ``before_send`` hook. Litestar runs its hooks on
+  every message it sends, its router's 404/405, CORS preflights and refused WebSocket
+  handshakes included, so every answer gets the same headers.
+- ``DialtoneApp``: a plain ASGI application that holds the Litestar app and is what
+  uvicorn is handed. It caps concurrent requests per address, puts a deadline on each
+  HTTP request and writes one access-log line per request. Lifespan passes straight
+  through to Litestar.
 """
 
 from __future__ import annotations
@@ -11,16 +15,27 @@ import asyncio
 import json
 import logging
 import time
+import traceback
 from collections import defaultdict
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.enums import ScopeType
+from litestar.types import Message as LitestarMessage
+from litestar.types import Scope as LitestarScope
+
 from dialtone.config import Settings
-from dialtone.security.addresses import Proxies, client_address
+from dialtone.security.addresses import Proxies
+from dialtone.security.headers import header, scope_address
 
 log = logging.getLogger("dialtone.http")
 
-ASGIApp = Any
-Message = dict[str, Any]
+Message = MutableMapping[str, Any]
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
 
 BASE_HEADERS: list[tuple[bytes, bytes]] = [
     (b"x-content-type-options", b"nosniff"),
@@ -32,17 +47,76 @@ CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"
 HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
 NO_STORE = (b"cache-control", b"no-store")
 
-
-def _header(scope: dict[str, Any], name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return None
+_RESPONSE_STARTS = frozenset({"http.response.start", "websocket.http.response.start"})
+# C0 controls, DEL and the C1 range: a path is shown with these escaped, so a request
+# for "/x%0A<forged line>" cannot start a line of its own in a text log.
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
 
 
-class Edge:
-    def __init__(self, app: ASGIApp, settings: Settings, trusted: Proxies) -> None:
-        self.app = app
+def printable(text: str) -> str:
+    """``text`` with control characters (newlines included) escaped as ``\\xNN``."""
+    return text.translate(_CONTROL)
+
+
+def secure_headers(
+    headers: list[tuple[bytes, bytes]], *, authenticated: bool, hsts: bool
+) -> list[tuple[bytes, bytes]]:
+    """The response's headers plus those of ours it does not set itself."""
+    present = {bytes(name).lower() for name, _ in headers}
+    extra = [h for h in BASE_HEADERS if h[0] not in present]
+    content_type = next(
+        (bytes(v).lower() for n, v in headers if bytes(n).lower() == b"content-type"), b""
+    )
+    # The interactive schema pages are HTML with scripts; every API answer gets CSP.
+    if CSP[0] not in present and not content_type.startswith(b"text/html"):
+        extra.append(CSP)
+    if NO_STORE[0] not in present and (authenticated or not content_type.startswith(b"text/html")):
+        extra.append(NO_STORE)
+    if hsts and HSTS[0] not in present:
+        extra.append(HSTS)
+    return headers + extra
+
+
+def security_headers(
+    settings: Settings,
+) -> Callable[[LitestarMessage, LitestarScope], Awaitable[None]]:
+    """A Litestar ``before_send`` hook that adds the security headers to each response."""
+    hsts = bool(settings.tls_cert)
+
+    async def before_send(message: LitestarMessage, scope: LitestarScope) -> None:
+        if message["type"] in _RESPONSE_STARTS:
+            start: Message = message  # type: ignore[assignment]
+            start["headers"] = secure_headers(
+                list(start.get("headers") or ()),
+                authenticated=header(scope, b"authorization") is not None,
+                hsts=hsts,
+            )
+
+    return before_send
+
+
+async def log_websocket_failure(exc: Exception, scope: LitestarScope) -> None:
+    """A Litestar ``after_exception`` hook: an exception that escapes ``/ws`` is logged.
+
+    By its type and where it was raised, not its text: a database error's text can carry
+    the statement's parameters (ciphertext, token hashes)."""
+    if scope["type"] != ScopeType.WEBSOCKET:
+        return  # HTTP errors are answered and logged by dialtone.api.error_handlers
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+    log.error(
+        "websocket endpoint failed: %s at %s",
+        type(exc).__name__,
+        where,
+        extra={"event": "websocket_error", "path": printable(scope.get("path", ""))},
+    )
+
+
+class DialtoneApp:
+    """The ASGI application uvicorn serves: the edge bounds around the Litestar app."""
+
+    def __init__(self, litestar: Litestar, settings: Settings, trusted: Proxies) -> None:
+        self.litestar = litestar
         self.timeout = settings.request_timeout
         # DIALTONE_RATE_LIMITS=off lifts the cap too: load tests open thousands of
         # sockets from one address.
@@ -51,15 +125,18 @@ class Edge:
         self.trusted = trusted
         self.active: dict[str, int] = defaultdict(int)
 
-    def address(self, scope: dict[str, Any]) -> str:
-        client = scope.get("client")
-        peer = client[0] if client else None
-        return client_address(peer, _header(scope, b"x-forwarded-for"), self.trusted)
+    @property
+    def state(self) -> State:
+        """The Litestar app's state (context, hub, broker, engine once started)."""
+        return self.litestar.state
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    def address(self, scope: Scope) -> str:
+        return scope_address(scope, self.trusted)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind not in ("http", "websocket"):
-            await self.app(scope, receive, send)
+            await self.litestar(scope, receive, send)  # type: ignore[arg-type]
             return
         address = self.address(scope)
         if self.cap is not None and self.active[address] >= self.cap:
@@ -74,23 +151,13 @@ class Edge:
             if kind == "http":
                 await self._http(scope, receive, send, address)
             else:
-                await self.app(scope, receive, self._secured_denial(send))
+                await self.litestar(scope, receive, send)  # type: ignore[arg-type]
         finally:
             self.active[address] -= 1
             if not self.active[address]:
                 del self.active[address]
 
-    def _secured_denial(self, send: Any) -> Any:
-        """A refused WebSocket handshake is an HTTP response too: it gets the same headers."""
-
-        async def secured_send(message: Message) -> None:
-            if message["type"] == "websocket.http.response.start":
-                message["headers"] = self._secure(list(message.get("headers", [])), True)
-            await send(message)
-
-        return secured_send
-
-    async def _refuse(self, scope: dict[str, Any], send: Any) -> None:
+    async def _refuse(self, scope: Scope, send: Send) -> None:
         prefix = "http"
         if scope["type"] == "websocket":
             if "websocket.http.response" not in (scope.get("extensions") or {}):
@@ -99,67 +166,72 @@ class Edge:
                 return
             # The same 429 as over HTTP, before the upgrade, so a client can tell why.
             prefix = "websocket.http"
-        await _send_error(
+        await self._send_error(
             send, 429, "too many concurrent connections", "rate_limited", retry=True, prefix=prefix
         )
 
-    async def _http(self, scope: dict[str, Any], receive: Any, send: Any, address: str) -> None:
+    async def _http(self, scope: Scope, receive: Receive, send: Send, address: str) -> None:
         started = time.perf_counter()
         state: dict[str, Any] = {"status": None, "body_done": False}
-        authenticated = _header(scope, b"authorization") is not None
 
         async def tracked_receive() -> Message:
-            message: Message = await receive()
+            message = await receive()
             if message["type"] == "http.request" and not message.get("more_body", False):
                 state["body_done"] = True
             return message
 
-        async def secured_send(message: Message) -> None:
+        async def tracked_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 state["status"] = message["status"]
-                message["headers"] = self._secure(list(message.get("headers", [])), authenticated)
             await send(message)
 
         try:
             async with asyncio.timeout(self.timeout):
-                await self.app(scope, tracked_receive, secured_send)
+                await self.litestar(scope, tracked_receive, tracked_send)  # type: ignore[arg-type]
         except TimeoutError:
             # Still reading a slow body: the client's fault (408); otherwise ours (503).
             slow_body = not state["body_done"]
             log.warning(
                 "request timed out",
-                extra={"event": "timeout", "path": scope.get("path"), "slow_body": slow_body},
+                extra={
+                    "event": "timeout",
+                    "path": printable(scope.get("path", "")),
+                    "slow_body": slow_body,
+                },
             )
             if state["status"] is None:
                 if slow_body:
-                    await _send_error(secured_send, 408, "request body too slow", "timeout")
+                    await self._send_error(tracked_send, 408, "request body too slow", "timeout")
                 else:
-                    await _send_error(
-                        secured_send, 503, "request timed out", "unavailable", retry=True
+                    await self._send_error(
+                        tracked_send, 503, "request timed out", "unavailable", retry=True
                     )
         finally:
             self._log(scope, state["status"], started, address)
 
-    def _secure(
-        self, headers: list[tuple[bytes, bytes]], authenticated: bool
-    ) -> list[tuple[bytes, bytes]]:
-        present = {bytes(name).lower() for name, _ in headers}
-        extra = [h for h in BASE_HEADERS if h[0] not in present]
-        content_type = next(
-            (bytes(v).lower() for n, v in headers if bytes(n).lower() == b"content-type"), b""
-        )
-        # The interactive schema pages are HTML with scripts; every API answer gets CSP.
-        if CSP[0] not in present and not content_type.startswith(b"text/html"):
-            extra.append(CSP)
-        if NO_STORE[0] not in present and (
-            authenticated or not content_type.startswith(b"text/html")
-        ):
-            extra.append(NO_STORE)
-        if self.hsts and HSTS[0] not in present:
-            extra.append(HSTS)
-        return headers + extra
+    async def _send_error(
+        self,
+        send: Send,
+        status: int,
+        message: str,
+        code: str,
+        retry: bool = False,
+        prefix: str = "http",
+    ) -> None:
+        """An answer of the edge's own (Litestar never sees it), with the same headers."""
+        body = json.dumps({"error": message, "code": code}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        if retry:
+            headers.append((b"retry-after", b"1"))
+        headers = secure_headers(headers, authenticated=False, hsts=self.hsts)
+        await send({"type": f"{prefix}.response.start", "status": status, "headers": headers})
+        await send({"type": f"{prefix}.response.body", "body": body})
 
-    def _log(self, scope: dict[str, Any], status: int | None, started: float, address: str) -> None:
+    def _log(self, scope: Scope, status: int | None, started: float, address: str) -> None:
         caller = scope.get("dialtone_caller")
         path = scope.get("path", "")
         level = logging.DEBUG if path == "/health" else logging.INFO
@@ -168,7 +240,7 @@ class Edge:
             "request",
             extra={
                 "method": scope.get("method"),
-                "path": path,
+                "path": printable(path),
                 "status": status,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                 "user_id": getattr(caller, "user_id", None),
@@ -176,21 +248,3 @@ class Edge:
                 "client": address,
             },
         )
-
-
-async def _send_error(
-    send: Any, status: int, message: str, code: str, retry: bool = False, prefix: str = "http"
-) -> None:
-    body = json.dumps({"error": message, "code": code}).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close"),
-        *BASE_HEADERS,
-        CSP,
-        NO_STORE,
-    ]
-    if retry:
-        headers.append((b"retry-after", b"1"))
-    await send({"type": f"{prefix}.response.start", "status": status, "headers": headers})
-    await send({"type": f"{prefix}.response.body", "body": body})

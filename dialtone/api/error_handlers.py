@@ -11,7 +11,8 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from dialtone.errors import DialtoneError, RateLimited
+from dialtone.api.edge import printable
+from dialtone.errors import DialtoneError, RateLimited, error_body
 
 log = logging.getLogger("dialtone.errors")
 
@@ -32,7 +33,7 @@ def error_response(
     status: int, message: str, code: str, headers: dict[str, str] | None = None
 ) -> Response[Any]:
     return Response(
-        content={"error": message, "code": code},
+        content=error_body(message, code),
         status_code=status,
         headers=headers,
         media_type="application/json",
@@ -74,13 +75,16 @@ def handle_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
 
 def handle_recursion(request: Request[Any, Any, Any], exc: RecursionError) -> Response[Any]:
     # Only a hostile body nests deep enough to exhaust the decoder's stack.
-    log.warning("over-nested input on %s %s", request.method, request.url.path)
+    log.warning("over-nested input on %s %s", request.method, printable(request.url.path))
     return error_response(400, "JSON is nested too deeply", "invalid_input")
 
 
 def handle_database(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.warning(
-        "database unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__
+        "database unavailable on %s %s: %s",
+        request.method,
+        printable(request.url.path),
+        type(exc).__name__,
     )
     return error_response(
         503, "database unavailable, try again shortly", "unavailable", {"Retry-After": "5"}
@@ -90,7 +94,7 @@ def handle_database(request: Request[Any, Any, Any], exc: Exception) -> Response
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     if _is_connection_fault(exc):
         return handle_database(request, exc)
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    log.exception("unhandled error on %s %s", request.method, printable(request.url.path))
     return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal server error", "server_error")
 
 

@@ -2,15 +2,44 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from litestar import Request
 
-from dialtone.api.dependencies import resolve_caller
+from dialtone.api.dependencies import provide_client, resolve_caller
 from dialtone.db.unit_of_work import UnitOfWork
-from dialtone.errors import Forbidden, Unauthorized
+from dialtone.errors import Forbidden, RateLimited, Unauthorized
+from dialtone.security.addresses import limit_key
+from dialtone.security.ratelimit import retry_after_seconds
 from dialtone.security.tokens import same_secret
 from dialtone.services.context import Caller, ServerContext
+
+log = logging.getLogger("dialtone.security")
+
+
+async def _check_admin_token(
+    request: Request[Any, Any, Any], ctx: ServerContext, given: str
+) -> None:
+    """Every attempt takes a token from the address's bucket before the comparison (so
+    a guess made while limited cannot tell right from wrong); a right one gives it back."""
+    client = await provide_client(request)
+    key = limit_key(client)
+    decision = await ctx.limiter.hit("admin_token", key)
+    if not decision.allowed:
+        raise RateLimited(
+            "too many admin token attempts, try again later",
+            retry_after=retry_after_seconds(decision),
+        )
+    expected = ctx.settings.admin_token
+    if expected and same_secret(given.strip(), expected):
+        await ctx.limiter.refund("admin_token", key)
+        return
+    log.warning(
+        "wrong admin token",
+        extra={"event": "admin_token_rejected", "client": client},
+    )
+    raise Unauthorized("invalid admin token", code="invalid_admin_token")
 
 
 async def require_admin_credentials(
@@ -19,10 +48,8 @@ async def require_admin_credentials(
     """None when the operator's admin token was given; the admin Caller otherwise."""
     given = request.headers.get("x-admin-token")
     if given is not None:
-        expected = ctx.settings.admin_token
-        if expected and same_secret(given.strip(), expected):
-            return None
-        raise Unauthorized("invalid admin token", code="invalid_admin_token")
+        await _check_admin_token(request, ctx, given)
+        return None
     caller = await resolve_caller(request, uow)
     if caller is None:
         raise Unauthorized("admin token or admin bearer token required", code="unauthorized")

@@ -10,8 +10,21 @@ from litestar.params import JSONBody
 from dialtone.api.dependencies import CallerDep, Ctx, Uow, provide_caller
 from dialtone.api.params import ChannelIdQuery
 from dialtone.schemas.common import Status, rfc3339
-from dialtone.schemas.keys import ChannelKeyOut, ChannelKeysIn, DirectoryKeyOut, DirectoryKeysIn
-from dialtone.services.keys import KeyService
+from dialtone.schemas.keys import (
+    ChannelKeyOut,
+    ChannelKeysIn,
+    DirectoryKeyOut,
+    DirectoryKeysIn,
+    EnvelopeIn,
+)
+from dialtone.services.keys import KeyService, NewEnvelope
+
+
+def new_envelopes(envelopes: list[EnvelopeIn]) -> list[NewEnvelope]:
+    return [
+        NewEnvelope(e.device_id, e.sender_device_id, e.sender_public_key, e.envelope)
+        for e in envelopes
+    ]
 
 
 class ChannelKeyController(Controller):
@@ -37,7 +50,9 @@ class ChannelKeyController(Controller):
     async def put_keys(
         self, data: JSONBody[ChannelKeysIn], uow: Uow, ctx: Ctx, caller: CallerDep
     ) -> Status:
-        await KeyService(uow, ctx).put_channel_keys(caller, data.channel_id, data.envelopes)
+        await KeyService(uow, ctx).put_channel_keys(
+            caller, data.channel_id, new_envelopes(data.envelopes)
+        )
         return Status()
 
 
@@ -65,5 +80,5 @@ class DirectoryKeyController(Controller):
     async def put_keys(
         self, data: JSONBody[DirectoryKeysIn], uow: Uow, ctx: Ctx, caller: CallerDep
     ) -> Status:
-        await KeyService(uow, ctx).put_directory_keys(caller, data.envelopes)
+        await KeyService(uow, ctx).put_directory_keys(caller, new_envelopes(data.envelopes))
         return Status()

@@ -1,20 +1,26 @@
-"""Engine and session factories. SQLite runs in WAL mode with foreign keys on."""
+"""Engine and session factories. SQLite runs in WAL mode with foreign keys on.
+
+SQLite goes through SQLAlchemy's aiosqlite dialect as published: each pooled
+connection is an aiosqlite connection with its own thread, opened with
+``sqlite3.connect``'s ``timeout`` (the busy timeout). In WAL mode a reader never
+waits for a writer, so a read on one pooled connection does not queue behind a
+write on another; a writer waits up to the busy timeout for another writer's lock.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event, make_url
-from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from dialtone.config import Settings
-from dialtone.db import sqlite
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -28,16 +34,21 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
+    # hide_parameters: SQLAlchemy otherwise copies a failing statement's bound values
+    # (ciphertext, password and token hashes) into the exception text, and so into logs.
     if settings.is_sqlite:
-        args, kwargs = SQLiteDialect_pysqlite().create_connect_args(make_url(settings.db_url))
         engine = create_async_engine(
             settings.db_url,
             # sqlite3's timeout is the busy timeout: how long to wait for another
             # writer's lock before giving up (and answering 503).
-            async_creator=sqlite.connector(args, {**kwargs, "timeout": settings.db_timeout}),
+            connect_args={"timeout": settings.db_timeout},
+            # Named, not left to the dialect: SQLAlchemy before 2.0.38 defaults file
+            # databases to NullPool (a new connection and thread per checkout).
+            poolclass=AsyncAdaptedQueuePool,
             pool_size=8,
             max_overflow=8,
             pool_timeout=settings.db_timeout,
+            hide_parameters=True,
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
@@ -47,6 +58,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         max_overflow=10,
         pool_timeout=settings.db_timeout,
         pool_pre_ping=True,
+        hide_parameters=True,
         connect_args={"timeout": settings.db_timeout, "command_timeout": settings.db_timeout},
     )
 

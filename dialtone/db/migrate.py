@@ -1,18 +1,26 @@
-"""Run Alembic programmatically (``dialtone migrate``, start-up, tests)."""
+"""Run Alembic programmatically (``dialtone migrate``, start-up, tests).
+
+The scripts ship inside the package (``dialtone/migrations``), so an installed wheel
+migrates without the source tree; ``alembic.ini`` at the repository root points to the
+same folder for developers who run ``alembic`` by hand.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import make_url
 
-ROOT = Path(__file__).resolve().parents[2]
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
 def alembic_config(db_url: str) -> Config:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "migrations"))
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("path_separator", "os")
     config.attributes["db_url"] = db_url
     return config
 
@@ -24,3 +32,25 @@ def upgrade(db_url: str, revision: str = "head") -> None:
 
 def downgrade(db_url: str, revision: str) -> None:
     command.downgrade(alembic_config(db_url), revision)
+
+
+def sqlite_path(db_url: str) -> Path | None:
+    """The file of a SQLite URL; None for other databases and in-memory SQLite."""
+    url = make_url(db_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return Path(url.database)
+
+
+def restrict_sqlite_files(db_url: str) -> None:
+    """Owner-only database, WAL and shared-memory files (they hold every stored envelope).
+
+    SQLite gives the -wal and -shm files it creates the mode of the database file, so
+    tightening the files that exist is enough; the process umask covers new ones.
+    """
+    path = sqlite_path(db_url)
+    if path is None:
+        return
+    for candidate in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if candidate.exists():
+            os.chmod(candidate, 0o600)

@@ -17,6 +17,7 @@ class UnitOfWork:
         self._publish = publish
         self._session: AsyncSession | None = None
         self.events: list[Any] = []
+        self._on_end: list[Callable[[], None]] = []
 
     @property
     def session(self) -> AsyncSession:
@@ -28,9 +29,20 @@ class UnitOfWork:
         """Queue an event; it is published only if the transaction commits."""
         self.events.append(event)
 
+    def on_end(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once, when the current transaction has committed or rolled back
+        (before the events are published)."""
+        self._on_end.append(callback)
+
+    def _ended(self) -> None:
+        callbacks, self._on_end = self._on_end, []
+        for callback in callbacks:
+            callback()
+
     async def commit(self) -> None:
         if self._session is not None:
             await self._session.commit()
+        self._ended()
         events, self.events = self.events, []
         if events:
             await self._publish(events)
@@ -42,16 +54,23 @@ class UnitOfWork:
         """
         if self._session is not None:
             await self._session.commit()
+        self._ended()
 
     async def rollback(self) -> None:
         self.events.clear()
-        if self._session is not None:
-            await self._session.rollback()
+        try:
+            if self._session is not None:
+                await self._session.rollback()
+        finally:
+            self._ended()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        try:
+            if self._session is not None:
+                await self._session.close()
+                self._session = None
+        finally:
+            self._ended()
 
     async def __aenter__(self) -> UnitOfWork:
         return self

@@ -3,13 +3,23 @@
 The in-memory broker serves a single node. The Redis broker carries the same events
 between nodes over one pub/sub channel: every node (the publisher included) receives
 every batch in the order Redis saw it, so all nodes apply the same stream.
+
+Every batch on Redis is sealed with HMAC-SHA256 under the cluster secret
+(DIALTONE_CLUSTER_SECRET), so whoever else can publish on that Redis (another
+deployment, a neighbour on a shared instance) cannot inject messages, revocations or
+voice relays: a batch without a valid MAC, or stamped too far from now, is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
+import math
+import struct
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
@@ -45,12 +55,58 @@ class InMemoryBroker:
         self._deliver = None
 
 
-class RedisBroker:
-    """Events as JSON batches on one Redis pub/sub channel, ``<prefix>events``."""
+# A sealed batch: version, send time (ms since the epoch, big-endian), MAC, JSON body.
+SEAL_VERSION = b"d1"
+_STAMP = struct.Struct(">Q")
+_MAC_SIZE = hashlib.sha256().digest_size
+_HEADER = len(SEAL_VERSION) + _STAMP.size + _MAC_SIZE
+# A batch stamped further than this from the receiver's clock is a replay (pub/sub
+# delivers live); node clocks must agree within it (NTP).
+MAX_SKEW_SECONDS = 60.0
 
-    def __init__(self, url: str, prefix: str = "dialtone:") -> None:
+
+def _mac(key: bytes, channel: str, stamp: bytes, body: bytes) -> bytes:
+    # The channel is covered too: a batch cannot be moved to another prefix's channel.
+    message = SEAL_VERSION + channel.encode() + b"\0" + stamp + body
+    return hmac.new(key, message, hashlib.sha256).digest()
+
+
+def seal(key: bytes, channel: str, body: bytes, now: float | None = None) -> bytes:
+    stamp = _STAMP.pack(int((time.time() if now is None else now) * 1000))
+    return SEAL_VERSION + stamp + _mac(key, channel, stamp, body) + body
+
+
+def unseal(key: bytes, channel: str, data: bytes, now: float | None = None) -> bytes | None:
+    """The body of an authentic, fresh batch; None for anything else."""
+    if len(data) < _HEADER or not data.startswith(SEAL_VERSION):
+        return None
+    stamp = data[len(SEAL_VERSION) : len(SEAL_VERSION) + _STAMP.size]
+    mac = data[len(SEAL_VERSION) + _STAMP.size : _HEADER]
+    body = data[_HEADER:]
+    if not hmac.compare_digest(mac, _mac(key, channel, stamp, body)):
+        return None
+    sent = _STAMP.unpack(stamp)[0] / 1000
+    if abs((time.time() if now is None else now) - sent) > MAX_SKEW_SECONDS:
+        return None
+    return body
+
+
+def broker_key(cluster_secret: bytes) -> bytes:
+    """The MAC key, derived so the secret itself is never used for anything else."""
+    return hmac.new(cluster_secret, b"dialtone broker mac v1", hashlib.sha256).digest()
+
+
+class RedisBroker:
+    """Events as sealed JSON batches on one Redis pub/sub channel, ``<prefix>events``."""
+
+    def __init__(self, url: str, prefix: str = "dialtone:", *, secret: bytes) -> None:
+        if not secret:
+            raise ValueError("the Redis broker needs the cluster secret")
         self._url = url
+        self._key = broker_key(secret)
         self.channel = f"{prefix}events"
+        self.dropped = 0
+        self._dropped_logged_at = -math.inf
         self._redis: Any = None
         self._pubsub: Any = None
         self._task: asyncio.Task[None] | None = None
@@ -72,8 +128,12 @@ class RedisBroker:
                 async for message in self._pubsub.listen():
                     if message.get("type") != "message":
                         continue
+                    body = unseal(self._key, self.channel, bytes(message["data"]))
+                    if body is None:
+                        self._drop()
+                        continue
                     try:
-                        events = event_decoder.decode(message["data"])
+                        events = event_decoder.decode(body)
                     except msgspec.DecodeError:
                         log.warning("dropping an undecodable broker message")
                         continue
@@ -89,6 +149,22 @@ class RedisBroker:
                 except Exception:
                     log.warning("redis broker: resubscribe failed")
 
+    def _drop(self) -> None:
+        """Count a forged, stale or foreign batch; log at most one line per 10 s (a
+        flood of forgeries must not become a flood of log lines)."""
+        self.dropped += 1
+        now = time.monotonic()
+        if now - self._dropped_logged_at >= 10.0:
+            self._dropped_logged_at = now
+            log.warning(
+                "dropped an unauthenticated broker message",
+                extra={
+                    "event": "broker_message_rejected",
+                    "channel": self.channel,
+                    "dropped_total": self.dropped,
+                },
+            )
+
     async def publish(self, events: Sequence[Event]) -> None:
         """Called after the commit: a Redis outage must not turn a stored change into an
         error for its author. One retry, then the loss is logged; clients that missed
@@ -96,10 +172,10 @@ class RedisBroker:
         if not events:
             return
         assert self._redis is not None, "broker not started"
-        payload = encode_events(events)
+        body = encode_events(events)
         for attempt in (1, 2):
             try:
-                await self._redis.publish(self.channel, payload)
+                await self._redis.publish(self.channel, seal(self._key, self.channel, body))
                 return
             except Exception:
                 if attempt == 2:
@@ -125,7 +201,7 @@ class RedisBroker:
         self._deliver = None
 
 
-def make_broker(redis_url: str | None, prefix: str = "dialtone:") -> Broker:
+def make_broker(redis_url: str | None, prefix: str = "dialtone:", secret: bytes = b"") -> Broker:
     if redis_url:
-        return RedisBroker(redis_url, prefix)
+        return RedisBroker(redis_url, prefix, secret=secret)
     return InMemoryBroker()

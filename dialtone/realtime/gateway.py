@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -19,12 +20,9 @@ import msgspec
 from litestar import asgi
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from dialtone.api.dependencies import bearer_token
 from dialtone.config import Settings
-from dialtone.db.models import Session
-from dialtone.db.repositories.channels import ChannelRepository
 from dialtone.db.unit_of_work import UnitOfWork
-from dialtone.errors import DialtoneError
+from dialtone.errors import DialtoneError, error_body
 from dialtone.realtime.hub import CLOSE_POLICY, DRAIN_TIMEOUT, Connection, Hub
 from dialtone.realtime.limits import FrameLimits
 from dialtone.realtime.writer import MessageNotStored, MessageWriter
@@ -46,7 +44,9 @@ from dialtone.schemas.events import (
     encode_event,
     frame_decoder,
 )
+from dialtone.security.headers import bearer_token, header
 from dialtone.services.auth import AuthService
+from dialtone.services.channels import ChannelService
 from dialtone.services.context import Caller, ServerContext
 from dialtone.services.messages import NewMessage
 
@@ -66,17 +66,9 @@ class FrameError(Exception):
         self.message = message
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key.lower() == name:
-            text: str = value.decode("latin-1")
-            return text
-    return None
-
-
 def handshake_token(scope: Scope) -> tuple[str | None, str | None]:
     """The bearer token, and the subprotocol to echo when it came that way."""
-    token = bearer_token(_header(scope, b"authorization"))
+    token = bearer_token(header(scope, b"authorization"))
     if token is not None:
         return token, None
     for offered in scope.get("subprotocols") or ():
@@ -108,6 +100,8 @@ class Gateway:
         self.settings: Settings = ctx.settings
         self.hub = hub
         self._state = state
+        # The clock of the per-socket frame buckets (tests move their own).
+        self.frame_clock: Callable[[], float] = time.monotonic
         # Only a cluster (shared broker) on PostgreSQL needs a lock that spans nodes.
         self.writer = MessageWriter(
             self.unit_of_work,
@@ -127,37 +121,32 @@ class Gateway:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
-            await _http_error(send, 426, "use a WebSocket upgrade on /ws")
+            await _http_error(send, 426, "use a WebSocket upgrade on /ws", "upgrade_required")
             return
         message = await receive()
         if message["type"] != "websocket.connect":
             return
         token, subprotocol = handshake_token(scope)
         if self.hub.shutting_down:
-            await _deny(scope, send, 503, "server is shutting down")
+            await _deny(scope, send, 503, "server is shutting down", "unavailable")
             return
         caller: Caller | None = None
-        expires_at: datetime | None = None
         if token is not None:
             try:
                 async with self.unit_of_work() as uow:
                     caller = await AuthService(uow, self.ctx).authenticate(token)
-                    if caller is not None:
-                        # Already loaded by authenticate: an identity-map hit, no query.
-                        session = await uow.session.get(Session, caller.token_hash)
-                        expires_at = session.expires_at if session is not None else None
             except Exception as exc:
                 log.error("websocket handshake: session lookup failed: %s", type(exc).__name__)
-                await _deny(scope, send, 503, "database unavailable, try again")
+                await _deny(scope, send, 503, "database unavailable, try again", "unavailable")
                 return
         if caller is None:
-            await _deny(scope, send, 401, "missing or invalid bearer token")
+            await _deny(scope, send, 401, "missing or invalid bearer token", "unauthorized")
             return
         accept: dict[str, Any] = {"type": "websocket.accept"}
         if subprotocol is not None:
             accept["subprotocol"] = subprotocol
         await send(accept)
-        await self.run(caller, receive, send, expires_at, scope.get("extensions"))
+        await self.run(caller, receive, send, caller.expires_at)
 
     # ------------------------------------------------------------ one socket's life
 
@@ -167,17 +156,18 @@ class Gateway:
         receive: Receive,
         send: Send,
         expires_at: datetime | None = None,
-        extensions: dict[str, Any] | None = None,
     ) -> None:
-        extensions = extensions or {}
-        conn = Connection(
-            caller,
-            send,
-            self.settings.ws_send_queue,
-            self.hub.node_id,
-            write_frame=extensions.get("dialtone.write_frame"),
-            abort=extensions.get("dialtone.abort"),
-        )
+        task = asyncio.current_task()
+        dropped = False
+
+        def drop() -> None:
+            # The hub gave up on a socket that does not drain: end this task.
+            nonlocal dropped
+            dropped = True
+            if task is not None:
+                task.cancel()
+
+        conn = Connection(caller, send, self.settings.ws_send_queue, self.hub.node_id, abort=drop)
         expiry: asyncio.TimerHandle | None = None
         if expires_at is not None:
             # The session ends while the socket is open: close it then, as a logout would.
@@ -185,20 +175,28 @@ class Gateway:
             expiry = asyncio.get_running_loop().call_later(
                 max(0.0, delay), conn.close, CLOSE_POLICY, "session_expired"
             )
-        limits = FrameLimits.from_settings(self.settings) if self.settings.rate_limits else None
+        limits = (
+            FrameLimits.from_settings(self.settings, self.frame_clock)
+            if self.settings.rate_limits
+            else None
+        )
         try:
             await self.hub.attach(conn)
             while True:
                 # No task and no asyncio.wait per frame. A socket the server closes (slow
                 # consumer, revoked, shutdown) stops here when its close frame has been
                 # written (uvicorn then reports a disconnect), or when the connection's
-                # drain timeout cuts it (dialtone.abort).
+                # drain timeout gives up on it (drop).
                 message = await receive()
                 if message["type"] == "websocket.disconnect":
                     break
                 if conn.closing is not None:
                     continue  # closing: frames still in flight are not handled
                 await self.handle(conn, message, limits)
+        except asyncio.CancelledError:
+            if not dropped or task is None:
+                raise
+            task.uncancel()
         finally:
             if expiry is not None:
                 expiry.cancel()
@@ -303,9 +301,7 @@ class Gateway:
 
     async def voice_join(self, conn: Connection, channel_id: str) -> None:
         async with self.unit_of_work() as uow:
-            exists = await ChannelRepository(uow.session).exists(channel_id)
-        if not exists:
-            raise FrameError("channel_not_found", "channel not found")
+            await ChannelService(uow, self.ctx).require(channel_id)
         if conn.voice_room == channel_id:
             return
         if conn.voice_room is not None:
@@ -358,33 +354,31 @@ class Gateway:
         await self.hub.publish([VoiceRelay(origin_conn_id=conn.id, payload=payload)])
 
 
-async def _http_error(send: Send, status: int, message: str) -> None:
-    body = msgspec.json.encode({"error": message})
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", b"%d" % len(body)),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+async def _respond(
+    send: Send, prefix: str, status: int, message: str, code: str, *extra: tuple[bytes, bytes]
+) -> None:
+    body = error_body(message, code)
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", b"%d" % len(body)),
+        *extra,
+    ]
+    await send({"type": f"{prefix}.response.start", "status": status, "headers": headers})
+    await send({"type": f"{prefix}.response.body", "body": body})
 
 
-async def _deny(scope: Scope, send: Send, status: int, message: str) -> None:
+async def _http_error(send: Send, status: int, message: str, code: str) -> None:
+    await _respond(send, "http", status, message, code)
+
+
+async def _deny(scope: Scope, send: Send, status: int, message: str, code: str) -> None:
     """Refuse the handshake with a real HTTP response, before any upgrade."""
     if "websocket.http.response" not in (scope.get("extensions") or {}):
         # A server without the denial-response extension can only say 403.
         await send({"type": "websocket.close", "code": CLOSE_POLICY})
         return
-    body = msgspec.json.encode({"error": message})
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-    if status == 401:
-        headers.append((b"www-authenticate", b"Bearer"))
-    await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
-    await send({"type": "websocket.http.response.body", "body": body})
+    extra = [(b"www-authenticate", b"Bearer")] if status == 401 else []
+    await _respond(send, "websocket.http", status, message, code, *extra)
 
 
 @asgi("/ws", is_mount=False, copy_scope=False)

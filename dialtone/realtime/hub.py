@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import struct
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
@@ -53,30 +52,13 @@ NODE_EXPIRY_BEATS = 3
 ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-def text_frame(payload: bytes) -> bytes:
-    """One unmasked, unfragmented WebSocket text frame (what a server sends).
-
-    The bytes are the same for every socket, so a fan-out event is framed once.
-    """
-    size = len(payload)
-    if size < 126:
-        return bytes((0x81, size)) + payload
-    if size < 1 << 16:
-        return struct.pack("!BBH", 0x81, 126, size) + payload
-    return struct.pack("!BBQ", 0x81, 127, size) + payload
-
-
-WriteFrame = Callable[[bytes], bool]
-
-
 class Connection:
     """One open socket: who it belongs to, its bounded send queue, and its voice room.
 
-    An event is written straight to the transport (``write_frame``, synchronous, no
-    task) while the socket keeps up. When the transport is full, or the server offers
-    no direct write, events wait in the bounded queue and a writer task, started only
-    then and gone once the queue is empty, sends them through ASGI in order. An idle
-    socket therefore owns no task of its own.
+    Events are sent through the ASGI ``send`` of the socket, in order, by a writer task
+    that is started when an event is queued and ends once the queue is empty: an idle
+    socket owns no task of its own. A fan-out event is encoded once; every socket's
+    queue holds the same string.
     """
 
     __slots__ = (
@@ -85,7 +67,6 @@ class Connection:
         "_limit",
         "_queue",
         "_send",
-        "_write_frame",
         "_writer",
         "caller",
         "closing",
@@ -102,7 +83,6 @@ class Connection:
         send: ASGISend,
         queue_limit: int,
         node_id: str = "local",
-        write_frame: WriteFrame | None = None,
         abort: Callable[[], None] | None = None,
     ) -> None:
         # "<node>.<random>": other nodes can forget a dead node's sockets by prefix.
@@ -114,26 +94,18 @@ class Connection:
         self.voice_room: str | None = None
         self.closing: tuple[int, str] | None = None
         self._send = send
-        self._write_frame = write_frame
+        # Ends the socket's ASGI task (the gateway's): for a socket that cannot drain.
         self._abort = abort
         self._queue: deque[str] | None = None  # made when first needed
         self._limit = queue_limit
         self._writer: asyncio.Task[None] | None = None
         self._give_up: asyncio.TimerHandle | None = None
 
-    def push(self, text: str, frame: bytes | None = None) -> None:
-        """Queue one encoded event (``frame``: the same text, already framed)."""
+    def push(self, text: str) -> None:
+        """Queue one encoded event."""
         if self.closing is not None:
             return
         queue = self._queue
-        write = self._write_frame
-        if (
-            not queue
-            and self._writer is None
-            and write is not None
-            and write(text_frame(text.encode()) if frame is None else frame)
-        ):
-            return
         if queue is None:
             queue = self._queue = deque()
         if len(queue) >= self._limit:
@@ -154,7 +126,10 @@ class Connection:
         self._give_up = asyncio.get_running_loop().call_later(drain_timeout, self._drop)
 
     def _drop(self) -> None:
-        """A closing socket that could not take what was queued in time: cut it."""
+        """A closing socket that could not take what was queued in time: stop writing to
+        it and end its ASGI task, after which uvicorn closes the connection. (ASGI offers
+        no abort: the operating system keeps the socket until the peer reads or TCP
+        gives up, but nothing of ours waits on it.)"""
         self._give_up = None
         if self._writer is not None:
             log.info("dropping a socket that did not drain conn=%s", self.id)
@@ -400,20 +375,9 @@ class Hub(OnlineDirectory):
     # ------------------------------------------------------------ delivery
 
     def broadcast(self, text: str) -> None:
-        """One event to every socket: encoded and framed once, written without a task
-        switch to every socket that keeps up (``Connection.push`` inlined)."""
-        frame = text_frame(text.encode())
+        """One event, encoded once, to every socket."""
         for conn in list(self.conns.values()):
-            write = conn._write_frame
-            if (
-                write is not None
-                and conn.closing is None
-                and conn._writer is None
-                and not conn._queue
-                and write(frame)
-            ):
-                continue
-            conn.push(text, frame)
+            conn.push(text)
 
     async def deliver(self, events: Sequence[Event]) -> None:
         for event in events:

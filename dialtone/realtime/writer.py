@@ -84,6 +84,11 @@ class MessageWriter:
         # Sizes of the batches written so far (for tests and profiling; bounded).
         self.batch_sizes: deque[int] = deque(maxlen=1024)
 
+    @property
+    def waiting(self) -> int:
+        """Messages queued behind the batch being written (for tests and profiling)."""
+        return len(self._queue)
+
     async def submit(self, message: NewMessage) -> None:
         """Store one message; returns once it is committed and its event published.
 

@@ -6,6 +6,10 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Sequence
 
+# One IPv6 subscriber usually holds a whole /64 (SLAAC, privacy addresses): limits that
+# counted each address separately would give one client 2^64 buckets.
+IPV6_LIMIT_PREFIX = 64
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -45,13 +49,26 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return ip
 
 
-def client_address(peer: str | None, forwarded_for: str | None, trusted: Proxies) -> str:
-    """The first hop, walking X-Forwarded-For from the right, that is not a trusted proxy."""
+def forwarded_for(headers: Iterable[tuple[bytes, bytes]]) -> list[str]:
+    """Every ``X-Forwarded-For`` line of raw ASGI headers, in order (for client_address)."""
+    return [bytes(value).decode("latin-1") for name, value in headers if name == b"x-forwarded-for"]
+
+
+def client_address(
+    peer: str | None, forwarded_for: str | Sequence[str] | None, trusted: Proxies
+) -> str:
+    """The first hop, walking X-Forwarded-For from the right, that is not a trusted proxy.
+
+    Several header lines are one chain (RFC 9110: a repeated list header is the same as
+    one line joined with commas); reading only the first line would let a client choose
+    its address by sending a line of its own ahead of the proxy's.
+    """
     if not peer:
         return "unknown"
     if not forwarded_for or peer not in trusted:
         return peer
-    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+    lines = [forwarded_for] if isinstance(forwarded_for, str) else list(forwarded_for)
+    hops = [hop.strip() for line in lines for hop in line.split(",") if hop.strip()]
     for hop in reversed(hops):
         ip = _ip(hop)
         if ip is None:
@@ -61,3 +78,12 @@ def client_address(peer: str | None, forwarded_for: str | None, trusted: Proxies
             return str(ip)
         peer = str(ip)
     return peer
+
+
+def limit_key(address: str) -> str:
+    """The rate-limit key of a client address: IPv4 as is, IPv6 by its /64."""
+    ip = _ip(address)
+    if isinstance(ip, ipaddress.IPv6Address):
+        network = ipaddress.IPv6Network((ip, IPV6_LIMIT_PREFIX), strict=False)
+        return str(network)
+    return address

@@ -3,7 +3,8 @@
 A bucket holds up to ``capacity`` tokens (the burst) and gains ``rate`` tokens per
 second. A hit takes ``cost`` tokens if that many are there; otherwise it is refused
 and told how long until enough have refilled. ``charge`` takes tokens without a
-check (a failed login pays extra after the fact) and never goes below zero.
+check (a failed login pays extra after the fact) and never goes below zero;
+``refund`` gives tokens back (a right admin token costs nothing) up to the burst.
 
 Per-connection limits (the WebSocket gateway) need no shared store: ``LocalBucket``
 wraps ``Bucket`` and ``take`` for a single holder.
@@ -60,8 +61,10 @@ def take(
 def charge(
     bucket: Bucket, state: tuple[float, float] | None, now: float, cost: float
 ) -> tuple[float, float]:
+    """Take ``cost`` tokens unconditionally (a negative cost gives them back), staying
+    within 0 and the bucket's capacity."""
     tokens = bucket.capacity if state is None else refill(bucket, state[0], state[1], now)
-    return max(0.0, tokens - cost), now
+    return min(bucket.capacity, max(0.0, tokens - cost)), now
 
 
 class LocalBucket:
@@ -80,7 +83,9 @@ class LocalBucket:
 class Store(Protocol):
     async def hit(self, key: str, bucket: Bucket, cost: float) -> Decision: ...
 
-    async def charge(self, key: str, bucket: Bucket, cost: float) -> None: ...
+    async def charge(self, key: str, bucket: Bucket, cost: float) -> None:
+        """Take ``cost`` tokens without a check; a negative cost gives tokens back."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -132,7 +137,7 @@ end
 local allowed = 0
 local wait = 0
 if mode == 0 then
-  tokens = math.max(0, tokens - cost)
+  tokens = math.min(capacity, math.max(0, tokens - cost))
   allowed = 1
 elseif tokens >= cost then
   tokens = tokens - cost
@@ -209,6 +214,10 @@ class Limiter:
             await self.store.charge(f"{policy}:{key}", self.policies[policy], cost)
         except Exception as exc:
             log.warning("rate-limit store failed", extra={"error": type(exc).__name__})
+
+    async def refund(self, policy: str, key: str, cost: float = 1.0) -> None:
+        """Give back what a hit took (never above the burst)."""
+        await self.charge(policy, key, -cost)
 
     async def close(self) -> None:
         await self.store.close()

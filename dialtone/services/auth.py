@@ -15,6 +15,7 @@ from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.errors import Conflict, Gone, InvalidInput, NotFound, RateLimited, Unauthorized
 from dialtone.schemas.events import SessionsRevoked
 from dialtone.security import tokens, usernames
+from dialtone.security.addresses import limit_key
 from dialtone.security.keys import is_public_key
 from dialtone.security.passwords import check_password_strength
 from dialtone.security.ratelimit import retry_after_seconds
@@ -77,7 +78,7 @@ class AuthService:
 
         Registration redeems an invite, so its per-address limit also bounds invite guessing.
         """
-        await self._limit("register", client)
+        await self._limit("register", limit_key(client))
         name = checked_username(username)
         problem = check_password_strength(password)
         if problem:
@@ -113,8 +114,8 @@ class AuthService:
             )
         )
         # Decided after our insert, under the registration lock: two concurrent first
-        # registrations cannot both see an empty table.
-        if not await self.users.others_exist(user.id):
+        # registrations cannot both see an empty table. Reserved names do not count.
+        if not await self.users.others_registered(user.id):
             user.is_admin = True
         if not await self.invites.consume(invite_hash, user.id, now):
             # Spent by a concurrent registration between our read and this update.
@@ -130,8 +131,13 @@ class AuthService:
         name = usernames.normalise(username)
         # Keyed on the peppered hash: the limiter's store never sees a username.
         name_hash = usernames.username_hash(self.ctx.settings.username_pepper, name)
-        await self._limit("login_address", client)
-        await self._limit("login_user", name_hash)
+        # Per address, per (account, address), then per account from everywhere. An
+        # address's own buckets run dry long before it could drain the account's: a
+        # stranger failing logins from one place cannot lock the owner out elsewhere.
+        where = limit_key(client)
+        await self._limit("login_address", where)
+        await self._limit("login_user", f"{name_hash}|{where}")
+        await self._limit("login_user_total", name_hash)
         if usernames.check_username(name):
             # Same answer as a wrong password: do not reveal which names are valid.
             await self.ctx.hashing.run(self.ctx.passwords.verify, None, password)
@@ -159,9 +165,11 @@ class AuthService:
         return await self._start_session(user, device, name, now)
 
     async def _login_failed(self, client: str, name_hash: str, user: User | None) -> NoReturn:
-        # A failure pays a second token, so guessing drains the bucket twice as fast.
-        await self.ctx.limiter.charge("login_address", client, 1)
-        await self.ctx.limiter.charge("login_user", name_hash, 1)
+        # A failure pays a second token, so guessing drains the buckets twice as fast.
+        where = limit_key(client)
+        await self.ctx.limiter.charge("login_address", where, 1)
+        await self.ctx.limiter.charge("login_user", f"{name_hash}|{where}", 1)
+        await self.ctx.limiter.charge("login_user_total", name_hash, 1)
         log.info(
             "login failed",
             extra={"event": "login_failed", "user_id": user.id if user else None, "client": client},
@@ -212,6 +220,7 @@ class AuthService:
             is_admin=user.is_admin,
             is_trusted=user.is_trusted,
             token_hash=digest,
+            expires_at=session.expires_at,
         )
         if cache is not None:
             cache.put(digest, caller, session.expires_at, epoch)
@@ -227,6 +236,7 @@ class AuthService:
         await self.devices.touch(device_id, self.ctx.clock())
 
     async def logout(self, caller: Caller, *, everywhere: bool = False) -> None:
+        self.ctx.sessions_changing(self.uow)
         if everywhere:
             await self.sessions.delete_for_user(caller.user_id)
             self.uow.emit(SessionsRevoked(user_id=caller.user_id))

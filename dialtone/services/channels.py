@@ -21,6 +21,11 @@ class ChannelService:
         self.ctx = ctx
         self.channels = ChannelRepository(uow.session)
 
+    async def require(self, channel_id: str) -> None:
+        """Raise channel_not_found unless the channel exists."""
+        if not await self.channels.exists(channel_id):
+            raise NotFound("channel not found", code="channel_not_found")
+
     async def list(self) -> Sequence[Channel]:
         return await self.channels.all()
 

@@ -8,6 +8,7 @@ from datetime import datetime
 
 from dialtone.config import Settings
 from dialtone.db.base import utcnow
+from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.security.addresses import Proxies, parse_networks
 from dialtone.security.passwords import PasswordPolicy, Passwords
 from dialtone.security.ratelimit import Bucket, Limiter, MemoryStore, RedisStore, Store
@@ -33,6 +34,8 @@ class Caller:
     is_admin: bool
     is_trusted: bool
     token_hash: str
+    # When the bearer token's session ends (None where a caller is built without one).
+    expires_at: datetime | None = None
 
 
 @dataclass
@@ -45,13 +48,27 @@ class ServerContext:
     trusted_proxies: Proxies = field(default_factory=Proxies)
     # device id → when its last_seen_at was last written (monotonic seconds)
     seen: dict[str, float] = field(default_factory=dict)
-    # Resolved bearer tokens; set by create_app on a single node (see session_cache.py).
+    # Resolved bearer tokens; given by create_app on a single node (see session_cache.py).
     session_cache: SessionCache | None = None
     # argon2 runs here, never on the event loop nor in the default executor.
     hashing: HashingPool = field(default_factory=HashingPool)
 
+    def sessions_changing(self, uow: UnitOfWork) -> None:
+        """Call before a write in ``uow`` that ends sessions or changes a user's flags
+        (is_admin, is_trusted, anything a Caller holds): cached tokens are dropped and
+        none is cached again until that transaction has ended."""
+        if self.session_cache is not None:
+            self.session_cache.changing(uow)
+
     @classmethod
-    def from_settings(cls, settings: Settings) -> ServerContext:
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        directory: OnlineDirectory | None = None,
+        session_cache: SessionCache | None = None,
+    ) -> ServerContext:
+        """The whole context; nothing is assigned to it after (create_app passes the hub)."""
         policy = PasswordPolicy(
             memory_kib=settings.argon2_memory_kib,
             time_cost=settings.argon2_time_cost,
@@ -60,15 +77,26 @@ class ServerContext:
         return cls(
             settings=settings,
             passwords=Passwords(policy),
+            directory=directory if directory is not None else OnlineDirectory(),
             limiter=build_limiter(settings),
             trusted_proxies=parse_networks(settings.trusted_proxies),
+            session_cache=session_cache,
         )
 
 
 def http_policies(settings: Settings) -> dict[str, Bucket]:
     login = Bucket.per(settings.login_burst, settings.login_refill)
     register = Bucket.per(settings.register_burst, settings.register_refill)
-    return {"login_address": login, "login_user": login, "register": register}
+    return {
+        # keyed by address (IPv6 by /64)
+        "login_address": login,
+        # keyed by (username hash, address): guessing one account from one place
+        "login_user": login,
+        # keyed by username hash: every address together, a much larger ceiling
+        "login_user_total": Bucket.per(settings.login_user_burst, settings.login_user_refill),
+        "register": register,
+        "admin_token": Bucket.per(settings.admin_token_burst, settings.admin_token_refill),
+    }
 
 
 def build_limiter(settings: Settings) -> Limiter:

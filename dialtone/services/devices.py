@@ -58,6 +58,7 @@ class DeviceService:
         device = await self.devices.get(device_id)
         if device is None or device.user_id != caller.user_id:
             raise NotFound("device not found", code="device_not_found")
+        self.ctx.sessions_changing(self.uow)
         await self.sessions.delete_for_device(device_id)
         await self.envelopes.delete_for_device(device_id)
         await self.devices.delete(device_id)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from dialtone.db.models import ChannelKeyEnvelope, DirectoryKeyEnvelope
 from dialtone.db.repositories.channels import ChannelRepository
@@ -8,10 +9,19 @@ from dialtone.db.repositories.devices import DeviceRepository
 from dialtone.db.repositories.keys import KeyEnvelopeRepository
 from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.errors import Forbidden, InvalidInput, NotFound
-from dialtone.schemas.keys import EnvelopeIn
 from dialtone.security.keys import is_public_key
 from dialtone.services.context import Caller, ServerContext
 from dialtone.services.users import require_trusted
+
+
+@dataclass(frozen=True, slots=True)
+class NewEnvelope:
+    """A key sealed by one device for another (``sender_*`` is the sealing device)."""
+
+    device_id: str
+    sender_device_id: str
+    sender_public_key: str
+    envelope: str
 
 
 class KeyService:
@@ -22,7 +32,7 @@ class KeyService:
         self.devices = DeviceRepository(uow.session)
         self.channels = ChannelRepository(uow.session)
 
-    async def _check(self, caller: Caller, envelopes: Sequence[EnvelopeIn]) -> None:
+    async def _check(self, caller: Caller, envelopes: Sequence[NewEnvelope]) -> None:
         if not envelopes:
             raise InvalidInput("envelopes must not be empty", code="invalid_input")
         for item in envelopes:
@@ -50,7 +60,7 @@ class KeyService:
         return envelope
 
     async def put_channel_keys(
-        self, caller: Caller, channel_id: str, envelopes: Sequence[EnvelopeIn]
+        self, caller: Caller, channel_id: str, envelopes: Sequence[NewEnvelope]
     ) -> None:
         if not await self.channels.exists(channel_id):
             raise NotFound("channel not found", code="channel_not_found")
@@ -74,7 +84,7 @@ class KeyService:
         require_trusted(caller)
         return await self.keys.directory_envelope(caller.device_id)
 
-    async def put_directory_keys(self, caller: Caller, envelopes: Sequence[EnvelopeIn]) -> None:
+    async def put_directory_keys(self, caller: Caller, envelopes: Sequence[NewEnvelope]) -> None:
         require_trusted(caller)
         await self._check(caller, envelopes)
         now = self.ctx.clock()

@@ -13,6 +13,9 @@ const CATCH_UP_PAGE = 200;
 const MAX_BODY_BYTES = 16384;
 const PENDING_TIMEOUT_MS = 15000;
 const PRESENCE_EVERY_MS = 20000;
+// Keys we lack are shared by others when this device comes online, a moment later; no
+// event says when, so ask again: often at first, then rarely (about a minute in all).
+const KEY_RETRY_MS = [300, 600, 1000, 1000, 2000, 2000, 4000, 8000, 15000, 30000];
 
 // Why the server closed our socket for good, in words.
 const ENDED = {
@@ -318,11 +321,15 @@ export class Client {
   }
 
   retryDirectoryLater(attempt = 1) {
-    if (attempt > 8 || this.ended) return;
+    if (attempt > KEY_RETRY_MS.length || this.ended) {
+      this.dirTimer = null;
+      return;
+    }
     this.dirTimer = setTimeout(async () => {
       try {
         const envelope = await this.api.directoryKey();
         if (envelope && (await this.acceptDirectoryEnvelope(envelope))) {
+          this.dirTimer = null;
           await this.directoryReady();
           return;
         }
@@ -330,7 +337,7 @@ export class Client {
         if (this.guard(error)) return;
       }
       this.retryDirectoryLater(attempt + 1);
-    }, 250 * 2 ** attempt);
+    }, KEY_RETRY_MS[attempt - 1]);
   }
 
   async acceptDirectoryEnvelope(envelope) {
@@ -463,6 +470,7 @@ export class Client {
     ch.name = null;
     await store.put(`chan:${this.me.deviceId}:${ch.id}`, { key: ch.key, envelope });
     await this.ensureKey(ch);
+    this.emit("channels");
     if (ch.loaded) {
       for (const m of ch.messages) await this.decryptMessage(ch, m);
       this.emit("messages", ch.id);
@@ -485,14 +493,14 @@ export class Client {
 
   // The creator posts envelopes right after the channel exists: ask again a few times.
   retryKeyLater(ch, attempt = (ch.keyAttempt || 0) + 1) {
-    if (attempt > 8 || this.keyRetries.has(ch.id) || this.ended) return;
+    if (attempt > KEY_RETRY_MS.length || this.keyRetries.has(ch.id) || this.ended) return;
     ch.keyAttempt = attempt;
     const timer = setTimeout(async () => {
       this.keyRetries.delete(ch.id);
       if (!this.channels.has(ch.id) || ch.key) return;
       await this.fetchKey(ch).catch(() => {});
       if (ch.key) this.emit("channels");
-    }, 250 * 2 ** attempt);
+    }, KEY_RETRY_MS[attempt - 1]);
     this.keyRetries.set(ch.id, timer);
   }
 
@@ -542,6 +550,7 @@ export class Client {
     for (let i = 0; i < envelopes.length; i += 1000) {
       await this.attempt(() => this.api.postChannelKeys(channel.id, envelopes.slice(i, i + 1000)), "Sharing the channel key");
     }
+    await store.put(`shared:${this.me.deviceId}:${channel.id}`, envelopes.map((e) => e.device_id));
     const mine = envelopes.find((e) => e.device_id === this.me.deviceId);
     await this.acceptChannelEnvelope(ch, mine);
     ch.creating = false;
@@ -671,6 +680,7 @@ export class Client {
 
   async onOpen(reconnected) {
     this.refreshPresence().catch(() => {});
+    this.shareMissing().catch((error) => console.warn("dialtone: key sharing failed:", error.message));
     if (!reconnected) return;
     // Events sent while we were away are lost: fetch what changed since.
     try {
@@ -797,6 +807,11 @@ export class Client {
     if (event.device_id === this.me.deviceId) return;
     this.online.add(event.sender);
     this.emit("people");
+    // A key holder coming online shares what we lack: ask again for missing keys.
+    for (const ch of this.channels.values()) {
+      if (!ch.key && !this.keyRetries.has(ch.id)) this.retryKeyLater(ch, 1);
+    }
+    if (!this.dirKey && !this.dirTimer) this.retryDirectoryLater();
     let target = this.devicesAll.find((d) => d.device_id === event.device_id);
     if (!target) {
       await this.refreshDevices().catch(() => {});
@@ -805,6 +820,36 @@ export class Client {
     if (!target) return;
     await this.shareWith(target).catch((error) => console.warn("dialtone: key sharing failed:", error.message));
     this.refreshPresence().catch(() => {});
+  }
+
+  // Devices that appeared while we were away never sent us a device.joined: when we come
+  // online, wrap the keys we may share for every listed device we have not served yet
+  // (remembered per channel in IndexedDB, so this is work only for new devices).
+  async shareMissing() {
+    const mayShare = (ch) => ch.envelope && (ch.created_by === this.me.id || this.canManageChannels);
+    const jobs = [...this.channels.values()].filter(mayShare).map((ch) => ({
+      record: `shared:${this.me.deviceId}:${ch.id}`,
+      envelope: ch.envelope,
+      post: (envelopes) => this.api.postChannelKeys(ch.id, envelopes),
+    }));
+    if (this.dirEnvelope) {
+      jobs.push({
+        record: `shared:${this.me.deviceId}:directory`,
+        envelope: this.dirEnvelope,
+        post: (envelopes) => this.api.postDirectoryKeys(envelopes),
+      });
+    }
+    for (const job of jobs) {
+      const done = new Set((await store.get(job.record)) || []);
+      done.add(this.me.deviceId);
+      const targets = this.devicesAll.filter((d) => !done.has(d.device_id));
+      if (!targets.length) continue;
+      const key = await e2e.unwrapEnvelope(this.device.privateKey, job.envelope.sender_public_key, job.envelope.envelope, true);
+      const envelopes = await this.wrapForAll(key, targets);
+      for (let i = 0; i < envelopes.length; i += 1000) await job.post(envelopes.slice(i, i + 1000));
+      for (const d of targets) done.add(d.device_id);
+      await store.put(job.record, [...done]);
+    }
   }
 
   // As the existing client does, wrap the keys we hold for a device that came online.
@@ -859,6 +904,7 @@ export class Client {
     }
     this.notifyWanted = wanted;
     localStorage.setItem("dialtone.notify", wanted ? "1" : "0");
+    this.emit("notify", wanted);
   }
 
   alert(ch, m) {

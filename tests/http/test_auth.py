@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +12,10 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from dialtone.app import create_app
 from dialtone.config import Settings
 from dialtone.db.models import Device, Invite, User
 from dialtone.security import tokens
-from tests.conftest import Member, make_settings, new_invite
+from tests.conftest import ADMIN_TOKEN, Member, app_client, make_settings, new_invite
 from tests.e2ee import DeviceKeys
 from tests.http.conftest import assert_error, is_time, is_uuid
 
@@ -158,9 +158,12 @@ async def test_register_expired_invite_is_gone(
 
 async def test_tiny_invite_ttl(tmp_path: Path, db_url: str) -> None:
     settings = make_settings(tmp_path, db_url, invite_ttl=1)
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with app_client(settings) as client:
         invite = await new_invite(client)
-        await asyncio.sleep(1.1)
+        # Two seconds later, on the server's injected clock (no sleeping).
+        ctx = client.app.state.ctx
+        real_clock = ctx.clock
+        ctx.clock = lambda: real_clock() + timedelta(seconds=2)
         assert_error(await client.post("/auth/register", json=register_body(invite)), 410)
 
 
@@ -243,7 +246,7 @@ async def test_rehash_on_login_when_parameters_change(
 ) -> None:
     settings = make_settings(tmp_path, db_url)
     keys = DeviceKeys()
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with app_client(settings) as client:
         invite = await new_invite(client)
         body = register_body(invite, "alice", public_key=keys.public_b64)
         assert (await client.post("/auth/register", json=body)).status_code == 201
@@ -254,7 +257,7 @@ async def test_rehash_on_login_when_parameters_change(
 
     stronger = make_settings(tmp_path, db_url, argon2_time_cost=3)
     login = {"username": "alice", "password": "password1", "public_key": keys.public_b64}
-    async with AsyncTestClient(app=create_app(stronger)) as client:
+    async with app_client(stronger) as client:
         assert (await client.post("/auth/login", json=login)).status_code == 200
         async with db() as session:
             new = (await session.execute(select(User.password_hash))).scalar_one()
@@ -270,11 +273,11 @@ async def test_rehash_on_login_when_parameters_change(
 
 async def test_session_survives_restart(tmp_path: Path, db_url: str) -> None:
     settings = make_settings(tmp_path, db_url)
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with app_client(settings) as client:
         invite = await new_invite(client)
         response = await client.post("/auth/register", json=register_body(invite))
         token = response.json()["token"]
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with app_client(settings) as client:
         response = await client.get("/channels", headers={"Authorization": f"Bearer {token}"})
         assert response.status_code == 200, response.text
 
@@ -352,6 +355,32 @@ async def test_concurrent_first_registrations_make_one_admin(
     )
     assert all(r.status_code == 201 for r in responses), [r.text for r in responses]
     assert [r.json()["is_admin"] for r in responses].count(True) == 1
+    async with db() as session:
+        admins = (await session.execute(select(func.count()).where(User.is_admin))).scalar_one()
+    assert admins == 1
+
+
+async def test_first_registration_is_admin_after_reserved_names(
+    client: AsyncTestClient[Any], db: async_sessionmaker[AsyncSession]
+) -> None:
+    """Names reserved with POST /users are not accounts: the first to register is admin,
+    and with several first registrations at once exactly one is."""
+    for name in ("reserved1", "reserved2"):
+        reserved = await client.post(
+            "/users", json={"username": name}, headers={"X-Admin-Token": ADMIN_TOKEN}
+        )
+        assert reserved.status_code == 201, reserved.text
+    invites = [await new_invite(client) for _ in range(4)]
+    responses = await asyncio.gather(
+        *(
+            client.post("/auth/register", json=register_body(invite, f"first{n}"))
+            for n, invite in enumerate(invites)
+        )
+    )
+    assert all(r.status_code == 201 for r in responses), [r.text for r in responses]
+    assert [r.json()["is_admin"] for r in responses].count(True) == 1
+    later = await client.post("/auth/register", json=register_body(await new_invite(client), "z1"))
+    assert later.json()["is_admin"] is False
     async with db() as session:
         admins = (await session.execute(select(func.count()).where(User.is_admin))).scalar_one()
     assert admins == 1

@@ -54,11 +54,17 @@ def dialtone(
 
 
 class Server:
-    def __init__(self, env: dict[str, str], base_url: str, verify: ssl.SSLContext | bool = True):
+    def __init__(
+        self,
+        env: dict[str, str],
+        base_url: str,
+        verify: ssl.SSLContext | bool = True,
+        cwd: Path = ROOT,
+    ):
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "dialtone", "serve"],
             env=env,
-            cwd=ROOT,
+            cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -66,7 +72,7 @@ class Server:
         self.base_url = base_url
         self.http = httpx.Client(base_url=base_url, verify=verify, timeout=5)
 
-    def wait_ready(self, timeout: float = 30) -> None:
+    def wait_ready(self, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

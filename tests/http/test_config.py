@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dialtone.config import ensure_secrets, load_settings, normalise_db_url
+from dialtone.config import DEFAULTS, Settings, ensure_secrets, load_settings, normalise_db_url
 from dialtone.errors import ConfigError
 
 
@@ -88,6 +88,10 @@ def test_db_url_forms(raw: str, expected: str) -> None:
         ({"DIALTONE_ARGON2_MEMORY_KIB": "1024"}, "DIALTONE_ARGON2_MEMORY_KIB"),
         ({"DIALTONE_ARGON2_TIME_COST": "x"}, "DIALTONE_ARGON2_TIME_COST"),
         ({"DIALTONE_REDIS_URL": "http://x"}, "DIALTONE_REDIS_URL"),
+        ({"DIALTONE_REDIS_URL": "redis://127.0.0.1/0"}, "DIALTONE_CLUSTER_SECRET"),
+        ({"DIALTONE_CLUSTER_SECRET": "too-short"}, "DIALTONE_CLUSTER_SECRET"),
+        ({"DIALTONE_LOGIN_USER_BURST": "0"}, "DIALTONE_LOGIN_USER_BURST"),
+        ({"DIALTONE_ADMIN_TOKEN_REFILL": "-1"}, "DIALTONE_ADMIN_TOKEN_REFILL"),
     ],
 )
 def test_bad_settings_give_one_line(env: dict[str, str], mentions: str) -> None:
@@ -122,3 +126,12 @@ def test_environment_wins_over_files(tmp_path: Path) -> None:
         {"DIALTONE_DATA_DIR": str(tmp_path), "DIALTONE_ADMIN_TOKEN": "from-the-environment"}
     )
     assert settings.admin_token == "from-the-environment"
+
+
+def test_unset_variables_take_the_settings_defaults(tmp_path: Path) -> None:
+    """Defaults live on the Settings struct only; load_settings falls back to them."""
+    loaded = load_settings({"DIALTONE_DATA_DIR": str(tmp_path)})
+    derived = {"data_dir", "db_url", "username_pepper", "admin_token"}
+    for name in Settings.__struct_fields__:
+        if name not in derived:
+            assert getattr(loaded, name) == getattr(DEFAULTS, name), name

@@ -9,15 +9,14 @@ from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
-from sqlalchemy import delete, text, update
+from sqlalchemy import delete, update
 
 from dialtone.app import create_app
 from dialtone.db.models import Session, User
-from dialtone.db.repositories.sessions import SessionRepository
 from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.security.tokens import token_hash
-from dialtone.services.context import Caller
-from dialtone.services.session_cache import SessionCache, changes_auth
+from dialtone.services.context import Caller, ServerContext
+from dialtone.services.session_cache import SessionCache
 from tests.conftest import Member, make_settings
 
 
@@ -29,6 +28,11 @@ def cache_of(client: AsyncTestClient[Any]) -> SessionCache:
     cache = client.app.state.ctx.session_cache
     assert isinstance(cache, SessionCache)
     return cache
+
+
+def ctx_of(client: AsyncTestClient[Any]) -> ServerContext:
+    ctx: ServerContext = client.app.state.ctx
+    return ctx
 
 
 def in_app(client: AsyncTestClient[Any], action: Callable[[UnitOfWork], Awaitable[None]]) -> None:
@@ -85,28 +89,13 @@ async def test_logout_everywhere_revokes_every_cached_token(
     assert (await client.get("/channels", headers=second)).status_code == 401
 
 
-async def test_sessions_deleted_by_any_code_path_stop_working(
+async def test_revoking_a_device_ends_its_cached_token_at_once(
     client: AsyncTestClient[Any], member: Member
 ) -> None:
-    """A revocation path that emits no event (here: a device's sessions) is still seen."""
+    """The device revocation path emits no SessionsRevoked: DeviceService tells the cache."""
     assert await channels_status(client, member) == 200
-
-    async def revoke(uow: UnitOfWork) -> None:
-        await SessionRepository(uow.session).delete_for_device(member.device_id)
-
-    in_app(client, revoke)
-    assert await channels_status(client, member) == 401
-
-
-async def test_raw_sql_revocation_is_seen(client: AsyncTestClient[Any], member: Member) -> None:
-    assert await channels_status(client, member) == 200
-
-    async def revoke(uow: UnitOfWork) -> None:
-        await uow.session.execute(
-            text("delete from sessions where user_id = :user_id"), {"user_id": member.user_id}
-        )
-
-    in_app(client, revoke)
+    response = await client.delete(f"/devices/{member.device_id}", headers=member.auth)
+    assert response.status_code == 204
     assert await channels_status(client, member) == 401
 
 
@@ -115,6 +104,8 @@ async def test_changed_flags_are_seen_at_once(
 ) -> None:
     def make_admin(flag: bool) -> Callable[[UnitOfWork], Awaitable[None]]:
         async def change(uow: UnitOfWork) -> None:
+            # What a service that changes flags does: tell the cache, then write.
+            ctx_of(client).sessions_changing(uow)
             await uow.session.execute(
                 update(User).where(User.id == member.user_id).values(is_admin=flag)
             )
@@ -139,6 +130,7 @@ async def test_no_entry_is_stored_while_a_revocation_is_uncommitted(
     epochs: list[int] = []
 
     async def revoke(uow: UnitOfWork) -> None:
+        ctx_of(client).sessions_changing(uow)
         await uow.session.execute(delete(Session).where(Session.user_id == member.user_id))
         assert len(cache) == 0
         # A lookup meanwhile reads the old, still committed row: it must not be kept.
@@ -159,6 +151,7 @@ async def test_a_rolled_back_revocation_reopens_the_cache(
     cache = cache_of(client)
 
     async def revoke_then_fail(uow: UnitOfWork) -> None:
+        ctx_of(client).sessions_changing(uow)
         await uow.session.execute(delete(Session).where(Session.user_id == member.user_id))
         raise LookupError("abandon the transaction")
 
@@ -170,7 +163,6 @@ async def test_a_rolled_back_revocation_reopens_the_cache(
 
 def test_lookup_read_under_an_older_epoch_is_not_stored() -> None:
     cache = SessionCache()
-    cache._watching = True  # as after watch(engine)
     caller = Caller("u", "d", False, True, "h")
     far = datetime.now(UTC) + timedelta(days=1)
     epoch = cache.epoch
@@ -184,7 +176,6 @@ def test_lookup_read_under_an_older_epoch_is_not_stored() -> None:
 def test_entries_end_with_the_session_or_the_ttl() -> None:
     clock = [100.0]
     cache = SessionCache(ttl=5.0, monotonic=lambda: clock[0])
-    cache._watching = True
     caller = Caller("u", "d", False, True, "h")
     now = datetime(2026, 1, 1, tzinfo=UTC)
     cache.put("h", caller, now + timedelta(seconds=60), cache.epoch)
@@ -197,34 +188,12 @@ def test_entries_end_with_the_session_or_the_ttl() -> None:
 
 def test_cache_is_bounded() -> None:
     cache = SessionCache(max_entries=3)
-    cache._watching = True
     far = datetime.now(UTC) + timedelta(days=1)
     for index in range(10):
         cache.put(str(index), Caller("u", "d", False, True, str(index)), far, cache.epoch)
         assert len(cache) <= 3
 
 
-def test_an_unwatched_cache_stores_nothing() -> None:
-    cache = SessionCache()
-    far = datetime.now(UTC) + timedelta(days=1)
-    cache.put("h", Caller("u", "d", False, True, "h"), far, cache.epoch)
-    assert len(cache) == 0
-
-
 def test_no_cache_with_several_nodes(tmp_path: Path, db_url: str) -> None:
     settings = make_settings(tmp_path, db_url, redis_url="redis://127.0.0.1:6379/15")
     assert create_app(settings).state.ctx.session_cache is None
-
-
-def test_statements_that_change_auth() -> None:
-    assert changes_auth("DELETE FROM sessions WHERE sessions.token_hash = ?")
-    assert changes_auth('delete from "sessions" where user_id = $1')
-    assert changes_auth("UPDATE users SET is_admin=? WHERE users.id = ?")
-    assert changes_auth("DELETE FROM devices WHERE devices.id = ?")
-    assert changes_auth("DELETE FROM users WHERE users.id = ?")
-    assert changes_auth("UPDATE sessions SET expires_at=?")
-    assert not changes_auth("UPDATE devices SET last_seen_at=? WHERE devices.id = ?")
-    assert not changes_auth("SELECT sessions.token_hash FROM sessions")
-    assert not changes_auth("INSERT INTO sessions (token_hash) VALUES (?)")
-    assert not changes_auth("DELETE FROM sessions_archive")
-    assert not changes_auth("-- DELETE FROM sessions")

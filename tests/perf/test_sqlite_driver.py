@@ -1,15 +1,14 @@
-"""The lean SQLite connection: aiosqlite's results, reads on the loop, writes in its thread."""
+"""SQLite through aiosqlite as published: WAL, reads beside an open write, the busy timeout."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dialtone.db.engine import create_engine, create_sessionmaker
@@ -22,12 +21,7 @@ from tests.conftest import make_settings
 async def engine(tmp_path: Path) -> Any:
     url = f"sqlite+aiosqlite:///{tmp_path / 'driver.db'}"
     await asyncio.to_thread(upgrade, url)
-    engine = create_engine(make_settings(tmp_path, url))
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def add_thread_id(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.create_function("thread_id", 0, threading.get_ident)
-
+    engine = create_engine(make_settings(tmp_path, url, db_timeout=0.25))
     yield engine
     await engine.dispose()
 
@@ -37,16 +31,32 @@ async def count_channels(engine: AsyncEngine) -> int:
         return int((await session.execute(select(func.count()).select_from(Channel))).scalar_one())
 
 
-async def test_reads_run_on_the_event_loop_and_writes_in_the_connection_thread(
-    engine: AsyncEngine,
-) -> None:
+async def test_reads_do_not_wait_for_an_open_write_transaction(engine: AsyncEngine) -> None:
+    sessions = create_sessionmaker(engine)
+    async with sessions() as writer:
+        writer.add(Channel(name_enc="pending", created_by="u"))
+        await writer.flush()  # holds SQLite's write lock until it ends
+        # Another pooled connection reads at once (WAL), seeing only what was committed;
+        # were reads queued behind the writer this would wait for the busy timeout and fail.
+        assert await count_channels(engine) == 0
+        await writer.commit()
+    assert await count_channels(engine) == 1
+
+
+async def test_a_second_writer_waits_the_busy_timeout_then_fails(engine: AsyncEngine) -> None:
+    sessions = create_sessionmaker(engine)
     async with engine.connect() as conn:
-        reader = (await conn.execute(text("SELECT thread_id()"))).scalar_one()
-        await conn.execute(text("CREATE TEMP TABLE seen (thread INTEGER)"))
-        await conn.execute(text("INSERT INTO seen VALUES (thread_id())"))
-        writer = (await conn.execute(text("SELECT thread FROM seen"))).scalar_one()
-    assert reader == threading.get_ident()
-    assert writer != threading.get_ident()
+        # sqlite3's timeout, from DIALTONE_DB_TIMEOUT, is the connection's busy timeout.
+        assert (await conn.execute(text("PRAGMA busy_timeout"))).scalar_one() == 250
+    async with sessions() as first, sessions() as second:
+        first.add(Channel(name_enc="first", created_by="u"))
+        await first.flush()
+        second.add(Channel(name_enc="second", created_by="u"))
+        with pytest.raises(OperationalError, match="database is locked"):
+            await second.flush()
+        await second.rollback()
+        await first.commit()
+    assert await count_channels(engine) == 1
 
 
 async def test_commit_persists_and_rollback_discards(engine: AsyncEngine, tmp_path: Path) -> None:

@@ -171,9 +171,9 @@ def bring_back(parts: list[Path]) -> None:
 async def running_server(settings: Settings) -> AsyncIterator[LiveServer]:
     server = DialtoneServer(uvicorn_config(settings, port=0, loop="asyncio"))
     task = asyncio.create_task(server.serve())
-    for _ in range(500):
-        if server.started or task.done():
-            break
+    deadline = asyncio.get_running_loop().time() + 60  # generous: only a broken start fails
+    # uvicorn offers a flag, not an event, for "started".
+    while not (server.started or task.done()) and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.01)
     if task.done():
         task.result()

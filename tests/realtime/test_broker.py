@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import pytest
 from redis import asyncio as redis_asyncio
 
-from dialtone.realtime.broker import RedisBroker
+from dialtone.realtime.broker import RedisBroker, broker_key, seal, unseal
 from dialtone.schemas.events import (
     ChannelMessageNew,
     Event,
@@ -20,7 +20,9 @@ from dialtone.schemas.events import (
     VoiceRelay,
     WebrtcOfferOut,
 )
-from tests.conftest import REDIS_URL
+from tests.conftest import CLUSTER_SECRET, REDIS_URL
+
+SECRET = CLUSTER_SECRET.encode()
 
 
 @pytest.mark.redis
@@ -29,7 +31,7 @@ async def test_redis_broker_delivers_every_batch_to_every_node_in_order() -> Non
         pytest.skip("needs DIALTONE_TEST_REDIS_URL")
     prefix = f"dialtone-test-{secrets.token_hex(6)}:"
     got: dict[str, list[Event]] = {"a": [], "b": []}
-    brokers = {name: RedisBroker(REDIS_URL, prefix) for name in got}
+    brokers = {name: RedisBroker(REDIS_URL, prefix, secret=SECRET) for name in got}
 
     def collector(name: str):  # type: ignore[no-untyped-def]
         async def deliver(events: Sequence[Event]) -> None:
@@ -75,11 +77,69 @@ async def test_redis_outage_after_commit_is_logged_not_raised(
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         dead = sock.getsockname()[1]
-    broker = RedisBroker(f"redis://127.0.0.1:{dead}/0")
+    broker = RedisBroker(f"redis://127.0.0.1:{dead}/0", secret=SECRET)
     broker._redis = redis_asyncio.Redis.from_url(f"redis://127.0.0.1:{dead}/0")
     try:
         with caplog.at_level(logging.ERROR, logger="dialtone.realtime"):
             await broker.publish([SessionsRevoked(user_id="u")])
         assert "could not publish SessionsRevoked" in caplog.text
     finally:
+        await broker.stop()
+
+
+def test_seal_and_unseal() -> None:
+    key = broker_key(SECRET)
+    sealed = seal(key, "p:events", b"[1]", now=1000.0)
+    assert unseal(key, "p:events", sealed, now=1000.0) == b"[1]"
+    assert unseal(key, "p:events", sealed, now=1059.0) == b"[1]"
+    assert unseal(key, "p:events", sealed, now=1061.0) is None  # stale: a replay
+    assert unseal(key, "p:events", sealed, now=939.0) is None
+    assert unseal(key, "q:events", sealed, now=1000.0) is None  # another prefix's channel
+    assert unseal(broker_key(b"x" * 32), "p:events", sealed, now=1000.0) is None
+    tampered = sealed[:-2] + b"2]"
+    assert unseal(key, "p:events", tampered, now=1000.0) is None
+    assert unseal(key, "p:events", b"[1]", now=1000.0) is None
+    assert unseal(key, "p:events", b"", now=1000.0) is None
+    with pytest.raises(ValueError, match="cluster secret"):
+        RedisBroker("redis://127.0.0.1:1/0", secret=b"")
+
+
+@pytest.mark.redis
+async def test_forged_and_foreign_publishes_are_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    """Someone else on the same Redis publishes on our channel: unsigned JSON, a batch
+    signed with another deployment's secret, a replayed old batch. None is delivered;
+    the node's own batch after them is (pub/sub keeps order, so no waiting is needed)."""
+    if not REDIS_URL:
+        pytest.skip("needs DIALTONE_TEST_REDIS_URL")
+    from dialtone.schemas.events import encode_events
+
+    prefix = f"dialtone-test-{secrets.token_hex(6)}:"
+    got: list[Event] = []
+    arrived = asyncio.Event()
+
+    async def deliver(events: Sequence[Event]) -> None:
+        got.extend(events)
+        arrived.set()
+
+    broker = RedisBroker(REDIS_URL, prefix, secret=SECRET)
+    await broker.start(deliver)
+    raw = redis_asyncio.Redis.from_url(REDIS_URL)
+    forged = encode_events([SessionsRevoked(user_id="victim")])
+    try:
+        caplog.set_level(logging.WARNING, logger="dialtone.realtime")
+        await raw.publish(broker.channel, forged)
+        other = broker_key(b"another-deployment-secret-0123456789")
+        await raw.publish(broker.channel, seal(other, broker.channel, forged))
+        old = seal(broker_key(SECRET), broker.channel, forged, now=1_000_000.0)
+        await raw.publish(broker.channel, old)
+        await broker.publish([SessionsRevoked(user_id="genuine")])
+        await asyncio.wait_for(arrived.wait(), 30)
+        assert got == [SessionsRevoked(user_id="genuine")]
+        assert broker.dropped == 3
+        rejected = [
+            r for r in caplog.records if getattr(r, "event", None) == "broker_message_rejected"
+        ]
+        assert len(rejected) == 1  # one line for the burst, with the count
+    finally:
+        await raw.aclose()
         await broker.stop()

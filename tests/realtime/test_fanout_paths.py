@@ -1,20 +1,10 @@
-"""The fast delivery paths: frames built once, direct writes, device announcements."""
+"""The delivery paths: events encoded once, writers that end when idle, device announcements."""
 
 from __future__ import annotations
 
-import pytest
-from websockets.frames import Frame, Opcode
-
-from dialtone.realtime.hub import Hub, text_frame
+from dialtone.realtime.hub import Hub
 from tests.conftest import Member
 from tests.realtime.conftest import LiveServer, chat_frame, next_of, quiet, recv
-
-
-@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])
-def test_text_frame_is_what_websockets_would_send(size: int) -> None:
-    payload = ("é" * size).encode()[:size]
-    expected = Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
-    assert text_frame(payload) == expected
 
 
 def hub_of(live: LiveServer) -> Hub:
@@ -67,7 +57,7 @@ async def test_a_new_device_of_an_online_user_is_announced(
     }
 
 
-async def test_sockets_that_keep_up_are_written_directly_and_own_no_task(
+async def test_sockets_that_keep_up_own_no_task_once_drained(
     live: LiveServer, admin: Member, channel: str
 ) -> None:
     sockets = [await live.connect(admin) for _ in range(5)]
@@ -78,11 +68,11 @@ async def test_sockets_that_keep_up_are_written_directly_and_own_no_task(
         assert bodies == [f"bXNn{i}" for i in range(20)]
     conns = list(hub_of(live).conns.values())
     assert len(conns) == 5
-    # Everything went out through the direct write: no queue, no writer task left.
+    # Everything went out, in order: no queue and no writer task left behind.
     assert all(c.queued == 0 and not c.writing for c in conns)
 
 
-async def test_greeting_order_survives_the_direct_path(live: LiveServer, member: Member) -> None:
+async def test_greeting_order(live: LiveServer, member: Member) -> None:
     ws = await live.connect_raw(member)
     assert (await recv(ws))["type"] == "voice.presence.snapshot"
     assert (await recv(ws))["type"] == "device.joined"

@@ -19,7 +19,10 @@ async def test_handshake_without_token_is_refused_with_401_before_upgrade(live: 
             await connect(live.ws_url, additional_headers=headers, open_timeout=5)
         response = refused.value.response
         assert response.status_code == 401
-        assert json.loads(response.body) == {"error": "missing or invalid bearer token"}
+        assert json.loads(response.body) == {
+            "error": "missing or invalid bearer token",
+            "code": "unauthorized",
+        }
 
 
 async def test_plain_http_get_on_ws_is_a_json_error(live: LiveServer) -> None:

@@ -17,7 +17,15 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.conftest import ADMIN_TOKEN, PEPPER, REDIS_URL, Member, register_member, truncate_all
+from tests.conftest import (
+    ADMIN_TOKEN,
+    CLUSTER_SECRET,
+    PEPPER,
+    REDIS_URL,
+    Member,
+    register_member,
+    truncate_all,
+)
 from tests.realtime.conftest import chat_frame, next_of, only, quiet
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -47,6 +55,7 @@ class Node:
                 "DIALTONE_DATA_DIR": str(data_dir),
                 "DIALTONE_USERNAME_PEPPER": PEPPER.decode(),
                 "DIALTONE_ADMIN_TOKEN": ADMIN_TOKEN,
+                "DIALTONE_CLUSTER_SECRET": CLUSTER_SECRET,
                 "DIALTONE_RATE_LIMITS": "off",
                 "DIALTONE_ARGON2_MEMORY_KIB": str(19 * 1024),
                 "DIALTONE_LOG_LEVEL": "warning",
@@ -63,7 +72,8 @@ class Node:
         self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
 
     async def ready(self) -> None:
-        for _ in range(300):
+        deadline = asyncio.get_running_loop().time() + 90  # a cold start on a loaded machine
+        while asyncio.get_running_loop().time() < deadline:
             if self.proc.poll() is not None:
                 err = self.proc.stderr.read().decode() if self.proc.stderr else ""
                 raise AssertionError(f"node exited: {err[-2000:]}")
@@ -119,8 +129,10 @@ async def online(node: Node, viewer: Member, user_id: str) -> bool:
     return value
 
 
-async def eventually(check: Any, expected: Any, within: float = 5.0) -> None:
-    for _ in range(int(within / 0.05)):
+async def eventually(check: Any, expected: Any, within: float = 30.0) -> None:
+    """Poll until ``check()`` gives ``expected``; the bound only stops a broken run."""
+    deadline = asyncio.get_running_loop().time() + within
+    while asyncio.get_running_loop().time() < deadline:
         if await check() == expected:
             return
         await asyncio.sleep(0.05)

@@ -37,6 +37,14 @@ from tests.realtime.conftest import (
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 
+class ManualClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def hub_of(live: LiveServer) -> Hub:
     hub: Hub = live.server.config.app.state.hub
     return hub
@@ -137,7 +145,8 @@ async def test_device_revoked_closes_that_device_and_tells_the_others(
 async def test_peer_that_stops_answering_pings_is_dropped(
     settings: Settings, tmp_path: Any
 ) -> None:
-    async with running_server(with_settings(settings, ws_ping_interval=0.3)) as live:
+    # 1 s: short for the test, long enough that a loaded machine still answers in time.
+    async with running_server(with_settings(settings, ws_ping_interval=1.0)) as live:
         member = await live.register("pingless")
         healthy_member = await live.register("healthy")
         healthy = await live.connect(healthy_member)
@@ -161,7 +170,8 @@ async def test_peer_that_stops_answering_pings_is_dropped(
             return value
 
         assert await online(member.user_id)
-        for _ in range(60):
+        deadline = asyncio.get_running_loop().time() + 60  # generous: only a bug fails
+        while asyncio.get_running_loop().time() < deadline:
             if not await online(member.user_id):
                 break
             await asyncio.sleep(0.1)
@@ -203,6 +213,10 @@ async def test_rate_limits_trip_recover_and_close_floods(
         member = await setup.register("bob")
         channel = await setup.create_channel(admin)
     async with running_server(with_settings(settings, rate_limits=True)) as live:
+        # The buckets' clock stands still unless the test moves it: a slow machine
+        # refills nothing between two frames.
+        clock = ManualClock()
+        live.server.config.app.state.gateway.frame_clock = clock  # type: ignore[attr-defined]
         ws = await live.connect(member)
 
         for i in range(11):
@@ -215,7 +229,7 @@ async def test_rate_limits_trip_recover_and_close_floods(
         errors = [e for e in events if e["type"] == "error"]
         assert [e["code"] for e in errors] == ["rate_limited"]
 
-        await asyncio.sleep(0.3)  # 5 per second: a token is back
+        clock.now += 0.2  # 5 per second: a token is back
         await ws.send(chat_frame(channel, "m99"))
         assert (await next_of(ws, "channel.message.new"))["body"] == "m99"
 

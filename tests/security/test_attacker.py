@@ -101,10 +101,10 @@ def login_body(member: Member, password: str) -> dict[str, str]:
     }
 
 
-async def cut_off_within(ws: ClientConnection, seconds: float) -> tuple[int, str]:
-    started = time.monotonic()
+async def cut_off(ws: ClientConnection) -> tuple[int, str]:
+    """The close the server sends. Waiting is event-driven (closed_with gives up after 10 s
+    of silence); how fast revocation is lives in bench/, not in a timed assertion."""
     code, reason, _ = await closed_with(ws)
-    assert time.monotonic() - started < seconds, "the socket stayed open too long"
     return code, reason
 
 
@@ -131,15 +131,15 @@ async def test_thirty_wrong_passwords_get_429s(target: Target) -> None:
     async with target.client_from("127.0.0.4") as elsewhere:
         response = await elsewhere.post("/auth/login", json=login_body(bob, bob.password))
         assert response.status_code == 200, response.text
-    # The guessed account is held from every address until its bucket refills.
+    # The guesser cannot lock her out: from her own address she logs in.
     async with target.client_from("127.0.0.5") as fresh:
         response = await fresh.post("/auth/login", json=login_body(alice, alice.password))
-        assert response.status_code == 429
+        assert response.status_code == 200, response.text
     # Her existing session is untouched.
     assert (await live.http.get("/devices", headers=alice.auth)).status_code == 200
 
 
-async def test_revoked_device_is_cut_off_within_a_second(target: Target) -> None:
+async def test_revoked_device_is_cut_off(target: Target) -> None:
     live = target.live
     await live.register("admin")
     laptop = await live.register("bob")
@@ -148,16 +148,11 @@ async def test_revoked_device_is_cut_off_within_a_second(target: Target) -> None
     phone_ws = await live.connect(phone)
     await quiet(laptop_ws, 0.2)  # the phone's device.joined
 
-    started = time.monotonic()
     response = await live.http.delete(f"/devices/{phone.device_id}", headers=laptop.auth)
     assert response.status_code == 204, response.text
-    assert await cut_off_within(phone_ws, 1.0 - (time.monotonic() - started)) == (
-        1008,
-        "revoked",
-    )
+    assert await cut_off(phone_ws) == (1008, "revoked")
     assert (await live.http.get("/devices", headers=phone.auth)).status_code == 401
-    assert time.monotonic() - started < 1.0
-    assert await next_of(laptop_ws, "device.revoked", within=1.0) == {
+    assert await next_of(laptop_ws, "device.revoked") == {
         "type": "device.revoked",
         "sender": laptop.user_id,
         "device_id": phone.device_id,
@@ -187,7 +182,7 @@ async def test_logout_closes_that_tokens_sockets_and_all_closes_every_one(
     response = await live.http.post("/auth/logout", headers=tablet.auth)
     assert response.status_code == 200, response.text
     for ws in tablet_sockets:
-        assert await cut_off_within(ws, 1.0) == (1008, "revoked")
+        assert await cut_off(ws) == (1008, "revoked")
     assert (await live.http.get("/devices", headers=tablet.auth)).status_code == 401
     for ws in [*laptop_sockets, phone_socket]:
         await quiet(ws, 0.1)
@@ -196,7 +191,7 @@ async def test_logout_closes_that_tokens_sockets_and_all_closes_every_one(
     response = await live.http.post("/auth/logout", params={"all": "1"}, headers=laptop.auth)
     assert response.status_code == 200, response.text
     for ws in [*laptop_sockets, phone_socket]:
-        assert await cut_off_within(ws, 1.0) == (1008, "revoked")
+        assert await cut_off(ws) == (1008, "revoked")
     for who in (laptop, phone):
         assert (await live.http.get("/devices", headers=who.auth)).status_code == 401
 
@@ -211,12 +206,11 @@ async def test_database_outage_is_survived_without_a_restart(target: Target) -> 
     await target.cut_database()
     try:
         for _ in range(2):
-            started = time.monotonic()
             response = await live.http.get("/channels", headers=admin.auth)
             assert response.status_code == 503, response.text
-            assert response.json()["error"]
+            # The database timeout answered, not the request deadline (no clock needed).
+            assert response.json()["error"] == "database unavailable, try again shortly"
             assert response.headers["retry-after"]
-            assert time.monotonic() - started < 5
         await ws.send(frame)
         assert (await next_of(ws, "error"))["code"] == "server_error"
         # A new socket is refused with 503 before the upgrade, not left hanging.
@@ -228,7 +222,7 @@ async def test_database_outage_is_survived_without_a_restart(target: Target) -> 
         await target.restore_database()
 
     # Same process, same socket: service resumes by itself.
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # generous: only a server that never recovers fails
     status = 0
     while time.monotonic() < deadline:
         status = (await live.http.get("/channels", headers=admin.auth)).status_code

@@ -14,12 +14,12 @@ from typing import Any
 
 import httpx
 import pytest
-from litestar.testing import AsyncTestClient
 
-from dialtone.app import create_app
-from tests.conftest import ADMIN_TOKEN, make_settings, truncate_all
+from tests.conftest import ADMIN_TOKEN, app_client, make_settings, truncate_all
 from tests.e2ee import DeviceKeys
 from tests.security.conftest import TcpProxy, free_port, start_serve, wait_healthy
+
+DB_DOWN = "database unavailable, try again shortly"
 
 
 async def register_admin(http: Any) -> str:
@@ -52,18 +52,18 @@ async def test_postgres_outage_gives_503_then_recovers(
 
         await proxy.stop()
         for _ in range(3):
-            started = time.monotonic()
             response = await http.get("/channels", headers=auth)
             assert response.status_code == 503, response.text
-            assert response.json()["error"]
+            # Ended by the database timeout (2 s), not by the request deadline (8 s): the
+            # answer says which, so no wall-clock bound is needed on a loaded machine.
+            assert response.json()["error"] == DB_DOWN
             assert response.headers["retry-after"]
-            assert time.monotonic() - started < 6
         # A write during the outage fails cleanly too.
         down = await http.post("/channels", json={"name_enc": "eA=="}, headers=auth)
         assert down.status_code == 503
 
         await proxy.start()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # generous: only a server that never recovers fails
         status = 0
         while time.monotonic() < deadline:
             status = (await http.get("/channels", headers=auth)).status_code
@@ -91,16 +91,15 @@ async def test_hanging_database_does_not_hang_requests(
         assert (await http.get("/channels", headers=auth)).status_code == 200
         proxy.blackhole = True
         for _ in range(2):
-            started = time.monotonic()
             response = await http.get("/channels", headers=auth)
-            elapsed = time.monotonic() - started
             assert response.status_code == 503, response.text
-            assert response.json()["error"]
-            assert elapsed < 4.0, f"request took {elapsed:.1f}s"
+            # Either the database timeout or the request deadline ended it; both are
+            # bounded answers (a hang would end the test run instead).
+            assert response.json()["error"] in {DB_DOWN, "request timed out"}
         proxy.blackhole = False
         await proxy.stop()  # drop the hung connections
         await proxy.start()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # generous: only a server that never recovers fails
         status = 0
         while time.monotonic() < deadline:
             status = (await http.get("/channels", headers=auth)).status_code
@@ -117,7 +116,7 @@ async def test_sqlite_file_gone_gives_503_then_recovers(
     path = tmp_path / "dialtone.db"
     shutil.copyfile(sqlite_template, path)
     settings = make_settings(tmp_path, f"sqlite+aiosqlite:///{path}")
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with app_client(settings) as client:
         token = await register_admin(client)
     auth = {"Authorization": f"Bearer {token}"}
 
@@ -125,7 +124,7 @@ async def test_sqlite_file_gone_gives_503_then_recovers(
     aside = tmp_path / "aside.db"
     path.rename(aside)
     path.mkdir()
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with app_client(settings) as client:
         for _ in range(2):
             response = await client.get("/channels", headers=auth)
             assert response.status_code == 503, response.text
@@ -233,7 +232,7 @@ async def test_locked_sqlite_answers_503_after_the_db_timeout(
     path = tmp_path / "dialtone.db"
     shutil.copyfile(sqlite_template, path)
     settings = make_settings(tmp_path, f"sqlite+aiosqlite:///{path}", db_timeout=0.5)
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with app_client(settings) as client:
         auth = {"Authorization": f"Bearer {await register_admin(client)}"}
         holder = sqlite3.connect(path, isolation_level=None)
         try:
@@ -242,7 +241,10 @@ async def test_locked_sqlite_answers_503_after_the_db_timeout(
             response = await client.post("/channels", json={"name_enc": "eA=="}, headers=auth)
             elapsed = time.monotonic() - started
             assert response.status_code == 503, response.text
-            assert 0.4 < elapsed < 3.0, f"waited {elapsed:.1f}s for the lock"
+            # It waited the busy timeout (a lower bound holds however loaded the machine),
+            # and the database timeout, not the request deadline, answered.
+            assert elapsed > 0.4, f"gave up after {elapsed:.2f}s"
+            assert response.json()["error"] == DB_DOWN
         finally:
             holder.rollback()
             holder.close()

@@ -11,15 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from litestar.testing import AsyncTestClient
 
-from dialtone.app import create_app
+from dialtone.config import Settings
 from dialtone.db.engine import create_engine, create_sessionmaker
 from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.logs import configure_logging
 from dialtone.services.context import Caller
 from dialtone.services.messages import MessageService
-from tests.conftest import ADMIN_TOKEN, make_settings
+from tests.conftest import ADMIN_TOKEN, app_client, make_settings
 from tests.e2ee import DeviceKeys
 
 
@@ -63,7 +62,7 @@ async def test_no_secret_reaches_the_logs(
     body = secret("TUVTU0FHRS1CT0RZLWxlYWstMTIz")
     keys = DeviceKeys()
 
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with app_client(settings) as client:
         assert logging.getLogger("litestar").handlers == []  # dialtone's set-up is in force
         admin_invite = secret(
             (await client.post("/server/invites", headers={"X-Admin-Token": ADMIN_TOKEN})).json()[
@@ -204,3 +203,26 @@ async def test_no_secret_reaches_the_logs(
     assert {"login_failed", "rate_limited", "device_revoked", "sessions_revoked"} <= events
     failed = [line for line in lines if line.get("event") == "login_failed"]
     assert failed[0]["user_id"] == member["user_id"]
+
+
+async def test_database_errors_carry_no_bound_parameters(settings: Settings) -> None:
+    """A failing statement's error text (which reaches logs and tracebacks) never
+    includes the values bound to it: ciphertext, hashes."""
+    from sqlalchemy import insert
+    from sqlalchemy.exc import IntegrityError
+
+    from dialtone.db.models import User
+
+    marker = "f00d" * 16  # a username hash nobody would write by accident
+    engine = create_engine(settings)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(insert(User).values(id="u-one", username_hash=marker))
+        with pytest.raises(IntegrityError) as info:
+            async with engine.begin() as conn:
+                await conn.execute(insert(User).values(id="u-two", username_hash=marker))
+    finally:
+        await engine.dispose()
+    assert marker not in str(info.value)
+    assert "u-two" not in str(info.value)
+    assert "hidden" in str(info.value)  # SQLAlchemy says the parameters were withheld

@@ -10,10 +10,9 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
-from dialtone.app import create_app
 from dialtone.config import Settings, load_settings
 from dialtone.errors import ConfigError
-from dialtone.security.addresses import client_address, parse_networks
+from dialtone.security.addresses import client_address, forwarded_for, limit_key, parse_networks
 from dialtone.security.ratelimit import (
     Bucket,
     Limiter,
@@ -22,7 +21,7 @@ from dialtone.security.ratelimit import (
     RedisStore,
     take,
 )
-from tests.conftest import ADMIN_TOKEN, REDIS_URL, make_settings, new_invite
+from tests.conftest import ADMIN_TOKEN, REDIS_URL, app_client, make_settings, new_invite
 from tests.e2ee import DeviceKeys
 
 
@@ -111,6 +110,8 @@ async def test_redis_store_is_shared_and_atomic() -> None:
         await first.charge("other", bucket, 4)
         assert (await second.hit("other", bucket, 1)).allowed
         assert not (await second.hit("other", bucket, 1)).allowed
+        await first.charge("other", bucket, -10)  # a refund, capped at the burst
+        assert sum([(await second.hit("other", bucket, 1)).allowed for _ in range(6)]) == 5
         client = redis.from_url(REDIS_URL)
         ttl = await client.pttl(prefix + "k")
         assert 0 < ttl <= 1_501_000  # keys expire once a bucket would be full again
@@ -133,6 +134,41 @@ def test_client_address_trusts_only_listed_proxies() -> None:
     assert client_address(None, "1.2.3.4", proxies) == "unknown"
     with pytest.raises(ValueError, match="not an IP"):
         parse_networks(["nope"])
+
+
+def test_forwarded_for_lines_are_one_chain() -> None:
+    proxies = parse_networks(["127.0.0.1"])
+    # A client's own line ahead of the proxy's is the left end of one chain.
+    lines = ["6.6.6.6", "198.51.100.7"]
+    assert client_address("127.0.0.1", lines, proxies) == "198.51.100.7"
+    assert client_address("127.0.0.1", ["6.6.6.6, 1.1.1.1", "127.0.0.1"], proxies) == "1.1.1.1"
+    assert client_address("127.0.0.1", [], proxies) == "127.0.0.1"
+    raw = [
+        (b"host", b"x"),
+        (b"x-forwarded-for", b"6.6.6.6"),
+        (b"x-forwarded-for", b"198.51.100.7"),
+    ]
+    assert forwarded_for(raw) == ["6.6.6.6", "198.51.100.7"]
+
+
+def test_limit_key_groups_ipv6_by_64() -> None:
+    assert limit_key("2001:db8:1:2:aaaa::1") == "2001:db8:1:2::/64"
+    assert limit_key("2001:db8:1:2:ffff:1:2:3") == "2001:db8:1:2::/64"
+    assert limit_key("2001:db8:1:3::1") == "2001:db8:1:3::/64"
+    assert limit_key("203.0.113.9") == "203.0.113.9"
+    assert limit_key("unknown") == "unknown"
+
+
+async def test_refund_gives_back_up_to_the_burst() -> None:
+    clock = FakeClock()
+    store = MemoryStore(clock=clock)
+    limiter = Limiter(store, {"x": Bucket.per(2, 60)})
+    assert (await limiter.hit("x", "k")).allowed
+    await limiter.refund("x", "k")
+    await limiter.refund("x", "k")  # never above the burst
+    assert (await limiter.hit("x", "k")).allowed
+    assert (await limiter.hit("x", "k")).allowed
+    assert not (await limiter.hit("x", "k")).allowed
 
 
 def test_settings_parse_limits() -> None:
@@ -198,7 +234,7 @@ def _login(name: str, password: str) -> dict[str, str]:
 
 
 async def test_wrong_passwords_get_429(limited_settings: Settings) -> None:
-    async with AsyncTestClient(app=create_app(limited_settings)) as client:
+    async with app_client(limited_settings) as client:
         assert (await _register(client, "alice")).status_code == 201
         statuses = []
         for _ in range(30):
@@ -214,11 +250,19 @@ async def test_wrong_passwords_get_429(limited_settings: Settings) -> None:
         assert 1 <= int(response.headers["retry-after"]) <= 300
 
 
+def with_clock(client: AsyncTestClient[Any]) -> FakeClock:
+    """The app's limiter on a clock the test moves (buckets refill without sleeping)."""
+    clock = FakeClock()
+    client.app.state.ctx.limiter.store = MemoryStore(clock=clock)
+    return clock
+
+
 async def test_login_limit_recovers(tmp_path: Path, sqlite_url: str) -> None:
     settings = make_settings(
         tmp_path, sqlite_url, rate_limits=True, login_burst=2, login_refill=1.0
     )
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with app_client(settings) as client:
+        clock = with_clock(client)
         assert (await _register(client, "alice")).status_code == 201
         assert (
             await client.post("/auth/login", json=_login("alice", "nope1234"))
@@ -226,9 +270,7 @@ async def test_login_limit_recovers(tmp_path: Path, sqlite_url: str) -> None:
         assert (
             await client.post("/auth/login", json=_login("alice", "nope1234"))
         ).status_code == 429
-        import asyncio
-
-        await asyncio.sleep(1.05)
+        clock.now += 1.0
         ok = await client.post("/auth/login", json=_login("alice", "password1"))
         assert ok.status_code == 200, ok.text
 
@@ -236,9 +278,15 @@ async def test_login_limit_recovers(tmp_path: Path, sqlite_url: str) -> None:
 async def test_login_limit_follows_the_username_across_addresses(
     tmp_path: Path, sqlite_url: str, live_factory: Any
 ) -> None:
-    """Behind a trusted proxy each request comes from a new address; the per-username
-    bucket still stops guessing at one account."""
-    settings = make_settings(tmp_path, sqlite_url, rate_limits=True, trusted_proxies=("127.0.0.1",))
+    """Behind a trusted proxy each request comes from a new address; the account's
+    ceiling over every address still stops guessing at one account."""
+    settings = make_settings(
+        tmp_path,
+        sqlite_url,
+        rate_limits=True,
+        trusted_proxies=("127.0.0.1",),
+        login_user_burst=6,
+    )
     live = await live_factory(settings)
     async with live.client() as http:
         invite = (await http.post("/server/invites", headers={"X-Admin-Token": ADMIN_TOKEN})).json()
@@ -288,13 +336,12 @@ async def test_forwarded_for_is_ignored_from_untrusted_peers(
 
 async def test_register_limit_trips_and_recovers(tmp_path: Path, sqlite_url: str) -> None:
     settings = make_settings(tmp_path, sqlite_url, rate_limits=True, register_refill=1.0)
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with app_client(settings) as client:
+        clock = with_clock(client)
         statuses = [(await _register(client, f"user{i}")).status_code for i in range(4)]
         assert statuses == [201, 201, 201, 429]
         # Guessing invites is limited too: a bad invite still spends a token.
-        import asyncio
-
-        await asyncio.sleep(1.05)
+        clock.now += 1.0
         bad = await client.post(
             "/auth/register",
             json={
@@ -308,14 +355,14 @@ async def test_register_limit_trips_and_recovers(tmp_path: Path, sqlite_url: str
         refused = await _register(client, "late")
         assert refused.status_code == 429
         assert refused.headers["retry-after"] == "1"
-        await asyncio.sleep(1.05)
+        clock.now += 1.0
         assert (await _register(client, "later")).status_code == 201
 
 
 async def test_rate_limits_off(tmp_path: Path, sqlite_url: str) -> None:
     settings = make_settings(tmp_path, sqlite_url)
     assert settings.rate_limits is False
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with app_client(settings) as client:
         for i in range(6):
             assert (await _register(client, f"user{i}")).status_code == 201
         for _ in range(8):
@@ -335,8 +382,8 @@ async def test_limits_hold_across_nodes_with_redis(tmp_path: Path, sqlite_url: s
         redis_prefix=f"dialtone-test-{secrets.token_hex(6)}:",
     )
     async with (
-        AsyncTestClient(app=create_app(settings)) as node_a,
-        AsyncTestClient(app=create_app(settings)) as node_b,
+        app_client(settings) as node_a,
+        app_client(settings) as node_b,
     ):
         assert (await _register(node_a, "dave")).status_code == 201
         statuses = []
@@ -346,3 +393,127 @@ async def test_limits_hold_across_nodes_with_redis(tmp_path: Path, sqlite_url: s
                 (await node.post("/auth/login", json=_login("dave", "bad-pass1"))).status_code
             )
         assert statuses == [401, 401, 401, 429, 429, 429]
+
+
+async def _live_member(live: Any, name: str) -> None:
+    async with live.client() as http:
+        invite = (await http.post("/server/invites", headers={"X-Admin-Token": ADMIN_TOKEN})).json()
+        body = {
+            "username": name,
+            "password": "password1",
+            "public_key": DeviceKeys().public_b64,
+            "invite_token": invite["token"],
+        }
+        assert (await http.post("/auth/register", json=body)).status_code == 201
+
+
+async def test_failures_from_one_address_do_not_lock_out_the_owner(
+    tmp_path: Path, sqlite_url: str, live_factory: Any
+) -> None:
+    settings = make_settings(tmp_path, sqlite_url, rate_limits=True, trusted_proxies=("127.0.0.1",))
+    live = await live_factory(settings)
+    await _live_member(live, "erin")
+    async with live.client() as http:
+        stranger = {"X-Forwarded-For": "198.51.100.66"}
+        statuses = [
+            (
+                await http.post("/auth/login", json=_login("erin", "wrong-pass1"), headers=stranger)
+            ).status_code
+            for _ in range(12)
+        ]
+        assert statuses[:3] == [401, 401, 401]
+        assert set(statuses[3:]) == {429}  # brute force from there is still throttled
+        owner = await http.post(
+            "/auth/login",
+            json=_login("erin", "password1"),
+            headers={"X-Forwarded-For": "203.0.113.5"},
+        )
+        assert owner.status_code == 200, owner.text
+
+
+async def test_forwarded_for_header_lines_cannot_pick_a_fresh_address(
+    tmp_path: Path, sqlite_url: str, live_factory: Any
+) -> None:
+    """A client's own X-Forwarded-For line ahead of the proxy's does not give it a new
+    address (and a new bucket) per request."""
+    settings = make_settings(tmp_path, sqlite_url, rate_limits=True, trusted_proxies=("127.0.0.1",))
+    live = await live_factory(settings)
+    async with live.client() as http:
+        statuses = []
+        for i in range(5):
+            response = await http.post(
+                "/auth/login",
+                json=_login(f"nobody{i}", "wrong-pass1"),
+                headers=[
+                    ("X-Forwarded-For", f"192.0.2.{i + 1}"),  # the client's forgery
+                    ("X-Forwarded-For", "198.51.100.9"),  # what the proxy appended
+                ],
+            )
+            statuses.append(response.status_code)
+        assert statuses == [401, 401, 401, 429, 429]
+
+
+async def test_ipv6_clients_share_a_bucket_per_64(
+    tmp_path: Path, sqlite_url: str, live_factory: Any
+) -> None:
+    settings = make_settings(tmp_path, sqlite_url, rate_limits=True, trusted_proxies=("127.0.0.1",))
+    live = await live_factory(settings)
+    async with live.client() as http:
+        statuses = []
+        for i in range(5):
+            response = await http.post(
+                "/auth/login",
+                json=_login(f"nobody{i}", "wrong-pass1"),
+                headers={"X-Forwarded-For": f"2001:db8:7:7::{i + 1:x}"},
+            )
+            statuses.append(response.status_code)
+        assert statuses == [401, 401, 401, 429, 429]
+        # The next /64 is another subscriber.
+        other = await http.post(
+            "/auth/login",
+            json=_login("nobody9", "wrong-pass1"),
+            headers={"X-Forwarded-For": "2001:db8:7:8::1"},
+        )
+        assert other.status_code == 401
+
+
+async def test_wrong_admin_tokens_are_limited_and_logged(
+    tmp_path: Path, sqlite_url: str, live_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(
+        tmp_path, sqlite_url, rate_limits=True, trusted_proxies=("127.0.0.1",), admin_token_burst=3
+    )
+    live = await live_factory(settings)
+    guesser = {"X-Forwarded-For": "198.51.100.50"}
+    async with live.client() as http:
+        # The right token costs nothing, however often it is used.
+        for _ in range(5):
+            ok = await http.post(
+                "/server/invites", headers={**guesser, "X-Admin-Token": ADMIN_TOKEN}
+            )
+            assert ok.status_code == 201
+        caplog.set_level("WARNING", logger="dialtone.security")
+        statuses = []
+        for i in range(5):
+            response = await http.post(
+                "/server/invites", headers={**guesser, "X-Admin-Token": f"guess-{i:020d}"}
+            )
+            statuses.append(response.status_code)
+        assert statuses == [401, 401, 401, 429, 429]
+        limited = await http.post("/server/invites", headers={**guesser, "X-Admin-Token": "x"})
+        assert limited.json()["code"] == "rate_limited"
+        assert int(limited.headers["retry-after"]) >= 1
+        # While limited, even the right token is refused there: a guess cannot be confirmed.
+        right = await http.post(
+            "/server/invites", headers={**guesser, "X-Admin-Token": ADMIN_TOKEN}
+        )
+        assert right.status_code == 429
+        elsewhere = await http.post(
+            "/server/invites",
+            headers={"X-Forwarded-For": "203.0.113.1", "X-Admin-Token": ADMIN_TOKEN},
+        )
+        assert elsewhere.status_code == 201
+    rejected = [r for r in caplog.records if getattr(r, "event", None) == "admin_token_rejected"]
+    assert len(rejected) == 3
+    assert all(getattr(r, "client", None) == "198.51.100.50" for r in rejected)
+    assert all("guess-" not in r.getMessage() + str(r.__dict__) for r in rejected)

@@ -29,7 +29,18 @@ CHROMIUM = os.environ.get("DIALTONE_CHROMIUM") or shutil.which("chromium") or "/
 PASSWORD = "correct horse 1"
 
 try:
-    from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+    from playwright.sync_api import (
+        Browser,
+        BrowserContext,
+        Page,
+        Playwright,
+        expect,
+        sync_playwright,
+    )
+
+    # Waits end as soon as the page shows what is expected; the bound only matters on a
+    # loaded machine, where key sharing between browsers can take seconds.
+    expect.set_options(timeout=20_000)
 except ImportError:  # pragma: no cover - the test extras install it
     sync_playwright = None
 
@@ -221,8 +232,6 @@ def register_in_browser(
     page: Page, server: WebServer, username: str, display: str, invite: str | None = None
 ) -> None:
     """Follow an invite link and create an account, as a person would."""
-    from playwright.sync_api import expect
-
     page.goto(f"{server.base}/#invite={invite or server.invite()}")
     page.get_by_label("Username").fill(username)
     page.get_by_label("Password").fill(PASSWORD)

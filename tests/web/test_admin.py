@@ -84,15 +84,15 @@ def test_admin_invites_renames_and_deletes(server: WebServer, new_page: Any) -> 
     # Alerts are opt-in: nothing while off; a notification once on and the tab hidden.
     a.get_by_role("link", name="croquet").click()
     m.evaluate("setTabHidden(true)")
-    a.get_by_label("Message").fill("Off with his head!")
-    a.get_by_label("Message").press("Enter")
+    a.get_by_label("Message", exact=True).fill("Off with his head!")
+    a.get_by_label("Message", exact=True).press("Enter")
     expect(m.get_by_role("link", name="croquet, 1 unread")).to_be_visible()
     assert m.evaluate("shownNotifications") == []
     m.evaluate("setTabHidden(false)")
     m.get_by_role("checkbox", name="Alerts").check()
     m.evaluate("setTabHidden(true)")
-    a.get_by_label("Message").fill("Who are these?")
-    a.get_by_label("Message").press("Enter")
+    a.get_by_label("Message", exact=True).fill("Who are these?")
+    a.get_by_label("Message", exact=True).press("Enter")
     expect(m.get_by_role("link", name="croquet, 1 unread")).to_be_visible()
     notes = {"title": "#croquet", "body": "New message from Queen of Hearts"}
     m.wait_for_function("shownNotifications.length === 1")

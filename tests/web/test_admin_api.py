@@ -28,8 +28,8 @@ def test_admin_pages_manage_the_server(server: WebServer, new_page: Any) -> None
     m = member.page
     register_in_browser(m, server, "knave", "Knave of Hearts")
     m.get_by_role("link", name="court").click()
-    m.get_by_label("Message").fill("I did not steal the tarts")
-    m.get_by_label("Message").press("Enter")
+    m.get_by_label("Message", exact=True).fill("I did not steal the tarts")
+    m.get_by_label("Message", exact=True).press("Enter")
     mine = m.locator("li.msg[data-status=sent]", has_text="tarts")
     expect(mine).to_be_visible()
 

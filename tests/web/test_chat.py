@@ -28,8 +28,8 @@ def messages(page: Any) -> Any:
 
 
 def send(page: Any, text: str) -> None:
-    page.get_by_label("Message").fill(text)
-    page.get_by_label("Message").press("Enter")
+    page.get_by_label("Message", exact=True).fill(text)
+    page.get_by_label("Message", exact=True).press("Enter")
 
 
 def screenshots_dir(tmp_path: Path) -> Path:

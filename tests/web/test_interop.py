@@ -31,8 +31,8 @@ def test_browser_and_python_read_each_other(server: WebServer, new_page: Any) ->
     assert open_sealed(channel_key, channel["name_enc"]) == b"looking glass"
 
     # A message written in the browser.
-    a.get_by_label("Message").fill("Curiouser and curiouser!")
-    a.get_by_label("Message").press("Enter")
+    a.get_by_label("Message", exact=True).fill("Curiouser and curiouser!")
+    a.get_by_label("Message", exact=True).press("Enter")
     expect(a.locator("li.msg[data-status=sent]")).to_have_count(1)
     history = carol_http.get("/channels/messages", params={"channel_id": channel["id"]}).json()
     (message,) = history["messages"]

@@ -28,8 +28,12 @@ class UserRepository:
         result = await self.session.execute(select(func.count()).select_from(User).limit(1))
         return bool(result.scalar_one())
 
-    async def others_exist(self, user_id: str) -> bool:
-        result = await self.session.execute(select(User.id).where(User.id != user_id).limit(1))
+    async def others_registered(self, user_id: str) -> bool:
+        """Whether an account other than ``user_id`` exists. Names reserved through
+        POST /users have no password and are not accounts."""
+        result = await self.session.execute(
+            select(User.id).where(User.id != user_id, User.password_hash.is_not(None)).limit(1)
+        )
         return result.first() is not None
 
     async def lock_registrations(self) -> None:
