@@ -7,7 +7,7 @@ import "./components/sidebar.js";
 import "./components/channel-view.js";
 import "./components/pages.js";
 import { h } from "./components/dom.js";
-// Voice: its module registers <dt-voice-panel>; the channel view already places one.
+import "./components/voice-panel.js"; // registers <dt-voice-panel>, which the channel view places
 
 const STATUS_TEXT = {
   idle: "Starting…",
