@@ -14,7 +14,14 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from tests.web.conftest import WebServer, start_server, stop_server
+from tests.web.conftest import (
+    CHROMIUM,
+    WebServer,
+    register_in_browser,
+    start_server,
+    stop_server,
+    watch,
+)
 from tests.web.voice_helpers import (
     CONNECT_MS,
     INBOUND_AUDIO_PACKETS,
@@ -341,3 +348,30 @@ def test_deleting_the_channel_ends_its_call(server: WebServer, new_page: Any) ->
             " && window.__tracks.every((t) => t.readyState === 'ended')"
         )
     forgive_missing_turn(alice, bob)
+
+
+def test_a_refused_microphone_says_so(server: WebServer, playwright: Any) -> None:
+    """Without the fake permission prompt, headless Chromium refuses the microphone, as a
+    person clicking "Block" would: the panel says what to do and nothing joins."""
+    browser = playwright.chromium.launch(
+        executable_path=CHROMIUM, args=["--use-fake-device-for-media-stream"]
+    )
+    try:
+        watched = watch(browser.new_context())
+        page = watched.page
+        register_in_browser(page, server, "dora", "Dora")
+        page.get_by_label("New channel name").fill("quiet room")
+        page.get_by_role("button", name="Create channel").click()
+        panel = page.locator("dt-voice-panel")
+        panel.get_by_role("button", name="Join voice").click()
+        expect(panel.locator(".voice-status")).to_have_text(
+            "Access to your microphone was refused. Allow it in the browser's site settings."
+        )
+        expect(panel.get_by_role("button", name="Join voice")).to_be_visible()
+        expect(panel.get_by_role("button", name="Leave voice")).to_be_hidden()
+        sent = [json.loads(f).get("type") for f in watched.frames_sent]
+        assert "voice_join" not in sent
+        # No console error; the only failed request is this TURN-less server's 404.
+        assert [p for p in watched.problems() if p != "GET /voice/turn 404"] == []
+    finally:
+        browser.close()
