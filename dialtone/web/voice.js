@@ -386,7 +386,15 @@ export class VoiceRoom extends EventTarget {
     this.error = null;
     this.changed();
     try {
-      const [stream, iceServers] = await Promise.all([this.openMicrophone(), iceServersFrom(this.api)]);
+      const [mic, ice] = await Promise.allSettled([this.openMicrophone(), iceServersFrom(this.api)]);
+      if (mic.status === "rejected") throw mic.reason;
+      const stream = mic.value;
+      if (ice.status === "rejected") {
+        // No ICE servers (e.g. the session ended): release the microphone we just opened.
+        for (const track of stream?.getTracks() || []) track.stop();
+        throw ice.reason;
+      }
+      const iceServers = ice.value;
       if (this.channelId !== channelId || this.state !== "joining") {
         // Left (or switched) while we waited for the microphone.
         for (const track of stream?.getTracks() || []) track.stop();
