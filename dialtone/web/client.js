@@ -664,7 +664,13 @@ export class Client {
       }
       ch.messages = [...older, ...ch.messages];
       ch.complete = messages.length < PAGE;
-      ch.loaded = true;
+      if (!ch.loaded) {
+        // Live messages that came while the first page was on its way, not already in it.
+        ch.loaded = true;
+        const have = new Set(ch.messages.map((m) => m.id));
+        for (const m of ch.early || []) if (!have.has(m.id)) ch.messages.push(m);
+        ch.early = null;
+      }
     } finally {
       ch.loading = false;
     }
@@ -721,6 +727,7 @@ export class Client {
       ch.messages.splice(mine, 1);
     }
     if (ch.loaded || mine >= 0) ch.messages.push(m);
+    else if (ch.loading) (ch.early ||= []).push(m);
     if (live && m.sender !== this.me.id) {
       const seen = this.activeChannel === ch.id && document.visibilityState === "visible";
       if (!seen) {
