@@ -176,9 +176,9 @@ export class Client {
     socket.on("channel.message.new", (event) => this.onMessage(event));
     socket.on("channel.updated", (event) => this.onChannelUpdated(event));
     socket.on("channel.deleted", (event) => this.onChannelDeleted(event));
-    socket.on("user.profile.updated", () => this.refreshProfiles());
+    socket.on("user.profile.updated", () => this.refreshProfiles().catch((e) => this.guard(e)));
     socket.on("device.joined", (event) => this.onDeviceJoined(event));
-    socket.on("device.revoked", () => this.refreshDevices());
+    socket.on("device.revoked", () => this.refreshDevices().catch((e) => this.guard(e)));
     socket.on("error", (event) => this.onServerError(event));
     // Administration events (servers with the /admin API; older servers never send them).
     socket.on("server.hello", (event) => this.onHello(event));
@@ -221,12 +221,16 @@ export class Client {
   async logout() {
     // Our own socket is closed first, so its "revoked" close is not taken for a removal.
     this.socket.close();
+    let message = "You are signed out.";
     try {
       await this.api.logout();
     } catch (error) {
-      if (!(error instanceof ApiError && error.status === 401)) throw error;
+      // Signed out here all the same; say that the server may still accept the token.
+      if (!(error instanceof ApiError && error.status === 401)) {
+        message = `Signed out on this device, but the server could not be told: ${error.friendly || error.message}`;
+      }
     }
-    await this.end("You are signed out.");
+    await this.end(message);
   }
 
   // ---- people ----
@@ -660,7 +664,13 @@ export class Client {
       }
       ch.messages = [...older, ...ch.messages];
       ch.complete = messages.length < PAGE;
-      ch.loaded = true;
+      if (!ch.loaded) {
+        // Live messages that came while the first page was on its way, not already in it.
+        ch.loaded = true;
+        const have = new Set(ch.messages.map((m) => m.id));
+        for (const m of ch.early || []) if (!have.has(m.id)) ch.messages.push(m);
+        ch.early = null;
+      }
     } finally {
       ch.loading = false;
     }
@@ -717,6 +727,7 @@ export class Client {
       ch.messages.splice(mine, 1);
     }
     if (ch.loaded || mine >= 0) ch.messages.push(m);
+    else if (ch.loading) (ch.early ||= []).push(m);
     if (live && m.sender !== this.me.id) {
       const seen = this.activeChannel === ch.id && document.visibilityState === "visible";
       if (!seen) {
