@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import types
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Sequence
 from typing import Any
 
 from dialtone.realtime.voice import VoiceRooms
@@ -56,10 +57,13 @@ ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
 class Connection:
     """One open socket: who it belongs to, its bounded send queue, and its voice room.
 
-    Events are sent through the ASGI ``send`` of the socket, in order, by a writer task
-    that is started when an event is queued and ends once the queue is empty: an idle
-    socket owns no task of its own. A fan-out event is encoded once; every socket's
-    queue holds the same string.
+    Events are sent through the ASGI ``send`` of the socket, in order. An event for a
+    socket with nothing in flight is sent at once, inside ``push``: its ``send`` is
+    stepped by hand and, as long as the transport is not paused, finishes without
+    waiting (no task at all). Only when it has to wait does a writer task take over: it
+    finishes that ``send``, then writes whatever was queued meanwhile, and ends once the
+    queue is empty; an idle socket owns no task of its own. A fan-out event is encoded
+    once; every socket's queue holds the same string.
     """
 
     __slots__ = (
@@ -109,6 +113,9 @@ class Connection:
         if self.closing is not None:
             return
         queue = self._queue
+        if self._writer is None and not queue:
+            self._send_now(text)
+            return
         if queue is None:
             queue = self._queue = deque()
         if len(queue) >= self._limit:
@@ -118,6 +125,30 @@ class Connection:
         queue.append(text)
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(self._run_writer())
+
+    def _send_now(self, text: str) -> None:
+        """Send one event to a socket with nothing in flight, without a task if it need
+        not wait; if it must (the transport is paused), a writer task finishes it."""
+        step = self._send({"type": "websocket.send", "text": text})
+        if not isinstance(step, types.CoroutineType):  # any other awaitable: a task awaits it
+            self._writer = asyncio.get_running_loop().create_task(self._run_writer(step))
+            return
+        try:
+            waiting = step.send(None)
+        except StopIteration:
+            return  # written
+        except Exception:
+            self._gone()
+            return
+        self._writer = asyncio.get_running_loop().create_task(
+            self._run_writer(_resume(step, waiting))
+        )
+
+    def _gone(self) -> None:
+        """The peer went away while we were writing: nothing more can reach it."""
+        self.closing = self.closing or (1006, "gone")
+        if self._queue is not None:
+            self._queue.clear()
 
     def close(self, code: int, reason: str, drain_timeout: float = DRAIN_TIMEOUT) -> None:
         """Close after everything already queued has been written (within drain_timeout)."""
@@ -157,25 +188,51 @@ class Connection:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(writer)
 
-    async def _run_writer(self) -> None:
+    async def _run_writer(self, in_flight: Awaitable[None] | None = None) -> None:
         send = self._send
-        queue = self._queue
         try:
+            if in_flight is not None:
+                await in_flight  # the send that push started and that had to wait
+            queue = self._queue
             while queue:
                 await send({"type": "websocket.send", "text": queue.popleft()})
             if self.closing is not None:
                 code, reason = self.closing
                 await send({"type": "websocket.close", "code": code, "reason": reason})
         except Exception:
-            # The peer went away while we were writing: nothing more can reach it.
-            self.closing = self.closing or (1006, "gone")
-            if queue is not None:
-                queue.clear()
+            self._gone()
         finally:
             self._writer = None
             if self.closing is not None and self._give_up is not None:
                 self._give_up.cancel()
                 self._give_up = None
+
+
+@types.coroutine
+def _resume(step: Coroutine[Any, Any, None], waiting: Any) -> Generator[Any, None, None]:
+    """Finish a coroutine that was stepped by hand and is suspended on ``waiting``.
+
+    ``await step`` would resume it at once, before what it waits on is done; instead,
+    each object it waits on is handed to the task running us, and it is resumed (or a
+    cancellation thrown into it) exactly when that task resumes us. The task protocol
+    is the language's (``send``/``throw``/``close``), nothing of asyncio's internals.
+    """
+    while True:
+        try:
+            yield waiting
+        except GeneratorExit:
+            step.close()
+            raise
+        except BaseException as exc:
+            try:
+                waiting = step.throw(exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                waiting = step.send(None)
+            except StopIteration:
+                return
 
 
 class Hub(OnlineDirectory):
