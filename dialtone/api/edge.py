@@ -27,6 +27,7 @@ from litestar.types import Scope as LitestarScope
 
 from dialtone.config import Settings
 from dialtone.errors import error_body
+from dialtone.realtime.gateway import FRAME_SEND
 from dialtone.security.addresses import Proxies, limit_key
 from dialtone.security.headers import header, scope_address
 
@@ -153,6 +154,7 @@ class DialtoneApp:
             if kind == "http":
                 await self._http(scope, receive, send, address)
             else:
+                scope[FRAME_SEND] = send  # the gateway's events skip Litestar's send hooks
                 await self.litestar(scope, receive, send)  # type: ignore[arg-type]
         finally:
             self.active[key] -= 1

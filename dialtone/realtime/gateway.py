@@ -51,6 +51,14 @@ from dialtone.services.channels import ChannelService
 from dialtone.services.context import Caller, ServerContext
 from dialtone.services.messages import NewMessage
 
+# The scope key under which the server's own ASGI ``send`` reaches the gateway (set by
+# dialtone.api.edge.DialtoneApp, the application uvicorn calls). Litestar hands its
+# routes a ``send`` that runs every ``before_send`` hook on every message; those hooks
+# only touch response starts, so the events of an accepted socket go out through the
+# server's ``send`` directly: two coroutines less per delivery. The handshake (accept
+# or refusal) still goes through Litestar's, hooks and all.
+FRAME_SEND = "dialtone.frame_send"
+
 log = logging.getLogger("dialtone.realtime")
 
 SUBPROTOCOL_PREFIX = "dialtone.bearer."
@@ -157,7 +165,7 @@ class Gateway:
         if subprotocol is not None:
             accept["subprotocol"] = subprotocol
         await send(accept)
-        await self.run(caller, receive, send, caller.expires_at, address)
+        await self.run(caller, receive, scope.get(FRAME_SEND, send), caller.expires_at, address)
 
     # ------------------------------------------------------------ one socket's life
 
