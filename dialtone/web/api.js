@@ -68,6 +68,9 @@ export class Api {
     } catch {
       throw new ApiError(0, "network", "Cannot reach the server. Check your connection.");
     }
+    // The server's clock, for asking later what changed since (deletions, for instance).
+    const date = Date.parse(response.headers.get("Date") || "");
+    if (!Number.isNaN(date)) this.serverDate = date;
     if (response.status === 204) return null;
     let data = null;
     const text = await response.text();
@@ -106,6 +109,9 @@ export class Api {
   deleteChannel(channelId) { return this.request("DELETE", "/channels", { query: { channel_id: channelId } }); }
   history(channelId, { before, after, limit } = {}) {
     return this.get("/channels/messages", { channel_id: channelId, before, after, limit });
+  }
+  deletions(channelId, { since, cursor } = {}) {
+    return this.get("/channels/messages/deleted", { channel_id: channelId, since, cursor, limit: 500 });
   }
   channelKey(channelId) { return this.get("/channels/keys", { channel_id: channelId }); }
   postChannelKeys(channelId, envelopes) { return this.post("/channels/keys", { channel_id: channelId, envelopes }); }
