@@ -173,7 +173,12 @@ export class Client {
     });
     socket.on("open", ({ reconnected }) => this.onOpen(reconnected));
     socket.on("ended", ({ reason }) => this.end(ENDED[reason] || ENDED.revoked));
-    socket.on("channel.message.new", (event) => this.onMessage(event));
+    socket.on("channel.message.new", (event) => {
+      // Our own message's echo is its answer: settled now, before any later error.
+      const mine = this.pending.find((p) => p.body === event.body);
+      if (mine) socket.answered(mine);
+      this.onMessage(event);
+    });
     socket.on("channel.updated", (event) => this.onChannelUpdated(event));
     socket.on("channel.deleted", (event) => this.onChannelDeleted(event));
     socket.on("user.profile.updated", () => this.refreshProfiles().catch((e) => this.guard(e)));
@@ -802,7 +807,7 @@ export class Client {
     };
     m.status = "pending";
     m.error = null;
-    if (!this.socket.send(frame)) {
+    if (!this.socket.sendAwaiting(frame, m)) {
       this.fail(m, "Not connected: the message was not sent.");
       return;
     }
@@ -823,6 +828,7 @@ export class Client {
 
   fail(m, reason) {
     clearTimeout(m.timer);
+    this.socket.answered(m);
     this.pending = this.pending.filter((p) => p !== m);
     m.status = "failed";
     m.error = reason;
@@ -830,8 +836,10 @@ export class Client {
   }
 
   onServerError(event) {
-    // Frames are answered in order: an error answers the oldest frame still pending.
-    const m = this.pending[0];
+    // The socket tells which frame an error answers: one of our messages, or another
+    // part's frame (a voice_join: the voice room says why itself).
+    if (event.answers && !this.pending.includes(event.answers)) return;
+    const m = event.answers;
     const reasons = {
       rate_limited: "Sending too fast: wait a moment and retry.",
       channel_not_found: "This channel no longer exists.",
