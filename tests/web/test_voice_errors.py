@@ -25,9 +25,7 @@ SENT_SPY = """
 """
 
 
-def test_a_failed_voice_join_does_not_fail_a_chat_message(
-    server: WebServer, new_page: Any
-) -> None:
+def test_a_failed_voice_join_does_not_fail_a_chat_message(server: WebServer, new_page: Any) -> None:
     alice = new_page()
     alice.allowed_failures.append(re.compile(r"GET /voice/turn 404$"))  # no TURN here
     a = alice.page
