@@ -15,7 +15,8 @@ FITS = "() => document.documentElement.scrollWidth <= window.innerWidth"
 # What is wider than the screen, for the failure message.
 WIDE = """() => [...document.querySelectorAll('*')]
   .filter((e) => e.getBoundingClientRect().right > window.innerWidth + 0.5)
-  .slice(0, 8).map((e) => `${e.tagName.toLowerCase()}.${e.className} ${Math.round(e.getBoundingClientRect().right)}`)"""
+  .slice(0, 8)
+  .map((e) => `${e.localName}.${e.className} ${Math.round(e.getBoundingClientRect().right)}`)"""
 
 
 def assert_fits(page: Page, screen: str) -> None:
