@@ -14,7 +14,10 @@ from tests.web.conftest import PASSWORD, WebServer, register_in_browser
 PHONE = {"viewport": {"width": 320, "height": 700}, "is_mobile": True, "has_touch": True}
 
 OVERFLOW = """() => [...document.querySelectorAll('body *')]
-  .filter((el) => { const r = el.getBoundingClientRect(); return r.width > 0 && r.right > innerWidth + 0.5; })
+  .filter((el) => {
+    const r = el.getBoundingClientRect();
+    return r.width > 0 && r.right > innerWidth + 0.5;
+  })
   .map((el) => el.tagName.toLowerCase() + '.' + [...el.classList].join('.'))"""
 
 
@@ -62,7 +65,8 @@ def test_a_small_phone_never_scrolls_sideways(server: WebServer, new_page: Any) 
     assert_fits(q, "devices page")
     box = q.get_by_role("checkbox").bounding_box()
     label = q.locator("label[for=alerts-here]").bounding_box()
-    assert box is not None and label is not None
+    assert box is not None
+    assert label is not None
     assert label["x"] > box["x"] + box["width"], "the checkbox's label is not beside it"
     assert label["y"] < box["y"] + box["height"], "the checkbox's label is not beside it"
 
