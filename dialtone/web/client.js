@@ -731,8 +731,14 @@ export class Client {
       await this.refreshProfiles();
       for (const ch of this.channels.values()) {
         if (!ch.loaded) continue;
-        await this.catchUp(ch);
-        await this.catchUpDeletions(ch);
+        try {
+          await this.catchUp(ch);
+          await this.catchUpDeletions(ch);
+        } catch (error) {
+          // Deleted meanwhile (its channel.deleted is lost too): the others still catch up.
+          if (!(error instanceof ApiError && error.status === 404)) throw error;
+          this.onChannelDeleted({ channel_id: ch.id });
+        }
       }
       this.emit("messages", null);
     } catch (error) {
