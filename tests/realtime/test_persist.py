@@ -56,12 +56,10 @@ class Outside:
 
     async def __aenter__(self) -> Outside:
         if self.sqlite:
-            # Used from a worker thread (one call at a time): a wait for SQLite's lock
-            # must not block the event loop the in-process server runs on, or the server
-            # could never commit the transaction that holds it (its background writes,
-            # e.g. the server log, can hold the lock at any moment).
+            # Used from worker threads: the server runs on this process's event loop, which a
+            # blocking call (waiting out the server's own write) must not hold up.
             self._lite = sqlite3.connect(
-                self.url, isolation_level=None, timeout=30, check_same_thread=False
+                self.url, isolation_level=None, timeout=10, check_same_thread=False
             )
         else:
             self._pg = await asyncpg.connect(self.url)
