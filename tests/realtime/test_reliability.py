@@ -304,6 +304,8 @@ async def test_binary_frames_count_against_the_limits(settings: Settings, tmp_pa
         member = await setup.register("binary")
     limited = with_settings(settings, rate_limits=True, ws_signal_burst=5, ws_signal_rate=1.0)
     async with running_server(limited) as live:
+        # A standing clock: nothing refills between frames on a slow machine.
+        live.server.config.app.state.gateway.frame_clock = ManualClock()  # type: ignore[attr-defined]
         ws = await live.connect(member)
         for _ in range(6):
             await ws.send(b"\x00\x01")
