@@ -30,6 +30,7 @@ from dialtone.api.openapi import DialtoneOpenAPIConfig
 from dialtone.api.presence import presence
 from dialtone.api.users import UserController
 from dialtone.api.voice import turn_credentials
+from dialtone.api.web import web_handlers
 from dialtone.config import Settings, require_secrets
 from dialtone.db.engine import create_engine, create_sessionmaker
 from dialtone.realtime.admin import AdminEvents
@@ -140,6 +141,7 @@ def create_app(settings: Settings) -> DialtoneApp:
             ready,
             turn_credentials,
             ws_endpoint,
+            *web_handlers(),
         ],
         dependencies={"uow": Provide(provide_uow), "ctx": Provide(provide_ctx)},
         middleware=[address_ban_middleware(ctx)],

@@ -24,7 +24,7 @@ from dialtone.config import Settings
 from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.errors import DialtoneError, error_body
 from dialtone.realtime.hub import CLOSE_POLICY, DRAIN_TIMEOUT, Connection, Hub
-from dialtone.realtime.limits import FrameLimits
+from dialtone.realtime.limits import FrameLimits, UserChatBuckets
 from dialtone.realtime.writer import MessageNotStored, MessageWriter
 from dialtone.schemas.common import MAX_BODY_BYTES
 from dialtone.schemas.events import (
@@ -109,6 +109,8 @@ class Gateway:
             ctx,
             cluster_locks=bool(self.settings.redis_url) and not self.settings.is_sqlite,
         )
+        # Chat budgets per user, on the same clock as the per-socket buckets.
+        self.user_chat = UserChatBuckets(self.settings, lambda: self.frame_clock())
         self._bad_data: set[str] = set()  # sockets whose bad frames were logged already
 
     @property
@@ -189,7 +191,11 @@ class Gateway:
         # ctx.settings, not self.settings: the limits are live settings.
         settings = self.ctx.settings
         limits = (
-            FrameLimits.from_settings(settings, self.frame_clock) if settings.rate_limits else None
+            FrameLimits.from_settings(
+                settings, self.frame_clock, user_chat=self.user_chat.of(caller.user_id)
+            )
+            if settings.rate_limits
+            else None
         )
         live = self.ctx.live_settings
         hello = ServerHello(
@@ -286,8 +292,7 @@ class Gateway:
             self._error(conn, "server_error", "the server could not handle this message")
 
     def _allowed(self, conn: Connection, limits: FrameLimits, *, chat: bool) -> bool:
-        bucket = limits.chat if chat else limits.signal
-        if bucket.hit().allowed:
+        if limits.allow_chat() if chat else limits.signal.hit().allowed:
             limits.limited = False
             return True
         policy = "ws_chat" if chat else "ws_signal"

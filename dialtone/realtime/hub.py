@@ -42,7 +42,6 @@ log = logging.getLogger("dialtone.realtime")
 CLOSE_GOING_AWAY = 1001
 CLOSE_SERVICE_RESTART = 1012  # drain: reconnect, the load balancer picks another node
 CLOSE_POLICY = 1008
-CLOSE_TOO_BIG = 1009
 CLOSE_TRY_AGAIN = 1013
 
 # How long a closing socket may take to write what was queued before it is dropped.
@@ -198,9 +197,6 @@ class Hub(OnlineDirectory):
         # Bans, kicks and live settings (realtime/admin.py), applied as they arrive.
         self.on_admin: Callable[[AdminControl], None] | None = None
 
-    def bind(self, publish: Callable[[Sequence[Event]], Awaitable[None]]) -> None:
-        self._publish = publish
-
     async def publish(self, events: Sequence[Event]) -> None:
         assert self._publish is not None
         await self._publish(events)
@@ -246,13 +242,14 @@ class Hub(OnlineDirectory):
     # ------------------------------------------------------------ lifecycle of a socket
 
     async def attach(self, conn: Connection, hello: str | None = None) -> None:
-        """Snapshot to the newcomer, then ``device.joined``.
+        """Snapshot to the newcomer, then ``device.joined`` to everyone else.
 
-        ``device.joined`` goes to everyone (the newcomer too) when the device comes
-        online on this node, i.e. with its first socket here. A further socket of a
-        device that is already online gets its own ``device.joined`` as its greeting,
-        but nobody else is told again: they heard of that device already, and the
-        announcement of every extra socket to every socket made connecting quadratic.
+        ``device.joined`` goes out when the device comes online on this node, i.e. with
+        its first socket here, and never to the device itself (the existing client
+        answers its own with a second key and profile sync). A further socket of a device
+        that is already online is announced to nobody: the others heard of that device
+        already, and announcing every extra socket to every socket made connecting
+        quadratic.
         """
         conn.push(encode_event(VoicePresenceSnapshot(voice_rooms=self.voice.snapshot())))
         if hello is not None:
@@ -261,12 +258,9 @@ class Hub(OnlineDirectory):
         self._by_user.setdefault(conn.user_id, set()).add(conn)
         online = self._device_sockets.get(conn.device_id, 0)
         self._device_sockets[conn.device_id] = online + 1
-        joined = DeviceJoined(sender=conn.user_id, device_id=conn.device_id)
         events: list[Event] = []
-        if online:
-            conn.push(encode_event(joined))
-        else:
-            events.append(joined)
+        if not online:
+            events.append(DeviceJoined(sender=conn.user_id, device_id=conn.device_id))
         if self.replicated:
             events.append(SocketOpened(user_id=conn.user_id, conn_id=conn.id))
         if events:
@@ -408,10 +402,11 @@ class Hub(OnlineDirectory):
 
     # ------------------------------------------------------------ delivery
 
-    def broadcast(self, text: str) -> None:
-        """One event, encoded once, to every socket."""
+    def broadcast(self, text: str, skip_device: str | None = None) -> None:
+        """One event, encoded once, to every socket (but ``skip_device``'s)."""
         for conn in list(self.conns.values()):
-            conn.push(text)
+            if conn.device_id != skip_device:
+                conn.push(text)
 
     async def deliver(self, events: Sequence[Event]) -> None:
         for event in events:
@@ -438,6 +433,8 @@ class Hub(OnlineDirectory):
                 self.voice.apply_membership(event)
             case VoiceRelay():
                 self.voice.apply_relay(event)
+            case DeviceJoined(device_id=device_id):
+                self.broadcast(encode_event(event), skip_device=device_id)
             case ChannelDeleted(channel_id=channel_id):
                 self.broadcast(encode_event(event))
                 self.voice.end_room(channel_id)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import msgspec
 
-from dialtone.schemas.common import _NO_NUL, Id, MessageBody, NameCipher
+from dialtone.schemas.common import _NO_NUL, Id, MessageBody, NameCipher, trimmed
 
 # SDP and ICE text; the 64 KiB frame limit bounds it first.
 Signal = Annotated[str, msgspec.Meta(min_length=1, max_length=60 * 1024, pattern=_NO_NUL)]
@@ -297,6 +297,10 @@ class ChannelMessageSend(ClientFrame, tag="channel.message.send"):
     channel_id: Id
     body: MessageBody
     sender_name_enc: NameCipher
+
+    def __post_init__(self) -> None:
+        self.body = trimmed(self.body, "body")
+        self.sender_name_enc = trimmed(self.sender_name_enc, "sender_name_enc")
 
 
 class VoiceJoin(ClientFrame, tag="voice_join"):

@@ -12,6 +12,7 @@ from dialtone.db.repositories.invites import InviteRepository
 from dialtone.db.repositories.sessions import SessionRepository
 from dialtone.db.repositories.users import UserRepository
 from dialtone.db.unit_of_work import UnitOfWork
+from dialtone.db.upsert import ReferenceGone
 from dialtone.errors import (
     Conflict,
     Forbidden,
@@ -57,6 +58,41 @@ def checked_public_key(raw: str) -> str:
     return raw
 
 
+async def rate_limit(ctx: ServerContext, policy: str, key: str, client: str | None = None) -> None:
+    decision = await ctx.limiter.hit(policy, key)
+    if not decision.allowed:
+        ctx.server_log.record(
+            "rate_limited", level="warning", address=client, message=f"policy {policy}"
+        )
+        raise RateLimited(
+            "too many attempts, try again later", retry_after=retry_after_seconds(decision)
+        )
+
+
+async def register_device(
+    ctx: ServerContext, devices: DeviceRepository, user_id: str, public_key: str, now: datetime
+) -> Device:
+    """The user's device for this key: the known one, or a new one within the user's cap
+    and device rate limit. One statement, so simultaneous logins share one device."""
+    try:
+        outcome = await devices.register(
+            user_id, public_key, now, ctx.settings.max_devices_per_user
+        )
+    except ReferenceGone:
+        raise Unauthorized("invalid username or password", code="invalid_credentials") from None
+    if outcome is None:
+        raise Conflict(
+            f"this account has {ctx.settings.max_devices_per_user} devices, the most allowed: "
+            "revoke one (DELETE /devices/{id}) before adding another",
+            code="device_limit",
+        )
+    device, created = outcome
+    if created:
+        # Charged only for a device that is really new; a refusal rolls the insert back.
+        await rate_limit(ctx, "device", user_id)
+    return device
+
+
 class AuthService:
     def __init__(self, uow: UnitOfWork, ctx: ServerContext) -> None:
         self.uow = uow
@@ -67,14 +103,7 @@ class AuthService:
         self.invites = InviteRepository(uow.session)
 
     async def _limit(self, policy: str, key: str, client: str | None = None) -> None:
-        decision = await self.ctx.limiter.hit(policy, key)
-        if not decision.allowed:
-            self.ctx.server_log.record(
-                "rate_limited", level="warning", address=client, message=f"policy {policy}"
-            )
-            raise RateLimited(
-                "too many attempts, try again later", retry_after=retry_after_seconds(decision)
-            )
+        await rate_limit(self.ctx, policy, key, client)
 
     async def register(
         self,
@@ -183,13 +212,7 @@ class AuthService:
             raise Forbidden("banned from this server", code="banned")
         if self.ctx.passwords.needs_rehash(stored):
             user.password_hash = await self.ctx.hashing.run(self.ctx.passwords.hash, password)
-        device = await self.devices.get_by_key(user.id, public_key)
-        if device is None:
-            device = await self.devices.add(
-                Device(user_id=user.id, public_key=public_key, created_at=now, last_seen_at=now)
-            )
-        else:
-            device.last_seen_at = now
+        device = await register_device(self.ctx, self.devices, user.id, public_key, now)
         await self.ctx.server_log.add(
             self.uow.session, "login", user_id=user.id, device_id=device.id, address=client
         )

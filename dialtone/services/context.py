@@ -143,6 +143,10 @@ def http_policies(settings: Settings) -> dict[str, Bucket]:
         "login_user_total": Bucket.per(settings.login_user_burst, settings.login_user_refill),
         "register": register,
         "admin_token": Bucket.per(settings.admin_token_burst, settings.admin_token_refill),
+        # keyed by user id: new devices, and envelope writes (the existing client re-shares
+        # every channel's key from every device every 30 s, so this bucket is wide)
+        "device": Bucket.per(settings.device_burst, settings.device_refill),
+        "envelope": Bucket.per(settings.envelope_burst, settings.envelope_refill),
     }
 
 

@@ -27,10 +27,6 @@ class UserRepository:
         result = await self.session.execute(select(User).where(User.username_hash == username_hash))
         return result.scalar_one_or_none()
 
-    async def any_exist(self) -> bool:
-        result = await self.session.execute(select(func.count()).select_from(User).limit(1))
-        return bool(result.scalar_one())
-
     async def others_registered(self, user_id: str) -> bool:
         """Whether an account other than ``user_id`` exists. Names reserved through
         POST /users have no password and are not accounts."""
