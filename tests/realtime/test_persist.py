@@ -56,7 +56,12 @@ class Outside:
 
     async def __aenter__(self) -> Outside:
         if self.sqlite:
-            self._lite = sqlite3.connect(self.url, isolation_level=None, timeout=10)
+            # Used from worker threads: the server under test shares this event loop, and
+            # a blocking wait for the write lock here would keep it from committing
+            # whatever write (a server log entry, say) it has in flight.
+            self._lite = sqlite3.connect(
+                self.url, isolation_level=None, timeout=10, check_same_thread=False
+            )
         else:
             self._pg = await asyncpg.connect(self.url)
         return self
@@ -69,7 +74,7 @@ class Outside:
 
     async def execute(self, sql: str) -> None:
         if self._lite is not None:
-            self._lite.execute(sql)
+            await asyncio.to_thread(self._lite.execute, sql)
         else:
             assert self._pg is not None
             await self._pg.execute(sql)
