@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import datetime
 from typing import NamedTuple, cast
@@ -62,7 +63,53 @@ class MessageRepository:
 
         Without a cursor: the newest. ``before_seq``: the newest ones older than it.
         ``after_seq``: the oldest ones newer than it (catching up after a reconnect).
+
+        Read ``PAGE_CHUNK`` rows at a time: SQLite reads run on the event loop (see
+        db/sqlite.py), and a full page of large messages read at once held every other
+        request up for tens of milliseconds. Between chunks the loop serves the others.
         """
+        if after_seq is not None:
+            rows: list[StoredMessage] = []
+            seq: int | None = after_seq
+            while seq is not None:
+                want = min(PAGE_CHUNK, limit - len(rows))
+                chunk = await self._chunk(channel_id, want, after_seq=seq)
+                rows.extend(chunk)
+                if len(chunk) < want or len(rows) >= limit:
+                    break
+                seq = await self._next_cursor(channel_id, chunk[-1].id)
+            return rows
+        chunks: list[list[StoredMessage]] = []
+        taken = 0
+        seq = before_seq
+        while True:
+            want = min(PAGE_CHUNK, limit - taken)
+            chunk = await self._chunk(channel_id, want, before_seq=seq)
+            chunks.append(chunk)
+            taken += len(chunk)
+            if len(chunk) < want or taken >= limit:
+                break
+            seq = await self._next_cursor(channel_id, chunk[0].id)
+            if seq is None:
+                break
+        if len(chunks) == 1:
+            return chunks[0]
+        return [row for chunk in reversed(chunks) for row in chunk]
+
+    async def _next_cursor(self, channel_id: str, message_id: str) -> int | None:
+        seq = await self.seq_of(channel_id, message_id)
+        await asyncio.sleep(0)  # let other requests run between chunks
+        return seq
+
+    async def _chunk(
+        self,
+        channel_id: str,
+        limit: int,
+        *,
+        before_seq: int | None = None,
+        after_seq: int | None = None,
+    ) -> list[StoredMessage]:
+        """One statement's worth of ``page``, oldest first."""
         params: dict[str, object] = {"channel_id": channel_id, "limit": limit}
         if after_seq is not None:
             result = await self.session.execute(_OLDEST_AFTER, {**params, "seq": after_seq})
@@ -75,6 +122,9 @@ class MessageRepository:
         rows.reverse()
         return rows
 
+
+# Rows per statement when a history page is read (a page may hold up to 500).
+PAGE_CHUNK = 100
 
 # Core insert on the table: the ORM's unit of work costs more than SQLite's insert.
 _INSERT = insert(cast(Table, ChannelMessage.__table__))
