@@ -78,6 +78,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     envelope_refill: float = 0.1
     ws_user_chat_burst: int = 20
     ws_user_chat_rate: float = 10.0
+    # Server processes on one port (dialtone.workers); more than one needs Redis.
+    workers: int = 1
+    # PostgreSQL only: wait for the WAL flush (fsync) before acknowledging a message
+    # batch. Off trades the last fraction of a second of acknowledged messages on a
+    # database or machine crash for a commit that does not wait for the disk.
+    message_sync_commit: bool = True
 
     @property
     def is_sqlite(self) -> bool:
@@ -374,6 +380,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             env, "DIALTONE_WS_USER_CHAT_BURST", DEFAULTS.ws_user_chat_burst, minimum=1
         ),
         ws_user_chat_rate=_float(env, "DIALTONE_WS_USER_CHAT_RATE", DEFAULTS.ws_user_chat_rate),
+        workers=_int(env, "DIALTONE_WORKERS", DEFAULTS.workers, minimum=1),
+        message_sync_commit=_bool(
+            env, "DIALTONE_MESSAGE_SYNC_COMMIT", DEFAULTS.message_sync_commit
+        ),
     )
 
 

@@ -55,11 +55,6 @@ class Gone(DialtoneError):
     code = "gone"
 
 
-class PayloadTooLarge(DialtoneError):
-    status = 413
-    code = "payload_too_large"
-
-
 class RateLimited(DialtoneError):
     status = 429
     code = "rate_limited"

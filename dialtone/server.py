@@ -10,7 +10,6 @@ until a head breaks a bound. See docs/OPERATIONS.md for the same bounds at a pro
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import socket
 from typing import Any, cast
@@ -21,6 +20,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from dialtone.api.edge import DialtoneApp
 from dialtone.app import create_app
 from dialtone.config import Settings
+from dialtone.errors import error_body
 
 # A request head (request line, headers, and a chunked body's trailers) must fit in
 # MAX_HEADER_BYTES and arrive within HEADER_TIMEOUT seconds of its first byte (or of
@@ -260,7 +260,7 @@ class BoundedHttp(asyncio.Protocol):
             return
         if self.framing.heads == 0:
             # Nothing of uvicorn's is in flight: the answer cannot interleave with one.
-            body = json.dumps({"error": message, "code": "bad_request"}).encode()
+            body = error_body(message, "bad_request")
             transport.write(
                 b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
                 b"content-length: %d\r\nconnection: close\r\n\r\n%s"
@@ -328,5 +328,7 @@ class DialtoneServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def serve(settings: Settings) -> None:
-    DialtoneServer(uvicorn_config(settings)).run()
+def serve(settings: Settings, sockets: list[socket.socket] | None = None) -> None:
+    """Serve until stopped; on ``sockets`` when given (``dialtone.workers``), else on
+    settings.host:settings.port."""
+    DialtoneServer(uvicorn_config(settings)).run(sockets=sockets)

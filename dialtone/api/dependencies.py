@@ -48,20 +48,6 @@ async def resolve_caller(request: Request[object, object, State], uow: UnitOfWor
     return caller
 
 
-async def _resolve_or_release(
-    request: Request[object, object, State], uow: UnitOfWork
-) -> Caller | None:
-    """Litestar never resumes generator dependencies (provide_uow) when a later dependency
-    raises, so a refusal here would strand the request's DB connection until garbage
-    collection: release it before raising."""
-    try:
-        return await resolve_caller(request, uow)
-    except BaseException:
-        await uow.rollback()
-        await uow.close()
-        raise
-
-
 async def provide_caller(request: Request[object, object, State], uow: Uow) -> Caller:
     try:
         caller = await resolve_caller(request, uow)
@@ -75,15 +61,8 @@ async def provide_caller(request: Request[object, object, State], uow: Uow) -> C
     return caller
 
 
-async def provide_optional_caller(
-    request: Request[object, object, State], uow: Uow
-) -> Caller | None:
-    return await _resolve_or_release(request, uow)
-
-
 # Handler parameter types for the app-level dependencies (Litestar wants them named).
 Uow = NamedDependency[UnitOfWork]
 Ctx = NamedDependency[ServerContext]
 CallerDep = NamedDependency[Caller]
 ClientDep = NamedDependency[str]
-OptionalCallerDep = NamedDependency[Caller | None]

@@ -13,7 +13,15 @@ from dialtone.db.repositories.sessions import SessionRepository
 from dialtone.db.repositories.users import UserRepository
 from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.db.upsert import ReferenceGone
-from dialtone.errors import Conflict, Gone, InvalidInput, NotFound, RateLimited, Unauthorized
+from dialtone.errors import (
+    Conflict,
+    Forbidden,
+    Gone,
+    InvalidInput,
+    NotFound,
+    RateLimited,
+    Unauthorized,
+)
 from dialtone.schemas.events import SessionsRevoked
 from dialtone.security import tokens, usernames
 from dialtone.security.addresses import limit_key
@@ -50,9 +58,12 @@ def checked_public_key(raw: str) -> str:
     return raw
 
 
-async def rate_limit(ctx: ServerContext, policy: str, key: str) -> None:
+async def rate_limit(ctx: ServerContext, policy: str, key: str, client: str | None = None) -> None:
     decision = await ctx.limiter.hit(policy, key)
     if not decision.allowed:
+        ctx.server_log.record(
+            "rate_limited", level="warning", address=client, message=f"policy {policy}"
+        )
         raise RateLimited(
             "too many attempts, try again later", retry_after=retry_after_seconds(decision)
         )
@@ -91,8 +102,8 @@ class AuthService:
         self.sessions = SessionRepository(uow.session)
         self.invites = InviteRepository(uow.session)
 
-    async def _limit(self, policy: str, key: str) -> None:
-        await rate_limit(self.ctx, policy, key)
+    async def _limit(self, policy: str, key: str, client: str | None = None) -> None:
+        await rate_limit(self.ctx, policy, key, client)
 
     async def register(
         self,
@@ -107,7 +118,9 @@ class AuthService:
 
         Registration redeems an invite, so its per-address limit also bounds invite guessing.
         """
-        await self._limit("register", limit_key(client))
+        await self._limit("register", limit_key(client), client)
+        if not self.ctx.live_settings.registration_open:
+            raise Forbidden("registration is closed on this server", code="registration_closed")
         name = checked_username(username)
         problem = check_password_strength(password)
         if problem:
@@ -121,7 +134,8 @@ class AuthService:
         invite = await self.invites.get(invite_hash)
         if invite is None:
             raise NotFound("unknown invite", code="invite_not_found")
-        if invite.consumed_at is not None or invite.expires_at <= now:
+        spent = invite.uses >= invite.max_uses or invite.revoked_at is not None
+        if spent or invite.expires_at <= now:
             raise Gone("invite expired or already used", code="invite_gone")
 
         name_hash = usernames.username_hash(self.ctx.settings.username_pepper, name)
@@ -152,6 +166,9 @@ class AuthService:
         device = await self.devices.add(
             Device(user_id=user.id, public_key=public_key, created_at=now, last_seen_at=now)
         )
+        await self.ctx.server_log.add(
+            self.uow.session, "register", user_id=user.id, device_id=device.id, address=client
+        )
         return await self._start_session(user, device, name, now)
 
     async def login(
@@ -164,9 +181,9 @@ class AuthService:
         # address's own buckets run dry long before it could drain the account's: a
         # stranger failing logins from one place cannot lock the owner out elsewhere.
         where = limit_key(client)
-        await self._limit("login_address", where)
-        await self._limit("login_user", f"{name_hash}|{where}")
-        await self._limit("login_user_total", name_hash)
+        await self._limit("login_address", where, client)
+        await self._limit("login_user", f"{name_hash}|{where}", client)
+        await self._limit("login_user_total", name_hash, client)
         if usernames.check_username(name):
             # Same answer as a wrong password: do not reveal which names are valid.
             await self.ctx.hashing.run(self.ctx.passwords.verify, None, password)
@@ -182,9 +199,23 @@ class AuthService:
             await self._login_failed(client, name_hash, user)
 
         now = self.ctx.clock()
+        # Told only to whoever knows the password: a refusal reveals nothing to guessers.
+        if user.is_locked:
+            self.ctx.server_log.record(
+                "login_failed", user_id=user.id, address=client, message="account locked"
+            )
+            raise Forbidden("this account is locked", code="account_locked")
+        if self.ctx.bans.user_ban(user.id, now) is not None:
+            self.ctx.server_log.record(
+                "login_failed", user_id=user.id, address=client, message="user banned"
+            )
+            raise Forbidden("banned from this server", code="banned")
         if self.ctx.passwords.needs_rehash(stored):
             user.password_hash = await self.ctx.hashing.run(self.ctx.passwords.hash, password)
         device = await register_device(self.ctx, self.devices, user.id, public_key, now)
+        await self.ctx.server_log.add(
+            self.uow.session, "login", user_id=user.id, device_id=device.id, address=client
+        )
         return await self._start_session(user, device, name, now)
 
     async def _login_failed(self, client: str, name_hash: str, user: User | None) -> NoReturn:
@@ -196,6 +227,9 @@ class AuthService:
         log.info(
             "login failed",
             extra={"event": "login_failed", "user_id": user.id if user else None, "client": client},
+        )
+        self.ctx.server_log.record(
+            "login_failed", user_id=user.id if user else None, address=client
         )
         raise Unauthorized("invalid username or password", code="invalid_credentials")
 
@@ -229,6 +263,7 @@ class AuthService:
         if cache is not None:
             cached = cache.get(digest, now)
             if cached is not None:
+                self.ctx.bans.check_user(cached.user_id, now)
                 await self._seen(cached.device_id)
                 return cached
             epoch = cache.epoch  # before the query: a revocation meanwhile voids the answer
@@ -236,6 +271,9 @@ class AuthService:
         if found is None:
             return None
         session, user = found
+        if user.is_locked:
+            return None
+        self.ctx.bans.check_user(user.id, now)
         await self._seen(session.device_id)
         caller = Caller(
             user_id=user.id,
@@ -244,6 +282,7 @@ class AuthService:
             is_trusted=user.is_trusted,
             token_hash=digest,
             expires_at=session.expires_at,
+            is_moderator=user.is_moderator,
         )
         if cache is not None:
             cache.put(digest, caller, session.expires_at, epoch)

@@ -59,6 +59,9 @@ class DeviceService:
         await self.envelopes.delete_for_device(device_id)
         self.ctx.seen.pop(device_id, None)
         self.uow.emit(DeviceRevoked(sender=caller.user_id, device_id=device_id))
+        await self.ctx.server_log.add(
+            self.uow.session, "device_revoked", user_id=caller.user_id, device_id=device_id
+        )
         log.info(
             "device revoked",
             extra={

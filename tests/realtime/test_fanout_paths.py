@@ -77,6 +77,7 @@ async def test_greeting_order(
 ) -> None:
     ws = await live.connect_raw(member)
     assert (await recv(ws))["type"] == "voice.presence.snapshot"
+    assert (await recv(ws))["type"] == "server.hello"  # additive (administration)
     other = await live.connect(admin)
     assert await next_of(ws, "device.joined") == {
         "type": "device.joined",

@@ -92,9 +92,3 @@ class KeyEnvelopeRepository:
         await self.session.execute(
             delete(DirectoryKeyEnvelope).where(DirectoryKeyEnvelope.device_id == device_id)
         )
-
-    async def list_channel_envelopes(self, channel_id: str) -> Sequence[ChannelKeyEnvelope]:
-        result = await self.session.execute(
-            select(ChannelKeyEnvelope).where(ChannelKeyEnvelope.channel_id == channel_id)
-        )
-        return result.scalars().all()
