@@ -26,7 +26,7 @@ from typing import Any
 
 from common import ROOT, emit, machine_figures, postgres_database
 
-sys.path.insert(0, str(ROOT))  # tests/ helpers: settings, registration
+sys.path.append(str(ROOT))  # tests/ helpers (appended: PYTHONPATH still picks dialtone)
 
 
 async def measure(db_url: str, data_dir: Path, args: argparse.Namespace) -> dict[str, Any]:

@@ -83,7 +83,8 @@ def cell(summary: dict[str, Any], key: str) -> str:
 def table(name: str, result: dict[str, Any], kind: str) -> str:
     heads = [label for _, label in FIGURES[kind]]
     lines = [
-        f"**{name}** (`{result['command']}`, {result['rounds']} rounds)",
+        f"**{name}** (`{result['command'].replace(str(HERE.parent) + '/', '')}`, "
+        f"{result['rounds']} rounds)",
         "",
         "| variant | " + " | ".join(heads) + " |",
         "| --- |" + " --- |" * len(heads),

@@ -119,7 +119,7 @@ class Gateway:
         return maker
 
     def unit_of_work(self) -> UnitOfWork:
-        return UnitOfWork(self.sessionmaker, self.hub.publish)
+        return UnitOfWork(self.sessionmaker, self.hub.publish, self.ctx.database_failed)
 
     # ------------------------------------------------------------ handshake
 

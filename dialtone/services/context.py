@@ -107,6 +107,13 @@ class ServerContext:
         if self.session_cache is not None:
             self.session_cache.changing(uow)
 
+    def database_failed(self) -> None:
+        """A transaction ended with the database failing: cached sessions are dropped, so
+        that nothing is vouched for by a cache while the database cannot confirm it (a new
+        socket is refused with 503 during an outage, as a new request is)."""
+        if self.session_cache is not None:
+            self.session_cache.invalidate()
+
     @classmethod
     def from_settings(
         cls,
