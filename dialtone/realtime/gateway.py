@@ -134,7 +134,10 @@ class Gateway:
         if token is not None:
             try:
                 async with self.unit_of_work() as uow:
-                    caller = await AuthService(uow, self.ctx).authenticate(token)
+                    # From the database, not the session cache: a socket is accepted
+                    # only while the database answers (its frames need it), as before
+                    # the cache; an outage refuses the handshake with 503.
+                    caller = await AuthService(uow, self.ctx).authenticate(token, cached=False)
             except Exception as exc:
                 log.error("websocket handshake: session lookup failed: %s", type(exc).__name__)
                 await _deny(scope, send, 503, "database unavailable, try again", "unavailable")

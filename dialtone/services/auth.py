@@ -197,17 +197,19 @@ class AuthService:
             token=token, user=user, device=device, username=name, expires_at=expires_at
         )
 
-    async def authenticate(self, token: str) -> Caller | None:
+    async def authenticate(self, token: str, *, cached: bool = True) -> Caller | None:
+        """The token's caller, or None. ``cached=False`` reads the database even when the
+        session cache knows the token (the answer still refreshes the cache)."""
         if not token or len(token) > 256:
             return None
         digest = tokens.token_hash(token)
         now = self.ctx.clock()
         cache = self.ctx.session_cache
         if cache is not None:
-            cached = cache.get(digest, now)
-            if cached is not None:
-                await self._seen(cached.device_id)
-                return cached
+            known = cache.get(digest, now) if cached else None
+            if known is not None:
+                await self._seen(known.device_id)
+                return known
             epoch = cache.epoch  # before the query: a revocation meanwhile voids the answer
         found = await self.sessions.resolve(digest, now)
         if found is None:
