@@ -68,38 +68,60 @@ def latency_figures(latencies: Sequence[float]) -> dict[str, float | None]:
 
 
 def emit(result: dict[str, Any]) -> None:
-    """The one JSON object a bench script prints."""
-    print(json.dumps(result, sort_keys=False), flush=True)
+    """The one JSON object a bench script prints (with the load average at its end)."""
+    load1 = round(os.getloadavg()[0], 2)
+    print(json.dumps({**result, "loadavg_1m_after": load1}, sort_keys=False), flush=True)
 
 
 class CpuMeter:
-    """CPU seconds and RSS of a process (the server) over a measured window."""
+    """CPU seconds and RSS of the server over a measured window: its process and every
+    child (``DIALTONE_WORKERS`` > 1 serves from child processes)."""
 
     def __init__(self, pid: int | None) -> None:
         self.process = psutil.Process(pid) if pid else None
-        self._cpu0 = 0.0
+        self._cpu0: dict[int, float] = {}
         self._t0 = 0.0
         self.cpu_seconds = 0.0
         self.wall = 0.0
 
-    def _cpu(self) -> float:
+    def _tree(self) -> list[psutil.Process]:
         if self.process is None:
-            return 0.0
-        times = self.process.cpu_times()
-        return float(times.user + times.system)
+            return []
+        with suppress(psutil.Error):
+            return [self.process, *self.process.children(recursive=True)]
+        return []
+
+    def _cpu(self) -> dict[int, float]:
+        seen: dict[int, float] = {}
+        for proc in self._tree():
+            with suppress(psutil.Error):
+                times = proc.cpu_times()
+                seen[proc.pid] = float(times.user + times.system)
+        return seen
 
     def start(self) -> None:
         self._cpu0 = self._cpu()
         self._t0 = time.monotonic()
 
     def stop(self) -> None:
-        self.cpu_seconds = self._cpu() - self._cpu0
+        now = self._cpu()
+        self.cpu_seconds = sum(cpu - self._cpu0.get(pid, 0.0) for pid, cpu in now.items())
         self.wall = time.monotonic() - self._t0
 
     def rss_mib(self) -> float | None:
         if self.process is None:
             return None
-        return round(self.process.memory_info().rss / 2**20, 1)
+        total = 0
+        for proc in self._tree():
+            with suppress(psutil.Error):
+                total += proc.memory_info().rss
+        return round(total / 2**20, 1)
+
+    def per_unit_us(self, count: int) -> float | None:
+        """Server CPU microseconds per delivery or request over the window."""
+        if self.process is None or not count:
+            return None
+        return round(self.cpu_seconds * 1e6 / count, 2)
 
     def figures(self, prefix: str = "server") -> dict[str, Any]:
         if self.process is None:
@@ -107,6 +129,7 @@ class CpuMeter:
         pct = 100 * self.cpu_seconds / self.wall if self.wall else None
         return {
             f"{prefix}_cpu_pct": None if pct is None else round(pct, 1),
+            f"{prefix}_cpu_s": round(self.cpu_seconds, 3),
             f"{prefix}_rss_mib": self.rss_mib(),
         }
 
@@ -698,6 +721,112 @@ def run_load(job: Job, processes: int, server: CpuMeter) -> dict[str, Any]:
         "generator_procs": procs,
         "generator_cpu_pct": round(100 * generator_cpu / elapsed, 1),
         **server.figures(),
+        "server_us_per_request": server.per_unit_us(len(latencies)),
+    }
+
+
+# ------------------------------------------------------------------ wrk (compiled HTTP load)
+
+_WRK_SCRIPT = """
+local bodies = {%(bodies)s}
+local method, path = %(method)s, %(path)s
+local headers = {%(headers)s}
+local n = 0
+request = function()
+  n = n + 1
+  local body = nil
+  if #bodies > 0 then body = bodies[(n %% #bodies) + 1] end
+  return wrk.format(method, path, headers, body)
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests":%%d,"duration_us":%%d,"errors_connect":%%d,"errors_read":%%d,' ..
+    '"errors_write":%%d,"errors_status":%%d,"errors_timeout":%%d,"p50_us":%%d,' ..
+    '"p90_us":%%d,"p99_us":%%d,"max_us":%%d}\\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+end
+"""
+
+
+def _lua(text: str) -> str:
+    return json.dumps(text)  # a JSON string is a valid Lua string literal for ASCII
+
+
+def run_wrk(
+    target: Target,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    connections: int,
+    duration: float,
+    server: CpuMeter,
+    bodies: Sequence[bytes] = (),
+    threads: int = 1,
+) -> dict[str, Any]:
+    """Load ``path`` with wrk (Debian's, C, one thread by default) on ``connections``
+    keep-alive connections for ``duration`` seconds; bodies rotate per request. Returns
+    req/s, latency percentiles, errors (non-2xx counted as ``errors_status``), wrk's own
+    CPU share and the server's CPU per request over the same window."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise SystemExit("wrk is not installed: run `make bench-deps`")
+    all_headers = dict(headers)
+    if bodies:
+        all_headers["Content-Type"] = "application/json"
+    script = _WRK_SCRIPT % {
+        "bodies": ", ".join(_lua(b.decode()) for b in bodies),
+        "method": _lua(method),
+        "path": _lua(path),
+        "headers": ", ".join(f"[{_lua(k)}] = {_lua(v)}" for k, v in all_headers.items()),
+    }
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+        handle.write(script)
+    try:
+        command = [
+            wrk,
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{max(1, round(duration))}s",
+            "--timeout",
+            "10s",
+            "-s",
+            handle.name,
+            target.base_url,
+        ]
+        server.start()
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(process.pid, 0)
+        server.stop()
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out = (process.stdout.read() if process.stdout else b"").decode()
+        err = (process.stderr.read() if process.stderr else b"").decode()
+        for pipe in (process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
+    finally:
+        os.unlink(handle.name)
+    line = next((x for x in out.splitlines() if x.startswith("WRKJSON ")), None)
+    if process.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({process.returncode}): {err or out}")
+    raw = json.loads(line[len("WRKJSON ") :])
+    elapsed = raw["duration_us"] / 1e6
+    requests = raw["requests"]
+    errors = {k[len("errors_") :]: v for k, v in raw.items() if k.startswith("errors_") and v}
+    return {
+        "generator": "wrk",
+        "requests": requests,
+        "req_per_s": round(requests / elapsed, 1),
+        "p50_ms": round(raw["p50_us"] / 1000, 2),
+        "p90_ms": round(raw["p90_us"] / 1000, 2),
+        "p99_ms": round(raw["p99_us"] / 1000, 2),
+        "max_ms": round(raw["max_us"] / 1000, 2),
+        "errors": errors,
+        "duration_s": round(elapsed, 2),
+        "generator_cpu_pct": round(100 * (usage.ru_utime + usage.ru_stime) / elapsed, 1),
+        **server.figures(),
+        "server_us_per_request": server.per_unit_us(requests),
     }
 
 

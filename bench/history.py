@@ -1,10 +1,11 @@
 """History reads: ``GET /channels/messages?limit=50`` at concurrency 16, req/s and p50/p99.
 
 One channel holds a few thousand messages (seeded straight into the database);
-16 keep-alive connections, spread over ``--procs`` load-generator processes, each
-send the next request as soon as the previous answer arrived. The generator's CPU
-is reported next to the server's: when it nears a full core per process, add
-processes. Usage: ``python bench/history.py [--messages 3000] [--procs 2]``.
+16 keep-alive connections each send the next request as soon as the previous answer
+arrived. The load comes from wrk (``--generator wrk``, the default: compiled, one
+thread) or from the Python generator spread over ``--procs`` processes. The
+generator's CPU share and the server's CPU per request are reported next to req/s.
+Usage: ``python bench/history.py [--messages 3000] [--generator wrk|python]``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from common import (
     machine_figures,
     register_users,
     run_load,
+    run_wrk,
     seed_messages,
     target_from_args,
 )
@@ -48,7 +50,8 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=3000, help="messages seeded first")
     parser.add_argument("--limit", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--procs", type=int, default=2, help="load-generator processes")
+    parser.add_argument("--generator", choices=("wrk", "python"), default="wrk")
+    parser.add_argument("--procs", type=int, default=2, help="python generator processes")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of load")
     args = parser.parse_args()
     machine = machine_figures()
@@ -58,16 +61,24 @@ def main() -> None:
             raise SystemExit("with --url, history needs --db-url to seed messages")
         seed_messages(target.db_url, channel_id, user, args.messages)
         log(f"seeded {args.messages} messages")
-        job = Job(
-            host=target.host,
-            port=target.port,
-            method="GET",
-            path=f"/channels/messages?channel_id={channel_id}&limit={args.limit}",
-            headers=auth,
-            connections=args.concurrency,
-            duration=args.duration,
-        )
-        figures = run_load(job, args.procs, CpuMeter(target.pid))
+        path = f"/channels/messages?channel_id={channel_id}&limit={args.limit}"
+        server = CpuMeter(target.pid)
+        if args.generator == "wrk":
+            figures = run_wrk(target, "GET", path, auth, args.concurrency, args.duration, server)
+        else:
+            figures = run_load(
+                Job(
+                    host=target.host,
+                    port=target.port,
+                    method="GET",
+                    path=path,
+                    headers=auth,
+                    connections=args.concurrency,
+                    duration=args.duration,
+                ),
+                args.procs,
+                server,
+            )
     emit(
         {
             "bench": "history",

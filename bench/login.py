@@ -2,13 +2,17 @@
 
 Both hash or verify an argon2id password (19 MiB, t=2, p=1 by default), so they
 measure how well the server keeps that CPU work off its event loop and spreads
-it over the cores. Usage: ``python bench/login.py [--logins 200] [--concurrency 16]``.
+it over the cores. The logins come from wrk (``--generator wrk``, the default: compiled,
+cycling over the accounts for ``--duration`` seconds) or from the Python client
+(``--generator python``: ``--logins`` requests). Registrations always use the Python
+client. Usage: ``python bench/login.py [--generator wrk|python] [--concurrency 16]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -24,11 +28,14 @@ from common import (
     machine_figures,
     own_cpu_seconds,
     register_users,
+    run_wrk,
     target_from_args,
 )
 
 
-async def bench(target: Target, users_count: int, logins: int, concurrency: int) -> dict[str, Any]:
+async def registered(
+    target: Target, users_count: int, concurrency: int
+) -> tuple[list[Any], dict[str, Any]]:
     server = CpuMeter(target.pid)
 
     reg_latencies: list[float] = []
@@ -44,7 +51,40 @@ async def bench(target: Target, users_count: int, logins: int, concurrency: int)
         **server.figures(),
     }
     log(f"registered {len(users)} users in {reg_elapsed:.2f} s")
+    return users, registrations
 
+
+def bench_wrk(target: Target, args: Any) -> dict[str, Any]:
+    users, registrations = asyncio.run(registered(target, args.users, args.concurrency))
+    bodies = [
+        json.dumps(
+            {"username": u.username, "password": u.password, "public_key": u.public_key}
+        ).encode()
+        for u in users
+    ]
+    figures = run_wrk(
+        target,
+        "POST",
+        "/auth/login",
+        {},
+        args.concurrency,
+        args.duration,
+        CpuMeter(target.pid),
+        bodies=bodies,
+    )
+    return {
+        "bench": "login",
+        "db": target.db,
+        "concurrency": args.concurrency,
+        **figures,
+        "logins_per_s": figures["req_per_s"],
+        "registrations": registrations,
+    }
+
+
+async def bench(target: Target, users_count: int, logins: int, concurrency: int) -> dict[str, Any]:
+    users, registrations = await registered(target, users_count, concurrency)
+    server = CpuMeter(target.pid)
     pool = ConnectionPool(target.host, target.port, concurrency)
     latencies: list[float] = []
 
@@ -81,7 +121,9 @@ async def bench(target: Target, users_count: int, logins: int, concurrency: int)
         "duration_s": round(elapsed, 2),
         "generator_procs": 1,
         "generator_cpu_pct": round(100 * generator_cpu / elapsed, 1),
+        "generator": "python",
         **server.figures(),
+        "server_us_per_request": server.per_unit_us(logins),
         "registrations": registrations,
     }
 
@@ -92,10 +134,15 @@ def main() -> None:
     parser.add_argument("--logins", type=int, default=200)
     parser.add_argument("--users", type=int, default=32, help="accounts registered first")
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--generator", choices=("wrk", "python"), default="wrk")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds of wrk load")
     args = parser.parse_args()
     machine = machine_figures()
     with target_from_args(args) as target:
-        result = asyncio.run(bench(target, args.users, args.logins, args.concurrency))
+        if args.generator == "wrk":
+            result = bench_wrk(target, args)
+        else:
+            result = asyncio.run(bench(target, args.users, args.logins, args.concurrency))
     emit({**result, **machine})
 
 

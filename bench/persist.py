@@ -145,7 +145,9 @@ class Sender(asyncio.Protocol):
             if incoming.type == "error":
                 self.errors[incoming.code] = self.errors.get(incoming.code, 0) + 1
                 continue
-            if incoming.type == "device.joined" and incoming.sender == self.job.user_id:
+            if incoming.type == "voice.presence.snapshot":
+                # The greeting: the socket is registered (a device is not sent its own
+                # device.joined).
                 self.greeted.set()
                 continue
             if incoming.type != "channel.message.new" or incoming.sender != self.job.user_id:

@@ -9,9 +9,15 @@ and of the server, for the opening and for the sending.
 
 The server, registrations and figures come from bench/common.py (``--url`` targets a
 running server). ``-U`` equal to ``-C`` gives every socket a device of its own.
+The sockets are driven by bench/wsgen (Go, built by ``make bench-deps``; the default,
+``--generator go``) or by the Python client in common.py (``--generator python``).
+``--rate R`` (Go only) makes each sender send R messages a second whatever the acks,
+for latency at a fixed load; the default 0 is ack-paced. Every JSON reports the
+generator's CPU share and the server's CPU microseconds per delivery.
 
     python bench/ws_fanout.py -C 200 -S 4 -M 250
     python bench/ws_fanout.py -C 1000 -S 1 -M 100
+    python bench/ws_fanout.py -C 200 -S 4 -M 250 --rate 25    # 20k deliveries/s
     python bench/ws_fanout.py -C 1000 -U 1000 -S 1 -M 100
 """
 
@@ -20,7 +26,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import json
 import os
+import shutil
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,8 +102,8 @@ class FanoutClient(WsClient):
         self.stats.closed_codes[key] = self.stats.closed_codes.get(key, 0) + 1
 
 
-async def bench(target: Target, args: argparse.Namespace) -> dict[str, Any]:
-    # The first account registered becomes the admin, who may create the channel.
+async def prepare(target: Target, args: argparse.Namespace) -> tuple[list[Any], str]:
+    """Register the accounts and create the channel (the first account is the admin)."""
     users = await register_users(target, 1, 1)
     users += await register_users(target, max(1, min(args.users, args.connections)) - 1)
     conn = HttpConnection(target.host, target.port)
@@ -104,8 +114,82 @@ async def bench(target: Target, args: argparse.Namespace) -> dict[str, Any]:
         )
     finally:
         await conn.close()
-    channel_id = body["channel"]["id"]
     log(f"registered {len(users)} users")
+    return users, body["channel"]["id"]
+
+
+def wsgen_path() -> str:
+    candidate = os.path.join(os.path.dirname(sys.executable), "wsgen")
+    found = candidate if os.path.exists(candidate) else shutil.which("wsgen")
+    if found is None:
+        raise SystemExit("bench/wsgen is not built: run `make bench-deps`")
+    return found
+
+
+def bench_go(target: Target, args: argparse.Namespace) -> dict[str, Any]:
+    users, channel_id = run_async(prepare(target, args))
+    job = {
+        "host": target.host,
+        "port": target.port,
+        "tokens": [users[i % len(users)].token for i in range(args.connections)],
+        "source_ips": [
+            ip for i in range(args.source_ips) if (ip := source_address(i, args.source_ips))
+        ],
+        "channel_id": channel_id,
+        "senders": args.senders,
+        "messages": args.messages,
+        "rate": args.rate,
+        "body_bytes": args.body_bytes,
+        "open_concurrency": args.open_concurrency,
+        "drain_timeout": args.drain_timeout,
+    }
+    server = CpuMeter(target.pid)
+    process = subprocess.Popen(
+        [wsgen_path()], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdin is not None
+    assert process.stdout is not None
+    try:
+        server.start()
+        process.stdin.write(json.dumps(job) + "\n")
+        process.stdin.flush()
+        if process.stdout.readline().strip() != "opened":
+            raise RuntimeError("wsgen failed while opening the sockets")
+        server.stop()
+        open_server_cpu = server.cpu_seconds
+        time.sleep(args.settle)
+        server.start()
+        process.stdin.write("start\n")
+        process.stdin.flush()
+        if process.stdout.readline().strip() != "sent":
+            raise RuntimeError("wsgen failed while sending")
+        server.stop()
+        figures = json.loads(process.stdout.readline())
+    finally:
+        if process.poll() is None:
+            process.stdin.close()
+        if process.wait(timeout=60) != 0:
+            raise RuntimeError(f"wsgen exited with {process.returncode}")
+    open_generator_cpu = figures.pop("open_generator_cpu_s")
+    return {
+        "connections": args.connections,
+        "users": len(users),
+        "senders": args.senders,
+        "messages_per_sender": args.messages,
+        "rate_per_sender": args.rate or "ack-paced",
+        "body_bytes": args.body_bytes,
+        **figures,
+        "open_cpu": {
+            "generator_cpu_seconds": open_generator_cpu,
+            "server_cpu_seconds": round(open_server_cpu, 2),
+        },
+        **server.figures(),
+        "server_us_per_delivery": server.per_unit_us(figures["deliveries_received"]),
+    }
+
+
+async def bench(target: Target, args: argparse.Namespace) -> dict[str, Any]:
+    users, channel_id = await prepare(target, args)
     ws_url = f"ws://{target.host}:{target.port}/ws"
 
     stats = Stats(expected=args.connections * args.senders * args.messages)
@@ -180,8 +264,10 @@ async def bench(target: Target, args: argparse.Namespace) -> dict[str, Any]:
         "open_cpu": open_cpu,
         "sockets_closed_by_server": stats.closed_codes,
         "error_events": stats.errors,
+        "generator": "python",
         "generator_cpu_pct": round(100 * generator_cpu / elapsed, 1) if elapsed else None,
         **server.figures(),
+        "server_us_per_delivery": server.per_unit_us(stats.received),
     }
 
 
@@ -197,13 +283,22 @@ def main() -> None:
     parser.add_argument("--source-ips", type=int, default=8, help="127.0.0.x addresses to use")
     parser.add_argument("--settle", type=float, default=1.0, help="pause after opening")
     parser.add_argument("--drain-timeout", type=float, default=60.0)
+    parser.add_argument("--generator", choices=("go", "python"), default="go")
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="messages/s per sender (0: ack-paced; go only)"
+    )
     args = parser.parse_args()
     if args.senders > args.connections:
         parser.error("senders must not outnumber connections")
+    if args.rate and args.generator != "go":
+        parser.error("--rate needs --generator go")
     raise_open_file_limit()
     machine = machine_figures()
     with target_from_args(args) as target:
-        figures = run_async(bench(target, args))
+        if args.generator == "go":
+            figures = bench_go(target, args)
+        else:
+            figures = run_async(bench(target, args))
     emit({"bench": "ws_fanout", "db": target.db, **figures, **machine})
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import asynccontextmanager
 
@@ -12,29 +13,41 @@ from litestar.datastructures import State
 from litestar.di import Provide
 
 from dialtone import __version__
+from dialtone.api.address_bans import address_ban_middleware
+from dialtone.api.admin import AdminController
 from dialtone.api.auth import AuthController
 from dialtone.api.channels import ChannelController
 from dialtone.api.dependencies import provide_ctx, provide_uow
 from dialtone.api.devices import DeviceController
 from dialtone.api.edge import DialtoneApp, log_websocket_failure, security_headers
 from dialtone.api.error_handlers import exception_handlers
-from dialtone.api.health import health
+from dialtone.api.health import health, ready
 from dialtone.api.invites import create_invite
 from dialtone.api.keys import ChannelKeyController, DirectoryKeyController
 from dialtone.api.messages import channel_history
+from dialtone.api.moderation import delete_message, deleted_messages, moderators, server_info
 from dialtone.api.openapi import DialtoneOpenAPIConfig
 from dialtone.api.presence import presence
 from dialtone.api.users import UserController
 from dialtone.api.voice import turn_credentials
+from dialtone.api.web import web_handlers
 from dialtone.config import Settings, require_secrets
 from dialtone.db.engine import create_engine, create_sessionmaker
+from dialtone.realtime.admin import AdminEvents
 from dialtone.realtime.broker import make_broker
 from dialtone.realtime.gateway import Gateway, ws_endpoint
 from dialtone.realtime.hub import Hub
 from dialtone.schemas.events import Event
 from dialtone.services.context import ServerContext
-from dialtone.services.maintenance import purge_forever
+from dialtone.services.maintenance import (
+    ADMIN_REFRESH_SECONDS,
+    purge_forever,
+    refresh_admin_state,
+    refresh_forever,
+)
 from dialtone.services.session_cache import SessionCache
+
+log = logging.getLogger("dialtone.app")
 
 
 def create_app(settings: Settings) -> DialtoneApp:
@@ -48,12 +61,19 @@ def create_app(settings: Settings) -> DialtoneApp:
         # Single node: every revocation passes through this process.
         session_cache=SessionCache() if settings.redis_url is None else None,
     )
+    hub.on_admin = AdminEvents(ctx, hub)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        # Bans and live settings hold before the first request is served (a database
+        # that is down now is retried by the refresh loop, as every request retries it).
+        try:
+            await refresh_admin_state(app.state.sessionmaker, ctx)
+        except Exception as exc:
+            log.warning("could not load bans and settings yet: %s", type(exc).__name__)
         await broker.start(hub.deliver)
         if settings.redis_url:
             await hub.start_replication(settings.node_heartbeat)
@@ -61,14 +81,21 @@ def create_app(settings: Settings) -> DialtoneApp:
         purger = asyncio.create_task(
             purge_forever(app.state.sessionmaker, ctx, settings.purge_interval, stop_purging)
         )
+        background = {
+            purger,
+            asyncio.create_task(
+                refresh_forever(app.state.sessionmaker, ctx, ADMIN_REFRESH_SECONDS, stop_purging)
+            ),
+            asyncio.create_task(ctx.server_log.run(app.state.sessionmaker, stop_purging)),
+        }
         try:
             yield
         finally:
             stop_purging.set()
             # Let a purge in progress finish (bounded by the database timeout).
-            done, _ = await asyncio.wait({purger}, timeout=settings.db_timeout + 1)
-            if not done:
-                purger.cancel()
+            _, pending = await asyncio.wait(background, timeout=settings.db_timeout + 1)
+            for task in pending:
+                task.cancel()
             # Normally done already by DialtoneServer before uvicorn closes sockets itself.
             await hub.shutdown()
             # Messages already received are stored (and answered) before the engine goes.
@@ -87,7 +114,7 @@ def create_app(settings: Settings) -> DialtoneApp:
     cors = (
         CORSConfig(
             allow_origins=list(settings.cors_origins),
-            allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type", "X-Admin-Token"],
             max_age=600,
         )
@@ -106,10 +133,18 @@ def create_app(settings: Settings) -> DialtoneApp:
             DirectoryKeyController,
             presence,
             create_invite,
+            AdminController,
+            delete_message,
+            deleted_messages,
+            moderators,
+            server_info,
+            ready,
             turn_credentials,
             ws_endpoint,
+            *web_handlers(),
         ],
         dependencies={"uow": Provide(provide_uow), "ctx": Provide(provide_ctx)},
+        middleware=[address_ban_middleware(ctx)],
         exception_handlers=exception_handlers,
         lifespan=[lifespan],
         state=state,
@@ -124,4 +159,11 @@ def create_app(settings: Settings) -> DialtoneApp:
         before_send=[security_headers(settings)],
         after_exception=[log_websocket_failure],
     )
-    return DialtoneApp(app, settings, ctx.trusted_proxies)
+    served = DialtoneApp(app, settings, ctx.trusted_proxies)
+
+    def live_cap(new: Settings) -> None:
+        # The per-address cap is a live setting (PUT /admin/settings).
+        served.cap = new.max_connections_per_address if new.rate_limits else None
+
+    ctx.settings_hooks.append(live_cap)
+    return served

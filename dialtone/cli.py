@@ -1,4 +1,4 @@
-"""dialtone serve | migrate | invite create"""
+"""dialtone serve | migrate | invite create | admin ..."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
@@ -108,6 +109,42 @@ def _migrate(settings: Settings) -> None:
         raise _database_error(settings, exc) from None
 
 
+def _redis_where(url: str) -> str:
+    """The Redis URL with any password replaced (it may sit in the user-info part)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+async def _ping_redis(url: str, wait: float) -> None:
+    from redis import asyncio as redis_asyncio
+
+    client = redis_asyncio.Redis.from_url(url, socket_connect_timeout=wait, socket_timeout=wait)
+    try:
+        await client.ping()
+    finally:
+        await client.aclose()
+
+
+def _check_redis(settings: Settings) -> None:
+    """Reach Redis once before serving: otherwise the failure surfaces inside the
+    server's lifespan, as a traceback."""
+    if not settings.redis_url:
+        return
+    from redis.exceptions import RedisError
+
+    try:
+        asyncio.run(_ping_redis(settings.redis_url, settings.db_timeout))
+    except (OSError, RedisError, TimeoutError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(
+            f"cannot reach Redis at {_redis_where(settings.redis_url)}: {reason}"
+        ) from None
+
+
 def _check_port(settings: Settings) -> None:
     """Bind the address once before anything else, so a port in use is our one line
     rather than uvicorn's log record (uvicorn binds the same way, with SO_REUSEADDR)."""
@@ -145,9 +182,13 @@ def _check_tls(settings: Settings) -> None:
 
 
 def cmd_serve(_: argparse.Namespace) -> int:
+    from dialtone.workers import check_workers
+
+    check_workers(load_settings())  # before any first-run side effect
     settings = _settings_with_secrets()
     _check_tls(settings)
     _check_port(settings)
+    _check_redis(settings)
     from dialtone.logs import configure_logging
     from dialtone.server import serve
 
@@ -155,6 +196,11 @@ def cmd_serve(_: argparse.Namespace) -> int:
     _migrate(settings)
     scheme = "https" if settings.tls_cert else "http"
     print(f"dialtone: listening on {scheme}://{settings.host}:{settings.port}", flush=True)
+    from dialtone.workers import freeze_startup_heap, run_workers
+
+    if settings.workers > 1:
+        return run_workers(settings)
+    freeze_startup_heap()
     serve(settings)
     return 0
 
@@ -196,11 +242,27 @@ async def _create_invite(settings: Settings) -> tuple[str, str]:
     return token, rfc3339(expires_at)
 
 
-def cmd_invite_create(_: argparse.Namespace) -> int:
+def invite_link(settings: Settings, token: str, base_url: str | None = None) -> str:
+    """The web client's registration link for an invite: `<base>/#invite=<token>`.
+
+    The token sits in the fragment, so browsers never send it to the server in a URL.
+    """
+    if not base_url:
+        scheme = "https" if settings.tls_cert else "http"
+        host = settings.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "localhost"
+        elif ":" in host:
+            host = f"[{host}]"
+        base_url = f"{scheme}://{host}:{settings.port}"
+    return f"{base_url.rstrip('/')}/#invite={token}"
+
+
+def cmd_invite_create(args: argparse.Namespace) -> int:
     settings = load_settings()
     _migrate(settings)
     token, expires_at = asyncio.run(_create_invite(settings))
-    print(token)
+    print(invite_link(settings, token, args.base_url) if args.link else token)
     print(f"expires at {expires_at}", file=sys.stderr)
     return 0
 
@@ -216,7 +278,17 @@ def build_parser() -> argparse.ArgumentParser:
     invite = sub.add_parser("invite", help="manage server invites")
     invite_sub = invite.add_subparsers(dest="invite_command", required=True)
     create = invite_sub.add_parser("create", help="create a single-use invite and print it")
+    create.add_argument(
+        "--link", action="store_true", help="print a link that opens registration in the web client"
+    )
+    create.add_argument(
+        "--base-url",
+        help="the server's public address for --link (default: from DIALTONE_LISTEN_ADDR)",
+    )
     create.set_defaults(func=cmd_invite_create)
+    from dialtone.admin_cli import add_admin_parser
+
+    add_admin_parser(sub)
     return parser
 
 

@@ -68,6 +68,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ws_chat_rate: float = 5.0
     ws_signal_burst: int = 50
     ws_signal_rate: float = 20.0
+    # Bounded work per member: devices per user; token buckets per user for new devices
+    # (login with a new key, POST /devices), envelope writes, and chat frames over all of
+    # the user's sockets on a node.
+    max_devices_per_user: int = 10
+    device_burst: int = 5
+    device_refill: float = 300.0
+    envelope_burst: int = 200
+    envelope_refill: float = 0.1
+    ws_user_chat_burst: int = 20
+    ws_user_chat_rate: float = 10.0
+    # Server processes on one port (dialtone.workers); more than one needs Redis.
+    workers: int = 1
+    # PostgreSQL only: wait for the WAL flush (fsync) before acknowledging a message
+    # batch. Off trades the last fraction of a second of acknowledged messages on a
+    # database or machine crash for a commit that does not wait for the disk.
+    message_sync_commit: bool = True
 
     @property
     def is_sqlite(self) -> bool:
@@ -353,6 +369,21 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ws_chat_rate=_float(env, "DIALTONE_WS_CHAT_RATE", DEFAULTS.ws_chat_rate),
         ws_signal_burst=_int(env, "DIALTONE_WS_SIGNAL_BURST", DEFAULTS.ws_signal_burst, minimum=1),
         ws_signal_rate=_float(env, "DIALTONE_WS_SIGNAL_RATE", DEFAULTS.ws_signal_rate),
+        max_devices_per_user=_int(
+            env, "DIALTONE_MAX_DEVICES_PER_USER", DEFAULTS.max_devices_per_user, minimum=1
+        ),
+        device_burst=_int(env, "DIALTONE_DEVICE_BURST", DEFAULTS.device_burst, minimum=1),
+        device_refill=_float(env, "DIALTONE_DEVICE_REFILL", DEFAULTS.device_refill),
+        envelope_burst=_int(env, "DIALTONE_ENVELOPE_BURST", DEFAULTS.envelope_burst, minimum=1),
+        envelope_refill=_float(env, "DIALTONE_ENVELOPE_REFILL", DEFAULTS.envelope_refill),
+        ws_user_chat_burst=_int(
+            env, "DIALTONE_WS_USER_CHAT_BURST", DEFAULTS.ws_user_chat_burst, minimum=1
+        ),
+        ws_user_chat_rate=_float(env, "DIALTONE_WS_USER_CHAT_RATE", DEFAULTS.ws_user_chat_rate),
+        workers=_int(env, "DIALTONE_WORKERS", DEFAULTS.workers, minimum=1),
+        message_sync_commit=_bool(
+            env, "DIALTONE_MESSAGE_SYNC_COMMIT", DEFAULTS.message_sync_commit
+        ),
     )
 
 

@@ -44,9 +44,21 @@ class TextFormatter(logging.Formatter):
         return text
 
 
+class NoWireDumps(logging.Filter):
+    """Drop the websockets library's debug dumps of headers and frames ("< authorization:
+    Bearer ...", "< TEXT '...'"), which uvicorn routes to its own logger: at debug level
+    they would carry bearer tokens and ciphertext into the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.DEBUG or not isinstance(record.msg, str):
+            return True
+        return not record.msg.startswith(("< ", "> ", "%s ", "< %s", "> %s"))
+
+
 def configure_logging(log_format: str, level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    handler.addFilter(NoWireDumps())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -328,5 +328,7 @@ class DialtoneServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def serve(settings: Settings) -> None:
-    DialtoneServer(uvicorn_config(settings)).run()
+def serve(settings: Settings, sockets: list[socket.socket] | None = None) -> None:
+    """Serve until stopped; on ``sockets`` when given (``dialtone.workers``), else on
+    settings.host:settings.port."""
+    DialtoneServer(uvicorn_config(settings)).run(sockets=sockets)

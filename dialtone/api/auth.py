@@ -28,6 +28,7 @@ def auth_out(result: AuthResult) -> AuthOut:
         device_public_key=result.device.public_key,
         is_admin=result.user.is_admin,
         is_trusted=result.user.is_trusted,
+        is_moderator=result.user.is_moderator,
     )
 
 

@@ -33,7 +33,7 @@ async def provide_uow(state: State, ctx: Ctx) -> AsyncGenerator[UnitOfWork, None
     work: it resolves independent dependencies concurrently in an anyio task group,
     which cost more per request than a history query.
     """
-    uow = UnitOfWork(state.sessionmaker, state.publish)
+    uow = UnitOfWork(state.sessionmaker, state.publish, ctx.database_failed)
     async with uow:
         yield uow
 

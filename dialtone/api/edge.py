@@ -27,7 +27,7 @@ from litestar.types import Scope as LitestarScope
 
 from dialtone.config import Settings
 from dialtone.errors import error_body
-from dialtone.security.addresses import Proxies
+from dialtone.security.addresses import Proxies, limit_key
 from dialtone.security.headers import header, scope_address
 
 log = logging.getLogger("dialtone.http")
@@ -139,23 +139,25 @@ class DialtoneApp:
             await self.litestar(scope, receive, send)  # type: ignore[arg-type]
             return
         address = self.address(scope)
-        if self.cap is not None and self.active[address] >= self.cap:
+        # Counted per client as the rate limits see it: an IPv6 /64 is one client.
+        key = limit_key(address)
+        if self.cap is not None and self.active[key] >= self.cap:
             log.warning(
                 "connection cap hit",
                 extra={"event": "rate_limited", "policy": "connections", "client": address},
             )
             await self._refuse(scope, send)
             return
-        self.active[address] += 1
+        self.active[key] += 1
         try:
             if kind == "http":
                 await self._http(scope, receive, send, address)
             else:
                 await self.litestar(scope, receive, send)  # type: ignore[arg-type]
         finally:
-            self.active[address] -= 1
-            if not self.active[address]:
-                del self.active[address]
+            self.active[key] -= 1
+            if not self.active[key]:
+                del self.active[key]
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
         prefix = "http"

@@ -43,9 +43,17 @@ async def _check_admin_token(
 
 
 async def require_admin_credentials(
-    request: Request[Any, Any, Any], uow: UnitOfWork, ctx: ServerContext
+    request: Request[Any, Any, Any],
+    uow: UnitOfWork,
+    ctx: ServerContext,
+    *,
+    moderators: bool = False,
 ) -> Caller | None:
-    """None when the operator's admin token was given; the admin Caller otherwise."""
+    """None when the operator's admin token was given; the admin Caller otherwise.
+
+    ``moderators``: a moderator's bearer token is accepted too (kicks, bans, deleting
+    a member's messages); the service still keeps admins out of a moderator's reach.
+    """
     given = request.headers.get("x-admin-token")
     if given is not None:
         await _check_admin_token(request, ctx, given)
@@ -53,6 +61,14 @@ async def require_admin_credentials(
     caller = await resolve_caller(request, uow)
     if caller is None:
         raise Unauthorized("admin token or admin bearer token required", code="unauthorized")
-    if not caller.is_admin:
-        raise Forbidden("admin only", code="not_admin")
-    return caller
+    if caller.is_admin or (moderators and caller.is_moderator):
+        return caller
+    if moderators:
+        raise Forbidden("admins and moderators only", code="not_moderator")
+    raise Forbidden("admin only", code="not_admin")
+
+
+async def require_staff_credentials(
+    request: Request[Any, Any, Any], uow: UnitOfWork, ctx: ServerContext
+) -> Caller | None:
+    return await require_admin_credentials(request, uow, ctx, moderators=True)

@@ -2,17 +2,38 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from litestar import Request, post
 
 from dialtone.api.dependencies import Ctx, Uow
 from dialtone.api.guards import require_admin_credentials
+from dialtone.errors import InvalidInput
+from dialtone.schemas.admin import InviteCreateIn
 from dialtone.schemas.common import rfc3339
 from dialtone.schemas.invites import InviteOut
-from dialtone.services.invites import InviteService
+from dialtone.services.admin import AdminService
+
+_decoder = msgspec.json.Decoder(InviteCreateIn)
 
 
 @post("/server/invites", status_code=201, tags=["invites"])
 async def create_invite(request: Request[Any, Any, Any], uow: Uow, ctx: Ctx) -> InviteOut:
-    await require_admin_credentials(request, uow, ctx)
-    token, expires_at = await InviteService(uow, ctx).create()
-    return InviteOut(token=token, expires_at=rfc3339(expires_at))
+    """No body: today's single-use invite with the default lifetime. A JSON body
+    ``{"ttl_seconds", "max_uses"}`` (both optional) sets either."""
+    actor = await require_admin_credentials(request, uow, ctx)
+    raw = await request.body()
+    options = InviteCreateIn()
+    if raw.strip():
+        try:
+            options = _decoder.decode(raw)
+        except msgspec.DecodeError as exc:
+            raise InvalidInput(f"invalid invite options: {exc}", code="invalid_invite") from None
+    token, invite = await AdminService(uow, ctx).create_invite(
+        actor, options.ttl_seconds, options.max_uses
+    )
+    return InviteOut(
+        token=token,
+        expires_at=rfc3339(invite.expires_at),
+        id=invite.id,
+        max_uses=invite.max_uses,
+    )

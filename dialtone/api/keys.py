@@ -9,13 +9,14 @@ from litestar.params import JSONBody
 
 from dialtone.api.dependencies import CallerDep, Ctx, Uow, provide_caller
 from dialtone.api.params import ChannelIdQuery
-from dialtone.schemas.common import Status, rfc3339
+from dialtone.schemas.common import rfc3339
 from dialtone.schemas.keys import (
     ChannelKeyOut,
     ChannelKeysIn,
     DirectoryKeyOut,
     DirectoryKeysIn,
     EnvelopeIn,
+    EnvelopesStored,
 )
 from dialtone.services.keys import KeyService, NewEnvelope
 
@@ -49,11 +50,11 @@ class ChannelKeyController(Controller):
     @post("/", status_code=201)
     async def put_keys(
         self, data: JSONBody[ChannelKeysIn], uow: Uow, ctx: Ctx, caller: CallerDep
-    ) -> Status:
-        await KeyService(uow, ctx).put_channel_keys(
+    ) -> EnvelopesStored:
+        kept = await KeyService(uow, ctx).put_channel_keys(
             caller, data.channel_id, new_envelopes(data.envelopes)
         )
-        return Status()
+        return EnvelopesStored(status="ok", kept=kept)
 
 
 class DirectoryKeyController(Controller):
@@ -79,6 +80,6 @@ class DirectoryKeyController(Controller):
     @post("/", status_code=201)
     async def put_keys(
         self, data: JSONBody[DirectoryKeysIn], uow: Uow, ctx: Ctx, caller: CallerDep
-    ) -> Status:
-        await KeyService(uow, ctx).put_directory_keys(caller, new_envelopes(data.envelopes))
-        return Status()
+    ) -> EnvelopesStored:
+        kept = await KeyService(uow, ctx).put_directory_keys(caller, new_envelopes(data.envelopes))
+        return EnvelopesStored(status="ok", kept=kept)

@@ -8,7 +8,6 @@ from litestar.params import QueryParameter
 
 from dialtone.api.dependencies import CallerDep, Ctx, Uow, provide_caller
 from dialtone.api.params import ChannelIdQuery, OptionalIdQuery
-from dialtone.schemas.common import rfc3339
 from dialtone.schemas.messages import MessageOut, MessagePage
 from dialtone.services.messages import MessageService
 
@@ -27,14 +26,7 @@ async def channel_history(
     return MessagePage(
         channel_id=channel_id,
         messages=[
-            MessageOut(
-                id=m.id,
-                channel_id=m.channel_id,
-                sender_id=m.sender_id,
-                sender_name_enc=m.sender_name_enc,
-                body=m.body,
-                sent_at=rfc3339(m.sent_at),
-            )
-            for m in rows
+            MessageOut(id, channel_id, sender_id, sender_name_enc, body, sent_at)
+            for id, sender_id, sender_name_enc, body, sent_at in rows
         ],
     )

@@ -6,15 +6,25 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 Publish = Callable[[list[Any]], Awaitable[None]]
 
 
 class UnitOfWork:
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], publish: Publish) -> None:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        publish: Publish,
+        on_database_error: Callable[[], None] | None = None,
+    ) -> None:
         self._sessionmaker = sessionmaker
         self._publish = publish
+        # Told when the transaction ends with the database failing (not with a business
+        # error): whatever was cached from the database can no longer be vouched for.
+        self._on_database_error = on_database_error
         self._session: AsyncSession | None = None
         self.events: list[Any] = []
         self._on_end: list[Callable[[], None]] = []
@@ -85,6 +95,10 @@ class UnitOfWork:
             if exc_type is None:
                 await self.commit()
             else:
+                if self._on_database_error is not None and isinstance(
+                    exc, DBAPIError | PoolTimeout
+                ):
+                    self._on_database_error()
                 await self.rollback()
         finally:
             await self.close()

@@ -7,7 +7,8 @@ every batch in the order Redis saw it, so all nodes apply the same stream.
 Every batch on Redis is sealed with HMAC-SHA256 under the cluster secret
 (DIALTONE_CLUSTER_SECRET), so whoever else can publish on that Redis (another
 deployment, a neighbour on a shared instance) cannot inject messages, revocations or
-voice relays: a batch without a valid MAC, or stamped too far from now, is dropped.
+voice relays: a batch without a valid MAC, stamped too far from now, or seen before
+(a replay) is dropped.
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import itertools
 import logging
 import math
+import secrets
 import struct
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import msgspec
@@ -55,40 +59,93 @@ class InMemoryBroker:
         self._deliver = None
 
 
-# A sealed batch: version, send time (ms since the epoch, big-endian), MAC, JSON body.
-SEAL_VERSION = b"d1"
+# A sealed batch: version, send time (ms since the epoch), sender (random per broker),
+# sequence number (per sender), MAC, JSON body. Integers are big-endian.
+SEAL_VERSION = b"d2"
 _STAMP = struct.Struct(">Q")
+_SEQ = struct.Struct(">Q")
+SENDER_SIZE = 16
 _MAC_SIZE = hashlib.sha256().digest_size
-_HEADER = len(SEAL_VERSION) + _STAMP.size + _MAC_SIZE
-# A batch stamped further than this from the receiver's clock is a replay (pub/sub
-# delivers live); node clocks must agree within it (NTP).
+_MAC_AT = len(SEAL_VERSION) + _STAMP.size + SENDER_SIZE + _SEQ.size
+_HEADER = _MAC_AT + _MAC_SIZE
+# A batch stamped further than this from the receiver's clock is stale (pub/sub
+# delivers live); node clocks must agree within it (NTP). Within it, ReplayGuard
+# refuses a (sender, sequence) seen before.
 MAX_SKEW_SECONDS = 60.0
 
 
-def _mac(key: bytes, channel: str, stamp: bytes, body: bytes) -> bytes:
+@dataclass(frozen=True)
+class Sealed:
+    sender: bytes
+    seq: int
+    body: bytes
+
+
+def _mac(key: bytes, channel: str, head: bytes, body: bytes) -> bytes:
     # The channel is covered too: a batch cannot be moved to another prefix's channel.
-    message = SEAL_VERSION + channel.encode() + b"\0" + stamp + body
+    message = SEAL_VERSION + channel.encode() + b"\0" + head + body
     return hmac.new(key, message, hashlib.sha256).digest()
 
 
-def seal(key: bytes, channel: str, body: bytes, now: float | None = None) -> bytes:
+def seal(
+    key: bytes, channel: str, body: bytes, sender: bytes, seq: int, now: float | None = None
+) -> bytes:
     stamp = _STAMP.pack(int((time.time() if now is None else now) * 1000))
-    return SEAL_VERSION + stamp + _mac(key, channel, stamp, body) + body
+    head = stamp + sender + _SEQ.pack(seq)
+    return SEAL_VERSION + head + _mac(key, channel, head, body) + body
 
 
-def unseal(key: bytes, channel: str, data: bytes, now: float | None = None) -> bytes | None:
-    """The body of an authentic, fresh batch; None for anything else."""
+def unseal(key: bytes, channel: str, data: bytes, now: float | None = None) -> Sealed | None:
+    """An authentic batch stamped within the allowed skew; None for anything else."""
     if len(data) < _HEADER or not data.startswith(SEAL_VERSION):
         return None
-    stamp = data[len(SEAL_VERSION) : len(SEAL_VERSION) + _STAMP.size]
-    mac = data[len(SEAL_VERSION) + _STAMP.size : _HEADER]
+    head = data[len(SEAL_VERSION) : _MAC_AT]
+    mac = data[_MAC_AT:_HEADER]
     body = data[_HEADER:]
-    if not hmac.compare_digest(mac, _mac(key, channel, stamp, body)):
+    if not hmac.compare_digest(mac, _mac(key, channel, head, body)):
         return None
-    sent = _STAMP.unpack(stamp)[0] / 1000
+    sent = _STAMP.unpack_from(head)[0] / 1000
     if abs((time.time() if now is None else now) - sent) > MAX_SKEW_SECONDS:
         return None
-    return body
+    sender = head[_STAMP.size : _STAMP.size + SENDER_SIZE]
+    (seq,) = _SEQ.unpack_from(head, _STAMP.size + SENDER_SIZE)
+    return Sealed(sender, seq, body)
+
+
+class ReplayGuard:
+    """Accepts each (sender, sequence) once. Batches of one sender can arrive slightly
+    out of order (concurrent publishes use several connections), so it keeps the
+    numbers seen within a window below the highest, like IPsec's anti-replay window;
+    anything older than the window is refused. Senders silent for longer than the
+    stamp check allows are forgotten (their batches would be refused as stale)."""
+
+    WINDOW = 4096
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._senders: dict[bytes, tuple[int, set[int], float]] = {}
+        self._pruned_at = clock()
+
+    def fresh(self, sender: bytes, seq: int) -> bool:
+        now = self._clock()
+        state = self._senders.get(sender)
+        if state is None:
+            self._senders[sender] = (seq, {seq}, now)
+        else:
+            top, seen, _ = state
+            if seq in seen or seq <= top - self.WINDOW:
+                return False
+            seen.add(seq)
+            top = max(top, seq)
+            if len(seen) > 2 * self.WINDOW:
+                seen = {n for n in seen if n > top - self.WINDOW}
+            self._senders[sender] = (top, seen, now)
+        if now - self._pruned_at > MAX_SKEW_SECONDS:
+            self._pruned_at = now
+            horizon = now - 2 * MAX_SKEW_SECONDS
+            for gone in [k for k, (_, _, last) in self._senders.items() if last < horizon]:
+                del self._senders[gone]
+        return True
 
 
 def broker_key(cluster_secret: bytes) -> bytes:
@@ -107,6 +164,9 @@ class RedisBroker:
         self.channel = f"{prefix}events"
         self.dropped = 0
         self._dropped_logged_at = -math.inf
+        self._sender = secrets.token_bytes(SENDER_SIZE)
+        self._seq = itertools.count(1)
+        self._replays = ReplayGuard()
         self._redis: Any = None
         self._pubsub: Any = None
         self._task: asyncio.Task[None] | None = None
@@ -128,12 +188,12 @@ class RedisBroker:
                 async for message in self._pubsub.listen():
                     if message.get("type") != "message":
                         continue
-                    body = unseal(self._key, self.channel, bytes(message["data"]))
-                    if body is None:
+                    sealed = unseal(self._key, self.channel, bytes(message["data"]))
+                    if sealed is None or not self._replays.fresh(sealed.sender, sealed.seq):
                         self._drop()
                         continue
                     try:
-                        events = event_decoder.decode(body)
+                        events = event_decoder.decode(sealed.body)
                     except msgspec.DecodeError:
                         log.warning("dropping an undecodable broker message")
                         continue
@@ -172,10 +232,13 @@ class RedisBroker:
         if not events:
             return
         assert self._redis is not None, "broker not started"
-        body = encode_events(events)
+        # Sealed once: a retry is the same batch, so receivers take it at most once.
+        payload = seal(
+            self._key, self.channel, encode_events(events), self._sender, next(self._seq)
+        )
         for attempt in (1, 2):
             try:
-                await self._redis.publish(self.channel, seal(self._key, self.channel, body))
+                await self._redis.publish(self.channel, payload)
                 return
             except Exception:
                 if attempt == 2:

@@ -24,7 +24,7 @@ from dialtone.config import Settings
 from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.errors import DialtoneError, error_body
 from dialtone.realtime.hub import CLOSE_POLICY, DRAIN_TIMEOUT, Connection, Hub
-from dialtone.realtime.limits import FrameLimits
+from dialtone.realtime.limits import FrameLimits, UserChatBuckets
 from dialtone.realtime.writer import MessageNotStored, MessageWriter
 from dialtone.schemas.common import MAX_BODY_BYTES
 from dialtone.schemas.events import (
@@ -33,6 +33,7 @@ from dialtone.schemas.events import (
     ErrorEvent,
     IceCandidate,
     IceCandidateOut,
+    ServerHello,
     VoiceJoin,
     VoiceLeave,
     VoiceMembership,
@@ -44,7 +45,7 @@ from dialtone.schemas.events import (
     encode_event,
     frame_decoder,
 )
-from dialtone.security.headers import bearer_token, header
+from dialtone.security.headers import bearer_token, header, scope_address
 from dialtone.services.auth import AuthService
 from dialtone.services.channels import ChannelService
 from dialtone.services.context import Caller, ServerContext
@@ -108,6 +109,9 @@ class Gateway:
             ctx,
             cluster_locks=bool(self.settings.redis_url) and not self.settings.is_sqlite,
         )
+        # Chat budgets per user, on the same clock as the per-socket buckets.
+        self.user_chat = UserChatBuckets(self.settings, lambda: self.frame_clock())
+        self._bad_data: set[str] = set()  # sockets whose bad frames were logged already
 
     @property
     def sessionmaker(self) -> async_sessionmaker[AsyncSession]:
@@ -115,7 +119,7 @@ class Gateway:
         return maker
 
     def unit_of_work(self) -> UnitOfWork:
-        return UnitOfWork(self.sessionmaker, self.hub.publish)
+        return UnitOfWork(self.sessionmaker, self.hub.publish, self.ctx.database_failed)
 
     # ------------------------------------------------------------ handshake
 
@@ -130,14 +134,18 @@ class Gateway:
         if self.hub.shutting_down:
             await _deny(scope, send, 503, "server is shutting down", "unavailable")
             return
+        address = scope_address(scope, self.ctx.trusted_proxies)
+        if self.ctx.bans.address_ban(address, self.ctx.clock()) is not None:
+            await _deny(scope, send, 403, "banned from this server", "banned")
+            return
         caller: Caller | None = None
         if token is not None:
             try:
                 async with self.unit_of_work() as uow:
-                    # From the database, not the session cache: a socket is accepted
-                    # only while the database answers (its frames need it), as before
-                    # the cache; an outage refuses the handshake with 503.
-                    caller = await AuthService(uow, self.ctx).authenticate(token, cached=False)
+                    caller = await AuthService(uow, self.ctx).authenticate(token)
+            except DialtoneError as exc:  # a banned user: a clear 403 with its code
+                await _deny(scope, send, exc.status, exc.message, exc.code)
+                return
             except Exception as exc:
                 log.error("websocket handshake: session lookup failed: %s", type(exc).__name__)
                 await _deny(scope, send, 503, "database unavailable, try again", "unavailable")
@@ -149,7 +157,7 @@ class Gateway:
         if subprotocol is not None:
             accept["subprotocol"] = subprotocol
         await send(accept)
-        await self.run(caller, receive, send, caller.expires_at)
+        await self.run(caller, receive, send, caller.expires_at, address)
 
     # ------------------------------------------------------------ one socket's life
 
@@ -159,6 +167,7 @@ class Gateway:
         receive: Receive,
         send: Send,
         expires_at: datetime | None = None,
+        address: str = "",
     ) -> None:
         task = asyncio.current_task()
         dropped = False
@@ -171,6 +180,7 @@ class Gateway:
                 task.cancel()
 
         conn = Connection(caller, send, self.settings.ws_send_queue, self.hub.node_id, abort=drop)
+        conn.address = address
         expiry: asyncio.TimerHandle | None = None
         if expires_at is not None:
             # The session ends while the socket is open: close it then, as a logout would.
@@ -178,13 +188,30 @@ class Gateway:
             expiry = asyncio.get_running_loop().call_later(
                 max(0.0, delay), conn.close, CLOSE_POLICY, "session_expired"
             )
+        # ctx.settings, not self.settings: the limits are live settings.
+        settings = self.ctx.settings
         limits = (
-            FrameLimits.from_settings(self.settings, self.frame_clock)
-            if self.settings.rate_limits
+            FrameLimits.from_settings(
+                settings, self.frame_clock, user_chat=self.user_chat.of(caller.user_id)
+            )
+            if settings.rate_limits
             else None
         )
+        live = self.ctx.live_settings
+        hello = ServerHello(
+            user_id=caller.user_id,
+            device_id=caller.device_id,
+            is_admin=caller.is_admin,
+            is_moderator=caller.is_moderator,
+            is_trusted=caller.is_trusted,
+            server_title=live.server_title,
+            welcome_message=live.welcome_message,
+        )
+        self.ctx.server_log.record(
+            "join", user_id=caller.user_id, device_id=caller.device_id, address=address
+        )
         try:
-            await self.hub.attach(conn)
+            await self.hub.attach(conn, encode_event(hello))
             while True:
                 # No task and no asyncio.wait per frame. A socket the server closes (slow
                 # consumer, revoked, shutdown) stops here when its close frame has been
@@ -203,6 +230,13 @@ class Gateway:
         finally:
             if expiry is not None:
                 expiry.cancel()
+            self._bad_data.discard(conn.id)
+            self.ctx.server_log.record(
+                "leave",
+                user_id=caller.user_id,
+                device_id=caller.device_id,
+                message=conn.closing[1] if conn.closing else "",
+            )
             await self.hub.detach(conn)
             if conn.closing is not None and conn.writing:
                 with contextlib.suppress(TimeoutError):
@@ -224,6 +258,16 @@ class Gateway:
             frame = frame_decoder.decode(text)
         except msgspec.DecodeError as exc:
             frame_error = classify_decode_error(text, exc)
+            if conn.id not in self._bad_data:
+                # Once per socket: a client sending garbage must not flood the log.
+                self._bad_data.add(conn.id)
+                self.ctx.server_log.record(
+                    "bad_data",
+                    level="warning",
+                    user_id=conn.user_id,
+                    device_id=conn.device_id,
+                    message=frame_error.code,
+                )
             if limits is not None and not self._allowed(conn, limits, chat=False):
                 return
             self._error(conn, frame_error.code, frame_error.message)
@@ -248,8 +292,7 @@ class Gateway:
             self._error(conn, "server_error", "the server could not handle this message")
 
     def _allowed(self, conn: Connection, limits: FrameLimits, *, chat: bool) -> bool:
-        bucket = limits.chat if chat else limits.signal
-        if bucket.hit().allowed:
+        if limits.allow_chat() if chat else limits.signal.hit().allowed:
             limits.limited = False
             return True
         policy = "ws_chat" if chat else "ws_signal"
@@ -264,6 +307,13 @@ class Gateway:
         if not limits.limited:
             # One line when a socket goes over its limit, not one per refused frame.
             limits.limited = True
+            self.ctx.server_log.record(
+                "rate_limited",
+                level="warning",
+                user_id=conn.user_id,
+                device_id=conn.device_id,
+                message=f"policy {policy}",
+            )
             log.info(
                 "websocket rate limit hit conn=%s",
                 conn.id,

@@ -19,6 +19,7 @@ from typing import Any
 from dialtone.realtime.voice import VoiceRooms
 from dialtone.schemas.events import (
     INTERNAL_EVENTS,
+    AdminControl,
     ChannelDeleted,
     DeviceJoined,
     DeviceRevoked,
@@ -39,6 +40,7 @@ from dialtone.services.context import Caller, OnlineDirectory
 log = logging.getLogger("dialtone.realtime")
 
 CLOSE_GOING_AWAY = 1001
+CLOSE_SERVICE_RESTART = 1012  # drain: reconnect, the load balancer picks another node
 CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN = 1013
 
@@ -67,6 +69,7 @@ class Connection:
         "_queue",
         "_send",
         "_writer",
+        "address",
         "caller",
         "closing",
         "device_id",
@@ -90,6 +93,7 @@ class Connection:
         self.device_id = caller.device_id
         self.token_hash = caller.token_hash
         self.caller = caller
+        self.address = ""  # the client's address, for address bans (set by the gateway)
         self.voice_room: str | None = None
         self.closing: tuple[int, str] | None = None
         self._send = send
@@ -190,6 +194,8 @@ class Hub(OnlineDirectory):
         self._nodes_seen: dict[str, float] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
+        # Bans, kicks and live settings (realtime/admin.py), applied as they arrive.
+        self.on_admin: Callable[[AdminControl], None] | None = None
 
     async def publish(self, events: Sequence[Event]) -> None:
         assert self._publish is not None
@@ -207,28 +213,54 @@ class Hub(OnlineDirectory):
     def of_user(self, user_id: str) -> set[Connection]:
         return self._by_user.get(user_id, set())
 
+    def online_users(self) -> set[str]:
+        """Every user with a socket on this node or, when replicated, on another one."""
+        return set(self._by_user) | set(self._remote)
+
+    def socket_count(self) -> int:
+        """Open sockets on this node plus those other nodes reported."""
+        return len(self.conns) + sum(len(ids) for ids in self._remote.values())
+
+    def nodes(self) -> list[str]:
+        """This node's id, then the other live nodes heard from."""
+        return [self.node_id, *sorted(self._nodes_seen)]
+
+    def voice_rooms(self) -> dict[str, list[str]]:
+        return self.voice.snapshot()
+
+    def drain(self) -> int:
+        """Stop taking sockets and ask every open one to reconnect elsewhere (1012).
+
+        What is already queued to a socket is written before it closes; messages in
+        flight are stored by the gateway's writer, which keeps running."""
+        self.shutting_down = True
+        conns = list(self.conns.values())
+        for conn in conns:
+            conn.close(CLOSE_SERVICE_RESTART, "draining")
+        return len(conns)
+
     # ------------------------------------------------------------ lifecycle of a socket
 
-    async def attach(self, conn: Connection) -> None:
-        """Snapshot to the newcomer, then ``device.joined``.
+    async def attach(self, conn: Connection, hello: str | None = None) -> None:
+        """Snapshot to the newcomer, then ``device.joined`` to everyone else.
 
-        ``device.joined`` goes to everyone (the newcomer too) when the device comes
-        online on this node, i.e. with its first socket here. A further socket of a
-        device that is already online gets its own ``device.joined`` as its greeting,
-        but nobody else is told again: they heard of that device already, and the
-        announcement of every extra socket to every socket made connecting quadratic.
+        ``device.joined`` goes out when the device comes online on this node, i.e. with
+        its first socket here, and never to the device itself (the existing client
+        answers its own with a second key and profile sync). A further socket of a device
+        that is already online is announced to nobody: the others heard of that device
+        already, and announcing every extra socket to every socket made connecting
+        quadratic.
         """
         conn.push(encode_event(VoicePresenceSnapshot(voice_rooms=self.voice.snapshot())))
+        if hello is not None:
+            conn.push(hello)
         self.conns[conn.id] = conn
         self._by_user.setdefault(conn.user_id, set()).add(conn)
         online = self._device_sockets.get(conn.device_id, 0)
         self._device_sockets[conn.device_id] = online + 1
-        joined = DeviceJoined(sender=conn.user_id, device_id=conn.device_id)
         events: list[Event] = []
-        if online:
-            conn.push(encode_event(joined))
-        else:
-            events.append(joined)
+        if not online:
+            events.append(DeviceJoined(sender=conn.user_id, device_id=conn.device_id))
         if self.replicated:
             events.append(SocketOpened(user_id=conn.user_id, conn_id=conn.id))
         if events:
@@ -370,10 +402,11 @@ class Hub(OnlineDirectory):
 
     # ------------------------------------------------------------ delivery
 
-    def broadcast(self, text: str) -> None:
-        """One event, encoded once, to every socket."""
+    def broadcast(self, text: str, skip_device: str | None = None) -> None:
+        """One event, encoded once, to every socket (but ``skip_device``'s)."""
         for conn in list(self.conns.values()):
-            conn.push(text)
+            if conn.device_id != skip_device:
+                conn.push(text)
 
     async def deliver(self, events: Sequence[Event]) -> None:
         for event in events:
@@ -400,11 +433,16 @@ class Hub(OnlineDirectory):
                 self.voice.apply_membership(event)
             case VoiceRelay():
                 self.voice.apply_relay(event)
+            case DeviceJoined(device_id=device_id):
+                self.broadcast(encode_event(event), skip_device=device_id)
             case ChannelDeleted(channel_id=channel_id):
                 self.broadcast(encode_event(event))
                 self.voice.end_room(channel_id)
             case SocketOpened() | SocketClosed() | NodeAlive() | NodeStateRequest() | NodeState():
                 self._apply_replication(event)
+            case AdminControl():
+                if self.on_admin is not None:
+                    self.on_admin(event)
             case _ if isinstance(event, INTERNAL_EVENTS):
                 log.warning("no handler for control event %s", type(event).__name__)
             case _:

@@ -27,3 +27,5 @@ class AuthOut(msgspec.Struct):
     device_public_key: str
     is_admin: bool
     is_trusted: bool
+    # Added for administration (issue 10); older clients ignore it.
+    is_moderator: bool = False

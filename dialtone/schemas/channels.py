@@ -2,16 +2,22 @@ from __future__ import annotations
 
 import msgspec
 
-from dialtone.schemas.common import Id, NameCipher
+from dialtone.schemas.common import Id, NameCipher, trimmed
 
 
 class ChannelCreate(msgspec.Struct, forbid_unknown_fields=True):
     name_enc: NameCipher
 
+    def __post_init__(self) -> None:
+        self.name_enc = trimmed(self.name_enc, "name_enc")
+
 
 class ChannelUpdate(msgspec.Struct, forbid_unknown_fields=True):
     channel_id: Id
     name_enc: NameCipher
+
+    def __post_init__(self) -> None:
+        self.name_enc = trimmed(self.name_enc, "name_enc")
 
 
 class ChannelOut(msgspec.Struct):

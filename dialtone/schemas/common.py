@@ -22,6 +22,16 @@ MAX_BODY_BYTES = 16 * 1024
 MessageBody = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_BODY_BYTES, pattern=_NO_NUL)]
 
 
+def trimmed(value: str, name: str) -> str:
+    """Surrounding whitespace removed; refused when nothing is left (as the reference
+    server does). Raised from ``__post_init__``, a ValueError becomes msgspec's
+    ValidationError: 400 over HTTP, an ``invalid_message`` error event over /ws."""
+    value = value.strip()
+    if not value:
+        raise ValueError(f"{name} must not be empty or only whitespace")
+    return value
+
+
 class Status(msgspec.Struct):
     status: str = "ok"
 

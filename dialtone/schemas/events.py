@@ -7,7 +7,7 @@ from typing import Annotated
 
 import msgspec
 
-from dialtone.schemas.common import _NO_NUL, Id, MessageBody, NameCipher
+from dialtone.schemas.common import _NO_NUL, Id, MessageBody, NameCipher, trimmed
 
 # SDP and ICE text; the 64 KiB frame limit bounds it first.
 Signal = Annotated[str, msgspec.Meta(min_length=1, max_length=60 * 1024, pattern=_NO_NUL)]
@@ -47,6 +47,43 @@ class DeviceJoined(Event, tag="device.joined"):
 class DeviceRevoked(Event, tag="device.revoked"):
     sender: str
     device_id: str
+
+
+class ChannelMessageDeleted(Event, tag="channel.message.deleted"):
+    """Messages deleted by their sender or a moderator: drop them from view and cache."""
+
+    channel_id: str
+    message_ids: list[str]
+
+
+class ServerAnnouncement(Event, tag="server.announcement"):
+    """Plaintext from the operator (not end-to-end encrypted, and marked so)."""
+
+    text: str
+    alert: bool
+    sent_at: str
+    plaintext: bool = True
+
+
+class ServerHello(Event, tag="server.hello"):
+    """Sent to each new socket right after the voice snapshot: who you are, the server's
+    title and its welcome message ("" when none is set)."""
+
+    user_id: str
+    device_id: str
+    is_admin: bool
+    is_moderator: bool
+    is_trusted: bool
+    server_title: str
+    welcome_message: str
+
+
+class ServerInfoUpdated(Event, tag="server.info.updated"):
+    """The public server information changed (an operator's settings update)."""
+
+    server_title: str
+    welcome_message: str
+    registration_open: bool
 
 
 class SessionsRevoked(Event, tag="sessions.revoked"):
@@ -166,6 +203,37 @@ class NodeState(Event, tag="internal.node.state"):
     voice: list[tuple[str, str, str]]  # (channel_id, user_id, conn_id)
 
 
+class AdminControl(Event):
+    """Administration carried between nodes; the hub hands these to its admin handler."""
+
+
+class DisconnectUsers(AdminControl, tag="internal.admin.disconnect"):
+    """Close every socket of these users (kick, ban, lock) with ``code`` and ``reason``."""
+
+    user_ids: list[str]
+    reason: str
+    code: int = 1008
+
+
+class BanAdded(AdminControl, tag="internal.admin.ban_added"):
+    """A ban now applies on every node; sockets it covers are closed."""
+
+    id: str
+    user_id: str | None
+    address: str | None
+    expires_at: str | None
+
+
+class BanRemoved(AdminControl, tag="internal.admin.ban_removed"):
+    id: str
+
+
+class SettingsChanged(AdminControl, tag="internal.admin.settings"):
+    """Live settings (the whole effective set), applied by every node as it arrives."""
+
+    values: dict[str, str | int | float | bool]
+
+
 INTERNAL_EVENTS: tuple[type[Event], ...] = (
     SessionsRevoked,
     VoiceMembership,
@@ -175,6 +243,10 @@ INTERNAL_EVENTS: tuple[type[Event], ...] = (
     NodeAlive,
     NodeStateRequest,
     NodeState,
+    DisconnectUsers,
+    BanAdded,
+    BanRemoved,
+    SettingsChanged,
 )
 
 AnyEvent = (
@@ -201,6 +273,14 @@ AnyEvent = (
     | NodeAlive
     | NodeStateRequest
     | NodeState
+    | ChannelMessageDeleted
+    | ServerAnnouncement
+    | ServerHello
+    | ServerInfoUpdated
+    | DisconnectUsers
+    | BanAdded
+    | BanRemoved
+    | SettingsChanged
 )
 
 
@@ -217,6 +297,10 @@ class ChannelMessageSend(ClientFrame, tag="channel.message.send"):
     channel_id: Id
     body: MessageBody
     sender_name_enc: NameCipher
+
+    def __post_init__(self) -> None:
+        self.body = trimmed(self.body, "body")
+        self.sender_name_enc = trimmed(self.sender_name_enc, "sender_name_enc")
 
 
 class VoiceJoin(ClientFrame, tag="voice_join"):

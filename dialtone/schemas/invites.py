@@ -6,3 +6,6 @@ import msgspec
 class InviteOut(msgspec.Struct):
     token: str
     expires_at: str
+    # Added for administration (issue 10): the id GET/DELETE /admin/invites use.
+    id: str = ""
+    max_uses: int = 1

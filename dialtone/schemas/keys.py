@@ -28,6 +28,14 @@ class DirectoryKeysIn(msgspec.Struct, forbid_unknown_fields=True):
     envelopes: EnvelopeList
 
 
+class EnvelopesStored(msgspec.Struct, omit_defaults=True):
+    """``{"status": "ok"}`` as ever; ``kept`` lists the devices whose existing envelope this
+    caller may not replace and that were left unchanged (omitted when there are none)."""
+
+    status: str
+    kept: list[str] = msgspec.field(default_factory=list)
+
+
 class ChannelKeyOut(msgspec.Struct):
     channel_id: str
     device_id: str

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import msgspec
 
-from dialtone.schemas.common import NameCipher, Username
+from dialtone.schemas.common import NameCipher, Username, trimmed
 
 
 class UserCreate(msgspec.Struct, forbid_unknown_fields=True):
@@ -17,6 +17,9 @@ class UserOut(msgspec.Struct):
 
 class ProfileIn(msgspec.Struct, forbid_unknown_fields=True):
     name_enc: NameCipher
+
+    def __post_init__(self) -> None:
+        self.name_enc = trimmed(self.name_enc, "name_enc")
 
 
 class ProfileOut(msgspec.Struct):

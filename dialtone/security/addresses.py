@@ -86,4 +86,5 @@ def limit_key(address: str) -> str:
     if isinstance(ip, ipaddress.IPv6Address):
         network = ipaddress.IPv6Network((ip, IPV6_LIMIT_PREFIX), strict=False)
         return str(network)
-    return address
+    # IPv4, also when a dual-stack socket reports it IPv4-mapped (::ffff:a.b.c.d).
+    return str(ip) if ip is not None else address

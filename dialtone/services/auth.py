@@ -12,7 +12,16 @@ from dialtone.db.repositories.invites import InviteRepository
 from dialtone.db.repositories.sessions import SessionRepository
 from dialtone.db.repositories.users import UserRepository
 from dialtone.db.unit_of_work import UnitOfWork
-from dialtone.errors import Conflict, Gone, InvalidInput, NotFound, RateLimited, Unauthorized
+from dialtone.db.upsert import ReferenceGone
+from dialtone.errors import (
+    Conflict,
+    Forbidden,
+    Gone,
+    InvalidInput,
+    NotFound,
+    RateLimited,
+    Unauthorized,
+)
 from dialtone.schemas.events import SessionsRevoked
 from dialtone.security import tokens, usernames
 from dialtone.security.addresses import limit_key
@@ -49,6 +58,41 @@ def checked_public_key(raw: str) -> str:
     return raw
 
 
+async def rate_limit(ctx: ServerContext, policy: str, key: str, client: str | None = None) -> None:
+    decision = await ctx.limiter.hit(policy, key)
+    if not decision.allowed:
+        ctx.server_log.record(
+            "rate_limited", level="warning", address=client, message=f"policy {policy}"
+        )
+        raise RateLimited(
+            "too many attempts, try again later", retry_after=retry_after_seconds(decision)
+        )
+
+
+async def register_device(
+    ctx: ServerContext, devices: DeviceRepository, user_id: str, public_key: str, now: datetime
+) -> Device:
+    """The user's device for this key: the known one, or a new one within the user's cap
+    and device rate limit. One statement, so simultaneous logins share one device."""
+    try:
+        outcome = await devices.register(
+            user_id, public_key, now, ctx.settings.max_devices_per_user
+        )
+    except ReferenceGone:
+        raise Unauthorized("invalid username or password", code="invalid_credentials") from None
+    if outcome is None:
+        raise Conflict(
+            f"this account has {ctx.settings.max_devices_per_user} devices, the most allowed: "
+            "revoke one (DELETE /devices/{id}) before adding another",
+            code="device_limit",
+        )
+    device, created = outcome
+    if created:
+        # Charged only for a device that is really new; a refusal rolls the insert back.
+        await rate_limit(ctx, "device", user_id)
+    return device
+
+
 class AuthService:
     def __init__(self, uow: UnitOfWork, ctx: ServerContext) -> None:
         self.uow = uow
@@ -58,12 +102,8 @@ class AuthService:
         self.sessions = SessionRepository(uow.session)
         self.invites = InviteRepository(uow.session)
 
-    async def _limit(self, policy: str, key: str) -> None:
-        decision = await self.ctx.limiter.hit(policy, key)
-        if not decision.allowed:
-            raise RateLimited(
-                "too many attempts, try again later", retry_after=retry_after_seconds(decision)
-            )
+    async def _limit(self, policy: str, key: str, client: str | None = None) -> None:
+        await rate_limit(self.ctx, policy, key, client)
 
     async def register(
         self,
@@ -78,7 +118,9 @@ class AuthService:
 
         Registration redeems an invite, so its per-address limit also bounds invite guessing.
         """
-        await self._limit("register", limit_key(client))
+        await self._limit("register", limit_key(client), client)
+        if not self.ctx.live_settings.registration_open:
+            raise Forbidden("registration is closed on this server", code="registration_closed")
         name = checked_username(username)
         problem = check_password_strength(password)
         if problem:
@@ -92,7 +134,8 @@ class AuthService:
         invite = await self.invites.get(invite_hash)
         if invite is None:
             raise NotFound("unknown invite", code="invite_not_found")
-        if invite.consumed_at is not None or invite.expires_at <= now:
+        spent = invite.uses >= invite.max_uses or invite.revoked_at is not None
+        if spent or invite.expires_at <= now:
             raise Gone("invite expired or already used", code="invite_gone")
 
         name_hash = usernames.username_hash(self.ctx.settings.username_pepper, name)
@@ -123,6 +166,9 @@ class AuthService:
         device = await self.devices.add(
             Device(user_id=user.id, public_key=public_key, created_at=now, last_seen_at=now)
         )
+        await self.ctx.server_log.add(
+            self.uow.session, "register", user_id=user.id, device_id=device.id, address=client
+        )
         return await self._start_session(user, device, name, now)
 
     async def login(
@@ -135,9 +181,9 @@ class AuthService:
         # address's own buckets run dry long before it could drain the account's: a
         # stranger failing logins from one place cannot lock the owner out elsewhere.
         where = limit_key(client)
-        await self._limit("login_address", where)
-        await self._limit("login_user", f"{name_hash}|{where}")
-        await self._limit("login_user_total", name_hash)
+        await self._limit("login_address", where, client)
+        await self._limit("login_user", f"{name_hash}|{where}", client)
+        await self._limit("login_user_total", name_hash, client)
         if usernames.check_username(name):
             # Same answer as a wrong password: do not reveal which names are valid.
             await self.ctx.hashing.run(self.ctx.passwords.verify, None, password)
@@ -153,15 +199,23 @@ class AuthService:
             await self._login_failed(client, name_hash, user)
 
         now = self.ctx.clock()
+        # Told only to whoever knows the password: a refusal reveals nothing to guessers.
+        if user.is_locked:
+            self.ctx.server_log.record(
+                "login_failed", user_id=user.id, address=client, message="account locked"
+            )
+            raise Forbidden("this account is locked", code="account_locked")
+        if self.ctx.bans.user_ban(user.id, now) is not None:
+            self.ctx.server_log.record(
+                "login_failed", user_id=user.id, address=client, message="user banned"
+            )
+            raise Forbidden("banned from this server", code="banned")
         if self.ctx.passwords.needs_rehash(stored):
             user.password_hash = await self.ctx.hashing.run(self.ctx.passwords.hash, password)
-        device = await self.devices.get_by_key(user.id, public_key)
-        if device is None:
-            device = await self.devices.add(
-                Device(user_id=user.id, public_key=public_key, created_at=now, last_seen_at=now)
-            )
-        else:
-            device.last_seen_at = now
+        device = await register_device(self.ctx, self.devices, user.id, public_key, now)
+        await self.ctx.server_log.add(
+            self.uow.session, "login", user_id=user.id, device_id=device.id, address=client
+        )
         return await self._start_session(user, device, name, now)
 
     async def _login_failed(self, client: str, name_hash: str, user: User | None) -> NoReturn:
@@ -173,6 +227,9 @@ class AuthService:
         log.info(
             "login failed",
             extra={"event": "login_failed", "user_id": user.id if user else None, "client": client},
+        )
+        self.ctx.server_log.record(
+            "login_failed", user_id=user.id if user else None, address=client
         )
         raise Unauthorized("invalid username or password", code="invalid_credentials")
 
@@ -197,24 +254,26 @@ class AuthService:
             token=token, user=user, device=device, username=name, expires_at=expires_at
         )
 
-    async def authenticate(self, token: str, *, cached: bool = True) -> Caller | None:
-        """The token's caller, or None. ``cached=False`` reads the database even when the
-        session cache knows the token (the answer still refreshes the cache)."""
+    async def authenticate(self, token: str) -> Caller | None:
         if not token or len(token) > 256:
             return None
         digest = tokens.token_hash(token)
         now = self.ctx.clock()
         cache = self.ctx.session_cache
         if cache is not None:
-            known = cache.get(digest, now) if cached else None
-            if known is not None:
-                await self._seen(known.device_id)
-                return known
+            cached = cache.get(digest, now)
+            if cached is not None:
+                self.ctx.bans.check_user(cached.user_id, now)
+                await self._seen(cached.device_id)
+                return cached
             epoch = cache.epoch  # before the query: a revocation meanwhile voids the answer
         found = await self.sessions.resolve(digest, now)
         if found is None:
             return None
         session, user = found
+        if user.is_locked:
+            return None
+        self.ctx.bans.check_user(user.id, now)
         await self._seen(session.device_id)
         caller = Caller(
             user_id=user.id,
@@ -223,6 +282,7 @@ class AuthService:
             is_trusted=user.is_trusted,
             token_hash=digest,
             expires_at=session.expires_at,
+            is_moderator=user.is_moderator,
         )
         if cache is not None:
             cache.put(digest, caller, session.expires_at, epoch)

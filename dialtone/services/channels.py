@@ -39,11 +39,9 @@ class ChannelService:
 
     async def rename(self, caller: Caller, channel_id: str, name_enc: str) -> Channel:
         require_admin(caller)
-        channel = await self.channels.get(channel_id)
+        channel = await self.channels.rename(channel_id, name_enc)
         if channel is None:
             raise NotFound("channel not found", code="channel_not_found")
-        channel.name_enc = name_enc
-        await self.uow.session.flush()
         self.uow.emit(ChannelUpdated(channel_id=channel.id, channel_name_enc=name_enc))
         return channel
 

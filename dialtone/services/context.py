@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from dialtone.config import Settings
 from dialtone.db.base import utcnow
@@ -12,7 +14,10 @@ from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.security.addresses import Proxies, parse_networks
 from dialtone.security.passwords import PasswordPolicy, Passwords
 from dialtone.security.ratelimit import Bucket, Limiter, MemoryStore, RedisStore, Store
+from dialtone.services.bans import BanList
 from dialtone.services.hashing import HashingPool
+from dialtone.services.live_settings import LiveSettings
+from dialtone.services.server_log import ServerLog
 from dialtone.services.session_cache import SessionCache
 
 LAST_SEEN_EVERY = 60.0  # seconds between two last_seen_at writes for one device
@@ -23,6 +28,18 @@ class OnlineDirectory:
 
     def online(self, user_ids: Iterable[str]) -> set[str]:
         return set()
+
+    def online_users(self) -> set[str]:
+        return set()
+
+    def socket_count(self) -> int:
+        return 0
+
+    def nodes(self) -> list[str]:
+        return []
+
+    def voice_rooms(self) -> dict[str, list[str]]:
+        return {}
 
 
 @dataclass
@@ -36,6 +53,12 @@ class Caller:
     token_hash: str
     # When the bearer token's session ends (None where a caller is built without one).
     expires_at: datetime | None = None
+    is_moderator: bool = False
+
+    @property
+    def is_staff(self) -> bool:
+        """An admin or a moderator: may delete any message, kick and ban members."""
+        return self.is_admin or self.is_moderator
 
 
 @dataclass
@@ -52,6 +75,30 @@ class ServerContext:
     session_cache: SessionCache | None = None
     # argon2 runs here, never on the event loop nor in the default executor.
     hashing: HashingPool = field(default_factory=HashingPool)
+    # Administration: every node's copy of the bans and of the live settings.
+    bans: BanList = field(default_factory=BanList)
+    live: LiveSettings | None = None
+    server_log: ServerLog = field(default_factory=ServerLog)
+    started: float = field(default_factory=time.monotonic)
+    # Called with the new Settings after a live settings change (e.g. the edge's cap).
+    settings_hooks: list[Callable[[Settings], None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.live is None:
+            self.live = LiveSettings(self.settings)
+        self.server_log.clock = lambda: self.clock()
+
+    @property
+    def live_settings(self) -> LiveSettings:
+        assert self.live is not None
+        return self.live
+
+    def apply_settings(self, stored: Mapping[str, Any]) -> None:
+        """Make stored live settings the effective ones on this node."""
+        self.settings = self.live_settings.apply(stored)
+        self.limiter.policies.update(http_policies(self.settings))
+        for hook in self.settings_hooks:
+            hook(self.settings)
 
     def sessions_changing(self, uow: UnitOfWork) -> None:
         """Call before a write in ``uow`` that ends sessions or changes a user's flags
@@ -59,6 +106,13 @@ class ServerContext:
         none is cached again until that transaction has ended."""
         if self.session_cache is not None:
             self.session_cache.changing(uow)
+
+    def database_failed(self) -> None:
+        """A transaction ended with the database failing: cached sessions are dropped, so
+        that nothing is vouched for by a cache while the database cannot confirm it (a new
+        socket is refused with 503 during an outage, as a new request is)."""
+        if self.session_cache is not None:
+            self.session_cache.invalidate()
 
     @classmethod
     def from_settings(
@@ -96,6 +150,10 @@ def http_policies(settings: Settings) -> dict[str, Bucket]:
         "login_user_total": Bucket.per(settings.login_user_burst, settings.login_user_refill),
         "register": register,
         "admin_token": Bucket.per(settings.admin_token_burst, settings.admin_token_refill),
+        # keyed by user id: new devices, and envelope writes (the existing client re-shares
+        # every channel's key from every device every 30 s, so this bucket is wide)
+        "device": Bucket.per(settings.device_burst, settings.device_refill),
+        "envelope": Bucket.per(settings.envelope_burst, settings.envelope_refill),
     }
 
 

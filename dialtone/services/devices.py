@@ -10,7 +10,7 @@ from dialtone.db.repositories.sessions import SessionRepository
 from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.errors import Forbidden, InvalidInput, NotFound
 from dialtone.schemas.events import DeviceRevoked
-from dialtone.services.auth import checked_public_key
+from dialtone.services.auth import checked_public_key, register_device
 from dialtone.services.context import Caller, ServerContext
 
 log = logging.getLogger("dialtone.security")
@@ -28,12 +28,8 @@ class DeviceService:
         if user_id != caller.user_id:
             raise Forbidden("you can only add devices to your own account", code="not_owner")
         checked_public_key(public_key)
-        existing = await self.devices.get_by_key(caller.user_id, public_key)
-        if existing is not None:
-            return existing
-        now = self.ctx.clock()
-        return await self.devices.add(
-            Device(user_id=caller.user_id, public_key=public_key, created_at=now, last_seen_at=now)
+        return await register_device(
+            self.ctx, self.devices, caller.user_id, public_key, self.ctx.clock()
         )
 
     async def keys(
@@ -55,15 +51,17 @@ class DeviceService:
 
         Someone else's device answers 404 like an unknown one, so ids cannot be probed.
         """
-        device = await self.devices.get(device_id)
-        if device is None or device.user_id != caller.user_id:
+        # The delete is the check: a concurrent revocation that came first leaves 0 rows.
+        if not await self.devices.delete(device_id, caller.user_id):
             raise NotFound("device not found", code="device_not_found")
         self.ctx.sessions_changing(self.uow)
         await self.sessions.delete_for_device(device_id)
         await self.envelopes.delete_for_device(device_id)
-        await self.devices.delete(device_id)
         self.ctx.seen.pop(device_id, None)
         self.uow.emit(DeviceRevoked(sender=caller.user_id, device_id=device_id))
+        await self.ctx.server_log.add(
+            self.uow.session, "device_revoked", user_id=caller.user_id, device_id=device_id
+        )
         log.info(
             "device revoked",
             extra={

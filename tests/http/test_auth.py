@@ -28,6 +28,7 @@ AUTH_FIELDS = {
     "device_public_key",
     "is_admin",
     "is_trusted",
+    "is_moderator",  # additive (administration)
 }
 
 

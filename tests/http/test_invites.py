@@ -31,7 +31,9 @@ async def test_invite_with_admin_token(
     response = await client.post("/server/invites", headers={"X-Admin-Token": ADMIN_TOKEN})
     assert response.status_code == 201, response.text
     body = response.json()
-    assert set(body) == {"token", "expires_at"}
+    # id and max_uses are additive (administration); the reference's two fields stay.
+    assert set(body) == {"token", "expires_at", "id", "max_uses"}
+    assert body["max_uses"] == 1
     assert is_time(body["expires_at"])
     expires = datetime.strptime(body["expires_at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
     assert abs(expires - datetime.now(UTC) - timedelta(hours=24)) < timedelta(minutes=1)

@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import uuid
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -138,6 +139,15 @@ def test_built_wheel_migrates_and_serves_outside_the_source_tree(
     )  # fmt: skip
     assert built.returncode == 0, built.stderr
     (wheel,) = wheels.glob("dialtone-*.whl")
+    # Every file of the package is in the wheel: migrations, templates, static assets.
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = {name for name in archive.namelist() if name.startswith("dialtone/")}
+    tracked = {
+        str(path.relative_to(source))
+        for path in (source / "dialtone").rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+    assert tracked - shipped == set()
     target = tmp_path / "installed"
     installed = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
@@ -167,3 +177,22 @@ def test_built_wheel_migrates_and_serves_outside_the_source_tree(
     start.append(server)
     server.wait_ready()
     assert server.http.get("/health").text == "ok"
+
+
+def test_unreachable_redis_is_one_line(tmp_path: Path) -> None:
+    env = clean_env(
+        DIALTONE_DATA_DIR=str(tmp_path),
+        DIALTONE_LISTEN_ADDR=f"127.0.0.1:{free_port()}",
+        DIALTONE_REDIS_URL=f"redis://:hunter2-secret@127.0.0.1:{free_port()}/0",
+        DIALTONE_CLUSTER_SECRET="c" * 40,
+        DIALTONE_DB_TIMEOUT="2",
+    )
+    line = one_line_failure(dialtone("serve", env=env, timeout=60))
+    assert line.startswith("dialtone: configuration error: cannot reach Redis at redis://")
+    assert "hunter2-secret" not in line
+
+
+def test_redis_without_cluster_secret_is_one_line(tmp_path: Path) -> None:
+    env = clean_env(DIALTONE_DATA_DIR=str(tmp_path), DIALTONE_REDIS_URL="redis://127.0.0.1/0")
+    line = one_line_failure(dialtone("serve", env=env, timeout=60))
+    assert "DIALTONE_CLUSTER_SECRET" in line

@@ -116,3 +116,39 @@ def test_rfc3339_matches_the_strftime_form(moment: datetime, offset_minutes: int
     expected = aware.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     assert rfc3339(aware) == expected
     assert rfc3339(aware.astimezone(UTC)) == expected
+
+
+async def test_sent_at_text_from_the_database_matches_rfc3339(
+    client: AsyncTestClient[Any], admin: Member
+) -> None:
+    """History formats sent_at in SQL; it must be the text rfc3339 gives for the value."""
+    channel_id = await new_channel(client, admin)
+    moments = [
+        datetime(2026, 1, 1, tzinfo=UTC),  # no microseconds
+        datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2030, 7, 4, 5, 6, 7, 10, tzinfo=UTC),
+        datetime(2026, 3, 29, 1, 30, 0, 500000, tzinfo=timezone(timedelta(hours=2))),
+    ]
+
+    async def add(uow: UnitOfWork) -> None:
+        await MessageRepository(uow.session).add_many(
+            [
+                ChannelMessage(
+                    channel_id=channel_id,
+                    sender_id=admin.user_id,
+                    sender_device_id=admin.device_id,
+                    sender_name_enc="s",
+                    body=f"b{i}",
+                    sent_at=moment,
+                )
+                for i, moment in enumerate(moments)
+            ]
+        )
+
+    in_app(client, add)
+    response = await page(client, admin, f"channel_id={channel_id}")
+    assert [m["sent_at"] for m in response.json()["messages"]] == [rfc3339(m) for m in moments]
+    # The cursor paths format the same way.
+    first = response.json()["messages"][0]["id"]
+    after = await page(client, admin, f"channel_id={channel_id}&after={first}")
+    assert [m["sent_at"] for m in after.json()["messages"]] == [rfc3339(m) for m in moments[1:]]

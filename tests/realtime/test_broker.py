@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import pytest
 from redis import asyncio as redis_asyncio
 
-from dialtone.realtime.broker import RedisBroker, broker_key, seal, unseal
+from dialtone.realtime.broker import RedisBroker, ReplayGuard, Sealed, broker_key, seal, unseal
 from dialtone.schemas.events import (
     ChannelMessageNew,
     Event,
@@ -89,26 +89,48 @@ async def test_redis_outage_after_commit_is_logged_not_raised(
 
 def test_seal_and_unseal() -> None:
     key = broker_key(SECRET)
-    sealed = seal(key, "p:events", b"[1]", now=1000.0)
-    assert unseal(key, "p:events", sealed, now=1000.0) == b"[1]"
-    assert unseal(key, "p:events", sealed, now=1059.0) == b"[1]"
-    assert unseal(key, "p:events", sealed, now=1061.0) is None  # stale: a replay
+    me = b"s" * 16
+    sealed = seal(key, "p:events", b"[1]", me, 7, now=1000.0)
+    assert unseal(key, "p:events", sealed, now=1000.0) == Sealed(me, 7, b"[1]")
+    assert unseal(key, "p:events", sealed, now=1059.0) == Sealed(me, 7, b"[1]")
+    assert unseal(key, "p:events", sealed, now=1061.0) is None  # stale
     assert unseal(key, "p:events", sealed, now=939.0) is None
     assert unseal(key, "q:events", sealed, now=1000.0) is None  # another prefix's channel
     assert unseal(broker_key(b"x" * 32), "p:events", sealed, now=1000.0) is None
     tampered = sealed[:-2] + b"2]"
     assert unseal(key, "p:events", tampered, now=1000.0) is None
+    renumbered = sealed[:26] + bytes([sealed[26] ^ 1]) + sealed[27:]  # in the sequence
+    assert unseal(key, "p:events", renumbered, now=1000.0) is None
     assert unseal(key, "p:events", b"[1]", now=1000.0) is None
     assert unseal(key, "p:events", b"", now=1000.0) is None
     with pytest.raises(ValueError, match="cluster secret"):
         RedisBroker("redis://127.0.0.1:1/0", secret=b"")
 
 
+def test_replay_guard_takes_each_batch_once_in_any_nearby_order() -> None:
+    clock = [0.0]
+    guard = ReplayGuard(clock=lambda: clock[0])
+    a, b = b"a" * 16, b"b" * 16
+    assert guard.fresh(a, 5)
+    assert not guard.fresh(a, 5)
+    assert guard.fresh(a, 3)  # arrived late, not seen before
+    assert guard.fresh(a, 6)
+    assert not guard.fresh(a, 3)
+    assert guard.fresh(b, 5)  # another sender's numbers are its own
+    assert guard.fresh(a, 5 + ReplayGuard.WINDOW * 3)
+    assert not guard.fresh(a, 4)  # far below the window: refused
+    # A sender silent past the stamp window is forgotten (its batches would be stale).
+    clock[0] += 1000
+    assert guard.fresh(b"c" * 16, 1)
+    assert guard.fresh(a, 1)
+
+
 @pytest.mark.redis
 async def test_forged_and_foreign_publishes_are_dropped(caplog: pytest.LogCaptureFixture) -> None:
     """Someone else on the same Redis publishes on our channel: unsigned JSON, a batch
-    signed with another deployment's secret, a replayed old batch. None is delivered;
-    the node's own batch after them is (pub/sub keeps order, so no waiting is needed)."""
+    signed with another deployment's secret, an old batch, a fresh one replayed. None
+    is delivered; the node's own batches after them are (pub/sub keeps order, so their
+    arrival is the event to wait for)."""
     if not REDIS_URL:
         pytest.skip("needs DIALTONE_TEST_REDIS_URL")
     from dialtone.schemas.events import encode_events
@@ -129,13 +151,38 @@ async def test_forged_and_foreign_publishes_are_dropped(caplog: pytest.LogCaptur
         caplog.set_level(logging.WARNING, logger="dialtone.realtime")
         await raw.publish(broker.channel, forged)
         other = broker_key(b"another-deployment-secret-0123456789")
-        await raw.publish(broker.channel, seal(other, broker.channel, forged))
-        old = seal(broker_key(SECRET), broker.channel, forged, now=1_000_000.0)
+        await raw.publish(broker.channel, seal(other, broker.channel, forged, b"f" * 16, 1))
+        old = seal(broker_key(SECRET), broker.channel, forged, b"o" * 16, 1, now=1_000_000.0)
         await raw.publish(broker.channel, old)
         await broker.publish([SessionsRevoked(user_id="genuine")])
         await asyncio.wait_for(arrived.wait(), 30)
         assert got == [SessionsRevoked(user_id="genuine")]
         assert broker.dropped == 3
+
+        # A genuine batch captured off the channel and published again is a replay.
+        listener = raw.pubsub(ignore_subscribe_messages=True)
+        await listener.subscribe(broker.channel)
+        arrived.clear()
+        await broker.publish([SessionsRevoked(user_id="once")])
+        captured = None
+        async with asyncio.timeout(30):
+            while captured is None:
+                message = await listener.get_message(timeout=1.0)
+                if message is not None and message["type"] == "message":
+                    captured = message["data"]
+        await listener.aclose()
+        await raw.publish(broker.channel, captured)
+        await broker.publish([SessionsRevoked(user_id="after")])
+        async with asyncio.timeout(30):
+            while got[-1] != SessionsRevoked(user_id="after"):
+                arrived.clear()
+                await arrived.wait()
+        assert got == [
+            SessionsRevoked(user_id="genuine"),
+            SessionsRevoked(user_id="once"),
+            SessionsRevoked(user_id="after"),
+        ]
+        assert broker.dropped == 4
         rejected = [
             r for r in caplog.records if getattr(r, "event", None) == "broker_message_rejected"
         ]

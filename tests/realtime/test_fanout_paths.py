@@ -22,7 +22,7 @@ async def test_an_extra_socket_of_an_online_device_is_greeted_but_not_announced(
         "sender": member.user_id,
         "device_id": member.device_id,
     }
-    # Same device, second socket: its own greeting is unchanged (snapshot, own joined)...
+    # Same device, second socket: greeted with the snapshot only, as the first was...
     second = await live.connect(member)
     # ...but the sockets that already know the device hear nothing new.
     assert [e for e in await quiet(other) if e["type"] == "device.joined"] == []
@@ -72,7 +72,17 @@ async def test_sockets_that_keep_up_own_no_task_once_drained(
     assert all(c.queued == 0 and not c.writing for c in conns)
 
 
-async def test_greeting_order(live: LiveServer, member: Member) -> None:
+async def test_greeting_order(
+    live: LiveServer, admin: Member, member: Member, channel: str
+) -> None:
     ws = await live.connect_raw(member)
     assert (await recv(ws))["type"] == "voice.presence.snapshot"
-    assert (await recv(ws))["type"] == "device.joined"
+    assert (await recv(ws))["type"] == "server.hello"  # additive (administration)
+    other = await live.connect(admin)
+    assert await next_of(ws, "device.joined") == {
+        "type": "device.joined",
+        "sender": admin.user_id,
+        "device_id": admin.device_id,
+    }
+    await other.send(chat_frame(channel, "b3JkZXI="))
+    assert (await recv(ws))["type"] == "channel.message.new"

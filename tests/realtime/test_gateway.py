@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 
 import pytest
 from websockets.asyncio.client import connect
@@ -31,15 +32,28 @@ async def test_plain_http_get_on_ws_is_a_json_error(live: LiveServer) -> None:
     assert "error" in response.json()
 
 
-async def test_connect_sends_snapshot_then_device_joined_to_everyone(
-    live: LiveServer, admin: Member, member: Member
+async def test_connect_sends_snapshot_and_device_joined_to_everyone_else(
+    live: LiveServer, admin: Member, member: Member, channel: str
 ) -> None:
     first = await live.connect(admin)
     ws = await live.connect_raw(member)
     assert await recv(ws) == {"type": "voice.presence.snapshot", "voice_rooms": {}}
+    # Additive (administration): who you are and the server's title and welcome message.
+    assert await recv(ws) == {
+        "type": "server.hello",
+        "user_id": member.user_id,
+        "device_id": member.device_id,
+        "is_admin": False,
+        "is_moderator": False,
+        "is_trusted": True,
+        "server_title": "Dialtone",
+        "welcome_message": "",
+    }
     announced = {"type": "device.joined", "sender": member.user_id, "device_id": member.device_id}
-    assert await recv(ws) == announced
     assert await next_of(first, "device.joined") == announced
+    # The joiner's own copy would have been queued before this message: there is none.
+    await first.send(chat_frame(channel, "YWZ0ZXI="))
+    assert (await recv(ws))["type"] == "channel.message.new"
 
 
 async def test_token_in_subprotocol_is_accepted_and_echoed(
@@ -246,15 +260,20 @@ async def test_presence_answers_from_the_hub(
     ws = await live.connect(member)
     second = await live.connect(await live.second_device(member))
     assert await statuses() == {admin.user_id: False, member.user_id: True}
+    hub = live.server.config.app.state.hub  # type: ignore[attr-defined]
     await ws.close()
-    await asyncio.sleep(0.2)
+    await until(lambda: len(hub.of_user(member.user_id)) == 1)  # the close is processed
     assert await statuses() == {admin.user_id: False, member.user_id: True}
     await second.close()
-    for _ in range(50):
-        if await statuses() == {admin.user_id: False, member.user_id: False}:
-            break
-        await asyncio.sleep(0.05)
+    await until(lambda: not hub.of_user(member.user_id))
     assert await statuses() == {admin.user_id: False, member.user_id: False}
+
+
+async def until(check: Callable[[], bool], within: float = 60.0) -> None:
+    """Wait for a condition of the in-process server; the bound only stops a broken run."""
+    async with asyncio.timeout(within):
+        while not check():  # noqa: ASYNC110  (the hub has no event for a socket leaving)
+            await asyncio.sleep(0.005)
 
 
 async def test_turn_credentials_need_configuration(live: LiveServer, member: Member) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from tests.conftest import (
     ADMIN_TOKEN,
@@ -26,7 +27,8 @@ from tests.conftest import (
     register_member,
     truncate_all,
 )
-from tests.realtime.conftest import chat_frame, next_of, only, quiet
+from tests.e2ee import DeviceKeys
+from tests.realtime.conftest import chat_frame, closed_with, next_of, only, quiet
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -142,7 +144,6 @@ async def eventually(check: Any, expected: Any, within: float = 30.0) -> None:
 async def greeted(url: str, member: Member) -> Any:
     ws = await connect(url, additional_headers={"Authorization": f"Bearer {member.token}"})
     assert json.loads(await ws.recv())["type"] == "voice.presence.snapshot"
-    await next_of(ws, "device.joined")
     return ws
 
 
@@ -292,4 +293,64 @@ async def test_presence_and_voice_seats_follow_nodes_that_start_and_die(
         await eventually(lambda: online(node_a, alice, bob.user_id), False)
     finally:
         await on_a.close()
+        await on_b.close()
+
+
+# ---------------------------------------------------------------- administration
+
+OPERATOR = {"X-Admin-Token": ADMIN_TOKEN}
+
+
+async def test_settings_and_bans_apply_on_every_node(nodes: tuple[Node, Node]) -> None:
+    node_a, node_b = nodes
+    admin = await node_a.register("admin")
+    bob = await node_a.register("bob")
+    on_b = await connect(node_b.ws_url, additional_headers=bob.auth)
+    try:
+        await next_of(on_b, "device.joined")
+
+        # Settings changed on A: B's sockets hear it and B answers with the new values.
+        response = await node_a.http.put(
+            "/admin/settings",
+            json={"server_title": "Cluster", "registration_open": False},
+            headers=admin.auth,
+        )
+        assert response.status_code == 200, response.text
+        updated = await next_of(on_b, "server.info.updated", within=10)
+        assert updated["server_title"] == "Cluster"
+        info = (await node_b.http.get("/server/info")).json()
+        assert info["server_title"] == "Cluster"
+        assert info["registration_open"] is False
+        invite = (await node_b.http.post("/server/invites", headers=OPERATOR)).json()
+        refused = await node_b.http.post(
+            "/auth/register",
+            json={
+                "username": "carol",
+                "password": "password1",
+                "public_key": DeviceKeys().public_b64,
+                "invite_token": invite["token"],
+            },
+        )
+        assert refused.status_code == 403
+        assert refused.json()["code"] == "registration_closed"
+
+        # A ban made on A closes bob's socket on B and B refuses him from then on.
+        banned = await node_a.http.post(
+            "/admin/bans", json={"user_id": bob.user_id}, headers=OPERATOR
+        )
+        assert banned.status_code == 201
+        assert (await closed_with(on_b))[:2] == (1008, "banned")
+        assert (await node_b.http.get("/channels", headers=bob.auth)).status_code == 403
+        with pytest.raises(InvalidStatus) as handshake:
+            await connect(node_b.ws_url, additional_headers=bob.auth, open_timeout=5)
+        assert handshake.value.response.status_code == 403
+        assert json.loads(handshake.value.response.body or b"{}")["code"] == "banned"
+
+        # Lifted on B (applied there before it answers): B lets him in again.
+        lifted = await node_b.http.delete(f"/admin/bans/{banned.json()['id']}", headers=OPERATOR)
+        assert lifted.status_code == 200
+        back = await connect(node_b.ws_url, additional_headers=bob.auth)
+        await next_of(back, "device.joined")
+        await back.close()
+    finally:
         await on_b.close()

@@ -168,7 +168,6 @@ async def test_kill_9_mid_burst_loses_no_acknowledged_message(
                 max_queue=None,
             )
             await recv(ws)  # voice.presence.snapshot
-            await next_of(ws, "device.joined")
             sockets.append(ws)
 
         progress = asyncio.Event()
@@ -272,8 +271,7 @@ async def test_websocket_limit_override_end_to_end(tmp_path: Path) -> None:
             additional_headers={"Authorization": f"Bearer {token}"},
             open_timeout=5,
         ) as ws:
-            await recv(ws)
-            await next_of(ws, "device.joined")
+            await recv(ws)  # voice.presence.snapshot
 
             for i in range(5):
                 await ws.send(chat_frame(channel, f"bTx{i}"))

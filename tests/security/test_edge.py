@@ -196,10 +196,14 @@ async def test_no_concurrency_cap_with_rate_limits_off(
 
     assert sqlite_settings.rate_limits is False
     settings = msgspec.structs.replace(
-        sqlite_settings, max_connections_per_address=2, request_timeout=3.0
+        sqlite_settings, max_connections_per_address=2, request_timeout=120.0
     )
     live = await live_factory(settings)
     writers = await hold_requests(live.port, 3)
+    edge = live.server.config.app
+    async with asyncio.timeout(60):  # until all three are in flight, past the cap of 2
+        while edge.active.get("127.0.0.1", 0) < 3:  # noqa: ASYNC110  (no event for it)
+            await asyncio.sleep(0.005)
     async with live.client() as http:
         assert (await http.get("/health")).status_code == 200
     for writer in writers:
@@ -231,3 +235,23 @@ async def test_oversized_body_is_413(client: AsyncTestClient[Any]) -> None:
     assert response.status_code == 413
     assert response.json()["error"]
     assert_secured(response)
+
+
+async def test_refused_websocket_handshake_carries_the_headers_and_a_code(
+    sqlite_settings: Settings, live_factory: Any
+) -> None:
+    """The 401 comes from the gateway through Litestar's send (the before_send hook)."""
+    import json
+
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    live = await live_factory(sqlite_settings)
+    with pytest.raises(InvalidStatus) as refused:
+        await connect(f"ws://127.0.0.1:{live.port}/ws", open_timeout=5)
+    response = refused.value.response
+    assert response.status_code == 401
+    for name, value in SECURITY_HEADERS.items():
+        assert response.headers.get(name) == value, (name, response.headers)
+    assert response.headers["cache-control"] == "no-store"
+    assert json.loads(response.body)["code"] == "unauthorized"

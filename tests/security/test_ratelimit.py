@@ -3,6 +3,7 @@ HTTP limits on login and registration tripping and recovering."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,7 @@ def test_limit_key_groups_ipv6_by_64() -> None:
     assert limit_key("2001:db8:1:2:ffff:1:2:3") == "2001:db8:1:2::/64"
     assert limit_key("2001:db8:1:3::1") == "2001:db8:1:3::/64"
     assert limit_key("203.0.113.9") == "203.0.113.9"
+    assert limit_key("::ffff:203.0.113.9") == "203.0.113.9"
     assert limit_key("unknown") == "unknown"
 
 
@@ -517,3 +519,38 @@ async def test_wrong_admin_tokens_are_limited_and_logged(
     assert len(rejected) == 3
     assert all(getattr(r, "client", None) == "198.51.100.50" for r in rejected)
     assert all("guess-" not in r.getMessage() + str(r.__dict__) for r in rejected)
+
+
+async def test_connection_cap_counts_an_ipv6_64_as_one_client(
+    tmp_path: Path, sqlite_url: str, live_factory: Any
+) -> None:
+    settings = make_settings(
+        tmp_path,
+        sqlite_url,
+        rate_limits=True,
+        trusted_proxies=("127.0.0.1",),
+        max_connections_per_address=2,
+        request_timeout=120.0,
+    )
+    live = await live_factory(settings)
+    held = []
+    for i in (1, 2):  # two requests in flight from two addresses of one /64
+        _, writer = await asyncio.open_connection("127.0.0.1", live.port)
+        writer.write(
+            b"POST /auth/login HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            + f"x-forwarded-for: 2001:db8:5:5::{i}\r\n".encode()
+            + b"content-length: 100\r\n\r\n{"
+        )
+        await writer.drain()
+        held.append(writer)
+    try:
+        async with live.client() as http:
+            third = {"X-Forwarded-For": "2001:db8:5:5:ffff::3"}
+            async with asyncio.timeout(60):  # until the server has taken in both
+                while (await http.get("/health", headers=third)).status_code != 429:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+            other_64 = await http.get("/health", headers={"X-Forwarded-For": "2001:db8:5:6::1"})
+            assert other_64.status_code == 200
+    finally:
+        for writer in held:
+            writer.close()

@@ -1,5 +1,6 @@
 """Every model, imported so Base.metadata knows the whole schema."""
 
+from dialtone.db.models.admin import Ban, ServerLogEntry, ServerSetting
 from dialtone.db.models.channel import Channel, ChannelKeyEnvelope, ChannelMessage
 from dialtone.db.models.device import Device
 from dialtone.db.models.directory import DirectoryKeyEnvelope
@@ -9,12 +10,15 @@ from dialtone.db.models.session import Session
 from dialtone.db.models.user import User
 
 __all__ = [
+    "Ban",
     "Channel",
     "ChannelKeyEnvelope",
     "ChannelMessage",
     "Device",
     "DirectoryKeyEnvelope",
     "Invite",
+    "ServerLogEntry",
+    "ServerSetting",
     "Session",
     "User",
     "UserProfile",

@@ -24,7 +24,11 @@ class ChannelMessage(Base):
     """An encrypted message. ``seq`` orders history and backs the paging cursors."""
 
     __tablename__ = "channel_messages"
-    __table_args__ = (Index("ix_channel_messages_channel_seq", "channel_id", "seq"),)
+    __table_args__ = (
+        Index("ix_channel_messages_channel_seq", "channel_id", "seq"),
+        Index("ix_channel_messages_sender_id", "sender_id"),
+        Index("ix_channel_messages_channel_deleted", "channel_id", "deleted_at"),
+    )
 
     seq: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(ID, unique=True, default=new_id)
@@ -34,6 +38,10 @@ class ChannelMessage(Base):
     sender_name_enc: Mapped[str] = mapped_column(Text)
     body: Mapped[str] = mapped_column(Text)
     sent_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # A tombstone: set when the message was deleted; body and sender_name_enc are then
+    # emptied for good, the row keeps the id, channel, sender and times.
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
+    deleted_by: Mapped[str | None] = mapped_column(ID, nullable=True, default=None)
 
 
 class ChannelKeyEnvelope(Base):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, String
+from sqlalchemy import Boolean, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dialtone.db.base import ID, Base, UTCDateTime, new_id, utcnow
@@ -19,3 +19,7 @@ class User(Base):
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     is_trusted: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # May delete any message, kick, and ban or unban ordinary members.
+    is_moderator: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # A locked account cannot log in; locking also ends its sessions.
+    is_locked: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())

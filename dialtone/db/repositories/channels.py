@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dialtone.db.models import Channel
@@ -36,6 +36,17 @@ class ChannelRepository:
         self.session.add(channel)
         await self.session.flush()
         return channel
+
+    async def rename(self, channel_id: str, name_enc: str) -> Channel | None:
+        """One UPDATE … RETURNING: None when the channel is gone (deleted meanwhile too)."""
+        result = await self.session.execute(
+            update(Channel)
+            .where(Channel.id == channel_id)
+            .values(name_enc=name_enc)
+            .returning(Channel),
+            execution_options={"populate_existing": True},
+        )
+        return result.scalar_one_or_none()
 
     async def delete(self, channel_id: str) -> bool:
         result = await self.session.execute(delete(Channel).where(Channel.id == channel_id))

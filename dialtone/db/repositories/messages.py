@@ -2,23 +2,38 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Integer, Table, bindparam, insert, select
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    String,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dialtone.db.models import ChannelMessage
 
 
 class StoredMessage(NamedTuple):
-    """A message as history returns it: plain columns, no ORM instance to build per row."""
+    """A message as history returns it: plain columns, no ORM instance to build per row,
+    and ``sent_at`` already as RFC 3339 text (``2026-11-22T14:20:17.123456Z``)."""
 
     id: str
-    channel_id: str
     sender_id: str
     sender_name_enc: str
     body: str
-    sent_at: datetime
+    sent_at: str
 
 
 class MessageRepository:
@@ -64,31 +79,163 @@ class MessageRepository:
         ``after_seq``: the oldest ones newer than it (catching up after a reconnect).
         """
         params: dict[str, object] = {"channel_id": channel_id, "limit": limit}
+        # Core statements on the session's connection (same transaction): the ORM's
+        # execute path (compile state, loading) costs more than the query itself.
+        conn = await self.session.connection()
+        pages = _PAGES[conn.dialect.name]  # the two databases Dialtone runs on
         if after_seq is not None:
-            result = await self.session.execute(_OLDEST_AFTER, {**params, "seq": after_seq})
+            result = await conn.execute(pages.oldest_after, {**params, "seq": after_seq})
             return list(map(StoredMessage._make, result))
         if before_seq is not None:
-            result = await self.session.execute(_NEWEST_BEFORE, {**params, "seq": before_seq})
+            result = await conn.execute(pages.newest_before, {**params, "seq": before_seq})
         else:
-            result = await self.session.execute(_NEWEST, params)
+            result = await conn.execute(pages.newest, params)
         rows = list(map(StoredMessage._make, result))
         rows.reverse()
         return rows
 
 
+class Tombstone(NamedTuple):
+    """A deleted message: what the deletions feed tells clients that were away."""
+
+    seq: int
+    id: str
+    channel_id: str
+    sender_id: str
+    sent_at: datetime
+    deleted_at: datetime
+    deleted_by: str | None
+
+
+class MessageModeration:
+    """Deleting messages for good (tombstones) and the feed of deletions."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, message_id: str) -> ChannelMessage | None:
+        result = await self.session.execute(
+            select(ChannelMessage).where(ChannelMessage.id == message_id)
+        )
+        return result.scalar_one_or_none()
+
+    async def erase(
+        self,
+        *,
+        by: str,
+        now: datetime,
+        message_id: str | None = None,
+        sender_id: str | None = None,
+        channel_id: str | None = None,
+    ) -> list[tuple[str, str]]:
+        """Empty the ciphertext and mark the rows deleted, in one statement; returns the
+        (id, channel_id) of the messages this call deleted (not those already gone)."""
+        statement = (
+            update(ChannelMessage)
+            .where(ChannelMessage.deleted_at.is_(None))
+            .values(body="", sender_name_enc="", deleted_at=now, deleted_by=by)
+            .returning(ChannelMessage.id, ChannelMessage.channel_id)
+        )
+        if message_id is not None:
+            statement = statement.where(ChannelMessage.id == message_id)
+        if sender_id is not None:
+            statement = statement.where(ChannelMessage.sender_id == sender_id)
+        if channel_id is not None:
+            statement = statement.where(ChannelMessage.channel_id == channel_id)
+        if self.session.get_bind().dialect.name == "sqlite":
+            # Overwrite freed space with zeros so the ciphertext leaves the file too
+            # (per connection; harmless for everything else it later runs).
+            await self.session.execute(text_pragma_secure_delete)
+        result = await self.session.execute(statement)
+        return [(row[0], row[1]) for row in result]
+
+    async def deletions(
+        self,
+        channel_id: str,
+        since: datetime | None,
+        limit: int,
+        after: tuple[datetime, int] | None,
+    ) -> list[Tombstone]:
+        """Deletions in a channel, oldest first, from ``since`` on."""
+        query = (
+            select(*[getattr(ChannelMessage, name) for name in Tombstone._fields])
+            .where(ChannelMessage.channel_id == channel_id, ChannelMessage.deleted_at.is_not(None))
+            .order_by(ChannelMessage.deleted_at, ChannelMessage.seq)
+            .limit(limit)
+        )
+        if since is not None:
+            query = query.where(ChannelMessage.deleted_at >= since)
+        if after is not None:
+            at, seq = after
+            query = query.where(
+                or_(
+                    ChannelMessage.deleted_at > at,
+                    and_(ChannelMessage.deleted_at == at, ChannelMessage.seq > seq),
+                )
+            )
+        result = await self.session.execute(query)
+        return list(map(Tombstone._make, result))
+
+    async def count(self) -> int:
+        result = await self.session.execute(
+            select(func.count())
+            .select_from(ChannelMessage)
+            .where(ChannelMessage.deleted_at.is_(None))
+        )
+        return int(result.scalar_one())
+
+    async def purge_older_than(self, moment: datetime) -> int:
+        """Message retention: drop messages (tombstones too) sent before ``moment``."""
+        if self.session.get_bind().dialect.name == "sqlite":
+            await self.session.execute(text_pragma_secure_delete)
+        result = await self.session.execute(
+            delete(ChannelMessage).where(ChannelMessage.sent_at < moment)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+text_pragma_secure_delete = text("PRAGMA secure_delete = ON")
+
 # Core insert on the table: the ORM's unit of work costs more than SQLite's insert.
 _INSERT = insert(cast(Table, ChannelMessage.__table__))
 
 # History pages are the hottest read: their statements are built once (building one
-# and computing its cache key cost more than SQLite running it).
-_IN_CHANNEL = ChannelMessage.channel_id == bindparam("channel_id")
-_LIMIT = bindparam("limit", type_=Integer)
-_COLUMNS = [getattr(ChannelMessage, name) for name in StoredMessage._fields]
-_NEWEST = select(*_COLUMNS).where(_IN_CHANNEL).order_by(ChannelMessage.seq.desc()).limit(_LIMIT)
-_NEWEST_BEFORE = _NEWEST.where(ChannelMessage.seq < bindparam("seq"))
-_OLDEST_AFTER = (
-    select(*_COLUMNS)
-    .where(_IN_CHANNEL, ChannelMessage.seq > bindparam("seq"))
-    .order_by(ChannelMessage.seq)
-    .limit(_LIMIT)
-)
+# and computing its cache key cost more than SQLite running it), on the table's columns
+# (plain rows, no ORM loading), and where the database can, it writes ``sent_at`` as
+# RFC 3339 text itself (parsing it into a datetime and formatting that again costs more
+# than the rest of the row).
+# Deleted messages (tombstones) are left out: see "Deleting messages" in docs/API.md.
+_TABLE = cast(Table, ChannelMessage.__table__)
+
+
+class _Pages(NamedTuple):
+    newest: Select[Any]
+    newest_before: Select[Any]
+    oldest_after: Select[Any]
+
+
+def _pages(sent_at: ColumnElement[Any]) -> _Pages:
+    c = _TABLE.c
+    columns = [c.id, c.sender_id, c.sender_name_enc, c.body, sent_at]
+    in_channel = and_(c.channel_id == bindparam("channel_id"), c.deleted_at.is_(None))
+    limit = bindparam("limit", type_=Integer)
+    newest = select(*columns).where(in_channel).order_by(c.seq.desc()).limit(limit)
+    return _Pages(
+        newest=newest,
+        newest_before=newest.where(c.seq < bindparam("seq")),
+        oldest_after=select(*columns)
+        .where(in_channel, c.seq > bindparam("seq"))
+        .order_by(c.seq)
+        .limit(limit),
+    )
+
+
+_PAGES = {
+    # SQLAlchemy stores SQLite datetimes as "YYYY-MM-DD HH:MM:SS.ffffff" (always six
+    # digits of microseconds; the column holds naive UTC).
+    "sqlite": _pages(func.replace(_TABLE.c.sent_at, " ", "T", type_=String) + "Z"),
+    # timestamp without time zone, naive UTC; US is microseconds, zero-padded to six.
+    "postgresql": _pages(
+        func.to_char(_TABLE.c.sent_at, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"', type_=String)
+    ),
+}

@@ -7,6 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dialtone.db.models import UserProfile
+from dialtone.db.upsert import upsert
 
 
 class ProfileRepository:
@@ -18,10 +19,15 @@ class ProfileRepository:
         return result.scalars().all()
 
     async def upsert(self, user_id: str, name_enc: str, now: datetime) -> None:
-        profile = await self.session.get(UserProfile, user_id)
-        if profile is None:
-            self.session.add(UserProfile(user_id=user_id, name_enc=name_enc, updated_at=now))
-        else:
-            profile.name_enc = name_enc
-            profile.updated_at = now
-        await self.session.flush()
+        statement = upsert(self.session, UserProfile).values(
+            user_id=user_id, name_enc=name_enc, updated_at=now
+        )
+        await self.session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[UserProfile.user_id],
+                set_={
+                    "name_enc": statement.excluded.name_enc,
+                    "updated_at": statement.excluded.updated_at,
+                },
+            )
+        )

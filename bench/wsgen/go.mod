@@ -1,0 +1,3 @@
+module dialtone/bench/wsgen
+
+go 1.22

@@ -1,0 +1,888 @@
+// The signed-in client: keys, channels, messages, profiles and presence, kept in sync with
+// the server over HTTP (api.js) and the WebSocket bus, encrypted with crypto.js.
+// Components read its state and subscribe with client.on(what, handler); `what` is one of
+// "channels", "messages" (detail: channel id), "people", "status", "notice", "ended".
+// The voice panel uses client.socket (on/send), client.api, client.me and client.nameOf().
+
+import { Api, ApiError, Socket } from "./api.js";
+import * as e2e from "./crypto.js";
+import { store } from "./store.js";
+
+const PAGE = 50;
+const CATCH_UP_PAGE = 200;
+const MAX_BODY_BYTES = 16384;
+const PENDING_TIMEOUT_MS = 15000;
+const PRESENCE_EVERY_MS = 20000;
+// Keys we lack are shared by others when this device comes online, a moment later; no
+// event says when, so ask again: often at first, then rarely (about a minute in all).
+const KEY_RETRY_MS = [300, 600, 1000, 1000, 2000, 2000, 4000, 8000, 15000, 30000];
+
+// Why the server closed our socket for good, in words.
+const ENDED = {
+  revoked: "This device was signed out.",
+  session_expired: "Your session has expired.",
+  banned: "You are banned from this server.",
+  locked: "Your account is locked. Ask an admin.",
+};
+
+let current = null;
+const currentListeners = new Set();
+
+// The client of the signed-in session (null when signed out), for components that are
+// placed anywhere in the page (the voice panel, for instance).
+export function currentClient() {
+  return current;
+}
+
+export function onCurrentClient(handler) {
+  currentListeners.add(handler);
+  return () => currentListeners.delete(handler);
+}
+
+function setCurrent(client) {
+  current = client;
+  for (const handler of currentListeners) handler(client);
+}
+
+function normalise(username) {
+  return username.trim().toLowerCase();
+}
+
+async function deviceFor(username) {
+  // One device key per account in this browser; created once, kept in IndexedDB.
+  const id = `device:${normalise(username)}`;
+  let device = await store.get(id);
+  if (!device) {
+    device = await e2e.generateDeviceKey();
+    await store.put(id, device);
+  }
+  return device;
+}
+
+export class Client {
+  static async signIn({ mode, username, password, invite, displayName }) {
+    const device = await deviceFor(username);
+    const api = new Api();
+    const body =
+      mode === "register"
+        ? await api.register(username, password, device.publicB64, invite)
+        : await api.login(username, password, device.publicB64);
+    const session = {
+      token: body.token,
+      user_id: body.user_id,
+      device_id: body.device_id,
+      username: body.username,
+      is_admin: body.is_admin,
+      expires_at: body.expires_at,
+    };
+    await store.put("session", session);
+    const client = new Client(session, device);
+    client.wantedName = displayName || null;
+    return client;
+  }
+
+  static async restore() {
+    const session = await store.get("session");
+    if (!session) return null;
+    if (Date.parse(session.expires_at) <= Date.now()) {
+      await store.delete("session");
+      return null;
+    }
+    const device = await store.get(`device:${normalise(session.username)}`);
+    if (!device) return null;
+    return new Client(session, device);
+  }
+
+  constructor(session, device) {
+    this.session = session;
+    this.device = device;
+    this.me = {
+      id: session.user_id,
+      deviceId: session.device_id,
+      username: session.username,
+      isAdmin: session.is_admin,
+      publicKey: device.publicB64,
+    };
+    this.api = new Api(session.token);
+    this.socket = new Socket(session.token);
+    this.channels = new Map();
+    this.profiles = new Map();
+    this.devicesAll = [];
+    this.online = new Set();
+    this.admins = new Set();
+    this.dirKey = null;
+    this.dirEnvelope = null;
+    this.activeChannel = null;
+    this.pending = [];
+    this.listeners = new Map();
+    this.localSeq = 0;
+    this.keyRetries = new Map();
+    this.notifyWanted = localStorage.getItem("dialtone.notify") === "1";
+    this.status = { state: "idle" };
+    // What the server offers beyond the published API, learnt from server.hello.
+    this.server = { moderation: false, title: "", welcome: "" };
+  }
+
+  on(what, handler) {
+    if (!this.listeners.has(what)) this.listeners.set(what, new Set());
+    this.listeners.get(what).add(handler);
+    return () => this.listeners.get(what)?.delete(handler);
+  }
+
+  emit(what, detail) {
+    for (const handler of [...(this.listeners.get(what) || [])]) handler(detail);
+  }
+
+  notice(message, kind = "error") {
+    this.emit("notice", { message, kind });
+  }
+
+  // Any 401 means the session is over, as does a ban: sign out locally and say why.
+  guard(error) {
+    if (error instanceof ApiError && error.status === 401) {
+      this.end("Your session has ended. Please sign in again.");
+      return true;
+    }
+    if (error instanceof ApiError && error.status === 403 && error.code === "banned") {
+      this.end(ENDED.banned);
+      return true;
+    }
+    return false;
+  }
+
+  async attempt(action, what) {
+    try {
+      return await action();
+    } catch (error) {
+      if (!this.guard(error)) this.notice(`${what}: ${error.friendly || error.message}`);
+      throw error;
+    }
+  }
+
+  async start() {
+    setCurrent(this);
+    const socket = this.socket;
+    socket.on("status", (status) => {
+      this.status = status;
+      this.emit("status", status);
+      // A handshake refused with 401 looks like any failed connection to a browser:
+      // after two failures, ask over HTTP whether the session is still good.
+      if (status.state === "reconnecting" && status.attempt === 2) {
+        this.api.devices().catch((error) => this.guard(error));
+      }
+    });
+    socket.on("open", ({ reconnected }) => this.onOpen(reconnected));
+    socket.on("ended", ({ reason }) => this.end(ENDED[reason] || ENDED.revoked));
+    socket.on("channel.message.new", (event) => this.onMessage(event));
+    socket.on("channel.updated", (event) => this.onChannelUpdated(event));
+    socket.on("channel.deleted", (event) => this.onChannelDeleted(event));
+    socket.on("user.profile.updated", () => this.refreshProfiles());
+    socket.on("device.joined", (event) => this.onDeviceJoined(event));
+    socket.on("device.revoked", () => this.refreshDevices());
+    socket.on("error", (event) => this.onServerError(event));
+    // Administration events (servers with the /admin API; older servers never send them).
+    socket.on("server.hello", (event) => this.onHello(event));
+    socket.on("server.info.updated", (event) => {
+      this.server = { ...this.server, title: event.server_title, welcome: event.welcome_message };
+      this.emit("server", this.server);
+    });
+    socket.on("server.announcement", (event) => this.emit("announcement", event));
+    socket.on("channel.message.deleted", (event) => this.onDeleted(event));
+    try {
+      await this.refreshDevices();
+      await this.refreshProfiles();
+      await this.loadDirectory();
+      await this.refreshChannels();
+      await this.refreshPresence();
+    } catch (error) {
+      if (this.guard(error)) return;
+      throw error;
+    }
+    socket.connect();
+    this.presenceTimer = setInterval(() => this.refreshPresence().catch(() => {}), PRESENCE_EVERY_MS);
+  }
+
+  stop() {
+    clearInterval(this.presenceTimer);
+    clearTimeout(this.dirTimer);
+    for (const timer of this.keyRetries.values()) clearTimeout(timer);
+    this.socket.close();
+    if (current === this) setCurrent(null);
+  }
+
+  async end(message) {
+    if (this.ended) return;
+    this.ended = true;
+    this.stop();
+    await store.delete("session");
+    this.emit("ended", { message });
+  }
+
+  async logout() {
+    // Our own socket is closed first, so its "revoked" close is not taken for a removal.
+    this.socket.close();
+    try {
+      await this.api.logout();
+    } catch (error) {
+      if (!(error instanceof ApiError && error.status === 401)) throw error;
+    }
+    await this.end("You are signed out.");
+  }
+
+  // ---- people ----
+
+  async refreshDevices() {
+    const { keys } = await this.api.allDeviceKeys();
+    this.devicesAll = keys;
+    this.emit("people");
+  }
+
+  knownUsers() {
+    const ids = new Set(this.devicesAll.map((d) => d.user_id));
+    for (const id of this.profiles.keys()) ids.add(id);
+    ids.add(this.me.id);
+    return [...ids];
+  }
+
+  async refreshPresence() {
+    const ids = this.knownUsers().slice(0, 5000);
+    const { statuses, admins } = await this.api.presence(ids);
+    this.online = new Set(Object.keys(statuses).filter((id) => statuses[id]));
+    this.admins = new Set(Object.keys(admins).filter((id) => admins[id]));
+    this.emit("people");
+  }
+
+  nameOf(userId) {
+    const name = this.profiles.get(userId);
+    if (name) return name;
+    if (userId === this.me.id) return this.me.username;
+    return `user ${userId.slice(0, 8)}`;
+  }
+
+  get displayName() {
+    return this.profiles.get(this.me.id) || this.me.username;
+  }
+
+  async refreshProfiles() {
+    const { profiles } = await this.api.profiles();
+    this.profileRows = profiles;
+    await this.decryptProfiles();
+  }
+
+  async decryptProfiles() {
+    if (!this.dirKey || !this.profileRows) return;
+    for (const row of this.profileRows) {
+      try {
+        this.profiles.set(row.user_id, await e2e.openText(this.dirKey, row.name_enc));
+      } catch {
+        // Sealed with a directory key this device does not hold; shown by id.
+      }
+    }
+    this.emit("people");
+    this.emit("messages", null);
+  }
+
+  async setDisplayName(name) {
+    const clean = name.trim();
+    if (!clean) throw new Error("A display name cannot be empty.");
+    if (!this.dirKey) throw new Error("The directory key has not reached this device yet.");
+    await this.attempt(async () => this.api.setProfile(await e2e.seal(this.dirKey, clean)), "Saving your name");
+    this.profiles.set(this.me.id, clean);
+    this.emit("people");
+  }
+
+  // ---- directory key ----
+
+  async loadDirectory() {
+    const cached = await store.get(`dir:${this.me.deviceId}`);
+    if (cached) {
+      this.dirKey = cached.key;
+      this.dirEnvelope = cached.envelope;
+    } else {
+      const envelope = await this.api.directoryKey();
+      if (envelope) {
+        await this.acceptDirectoryEnvelope(envelope);
+      } else if (!this.profileRows || this.profileRows.length === 0) {
+        // Nobody has written a profile yet, so nobody holds a directory key: make it.
+        await this.createDirectoryKey();
+      } else {
+        // Others hold it and share it when this device comes online (device.joined).
+        this.retryDirectoryLater();
+      }
+    }
+    await this.directoryReady();
+  }
+
+  async directoryReady() {
+    await this.decryptProfiles();
+    if (this.dirKey && !this.profiles.has(this.me.id)) {
+      await this.setDisplayName(this.wantedName || this.me.username).catch(() => {});
+    }
+  }
+
+  retryDirectoryLater(attempt = 1) {
+    if (attempt > KEY_RETRY_MS.length || this.ended) return;
+    this.dirTimer = setTimeout(async () => {
+      try {
+        const envelope = await this.api.directoryKey();
+        if (envelope && (await this.acceptDirectoryEnvelope(envelope))) {
+          await this.directoryReady();
+          return;
+        }
+      } catch (error) {
+        if (this.guard(error)) return;
+      }
+      this.retryDirectoryLater(attempt + 1);
+    }, KEY_RETRY_MS[attempt - 1]);
+  }
+
+  async acceptDirectoryEnvelope(envelope) {
+    const sender = this.devicesAll.find((d) => d.device_id === envelope.sender_device_id);
+    if (!sender || sender.public_key !== envelope.sender_public_key) return false;
+    const key = await e2e.unwrapEnvelope(this.device.privateKey, envelope.sender_public_key, envelope.envelope);
+    this.dirKey = key;
+    this.dirEnvelope = envelope;
+    await store.put(`dir:${this.me.deviceId}`, { key, envelope });
+    return true;
+  }
+
+  async createDirectoryKey() {
+    const fresh = await e2e.newSharedKey();
+    const envelopes = await this.wrapForAll(fresh, this.devicesAll);
+    await this.api.postDirectoryKeys(envelopes);
+    const mine = envelopes.find((e) => e.device_id === this.me.deviceId);
+    await this.acceptDirectoryEnvelope({ ...mine, created_at: new Date().toISOString() });
+  }
+
+  async wrapForAll(key, devices) {
+    return Promise.all(
+      devices.map(async (d) => ({
+        device_id: d.device_id,
+        sender_device_id: this.me.deviceId,
+        sender_public_key: this.me.publicKey,
+        envelope: await e2e.wrapFor(this.device.privateKey, d.public_key, key),
+      })),
+    );
+  }
+
+  // ---- channels ----
+
+  async refreshChannels() {
+    const { channels } = await this.api.channels();
+    const seen = new Set();
+    for (const row of channels) {
+      seen.add(row.id);
+      const ch = this.channels.get(row.id) || this.newChannel(row);
+      ch.created_by = row.created_by;
+      ch.created_at = row.created_at;
+      if (ch.name_enc !== row.name_enc) {
+        ch.name_enc = row.name_enc;
+        ch.name = null;
+      }
+    }
+    for (const id of [...this.channels.keys()]) if (!seen.has(id)) this.channels.delete(id);
+    await Promise.all([...this.channels.values()].map((ch) => this.ensureKey(ch)));
+    this.emit("channels");
+  }
+
+  newChannel(row) {
+    const ch = {
+      id: row.id,
+      created_by: row.created_by,
+      created_at: row.created_at,
+      name_enc: row.name_enc,
+      name: null,
+      key: null,
+      envelope: null,
+      messages: [],
+      loaded: false,
+      complete: false,
+      loading: false,
+      unread: 0,
+    };
+    this.channels.set(row.id, ch);
+    return ch;
+  }
+
+  channelName(ch) {
+    return ch.name || (ch.key ? "(unreadable name)" : "(waiting for the channel key)");
+  }
+
+  async ensureKey(ch) {
+    if (!ch.key) {
+      const cached = await store.get(`chan:${this.me.deviceId}:${ch.id}`);
+      if (cached) {
+        ch.key = cached.key;
+        ch.envelope = cached.envelope;
+      } else if (!ch.creating) {
+        await this.fetchKey(ch);
+      }
+    }
+    if (ch.key && ch.name === null) {
+      try {
+        ch.name = await e2e.openText(ch.key, ch.name_enc);
+      } catch {
+        ch.name = null;
+      }
+    }
+  }
+
+  async fetchKey(ch) {
+    let envelope;
+    try {
+      envelope = await this.api.channelKey(ch.id);
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 404) {
+        this.retryKeyLater(ch);
+        return;
+      }
+      throw error;
+    }
+    if (!(await this.trustedSender(ch, envelope))) {
+      console.warn("dialtone: refused a channel key envelope from a device that may not share it");
+      this.retryKeyLater(ch);
+      return;
+    }
+    await this.acceptChannelEnvelope(ch, envelope);
+  }
+
+  // The check the server cannot make: a channel key counts only when it comes from the
+  // channel's creator or from an admin, through a device the server lists for that user.
+  async trustedSender(ch, envelope) {
+    let sender = this.devicesAll.find((d) => d.device_id === envelope.sender_device_id);
+    if (!sender) {
+      await this.refreshDevices();
+      sender = this.devicesAll.find((d) => d.device_id === envelope.sender_device_id);
+    }
+    if (!sender || sender.public_key !== envelope.sender_public_key) return false;
+    if (sender.user_id === ch.created_by) return true;
+    const { admins } = await this.api.presence([sender.user_id]);
+    return Boolean(admins[sender.user_id]);
+  }
+
+  async acceptChannelEnvelope(ch, envelope) {
+    ch.key = await e2e.unwrapEnvelope(this.device.privateKey, envelope.sender_public_key, envelope.envelope);
+    ch.envelope = envelope;
+    ch.name = null;
+    await store.put(`chan:${this.me.deviceId}:${ch.id}`, { key: ch.key, envelope });
+    await this.ensureKey(ch);
+    this.emit("channels");
+    if (ch.loaded) {
+      for (const m of ch.messages) await this.decryptMessage(ch, m);
+      this.emit("messages", ch.id);
+    }
+  }
+
+  // A message our key cannot open may mean the key was replaced (rotation): fetch the
+  // envelope addressed to us again, once per session and channel.
+  recheckKey(ch) {
+    if (ch.rechecked || !ch.envelope) return;
+    ch.rechecked = true;
+    this.api
+      .channelKey(ch.id)
+      .then(async (envelope) => {
+        if (envelope.envelope === ch.envelope.envelope) return;
+        if (await this.trustedSender(ch, envelope)) await this.acceptChannelEnvelope(ch, envelope);
+      })
+      .catch(() => {});
+  }
+
+  // The creator posts envelopes right after the channel exists: ask again a few times.
+  retryKeyLater(ch, attempt = (ch.keyAttempt || 0) + 1) {
+    if (attempt > KEY_RETRY_MS.length || this.keyRetries.has(ch.id) || this.ended) return;
+    ch.keyAttempt = attempt;
+    const timer = setTimeout(async () => {
+      this.keyRetries.delete(ch.id);
+      if (!this.channels.has(ch.id) || ch.key) return;
+      await this.fetchKey(ch).catch(() => {});
+      if (ch.key) this.emit("channels");
+    }, KEY_RETRY_MS[attempt - 1]);
+    this.keyRetries.set(ch.id, timer);
+  }
+
+  get canManageChannels() {
+    return this.me.isAdmin || this.admins.has(this.me.id);
+  }
+
+  get isStaff() {
+    return this.canManageChannels || Boolean(this.me.isModerator);
+  }
+
+  onHello(event) {
+    this.me.isAdmin = event.is_admin;
+    this.me.isModerator = event.is_moderator;
+    this.server = { moderation: true, title: event.server_title, welcome: event.welcome_message };
+    this.emit("server", this.server);
+    this.emit("channels");
+  }
+
+  onDeleted(event) {
+    const ch = this.channels.get(event.channel_id);
+    if (!ch) return;
+    const gone = new Set(event.message_ids);
+    const before = ch.messages.length;
+    ch.messages = ch.messages.filter((m) => !gone.has(m.id));
+    if (ch.messages.length !== before) this.emit("messages", ch.id);
+  }
+
+  async deleteMessage(channelId, messageId) {
+    await this.attempt(
+      () => this.api.request("DELETE", "/channels/messages", { query: { message_id: messageId } }),
+      "Deleting the message",
+    );
+    this.onDeleted({ channel_id: channelId, message_ids: [messageId] });
+  }
+
+  async createChannel(name) {
+    const clean = name.trim();
+    if (!clean) throw new Error("A channel needs a name.");
+    const key = await e2e.newSharedKey();
+    const nameEnc = await e2e.seal(key, clean);
+    const { channel } = await this.attempt(() => this.api.createChannel(nameEnc), "Creating the channel");
+    const ch = this.channels.get(channel.id) || this.newChannel(channel);
+    ch.creating = true;
+    await this.refreshDevices();
+    const envelopes = await this.wrapForAll(key, this.devicesAll);
+    for (let i = 0; i < envelopes.length; i += 1000) {
+      await this.attempt(() => this.api.postChannelKeys(channel.id, envelopes.slice(i, i + 1000)), "Sharing the channel key");
+    }
+    const mine = envelopes.find((e) => e.device_id === this.me.deviceId);
+    await this.acceptChannelEnvelope(ch, mine);
+    ch.creating = false;
+    this.emit("channels");
+    return ch;
+  }
+
+  async renameChannel(channelId, name) {
+    const ch = this.channels.get(channelId);
+    const clean = name.trim();
+    if (!clean) throw new Error("A channel needs a name.");
+    if (!ch?.key) throw new Error("This device does not hold the channel key yet.");
+    const nameEnc = await e2e.seal(ch.key, clean);
+    await this.attempt(() => this.api.renameChannel(channelId, nameEnc), "Renaming the channel");
+    ch.name_enc = nameEnc;
+    ch.name = clean;
+    this.emit("channels");
+  }
+
+  async deleteChannel(channelId) {
+    await this.attempt(() => this.api.deleteChannel(channelId), "Deleting the channel");
+    this.channels.delete(channelId);
+    this.emit("channels");
+  }
+
+  async onChannelUpdated(event) {
+    let ch = this.channels.get(event.channel_id);
+    if (!ch) {
+      await this.refreshChannels().catch(() => {});
+      return;
+    }
+    if (ch.name_enc !== event.channel_name_enc) {
+      ch.name_enc = event.channel_name_enc;
+      ch.name = null;
+      await this.ensureKey(ch);
+      this.emit("channels");
+    }
+  }
+
+  onChannelDeleted(event) {
+    if (this.channels.delete(event.channel_id)) this.emit("channels");
+  }
+
+  // ---- messages ----
+
+  async decryptMessage(ch, m) {
+    if (m.local) return;
+    if (!ch.key) {
+      m.text = null;
+      return;
+    }
+    try {
+      m.text = await e2e.openText(ch.key, m.body);
+      m.unreadable = false;
+    } catch {
+      m.text = null;
+      m.unreadable = true;
+      this.recheckKey(ch);
+    }
+    try {
+      m.senderName = await e2e.openText(ch.key, m.sender_name_enc);
+    } catch {
+      m.senderName = null;
+    }
+  }
+
+  fromWire(row) {
+    return {
+      id: row.id || row.message_id,
+      sender: row.sender_id || row.sender,
+      sent_at: row.sent_at,
+      body: row.body,
+      sender_name_enc: row.sender_name_enc,
+      status: "sent",
+    };
+  }
+
+  async openChannel(channelId) {
+    this.activeChannel = channelId;
+    const ch = this.channels.get(channelId);
+    if (!ch) return;
+    if (ch.unread) {
+      ch.unread = 0;
+      this.emit("channels");
+    }
+    if (!ch.key) await this.fetchKey(ch).catch(() => {});
+    if (!ch.loaded) await this.loadOlder(channelId);
+  }
+
+  async loadOlder(channelId) {
+    const ch = this.channels.get(channelId);
+    if (!ch || ch.loading || ch.complete) return;
+    ch.loading = true;
+    try {
+      const oldest = ch.messages.find((m) => !m.local);
+      const { messages } = await this.attempt(
+        () => this.api.history(channelId, { before: oldest?.id, limit: PAGE }),
+        "Loading history",
+      );
+      const known = new Set(ch.messages.map((m) => m.id));
+      const older = [];
+      for (const row of messages) {
+        if (known.has(row.id)) continue;
+        const m = this.fromWire(row);
+        await this.decryptMessage(ch, m);
+        older.push(m);
+      }
+      ch.messages = [...older, ...ch.messages];
+      ch.complete = messages.length < PAGE;
+      ch.loaded = true;
+    } finally {
+      ch.loading = false;
+    }
+    this.emit("messages", channelId);
+  }
+
+  async catchUp(ch) {
+    let last = [...ch.messages].reverse().find((m) => !m.local);
+    if (!last) return;
+    for (;;) {
+      const { messages } = await this.api.history(ch.id, { after: last.id, limit: CATCH_UP_PAGE });
+      for (const row of messages) await this.addMessage(ch, this.fromWire(row), false);
+      if (messages.length < CATCH_UP_PAGE) break;
+      last = { id: messages[messages.length - 1].id };
+    }
+  }
+
+  async onOpen(reconnected) {
+    this.refreshPresence().catch(() => {});
+    if (!reconnected) return;
+    // Events sent while we were away are lost: fetch what changed since.
+    try {
+      await this.refreshDevices();
+      await this.refreshChannels();
+      await this.refreshProfiles();
+      for (const ch of this.channels.values()) if (ch.loaded) await this.catchUp(ch);
+      this.emit("messages", null);
+    } catch (error) {
+      this.guard(error);
+    }
+  }
+
+  async onMessage(event) {
+    let ch = this.channels.get(event.channel_id);
+    if (!ch) {
+      await this.refreshChannels().catch(() => {});
+      ch = this.channels.get(event.channel_id);
+      if (!ch) return;
+    }
+    if (!ch.key) await this.fetchKey(ch).catch(() => {});
+    await this.addMessage(ch, this.fromWire(event), true);
+  }
+
+  async addMessage(ch, m, live) {
+    if (ch.messages.some((x) => x.id === m.id)) return;
+    await this.decryptMessage(ch, m);
+    // Our own message coming back: its ciphertext is unique (random nonce).
+    const mine = ch.messages.findIndex((x) => x.local && x.body === m.body);
+    if (mine >= 0) {
+      const local = ch.messages[mine];
+      clearTimeout(local.timer);
+      this.pending = this.pending.filter((p) => p !== local);
+      ch.messages.splice(mine, 1);
+    }
+    if (ch.loaded || mine >= 0) ch.messages.push(m);
+    if (live && m.sender !== this.me.id) {
+      const seen = this.activeChannel === ch.id && document.visibilityState === "visible";
+      if (!seen) {
+        ch.unread += 1;
+        this.emit("channels");
+      }
+      if (document.visibilityState === "hidden") this.alert(ch, m);
+    }
+    this.emit("messages", ch.id);
+  }
+
+  async sendMessage(channelId, text) {
+    const ch = this.channels.get(channelId);
+    if (!ch) throw new Error("This channel no longer exists.");
+    if (!ch.key) throw new Error("This device does not hold the channel key yet; ask an admin to open Dialtone.");
+    const clean = text.trim();
+    if (!clean) return;
+    const body = await e2e.seal(ch.key, clean);
+    if (body.length > MAX_BODY_BYTES) throw new Error("That message is too long.");
+    const m = {
+      id: `local-${++this.localSeq}`,
+      local: true,
+      sender: this.me.id,
+      sent_at: new Date().toISOString(),
+      text: clean,
+      body,
+      senderName: this.displayName,
+      status: "pending",
+    };
+    ch.messages.push(m);
+    this.emit("messages", channelId);
+    await this.transmit(ch, m);
+  }
+
+  async transmit(ch, m) {
+    const frame = {
+      type: "channel.message.send",
+      channel_id: ch.id,
+      body: m.body,
+      sender_name_enc: await e2e.seal(ch.key, this.displayName),
+    };
+    m.status = "pending";
+    m.error = null;
+    if (!this.socket.send(frame)) {
+      this.fail(m, "Not connected: the message was not sent.");
+      return;
+    }
+    this.pending.push(m);
+    m.channelId = ch.id;
+    m.timer = setTimeout(() => this.fail(m, "No answer from the server."), PENDING_TIMEOUT_MS);
+    this.emit("messages", ch.id);
+  }
+
+  async retry(channelId, localId) {
+    const ch = this.channels.get(channelId);
+    const m = ch?.messages.find((x) => x.id === localId);
+    if (!m || m.status !== "failed") return;
+    // A fresh nonce, so the retried message is recognised when it comes back.
+    m.body = await e2e.seal(ch.key, m.text);
+    await this.transmit(ch, m);
+  }
+
+  fail(m, reason) {
+    clearTimeout(m.timer);
+    this.pending = this.pending.filter((p) => p !== m);
+    m.status = "failed";
+    m.error = reason;
+    this.emit("messages", m.channelId || null);
+  }
+
+  onServerError(event) {
+    // Frames are answered in order: an error answers the oldest frame still pending.
+    const m = this.pending[0];
+    const reasons = {
+      rate_limited: "Sending too fast: wait a moment and retry.",
+      channel_not_found: "This channel no longer exists.",
+      invalid_message: "The server refused this message.",
+      server_error: "The server could not store the message; retry later.",
+    };
+    const reason = reasons[event.code] || event.message || "The server refused this.";
+    if (m && event.code in reasons) this.fail(m, reason);
+    else if (!String(event.code || "").startsWith("voice")) this.notice(reason);
+  }
+
+  // ---- key sharing to new devices ----
+
+  async onDeviceJoined(event) {
+    if (event.device_id === this.me.deviceId) return;
+    this.online.add(event.sender);
+    this.emit("people");
+    let target = this.devicesAll.find((d) => d.device_id === event.device_id);
+    if (!target) {
+      await this.refreshDevices().catch(() => {});
+      target = this.devicesAll.find((d) => d.device_id === event.device_id);
+    }
+    if (!target) return;
+    await this.shareWith(target).catch((error) => console.warn("dialtone: key sharing failed:", error.message));
+    this.refreshPresence().catch(() => {});
+  }
+
+  // As the existing client does, wrap the keys we hold for a device that came online.
+  // Channel keys only from the creator or an admin: other clients would refuse ours.
+  async shareWith(target) {
+    const share = async (envelope) => {
+      const key = await e2e.unwrapEnvelope(this.device.privateKey, envelope.sender_public_key, envelope.envelope, true);
+      return {
+        device_id: target.device_id,
+        sender_device_id: this.me.deviceId,
+        sender_public_key: this.me.publicKey,
+        envelope: await e2e.wrapFor(this.device.privateKey, target.public_key, key),
+      };
+    };
+    // Each key on its own: one refused upload must not keep the others from the newcomer.
+    const jobs = [];
+    if (this.dirEnvelope) {
+      jobs.push(async () => this.api.postDirectoryKeys([await share(this.dirEnvelope)]));
+    }
+    for (const ch of this.channels.values()) {
+      if (!ch.envelope || !(ch.created_by === this.me.id || this.canManageChannels)) continue;
+      jobs.push(async () => this.api.postChannelKeys(ch.id, [await share(ch.envelope)]));
+    }
+    for (const job of jobs) {
+      try {
+        await job();
+      } catch (error) {
+        if (this.guard(error)) return;
+        console.warn("dialtone: could not share a key with a new device:", error.message);
+      }
+    }
+  }
+
+  // ---- devices ----
+
+  async myDevices() {
+    const { devices } = await this.attempt(() => this.api.devices(), "Loading devices");
+    return devices;
+  }
+
+  async revokeDevice(deviceId) {
+    await this.attempt(() => this.api.revokeDevice(deviceId), "Removing the device");
+    if (deviceId === this.me.deviceId) await this.end("This device was removed.");
+    else await this.refreshDevices();
+  }
+
+  // ---- alerts for a hidden tab (opt-in) ----
+
+  async setNotify(wanted) {
+    if (wanted && "Notification" in window && Notification.permission === "default") {
+      await Notification.requestPermission();
+    }
+    this.notifyWanted = wanted;
+    localStorage.setItem("dialtone.notify", wanted ? "1" : "0");
+  }
+
+  alert(ch, m) {
+    if (!this.notifyWanted) return;
+    const who = this.profiles.get(m.sender) || m.senderName || "someone";
+    if ("Notification" in window && Notification.permission === "granted") {
+      new Notification(`#${this.channelName(ch)}`, { body: `New message from ${who}`, tag: ch.id });
+    }
+    try {
+      this.audio ||= new AudioContext();
+      const osc = this.audio.createOscillator();
+      const gain = this.audio.createGain();
+      osc.frequency.value = 880;
+      gain.gain.setValueAtTime(0.08, this.audio.currentTime);
+      gain.gain.exponentialRampToValueAtTime(0.0001, this.audio.currentTime + 0.25);
+      osc.connect(gain).connect(this.audio.destination);
+      osc.start();
+      osc.stop(this.audio.currentTime + 0.25);
+    } catch {
+      // No audio output: the notification is enough.
+    }
+  }
+}

@@ -1,0 +1,81 @@
+// Channels (with unread counts) and people (with presence) in the side panel.
+import { currentClient } from "../client.js";
+import { h } from "./dom.js";
+
+export class DtSidebar extends HTMLElement {
+  connectedCallback() {
+    this.client = currentClient();
+    this.offs = [
+      this.client.on("channels", () => this.render()),
+      this.client.on("people", () => this.renderPeople()),
+    ];
+    this.channelsList = h("ul", { class: "channel-list", "aria-label": "Channels" });
+    this.peopleList = h("ul", { class: "people", "aria-label": "People" });
+    const create = this.client.canManageChannels
+      ? h("form", { class: "new-channel", onsubmit: (e) => this.create(e) },
+          h("label", { for: "new-channel-name", class: "sr-only" }, "New channel name"),
+          h("input", { id: "new-channel-name", name: "name", placeholder: "New channel", maxlength: 80, required: true }),
+          h("button", { type: "submit", "aria-label": "Create channel" }, "+"))
+      : null;
+    this.replaceChildren(
+      h("nav", { "aria-label": "Channels" }, h("h2", {}, "Channels"), this.channelsList, create),
+      h("section", { "aria-label": "People" }, h("h2", {}, "People"), this.peopleList),
+    );
+    this.render();
+    this.renderPeople();
+    this.onRoute = () => this.render();
+    addEventListener("hashchange", this.onRoute);
+  }
+
+  disconnectedCallback() {
+    for (const off of this.offs) off();
+    removeEventListener("hashchange", this.onRoute);
+  }
+
+  render() {
+    const active = location.hash.startsWith("#/c/") ? location.hash.slice(4) : null;
+    const items = [...this.client.channels.values()].map((ch) => {
+      const name = this.client.channelName(ch);
+      const label = ch.unread ? `${name}, ${ch.unread} unread` : name;
+      return h("li", {},
+        h("a", { href: `#/c/${ch.id}`, "aria-label": label, "aria-current": ch.id === active ? "page" : null, class: ch.unread ? "unread" : null },
+          h("span", { class: "hash", "aria-hidden": "true" }, "#"), h("span", { class: "name" }, name),
+          ch.unread ? h("span", { class: "badge", "aria-hidden": "true" }, String(ch.unread)) : null));
+    });
+    if (!items.length) items.push(h("li", { class: "empty" }, this.client.canManageChannels ? "No channels yet: create one." : "No channels yet."));
+    this.channelsList.replaceChildren(...items);
+    const unread = [...this.client.channels.values()].reduce((n, ch) => n + ch.unread, 0);
+    document.title = document.title.replace(/^\(\d+\) /, "");
+    if (unread) document.title = `(${unread}) ${document.title}`;
+  }
+
+  renderPeople() {
+    const ids = this.client.knownUsers().sort((a, b) => this.client.nameOf(a).localeCompare(this.client.nameOf(b)));
+    this.peopleList.replaceChildren(...ids.map((id) => {
+      const online = this.client.online.has(id);
+      const admin = this.client.admins.has(id);
+      return h("li", { class: online ? "online" : "offline", "data-user-id": id },
+        h("span", { class: "dot", "aria-hidden": "true" }),
+        h("span", { class: "name" }, this.client.nameOf(id), id === this.client.me.id ? " (you)" : ""),
+        admin ? h("span", { class: "tag" }, "admin") : null,
+        h("span", { class: "sr-only" }, online ? ", online" : ", offline"));
+    }));
+  }
+
+  async create(event) {
+    event.preventDefault();
+    const input = event.target.elements.name;
+    const button = event.target.querySelector("button");
+    button.disabled = true;
+    try {
+      const ch = await this.client.createChannel(input.value);
+      input.value = "";
+      location.hash = `#/c/${ch.id}`;
+    } catch (e) {
+      if (!e.status) this.client.notice(e.message);
+    } finally {
+      button.disabled = false;
+    }
+  }
+}
+customElements.define("dt-sidebar", DtSidebar);

@@ -1,0 +1,111 @@
+"""History in the browser: older pages load when scrolled to the top (`before=`), and what
+was missed while the connection was down is fetched after it comes back (`after=`)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from playwright.sync_api import expect
+from websockets.sync.client import ClientConnection, connect
+
+from tests.e2ee import open_sealed, seal
+from tests.web.conftest import WebServer, python_member, register_in_browser
+
+
+def python_socket(server: WebServer, http: Any) -> ClientConnection:
+    return connect(
+        f"{server.base.replace('http', 'ws')}/ws",
+        additional_headers={"Authorization": http.headers["Authorization"]},
+    )
+
+
+def send_all(ws: ClientConnection, channel_id: str, key: bytes, texts: list[str]) -> None:
+    """Send messages and wait until the server has echoed every one (stored and fanned out)."""
+    for text in texts:
+        frame = {
+            "type": "channel.message.send",
+            "channel_id": channel_id,
+            "body": seal(key, text.encode()),
+            "sender_name_enc": seal(key, b"Bill the Lizard"),
+        }
+        ws.send(json.dumps(frame))
+    echoed = 0
+    while echoed < len(texts):
+        event = json.loads(ws.recv(timeout=30))
+        assert event["type"] != "error", event
+        if event["type"] == "channel.message.new":
+            echoed += 1
+
+
+def test_scrolling_up_loads_older_pages_and_reconnect_catches_up(
+    server: WebServer, new_page: Any
+) -> None:
+    alice = new_page()
+    a = alice.page
+    # The client's WebSocket goes through a route the test can cut and block.
+    routes: list[Any] = []
+    blocked = threading.Event()
+
+    def route(ws: Any) -> None:
+        if blocked.is_set():
+            ws.close(code=1011, reason="blocked by the test")
+            return
+        ws.connect_to_server()
+        routes.append(ws)
+
+    a.route_web_socket("**/ws", route)
+    register_in_browser(a, server, "alice", "Alice Liddell")
+    bill_http, bill_keys, _ = python_member(server, "bill")
+    with a.expect_response(lambda r: r.url.endswith("/channels/keys") and r.status == 201):
+        a.get_by_label("New channel name").fill("rabbit hole")
+        a.get_by_role("button", name="Create channel").click()
+    (channel,) = bill_http.get("/channels").json()["channels"]
+    envelope = bill_http.get("/channels/keys", params={"channel_id": channel["id"]}).json()
+    key = bill_keys.unwrap_from(envelope["sender_public_key"], envelope["envelope"])
+
+    texts = [f"down the hole {n:03d}" for n in range(1, 121)]
+    with python_socket(server, bill_http) as ws:
+        send_all(ws, channel["id"], key, texts)
+    a.reload()
+    expect(a.locator(".conn")).to_have_text("Connected")
+    shown = a.locator("ol.messages li.msg .text")
+    expect(shown).to_have_count(50)
+    expect(shown.last).to_have_text("down the hole 120")
+    scroller = a.locator(".scroller")
+    scroller.evaluate("e => { e.scrollTop = 0; }")
+    expect(shown).to_have_count(100)
+    scroller.evaluate("e => { e.scrollTop = 0; }")
+    expect(shown).to_have_count(120)
+    expect(shown.first).to_have_text("down the hole 001")
+    expect(a.get_by_role("button", name="Load older messages")).to_be_hidden()
+
+    # Cut the connection and keep it down while Bill writes.
+    blocked.set()
+    routes[-1].close(code=1006, reason="network gone")
+    expect(a.locator(".conn")).to_contain_text("reconnecting")
+    with python_socket(server, bill_http) as ws:
+        send_all(ws, channel["id"], key, ["said while you were away"])
+    with a.expect_response(lambda r: "after=" in r.url and r.status == 200):
+        blocked.clear()
+    expect(a.locator(".conn")).to_have_text("Connected")
+    expect(shown.last).to_have_text("said while you were away")
+    expect(shown).to_have_count(121)
+
+    # Offline again: a message cannot go out, says so, and goes with Retry once back.
+    blocked.set()
+    routes[-1].close(code=1006, reason="network gone")
+    expect(a.locator(".conn")).to_contain_text("reconnecting")
+    a.get_by_label("Message", exact=True).fill("is anyone there?")
+    a.get_by_label("Message", exact=True).press("Enter")
+    failed = a.locator("li.msg[data-status=failed]", has_text="is anyone there?")
+    expect(failed).to_contain_text("Not connected")
+    blocked.clear()
+    expect(a.locator(".conn")).to_have_text("Connected", timeout=20_000)
+    failed.get_by_role("button", name="Retry").click()
+    expect(a.locator("li.msg[data-status=sent]", has_text="is anyone there?")).to_be_visible()
+    params = {"channel_id": channel["id"], "limit": 1}
+    (last,) = bill_http.get("/channels/messages", params=params).json()["messages"]
+    assert open_sealed(key, last["body"]) == b"is anyone there?"
+    bill_http.close()
