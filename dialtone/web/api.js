@@ -154,10 +154,13 @@ export class Socket {
 
   emit(type, value) {
     for (const handler of [...(this.handlers.get(type) || [])]) {
+      const failed = (error) => console.warn("dialtone: handler for", type, "failed:", error);
       try {
-        handler(value);
+        const result = handler(value);
+        // Async handlers too: one that fails must not become an unhandled rejection.
+        if (result && typeof result.catch === "function") result.catch(failed);
       } catch (error) {
-        console.warn("dialtone: handler for", type, "failed:", error);
+        failed(error);
       }
     }
   }

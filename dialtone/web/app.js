@@ -21,6 +21,14 @@ const STATUS_TEXT = {
 class DtApp extends HTMLElement {
   async connectedCallback() {
     this.addEventListener("signed-in", (e) => this.start(e.detail));
+    // Escape folds the channel list away again on a phone.
+    this.addEventListener("keydown", (e) => {
+      if (e.key === "Escape" && this.classList.contains("nav-open")) {
+        this.classList.remove("nav-open");
+        this.querySelector("button.menu")?.setAttribute("aria-expanded", "false");
+        this.querySelector("button.menu")?.focus();
+      }
+    });
     addEventListener("hashchange", () => this.route());
     let client = null;
     try {
@@ -91,6 +99,7 @@ class DtApp extends HTMLElement {
       this.status.dataset.state = state;
     };
     showStatus(client.status);
+    client.on("notify", (wanted) => { notify.checked = wanted; });
     client.on("status", showStatus);
     client.on("notice", ({ message }) => {
       const item = h("p", {}, message, h("button", { type: "button", class: "link", "aria-label": "Dismiss", onclick: () => item.remove() }, "×"));
@@ -124,6 +133,7 @@ class DtApp extends HTMLElement {
       return;
     }
     this.classList.remove("nav-open");
+    this.querySelector("button.menu")?.setAttribute("aria-expanded", "false");
     const hash = location.hash;
     let view;
     if (hash.startsWith("#/c/") && client.channels.has(this.currentChannel())) {

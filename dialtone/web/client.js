@@ -176,9 +176,9 @@ export class Client {
     socket.on("channel.message.new", (event) => this.onMessage(event));
     socket.on("channel.updated", (event) => this.onChannelUpdated(event));
     socket.on("channel.deleted", (event) => this.onChannelDeleted(event));
-    socket.on("user.profile.updated", () => this.refreshProfiles());
+    socket.on("user.profile.updated", () => this.refreshProfiles().catch((e) => this.guard(e)));
     socket.on("device.joined", (event) => this.onDeviceJoined(event));
-    socket.on("device.revoked", () => this.refreshDevices());
+    socket.on("device.revoked", () => this.refreshDevices().catch((e) => this.guard(e)));
     socket.on("error", (event) => this.onServerError(event));
     // Administration events (servers with the /admin API; older servers never send them).
     socket.on("server.hello", (event) => this.onHello(event));
@@ -221,12 +221,16 @@ export class Client {
   async logout() {
     // Our own socket is closed first, so its "revoked" close is not taken for a removal.
     this.socket.close();
+    let message = "You are signed out.";
     try {
       await this.api.logout();
     } catch (error) {
-      if (!(error instanceof ApiError && error.status === 401)) throw error;
+      // Signed out here all the same; say that the server may still accept the token.
+      if (!(error instanceof ApiError && error.status === 401)) {
+        message = `Signed out on this device, but the server could not be told: ${error.friendly || error.message}`;
+      }
     }
-    await this.end("You are signed out.");
+    await this.end(message);
   }
 
   // ---- people ----
@@ -321,11 +325,15 @@ export class Client {
   }
 
   retryDirectoryLater(attempt = 1) {
-    if (attempt > KEY_RETRY_MS.length || this.ended) return;
+    if (attempt > KEY_RETRY_MS.length || this.ended) {
+      this.dirTimer = null;
+      return;
+    }
     this.dirTimer = setTimeout(async () => {
       try {
         const envelope = await this.api.directoryKey();
         if (envelope && (await this.acceptDirectoryEnvelope(envelope))) {
+          this.dirTimer = null;
           await this.directoryReady();
           return;
         }
@@ -546,6 +554,7 @@ export class Client {
     for (let i = 0; i < envelopes.length; i += 1000) {
       await this.attempt(() => this.api.postChannelKeys(channel.id, envelopes.slice(i, i + 1000)), "Sharing the channel key");
     }
+    await store.put(`shared:${this.me.deviceId}:${channel.id}`, envelopes.map((e) => e.device_id));
     const mine = envelopes.find((e) => e.device_id === this.me.deviceId);
     await this.acceptChannelEnvelope(ch, mine);
     ch.creating = false;
@@ -655,7 +664,13 @@ export class Client {
       }
       ch.messages = [...older, ...ch.messages];
       ch.complete = messages.length < PAGE;
-      ch.loaded = true;
+      if (!ch.loaded) {
+        // Live messages that came while the first page was on its way, not already in it.
+        ch.loaded = true;
+        const have = new Set(ch.messages.map((m) => m.id));
+        for (const m of ch.early || []) if (!have.has(m.id)) ch.messages.push(m);
+        ch.early = null;
+      }
     } finally {
       ch.loading = false;
     }
@@ -675,6 +690,7 @@ export class Client {
 
   async onOpen(reconnected) {
     this.refreshPresence().catch(() => {});
+    this.shareMissing().catch((error) => console.warn("dialtone: key sharing failed:", error.message));
     if (!reconnected) return;
     // Events sent while we were away are lost: fetch what changed since.
     try {
@@ -711,6 +727,7 @@ export class Client {
       ch.messages.splice(mine, 1);
     }
     if (ch.loaded || mine >= 0) ch.messages.push(m);
+    else if (ch.loading) (ch.early ||= []).push(m);
     if (live && m.sender !== this.me.id) {
       const seen = this.activeChannel === ch.id && document.visibilityState === "visible";
       if (!seen) {
@@ -801,6 +818,11 @@ export class Client {
     if (event.device_id === this.me.deviceId) return;
     this.online.add(event.sender);
     this.emit("people");
+    // A key holder coming online shares what we lack: ask again for missing keys.
+    for (const ch of this.channels.values()) {
+      if (!ch.key && !this.keyRetries.has(ch.id)) this.retryKeyLater(ch, 1);
+    }
+    if (!this.dirKey && !this.dirTimer) this.retryDirectoryLater();
     let target = this.devicesAll.find((d) => d.device_id === event.device_id);
     if (!target) {
       await this.refreshDevices().catch(() => {});
@@ -809,6 +831,36 @@ export class Client {
     if (!target) return;
     await this.shareWith(target).catch((error) => console.warn("dialtone: key sharing failed:", error.message));
     this.refreshPresence().catch(() => {});
+  }
+
+  // Devices that appeared while we were away never sent us a device.joined: when we come
+  // online, wrap the keys we may share for every listed device we have not served yet
+  // (remembered per channel in IndexedDB, so this is work only for new devices).
+  async shareMissing() {
+    const mayShare = (ch) => ch.envelope && (ch.created_by === this.me.id || this.canManageChannels);
+    const jobs = [...this.channels.values()].filter(mayShare).map((ch) => ({
+      record: `shared:${this.me.deviceId}:${ch.id}`,
+      envelope: ch.envelope,
+      post: (envelopes) => this.api.postChannelKeys(ch.id, envelopes),
+    }));
+    if (this.dirEnvelope) {
+      jobs.push({
+        record: `shared:${this.me.deviceId}:directory`,
+        envelope: this.dirEnvelope,
+        post: (envelopes) => this.api.postDirectoryKeys(envelopes),
+      });
+    }
+    for (const job of jobs) {
+      const done = new Set((await store.get(job.record)) || []);
+      done.add(this.me.deviceId);
+      const targets = this.devicesAll.filter((d) => !done.has(d.device_id));
+      if (!targets.length) continue;
+      const key = await e2e.unwrapEnvelope(this.device.privateKey, job.envelope.sender_public_key, job.envelope.envelope, true);
+      const envelopes = await this.wrapForAll(key, targets);
+      for (let i = 0; i < envelopes.length; i += 1000) await job.post(envelopes.slice(i, i + 1000));
+      for (const d of targets) done.add(d.device_id);
+      await store.put(job.record, [...done]);
+    }
   }
 
   // As the existing client does, wrap the keys we hold for a device that came online.
@@ -863,6 +915,7 @@ export class Client {
     }
     this.notifyWanted = wanted;
     localStorage.setItem("dialtone.notify", wanted ? "1" : "0");
+    this.emit("notify", wanted);
   }
 
   alert(ch, m) {

@@ -22,6 +22,32 @@
 
 export const RELAY_ONLY_KEY = "dialtone.voice.relayOnly";
 const VOLUME_KEY = "dialtone.voice.volume.";
+const MICROPHONE_KEY = "dialtone.voice.microphone";
+const CAMERA_KEY = "dialtone.voice.camera";
+
+function audioConstraints(deviceId) {
+  const audio = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
+  if (deviceId) audio.deviceId = { exact: deviceId };
+  return { audio, video: false };
+}
+
+function videoConstraints(deviceId) {
+  const video = { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 24 } };
+  if (deviceId) video.deviceId = { exact: deviceId };
+  return { video };
+}
+
+// The chosen device ("exact": browsers prefer a device already open over an "ideal" one),
+// or the default one when the chosen device is gone.
+async function openDevice(media, constraints, deviceId) {
+  try {
+    return await media.getUserMedia(constraints(deviceId));
+  } catch (error) {
+    const gone = error && (error.name === "OverconstrainedError" || error.name === "NotFoundError");
+    if (!deviceId || !gone) throw error;
+    return media.getUserMedia(constraints(""));
+  }
+}
 
 // Speaking indicator: RMS level of the last analyser window above this counts as speech,
 // and the indicator stays on this long after the level drops (no flicker between words).
@@ -310,6 +336,8 @@ export class VoiceRoom extends EventTarget {
     this.speaking = false;
     this.listenOnly = false;
     this.relayOnly = relayOnlySetting();
+    this.microphoneId = readStorage(MICROPHONE_KEY) || "";
+    this.cameraId = readStorage(CAMERA_KEY) || "";
     this.localStream = null;
     this.cameraTrack = null;
     this.cameraStream = null;
@@ -358,7 +386,15 @@ export class VoiceRoom extends EventTarget {
     this.error = null;
     this.changed();
     try {
-      const [stream, iceServers] = await Promise.all([this.openMicrophone(), iceServersFrom(this.api)]);
+      const [mic, ice] = await Promise.allSettled([this.openMicrophone(), iceServersFrom(this.api)]);
+      if (mic.status === "rejected") throw mic.reason;
+      const stream = mic.value;
+      if (ice.status === "rejected") {
+        // No ICE servers (e.g. the session ended): release the microphone we just opened.
+        for (const track of stream?.getTracks() || []) track.stop();
+        throw ice.reason;
+      }
+      const iceServers = ice.value;
       if (this.channelId !== channelId || this.state !== "joining") {
         // Left (or switched) while we waited for the microphone.
         for (const track of stream?.getTracks() || []) track.stop();
@@ -415,9 +451,7 @@ export class VoiceRoom extends EventTarget {
       let stream;
       this.cameraOpening = true;
       try {
-        stream = await this.media.getUserMedia({
-          video: { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 24 } },
-        });
+        stream = await openDevice(this.media, videoConstraints, this.cameraId);
       } catch (error) {
         this.fail(mediaError(error, "camera"));
         return;
@@ -445,6 +479,72 @@ export class VoiceRoom extends EventTarget {
     this.changed();
   }
 
+  // The microphones and cameras there are ({deviceId, label}); labels are empty until
+  // the person has allowed this site to use them once.
+  async devices() {
+    if (!this.media || !this.media.enumerateDevices) return { microphones: [], cameras: [] };
+    const all = await this.media.enumerateDevices();
+    const pick = (kind) =>
+      all.filter((d) => d.kind === kind && d.deviceId).map((d) => ({ deviceId: d.deviceId, label: d.label }));
+    return { microphones: pick("audioinput"), cameras: pick("videoinput") };
+  }
+
+  // Choose the microphone ("" = the browser's default); in a call, switch to it at once on
+  // every connection (no renegotiation: the new track replaces the old in each sender).
+  async setMicrophone(deviceId) {
+    this.microphoneId = deviceId || "";
+    writeStorage(MICROPHONE_KEY, this.microphoneId || null);
+    if (this.active && this.localStream) {
+      let stream;
+      try {
+        stream = await openDevice(this.media, audioConstraints, this.microphoneId);
+      } catch (error) {
+        this.fail(mediaError(error, "microphone"));
+        return;
+      }
+      if (!this.active || !this.localStream) {
+        for (const track of stream.getTracks()) track.stop();
+        return;
+      }
+      const track = stream.getAudioTracks()[0];
+      await Promise.all(
+        [...this.peers.values()].filter((p) => p.audioSender).map((p) => p.audioSender.replaceTrack(track)),
+      );
+      for (const old of this.localStream.getTracks()) old.stop();
+      this.localStream = stream;
+      this.applyMute();
+      this.localMeter?.disconnect();
+      this.localMeter = this.context ? new LevelMeter(this.context, stream) : null;
+    }
+    this.changed();
+  }
+
+  async setCameraDevice(deviceId) {
+    this.cameraId = deviceId || "";
+    writeStorage(CAMERA_KEY, this.cameraId || null);
+    if (this.camera && this.cameraTrack) {
+      let stream;
+      try {
+        stream = await openDevice(this.media, videoConstraints, this.cameraId);
+      } catch (error) {
+        this.fail(mediaError(error, "camera"));
+        return;
+      }
+      if (!this.camera) {
+        for (const track of stream.getTracks()) track.stop();
+        return;
+      }
+      const track = stream.getVideoTracks()[0];
+      await Promise.all(
+        [...this.peers.values()].filter((p) => p.videoSender).map((p) => p.videoSender.replaceTrack(track)),
+      );
+      for (const old of this.cameraStream.getTracks()) old.stop();
+      this.cameraStream = stream;
+      this.cameraTrack = track;
+    }
+    this.changed();
+  }
+
   dispose() {
     this.teardown();
     for (const off of this.unsubscribe) off();
@@ -458,10 +558,7 @@ export class VoiceRoom extends EventTarget {
       throw new Error("This browser cannot make calls (no media devices; voice needs HTTPS or localhost).");
     }
     try {
-      return await this.media.getUserMedia({
-        audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
-        video: false,
-      });
+      return await openDevice(this.media, audioConstraints, this.microphoneId);
     } catch (error) {
       // Without a microphone one can still listen.
       if (error && error.name === "NotFoundError") return null;

@@ -84,11 +84,14 @@ class LiveServer:
         return channel_id
 
     async def connect(self, member: Member, **options: Any) -> ClientConnection:
-        """Open a socket and consume the greeting (the voice snapshot; a device is not
-        told of its own arrival). The hub has registered the socket once it is read."""
+        """Open a socket and consume the greeting (the voice snapshot, then server.hello;
+        a device is not told of its own arrival). The hub has registered the socket once
+        it is read."""
         ws = await self.connect_raw(member, **options)
         snapshot = await recv(ws)
         assert snapshot["type"] == "voice.presence.snapshot"
+        hello = await recv(ws)
+        assert hello["type"] == "server.hello"
         return ws
 
     async def connect_raw(self, member: Member, **options: Any) -> ClientConnection:

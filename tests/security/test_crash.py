@@ -272,6 +272,7 @@ async def test_websocket_limit_override_end_to_end(tmp_path: Path) -> None:
             open_timeout=5,
         ) as ws:
             await recv(ws)  # voice.presence.snapshot
+            assert (await recv(ws))["type"] == "server.hello"
 
             for i in range(5):
                 await ws.send(chat_frame(channel, f"bTx{i}"))

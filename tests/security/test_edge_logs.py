@@ -118,7 +118,7 @@ async def test_an_exception_escaping_the_websocket_endpoint_is_logged_without_it
     async with live.client() as http:
         member = await register_member(http)
 
-    async def broken_attach(conn: Any) -> None:
+    async def broken_attach(*args: Any) -> None:
         raise RuntimeError("secret-bits-of-state")
 
     monkeypatch.setattr(live.app.state.hub, "attach", broken_attach)

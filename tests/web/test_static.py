@@ -95,11 +95,17 @@ def test_client_loads_nothing_from_another_origin() -> None:
 
 
 def test_every_client_file_is_in_the_wheel() -> None:
-    pyproject = tomllib.loads((WEB.parents[1] / "pyproject.toml").read_text())
-    patterns = pyproject["tool"]["setuptools"]["package-data"]["dialtone.web"]
+    package_data = tomllib.loads((WEB.parents[1] / "pyproject.toml").read_text())["tool"][
+        "setuptools"
+    ]["package-data"]
+    # Patterns of the web package itself, or of `dialtone` with paths under web/.
+    candidates = [(p, "") for p in package_data.get("dialtone.web", [])]
+    candidates += [(p, "web/") for p in package_data.get("dialtone", [])]
     for name in CLIENT_FILES:
-        # setuptools globs do not cross "/": compare segment by segment.
+        # setuptools globs cross "/" only with "**": otherwise compare segment by segment.
         matched = any(
-            name.count("/") == p.count("/") and fnmatch.fnmatch(name, p) for p in patterns
+            fnmatch.fnmatch(prefix + name, p)
+            and ("**" in p or (prefix + name).count("/") == p.count("/"))
+            for p, prefix in candidates
         )
         assert matched, f"{name} is not package data"

@@ -14,9 +14,17 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from tests.web.conftest import WebServer, start_server, stop_server
+from tests.web.conftest import (
+    CHROMIUM,
+    WebServer,
+    register_in_browser,
+    start_server,
+    stop_server,
+    watch,
+)
 from tests.web.voice_helpers import (
     CONNECT_MS,
+    INBOUND_AUDIO_PACKETS,
     Caller,
     expect_audio_flows,
     expect_connected,
@@ -93,6 +101,28 @@ def test_two_browsers_hold_a_voice_call(server: WebServer, new_page: Any, tmp_pa
     mute.press("Enter")
     expect(mute).to_have_attribute("aria-pressed", "false")
     assert alice.eval(audio_enabled) == [True]
+
+    # Another microphone, chosen in the settings, replaces the track on the connection.
+    alice.panel().get_by_text("Voice settings").click()
+    mic = alice.panel().get_by_label("Microphone", exact=True)
+    # Chromium's fake devices: "Default" and at least two named microphones.
+    alice.wait("(select) => select.options.length >= 3", arg=mic.element_handle())
+    choice = mic.locator("option").last.text_content()
+    assert choice
+    assert choice != "Default microphone"
+    mic.select_option(label=choice)
+    alice.wait(
+        "(label) => window.__pcs[0].getSenders()"
+        ".some((s) => s.track && s.track.kind === 'audio' && s.track.label === label)",
+        arg=choice,
+    )
+    alice.wait(
+        "() => window.__tracks.filter((t) => t.kind === 'audio')"
+        ".map((t) => t.readyState).join() === 'ended,live'"
+    )
+    before = bob.wait_async(INBOUND_AUDIO_PACKETS)
+    assert bob.wait_async(INBOUND_AUDIO_PACKETS.replace("packets > 0", f"packets > {before + 50}"))
+    alice.panel().get_by_text("Voice settings").click()
 
     # Per-peer volume, with the keyboard, on the element that plays Bob's audio.
     slider = alice.row(bob).get_by_role("slider", name=f"Volume of {bob.display}")
@@ -318,3 +348,30 @@ def test_deleting_the_channel_ends_its_call(server: WebServer, new_page: Any) ->
             " && window.__tracks.every((t) => t.readyState === 'ended')"
         )
     forgive_missing_turn(alice, bob)
+
+
+def test_a_refused_microphone_says_so(server: WebServer, playwright: Any) -> None:
+    """Without the fake permission prompt, headless Chromium refuses the microphone, as a
+    person clicking "Block" would: the panel says what to do and nothing joins."""
+    browser = playwright.chromium.launch(
+        executable_path=CHROMIUM, args=["--use-fake-device-for-media-stream"]
+    )
+    try:
+        watched = watch(browser.new_context())
+        page = watched.page
+        register_in_browser(page, server, "dora", "Dora")
+        page.get_by_label("New channel name").fill("quiet room")
+        page.get_by_role("button", name="Create channel").click()
+        panel = page.locator("dt-voice-panel")
+        panel.get_by_role("button", name="Join voice").click()
+        expect(panel.locator(".voice-status")).to_have_text(
+            "Access to your microphone was refused. Allow it in the browser's site settings."
+        )
+        expect(panel.get_by_role("button", name="Join voice")).to_be_visible()
+        expect(panel.get_by_role("button", name="Leave voice")).to_be_hidden()
+        sent = [json.loads(f).get("type") for f in watched.frames_sent]
+        assert "voice_join" not in sent
+        # No console error; the only failed request is this TURN-less server's 404.
+        assert [p for p in watched.problems() if p != "GET /voice/turn 404"] == []
+    finally:
+        browser.close()

@@ -15,9 +15,14 @@ export class DtDevices extends HTMLElement {
       h("label", { for: "display-name" }, "Your display name"),
       h("input", { id: "display-name", name: "name", required: true, maxlength: 64, value: this.client.displayName }),
       h("button", { type: "submit" }, "Save"));
+    const alerts = h("div", { class: "row" },
+      h("input", { type: "checkbox", id: "alerts-here", checked: this.client.notifyWanted,
+        onchange: (e) => this.client.setNotify(e.target.checked) }),
+      h("label", { for: "alerts-here" }, "Alert me (notification and sound) about new messages while Dialtone is in the background"));
     this.replaceChildren(h("section", { class: "page card", "aria-labelledby": "devices-title" },
       h("h2", { id: "devices-title" }, "You and your devices"),
       profile,
+      alerts,
       h("p", {}, "Each browser or app you sign in from is a device with its own key. Remove one you no longer use: it is signed out and gets no new keys."),
       list, error));
     try {

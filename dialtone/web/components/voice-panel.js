@@ -114,6 +114,7 @@ export class VoicePanel extends HTMLElement {
   connectedCallback() {
     addStylesheet();
     this.build();
+    navigator.mediaDevices?.addEventListener?.("devicechange", this.onDeviceChange);
     if (!this.room) {
       const client = currentClient();
       if (client) {
@@ -131,6 +132,7 @@ export class VoicePanel extends HTMLElement {
 
   disconnectedCallback() {
     this.unlisten();
+    navigator.mediaDevices?.removeEventListener?.("devicechange", this.onDeviceChange);
   }
 
   listen() {
@@ -182,8 +184,12 @@ export class VoicePanel extends HTMLElement {
     const relayLabel = el("label", { for: `${id}-relay` }, [
       "Relay only: hide my network address from the others (uses the server's TURN relay)",
     ]);
+    this.micSelect = el("select", { id: `${id}-mic`, class: "voice-device" });
+    this.camSelect = el("select", { id: `${id}-cam`, class: "voice-device" });
     this.settings = el("details", { class: "voice-settings" }, [
       el("summary", { text: "Voice settings" }),
+      el("p", {}, [el("label", { for: this.micSelect.id, text: "Microphone" }), " ", this.micSelect]),
+      el("p", {}, [el("label", { for: this.camSelect.id, text: "Camera" }), " ", this.camSelect]),
       el("p", {}, [this.relayBox, " ", relayLabel]),
     ]);
     this.status = el("p", { class: "voice-status", role: "status", "aria-live": "polite" });
@@ -209,6 +215,35 @@ export class VoicePanel extends HTMLElement {
     this.muteButton.addEventListener("click", () => this.room?.setMuted(!this.room.muted));
     this.cameraButton.addEventListener("click", () => this.room?.setCamera(!this.room.camera));
     this.relayBox.addEventListener("change", () => this.room?.setRelayOnly(this.relayBox.checked));
+    this.micSelect.addEventListener("change", () => this.room?.setMicrophone(this.micSelect.value));
+    this.camSelect.addEventListener("change", () => this.room?.setCameraDevice(this.camSelect.value));
+    this.settings.addEventListener("toggle", () => {
+      if (this.settings.open) this.listDevices();
+    });
+    this.onDeviceChange = () => {
+      if (this.settings.open) this.listDevices();
+    };
+  }
+
+  // Fill the device choices (names appear once the site may use the devices).
+  async listDevices() {
+    if (!this.room) return;
+    let found;
+    try {
+      found = await this.room.devices();
+    } catch {
+      return;
+    }
+    const fill = (select, devices, chosen, noun) => {
+      const options = [el("option", { value: "", text: `Default ${noun}` })];
+      devices.forEach((device, index) => {
+        options.push(el("option", { value: device.deviceId, text: device.label || `${noun} ${index + 1}` }));
+      });
+      select.replaceChildren(...options);
+      select.value = devices.some((d) => d.deviceId === chosen) ? chosen : "";
+    };
+    fill(this.micSelect, found.microphones, this.room.microphoneId, "microphone");
+    fill(this.camSelect, found.cameras, this.room.cameraId, "camera");
   }
 
   async join() {
