@@ -13,8 +13,8 @@ from typing import Any
 
 import msgspec
 
+from dialtone.api.guards import admin_token_attempt
 from dialtone.security.headers import header, scope_address
-from dialtone.security.tokens import same_secret
 from dialtone.services.context import ServerContext
 
 ASGIApp = Any
@@ -22,21 +22,26 @@ ASGIApp = Any
 _BODY = msgspec.json.encode({"error": "banned from this server", "code": "banned"})
 
 
-def is_operator(scope: dict[str, Any], ctx: ServerContext) -> bool:
+async def is_operator(scope: dict[str, Any], ctx: ServerContext, client: str) -> bool:
+    """A right X-Admin-Token, checked through the same per-address limit as the guard:
+    otherwise a banned address could test guesses here without limit."""
     given = header(scope, b"x-admin-token")
-    expected = ctx.settings.admin_token
-    return bool(given and expected and same_secret(given.strip(), expected))
+    return given is not None and await admin_token_attempt(ctx, client, given) is None
 
 
 def address_ban_middleware(ctx: ServerContext) -> Any:
     def middleware(app: ASGIApp) -> ASGIApp:
         async def guarded(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            # The address is worked out only while some address is banned.
+            client = (
+                scope_address(scope, ctx.trusted_proxies)
+                if scope["type"] == "http" and ctx.bans.has_address_bans
+                else None
+            )
             if (
-                scope["type"] == "http"
-                and ctx.bans.has_address_bans
-                and ctx.bans.address_ban(scope_address(scope, ctx.trusted_proxies), ctx.clock())
-                is not None
-                and not is_operator(scope, ctx)
+                client is not None
+                and ctx.bans.address_ban(client, ctx.clock()) is not None
+                and not await is_operator(scope, ctx, client)
             ):
                 await send(
                     {

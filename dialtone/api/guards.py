@@ -11,34 +11,45 @@ from dialtone.api.dependencies import provide_client, resolve_caller
 from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.errors import Forbidden, RateLimited, Unauthorized
 from dialtone.security.addresses import limit_key
-from dialtone.security.ratelimit import retry_after_seconds
+from dialtone.security.ratelimit import Decision, retry_after_seconds
 from dialtone.security.tokens import same_secret
 from dialtone.services.context import Caller, ServerContext
 
 log = logging.getLogger("dialtone.security")
 
 
+async def admin_token_attempt(ctx: ServerContext, client: str, given: str) -> Decision | None:
+    """One X-Admin-Token attempt from ``client``: None when the token is right, else the
+    limiter's decision (``allowed`` False: the address is over its limit, the token was
+    not even compared, so a guess made while limited cannot tell right from wrong).
+
+    Every attempt takes a token from the address's bucket before the comparison; a
+    right one gives it back. Shared by the guard and the address-ban middleware (which
+    lets the operator's token through), so neither is an unlimited oracle.
+    """
+    key = limit_key(client)
+    decision = await ctx.limiter.hit("admin_token", key)
+    if not decision.allowed:
+        return decision
+    expected = ctx.settings.admin_token
+    if expected and same_secret(given.strip(), expected):
+        await ctx.limiter.refund("admin_token", key)
+        return None
+    log.warning("wrong admin token", extra={"event": "admin_token_rejected", "client": client})
+    return decision
+
+
 async def _check_admin_token(
     request: Request[Any, Any, Any], ctx: ServerContext, given: str
 ) -> None:
-    """Every attempt takes a token from the address's bucket before the comparison (so
-    a guess made while limited cannot tell right from wrong); a right one gives it back."""
-    client = await provide_client(request)
-    key = limit_key(client)
-    decision = await ctx.limiter.hit("admin_token", key)
+    decision = await admin_token_attempt(ctx, await provide_client(request), given)
+    if decision is None:
+        return
     if not decision.allowed:
         raise RateLimited(
             "too many admin token attempts, try again later",
             retry_after=retry_after_seconds(decision),
         )
-    expected = ctx.settings.admin_token
-    if expected and same_secret(given.strip(), expected):
-        await ctx.limiter.refund("admin_token", key)
-        return
-    log.warning(
-        "wrong admin token",
-        extra={"event": "admin_token_rejected", "client": client},
-    )
     raise Unauthorized("invalid admin token", code="invalid_admin_token")
 
 

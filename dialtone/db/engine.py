@@ -42,8 +42,8 @@ def create_engine(settings: Settings) -> AsyncEngine:
             # sqlite3's timeout is the busy timeout: how long to wait for another
             # writer's lock before giving up (and answering 503).
             connect_args={"timeout": settings.db_timeout},
-            # Named, not left to the dialect: SQLAlchemy before 2.0.38 defaults file
-            # databases to NullPool (a new connection and thread per checkout).
+            # Named, not left to the dialect (which chose NullPool before SQLAlchemy
+            # 2.0.38: a new connection and thread per checkout).
             poolclass=AsyncAdaptedQueuePool,
             pool_size=8,
             max_overflow=8,

@@ -10,6 +10,10 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+# A transaction that ends with one of these ended because of the database, not a rule.
+# (asyncpg lets a refused connection through as ConnectionRefusedError.)
+DATABASE_FAULTS = (DBAPIError, PoolTimeout, ConnectionError, TimeoutError)
+
 Publish = Callable[[list[Any]], Awaitable[None]]
 
 
@@ -95,9 +99,7 @@ class UnitOfWork:
             if exc_type is None:
                 await self.commit()
             else:
-                if self._on_database_error is not None and isinstance(
-                    exc, DBAPIError | PoolTimeout
-                ):
+                if self._on_database_error is not None and isinstance(exc, DATABASE_FAULTS):
                     self._on_database_error()
                 await self.rollback()
         finally:

@@ -263,7 +263,9 @@ class AdminService:
         await self._target(actor, user_id)
         erased = await self.erase_messages(actor, user_id, None) if messages else 0
         self.ctx.sessions_changing(self.uow)
-        await self.users.delete(user_id)
+        if not await self.users.delete(user_id):
+            # Deleted by a concurrent request between our read and this statement.
+            raise NotFound("user not found", code="user_not_found")
         await self._keep_an_admin()
         self.uow.emit(SessionsRevoked(user_id=user_id))
         await self._log("user_deleted", actor, user_id=user_id, message=f"{erased} messages")

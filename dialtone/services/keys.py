@@ -147,8 +147,9 @@ class KeyService:
     ) -> list[str]:
         kept = [item.device_id for item in envelopes if item.device_id not in written]
         if kept:
-            # Ids only: never an envelope.
-            log.warning(
+            # Ids only: never an envelope. Info, not warning: existing clients re-share
+            # every key from every member every 30 s, so most of these are routine.
+            log.info(
                 "envelope replacement refused",
                 extra={
                     "event": "envelope_kept",

@@ -6,6 +6,7 @@ from dialtone.db.models import User, UserProfile
 from dialtone.db.repositories.profiles import ProfileRepository
 from dialtone.db.repositories.users import UserRepository
 from dialtone.db.unit_of_work import UnitOfWork
+from dialtone.db.upsert import ReferenceGone
 from dialtone.errors import Forbidden, Unauthorized
 from dialtone.schemas.events import UserProfileUpdated
 from dialtone.security import usernames
@@ -43,5 +44,9 @@ class UserService:
 
     async def set_profile(self, caller: Caller, name_enc: str) -> None:
         require_trusted(caller)
-        await self.profiles.upsert(caller.user_id, name_enc, self.ctx.clock())
+        try:
+            await self.profiles.upsert(caller.user_id, name_enc, self.ctx.clock())
+        except ReferenceGone:
+            # Deleted by an admin while this ran: the answer its token now gets.
+            raise Unauthorized("missing or invalid bearer token", code="unauthorized") from None
         self.uow.emit(UserProfileUpdated(sender=caller.user_id))

@@ -68,6 +68,9 @@ export class Api {
     } catch {
       throw new ApiError(0, "network", "Cannot reach the server. Check your connection.");
     }
+    // The server's clock, for asking later what changed since (deletions, for instance).
+    const date = Date.parse(response.headers.get("Date") || "");
+    if (!Number.isNaN(date)) this.serverDate = date;
     if (response.status === 204) return null;
     let data = null;
     const text = await response.text();
@@ -107,6 +110,9 @@ export class Api {
   history(channelId, { before, after, limit } = {}) {
     return this.get("/channels/messages", { channel_id: channelId, before, after, limit });
   }
+  deletions(channelId, { since, cursor } = {}) {
+    return this.get("/channels/messages/deleted", { channel_id: channelId, since, cursor, limit: 500 });
+  }
   channelKey(channelId) { return this.get("/channels/keys", { channel_id: channelId }); }
   postChannelKeys(channelId, envelopes) { return this.post("/channels/keys", { channel_id: channelId, envelopes }); }
   directoryKey() { return this.get("/directory/keys"); }
@@ -134,6 +140,7 @@ export class Socket {
     this.url = url || `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/ws`;
     this.maxDelay = maxDelay;
     this.handlers = new Map();
+    this.awaiting = [];
     this.ws = null;
     this.attempt = 0;
     this.timer = null;
@@ -175,6 +182,22 @@ export class Socket {
     return true;
   }
 
+  // A frame the server answers, with an event of its own or with an `error` that names no
+  // frame. The server handles a socket's frames one at a time, in order, so an error
+  // answers the oldest frame still awaiting its answer: the "error" event carries that
+  // frame's `owner` as `answers` (null when none waits). Owners call answered(owner) when
+  // the good answer comes.
+  sendAwaiting(frame, owner) {
+    if (!this.send(frame)) return false;
+    this.awaiting.push(owner);
+    return true;
+  }
+
+  answered(owner) {
+    const at = this.awaiting.indexOf(owner);
+    if (at >= 0) this.awaiting.splice(at, 1);
+  }
+
   setState(state, extra = {}) {
     this.state = state;
     this.emit("status", { state, attempt: this.attempt, ...extra });
@@ -205,12 +228,17 @@ export class Socket {
         return;
       }
       if (!event || typeof event.type !== "string") return;
+      // Voice errors (voice_not_joined) answer voice frames nobody awaits (leave, relays).
+      if (event.type === "error" && !String(event.code || "").startsWith("voice")) {
+        event = { ...event, answers: this.awaiting.length ? this.awaiting.shift() : null };
+      }
       this.emit(event.type, event);
       this.emit("*", event);
     };
     ws.onclose = (close) => {
       if (this.ws !== ws) return;
       this.ws = null;
+      this.awaiting = []; // a new socket answers nothing sent on this one
       if (this.stopped) return;
       if (close.code === 1008 && FINAL_REASONS.has(close.reason)) {
         this.stopped = true;

@@ -173,7 +173,12 @@ export class Client {
     });
     socket.on("open", ({ reconnected }) => this.onOpen(reconnected));
     socket.on("ended", ({ reason }) => this.end(ENDED[reason] || ENDED.revoked));
-    socket.on("channel.message.new", (event) => this.onMessage(event));
+    socket.on("channel.message.new", (event) => {
+      // Our own message's echo is its answer: settled now, before any later error.
+      const mine = this.pending.find((p) => p.body === event.body);
+      if (mine) socket.answered(mine);
+      this.onMessage(event);
+    });
     socket.on("channel.updated", (event) => this.onChannelUpdated(event));
     socket.on("channel.deleted", (event) => this.onChannelDeleted(event));
     socket.on("user.profile.updated", () => this.refreshProfiles().catch((e) => this.guard(e)));
@@ -528,6 +533,9 @@ export class Client {
     const ch = this.channels.get(event.channel_id);
     if (!ch) return;
     const gone = new Set(event.message_ids);
+    // A page of history on its way may still hold them: remembered, and left out of it.
+    ch.deleted ||= new Set();
+    for (const id of gone) ch.deleted.add(id);
     const before = ch.messages.length;
     ch.messages = ch.messages.filter((m) => !gone.has(m.id));
     if (ch.messages.length !== before) this.emit("messages", ch.id);
@@ -657,7 +665,7 @@ export class Client {
       const known = new Set(ch.messages.map((m) => m.id));
       const older = [];
       for (const row of messages) {
-        if (known.has(row.id)) continue;
+        if (known.has(row.id) || ch.deleted?.has(row.id)) continue;
         const m = this.fromWire(row);
         await this.decryptMessage(ch, m);
         older.push(m);
@@ -688,6 +696,30 @@ export class Client {
     }
   }
 
+  // Messages deleted while we were away (no channel.message.deleted reached us): read the
+  // deletions feed from the last time we were in step with it, or else from the oldest
+  // message we hold (nothing older than it can matter), and drop those we still show.
+  async catchUpDeletions(ch) {
+    if (!this.server.moderation) return; // an older server: no deletions, no feed
+    const held = ch.messages.filter((m) => !m.local);
+    if (!held.length) return;
+    let since = Date.parse(held[0].sent_at);
+    if (ch.deletionsSyncedAt && ch.deletionsSyncedAt > since) since = ch.deletionsSyncedAt;
+    let cursor;
+    let syncedAt = null;
+    const gone = [];
+    do {
+      const page = await this.api.deletions(ch.id, { since: new Date(since).toISOString(), cursor });
+      // The socket is open again, so later deletions come as events: the next catch-up
+      // starts from the server's time of this answer (its Date header has whole seconds).
+      if (syncedAt === null && this.api.serverDate) syncedAt = this.api.serverDate - 2000;
+      for (const d of page.deletions) gone.push(d.message_id);
+      cursor = page.next_cursor;
+    } while (cursor);
+    if (syncedAt !== null) ch.deletionsSyncedAt = syncedAt;
+    if (gone.length) this.onDeleted({ channel_id: ch.id, message_ids: gone });
+  }
+
   async onOpen(reconnected) {
     this.refreshPresence().catch(() => {});
     this.shareMissing().catch((error) => console.warn("dialtone: key sharing failed:", error.message));
@@ -697,7 +729,17 @@ export class Client {
       await this.refreshDevices();
       await this.refreshChannels();
       await this.refreshProfiles();
-      for (const ch of this.channels.values()) if (ch.loaded) await this.catchUp(ch);
+      for (const ch of this.channels.values()) {
+        if (!ch.loaded) continue;
+        try {
+          await this.catchUp(ch);
+          await this.catchUpDeletions(ch);
+        } catch (error) {
+          // Deleted meanwhile (its channel.deleted is lost too): the others still catch up.
+          if (!(error instanceof ApiError && error.status === 404)) throw error;
+          this.onChannelDeleted({ channel_id: ch.id });
+        }
+      }
       this.emit("messages", null);
     } catch (error) {
       this.guard(error);
@@ -716,7 +758,7 @@ export class Client {
   }
 
   async addMessage(ch, m, live) {
-    if (ch.messages.some((x) => x.id === m.id)) return;
+    if (ch.messages.some((x) => x.id === m.id) || ch.deleted?.has(m.id)) return;
     await this.decryptMessage(ch, m);
     // Our own message coming back: its ciphertext is unique (random nonce).
     const mine = ch.messages.findIndex((x) => x.local && x.body === m.body);
@@ -771,7 +813,7 @@ export class Client {
     };
     m.status = "pending";
     m.error = null;
-    if (!this.socket.send(frame)) {
+    if (!this.socket.sendAwaiting(frame, m)) {
       this.fail(m, "Not connected: the message was not sent.");
       return;
     }
@@ -792,6 +834,7 @@ export class Client {
 
   fail(m, reason) {
     clearTimeout(m.timer);
+    this.socket.answered(m);
     this.pending = this.pending.filter((p) => p !== m);
     m.status = "failed";
     m.error = reason;
@@ -799,8 +842,10 @@ export class Client {
   }
 
   onServerError(event) {
-    // Frames are answered in order: an error answers the oldest frame still pending.
-    const m = this.pending[0];
+    // The socket tells which frame an error answers: one of our messages, or another
+    // part's frame (a voice_join: the voice room says why itself).
+    if (event.answers && !this.pending.includes(event.answers)) return;
+    const m = event.answers;
     const reasons = {
       rate_limited: "Sending too fast: wait a moment and retry.",
       channel_not_found: "This channel no longer exists.",

@@ -347,6 +347,7 @@ export class VoiceRoom extends EventTarget {
     this.localMeter = null;
     this.levelTimer = null;
     this.pendingJoin = null;
+    this.joinsSent = [];
     this.offerToAll = false;
     this.cameraOpening = false;
     this.error = null;
@@ -571,14 +572,29 @@ export class VoiceRoom extends EventTarget {
     return new Promise((resolve, reject) => {
       this.pendingJoin = { channelId, resolve, reject };
       this.signals.spend();
-      if (!this.socket.send({ type: "voice_join", channel_id: channelId })) {
+      if (!this.sendJoinFrame(this.pendingJoin)) {
         // Not connected right now: the socket's "open" handler sends it again.
         this.fail("Not connected to the server; joining when the connection is back.");
       }
     });
   }
 
+  // Every voice_join awaits its answer (a roster, or an error) at the socket, so that an
+  // error is never taken for another part's (a chat message's) and the reverse.
+  sendJoinFrame(owner) {
+    if (!this.socket.sendAwaiting({ type: "voice_join", channel_id: owner.channelId }, owner)) return false;
+    this.joinsSent.push(owner);
+    return true;
+  }
+
+  settleJoin(owner) {
+    this.joinsSent = this.joinsSent.filter((o) => o !== owner);
+    this.socket.answered(owner);
+  }
+
   onRoster(event) {
+    const answered = this.joinsSent.find((o) => o.channelId === event.channel_id);
+    if (answered) this.settleJoin(answered);
     if (this.state === "idle" || event.channel_id !== this.channelId) return;
     const pending = this.pendingJoin;
     this.pendingJoin = null;
@@ -596,10 +612,16 @@ export class VoiceRoom extends EventTarget {
   }
 
   onServerError(event) {
-    if (this.state === "joining" && event.code === "channel_not_found" && this.pendingJoin) {
+    // Only an error that answers our voice_join (the socket knows which frame it answers).
+    if (event.answers && this.joinsSent.includes(event.answers)) this.settleJoin(event.answers);
+    if (this.state === "joining" && event.answers?.rejoin && event.answers.channelId === this.channelId) {
+      this.teardown();
+      this.fail(event.code === "channel_not_found" ? "This channel no longer exists." : event.message);
+    } else if (this.state === "joining" && this.pendingJoin && event.answers === this.pendingJoin) {
       const pending = this.pendingJoin;
       this.pendingJoin = null;
-      pending.reject(new Error("This channel no longer exists.")); // join() tears down
+      const reason = event.code === "channel_not_found" ? "This channel no longer exists." : event.message;
+      pending.reject(new Error(reason || "The server refused to join this room.")); // join() tears down
     } else if (this.state === "joined" && event.code === "voice_not_joined") {
       // The server no longer has us in the room (e.g. the socket was replaced): rejoin.
       this.rejoin();
@@ -607,6 +629,7 @@ export class VoiceRoom extends EventTarget {
   }
 
   onSocketOpen() {
+    this.joinsSent = []; // the old socket's frames get no answer on this one
     // A new socket is in no room: the old one's seat ended with it. Join again and
     // rebuild every connection (the others dropped theirs on our voice_leave).
     if (this.state !== "idle") this.rejoin();
@@ -637,7 +660,7 @@ export class VoiceRoom extends EventTarget {
     this.offerToAll = true;
     this.signals.clear();
     this.signals.spend();
-    if (!this.socket.send({ type: "voice_join", channel_id: this.channelId })) {
+    if (!this.sendJoinFrame({ channelId: this.channelId, rejoin: true })) {
       this.fail("Not connected to the server; joining when the connection is back.");
     }
   }

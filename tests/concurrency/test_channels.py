@@ -9,7 +9,8 @@ from typing import Any
 from websockets.asyncio.client import connect
 
 from tests.concurrency.conftest import ROUNDS, Target, assert_only, burst, statuses
-from tests.conftest import Member
+from tests.conftest import ADMIN_TOKEN, Member
+from tests.e2ee import DeviceKeys
 from tests.realtime.conftest import chat_frame
 
 
@@ -144,4 +145,48 @@ async def test_channel_deleted_while_messages_arrive_over_websocket(target: Targ
     finally:
         for ws in sockets:
             await ws.close()
+    await target.healthy(admin)
+
+
+async def test_user_deleted_while_their_writes_arrive(target: Target) -> None:
+    """An admin deletes an account while its devices post a profile, upload envelopes
+    and register a device: those answer as if they came second (401/400), never 500."""
+    admin = await target.register("admin")
+    clients = await target.pool(5)
+    channel_id = await new_channel(target, admin)
+    for round_ in range(ROUNDS):
+        doomed = await target.register(f"gone{round_}")
+        item = {
+            "device_id": doomed.device_id,
+            "sender_device_id": doomed.device_id,
+            "sender_public_key": doomed.keys.public_b64,
+            "envelope": "ZW52ZWxvcGU=",
+        }
+        writes = [
+            clients[1].post("/users/profiles", json={"name_enc": "bmFtZQ=="}, headers=doomed.auth),
+            clients[2].post(
+                "/channels/keys",
+                json={"channel_id": channel_id, "envelopes": [item]},
+                headers=doomed.auth,
+            ),
+            clients[3].post("/directory/keys", json={"envelopes": [item]}, headers=doomed.auth),
+            clients[4].post(
+                "/devices",
+                json={"user_id": doomed.user_id, "public_key": DeviceKeys().public_b64},
+                headers=doomed.auth,
+            ),
+        ]
+        delete = clients[0].delete(
+            f"/admin/users/{doomed.user_id}", headers={"X-Admin-Token": ADMIN_TOKEN}
+        )
+        [deleted, *answers] = await burst([delete, *writes])
+        assert deleted.status_code == 200, deleted.text
+        assert_only(answers, {201, 400, 401})
+        for table in ("user_profiles", "devices"):
+            assert (
+                await target.count(
+                    f"SELECT count(*) FROM {table} WHERE user_id = :u", u=doomed.user_id
+                )
+                == 0
+            )
     await target.healthy(admin)

@@ -660,3 +660,18 @@ async def test_device_revocation_is_logged(
     await client.delete(f"/devices/{member.device_id}", headers=member.auth)
     entries = (await client.get("/admin/log?topic=device_revoked", headers=OP)).json()["entries"]
     assert [(e["user_id"], e["device_id"]) for e in entries] == [(member.user_id, member.device_id)]
+
+
+async def test_concurrent_unban_and_delete_answer_404_to_the_loser(
+    client: AsyncTestClient[Any], admin: Member, member: Member, carol: Member
+) -> None:
+    ban = await make_ban(client, user_id=member.user_id)
+    lifted = await asyncio.gather(
+        *(client.delete(f"/admin/bans/{ban['id']}", headers=OP) for _ in range(3))
+    )
+    assert sorted(r.status_code for r in lifted) == [200, 404, 404]
+    deleted = await asyncio.gather(
+        *(client.delete(f"/admin/users/{carol.user_id}", headers=OP) for _ in range(3))
+    )
+    assert sorted(r.status_code for r in deleted) == [200, 404, 404]
+    assert all(r.json()["code"] == "user_not_found" for r in deleted if r.status_code == 404)

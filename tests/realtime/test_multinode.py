@@ -307,7 +307,9 @@ async def test_settings_and_bans_apply_on_every_node(nodes: tuple[Node, Node]) -
     bob = await node_a.register("bob")
     on_b = await connect(node_b.ws_url, additional_headers=bob.auth)
     try:
-        await next_of(on_b, "device.joined")
+        # The greeting's last frame: the socket is registered (a device is not told of
+        # its own arrival, so there is no device.joined to wait for).
+        await next_of(on_b, "server.hello")
 
         # Settings changed on A: B's sockets hear it and B answers with the new values.
         response = await node_a.http.put(
@@ -350,7 +352,7 @@ async def test_settings_and_bans_apply_on_every_node(nodes: tuple[Node, Node]) -
         lifted = await node_b.http.delete(f"/admin/bans/{banned.json()['id']}", headers=OPERATOR)
         assert lifted.status_code == 200
         back = await connect(node_b.ws_url, additional_headers=bob.auth)
-        await next_of(back, "device.joined")
+        await next_of(back, "server.hello")
         await back.close()
     finally:
         await on_b.close()

@@ -56,7 +56,11 @@ class Outside:
 
     async def __aenter__(self) -> Outside:
         if self.sqlite:
-            self._lite = sqlite3.connect(self.url, isolation_level=None, timeout=10)
+            # Used from worker threads: the server runs on this process's event loop, which a
+            # blocking call (waiting out the server's own write) must not hold up.
+            self._lite = sqlite3.connect(
+                self.url, isolation_level=None, timeout=10, check_same_thread=False
+            )
         else:
             self._pg = await asyncpg.connect(self.url)
         return self
@@ -69,7 +73,7 @@ class Outside:
 
     async def execute(self, sql: str) -> None:
         if self._lite is not None:
-            self._lite.execute(sql)
+            await asyncio.to_thread(self._lite.execute, sql)
         else:
             assert self._pg is not None
             await self._pg.execute(sql)
@@ -78,7 +82,10 @@ class Outside:
         """Is the row committed? Only committed rows are visible to another connection."""
         sql = "SELECT count(*) FROM channel_messages WHERE id = "
         if self._lite is not None:
-            (count,) = self._lite.execute(sql + "?", (message_id,)).fetchone()
+            lite = self._lite
+            (count,) = await asyncio.to_thread(
+                lambda: lite.execute(sql + "?", (message_id,)).fetchone()
+            )
         else:
             assert self._pg is not None
             count = await self._pg.fetchval(sql + "$1", message_id)

@@ -201,6 +201,8 @@ async def test_database_outage_is_survived_without_a_restart(target: Target) -> 
     admin = await live.register("admin")
     channel = await live.create_channel(admin)
     ws = await live.connect(admin)
+    # Also a session this node has never verified: its handshake must reach the database.
+    phone = await live.second_device(admin)
     frame = chat_frame(channel, "b3V0YWdl")
 
     await target.cut_database()
@@ -213,10 +215,12 @@ async def test_database_outage_is_survived_without_a_restart(target: Target) -> 
             assert response.headers["retry-after"]
         await ws.send(frame)
         assert (await next_of(ws, "error"))["code"] == "server_error"
-        # A new socket is refused with 503 before the upgrade, not left hanging.
-        with pytest.raises(InvalidStatus) as refused:
-            await live.connect_raw(admin)
-        assert refused.value.response.status_code == 503
+        # A new socket is refused with 503 before the upgrade, not left hanging: for a
+        # session the node verified before the outage and for one it never saw.
+        for who in (admin, phone):
+            with pytest.raises(InvalidStatus) as refused:
+                await live.connect_raw(who)
+            assert refused.value.response.status_code == 503
         assert ws.state.name == "OPEN"
     finally:
         await target.restore_database()

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from dialtone.config import Settings, load_settings
 from dialtone.db.base import new_id
-from dialtone.db.models import Device
+from dialtone.db.models import ChannelMessage, Device
 from dialtone.errors import ConfigError
 from tests.conftest import Member, app_client, make_settings, register_member
 from tests.e2ee import DeviceKeys
@@ -237,3 +237,61 @@ async def test_chat_limits_hold_per_user_across_sockets(tmp_path: Path, db_url: 
             f"/channels/messages?channel_id={channel}", headers=admin.auth
         )
         assert len(history.json()["messages"]) == 4
+
+
+async def test_a_full_history_page_is_read_in_chunks(
+    client: AsyncTestClient[Any], db_url: str
+) -> None:
+    """History pages of up to 500 are read 100 rows per statement, the event loop free
+    between them; every cursor still gives exactly the right messages, in order."""
+    admin = await register_member(client, "admin")
+    created = await client.post("/channels", json={"name_enc": "Y2g="}, headers=admin.auth)
+    channel_id = created.json()["channel"]["id"]
+    now = datetime.now(UTC)
+    ids = [new_id() for _ in range(450)]
+    engine = create_async_engine(db_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                insert(ChannelMessage),
+                [
+                    {
+                        "id": message_id,
+                        "channel_id": channel_id,
+                        "sender_id": admin.user_id,
+                        "sender_device_id": admin.device_id,
+                        "sender_name_enc": "bmFtZQ==",
+                        "body": f"bXNn{i}",
+                        "sent_at": now,
+                    }
+                    for i, message_id in enumerate(ids)
+                ],
+            )
+    finally:
+        await engine.dispose()
+
+    reads: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "FROM channel_messages" in statement and "ORDER BY" in statement:
+            reads.append(statement)
+
+    async def history(**params: Any) -> list[str]:
+        response = await client.get(
+            "/channels/messages", params={"channel_id": channel_id, **params}, headers=admin.auth
+        )
+        assert response.status_code == 200, response.text
+        return [m["id"] for m in response.json()["messages"]]
+
+    engine_of_app = client.app.state.engine
+    event.listen(engine_of_app.sync_engine, "before_cursor_execute", seen)
+    try:
+        assert await history(limit=500) == ids
+        assert len(reads) == 5  # 4 x 100 + 50
+        assert await history(limit=500, before=ids[400]) == ids[:400]
+        assert await history(limit=250, before=ids[400]) == ids[150:400]
+        assert await history(limit=300, after=ids[10]) == ids[11:311]
+        assert await history(limit=500, after=ids[10]) == ids[11:]
+        assert await history(limit=50) == ids[-50:]
+    finally:
+        event.remove(engine_of_app.sync_engine, "before_cursor_execute", seen)

@@ -234,9 +234,11 @@ async def test_locked_sqlite_answers_503_after_the_db_timeout(
     settings = make_settings(tmp_path, f"sqlite+aiosqlite:///{path}", db_timeout=0.5)
     async with app_client(settings) as client:
         auth = {"Authorization": f"Bearer {await register_admin(client)}"}
-        holder = sqlite3.connect(path, isolation_level=None)
+        # Taken in a thread: if the server's background writer holds the lock at that
+        # moment, waiting on the event loop would stop it from ever releasing it.
+        holder = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
         try:
-            holder.execute("BEGIN EXCLUSIVE")
+            await asyncio.to_thread(holder.execute, "BEGIN EXCLUSIVE")
             started = time.monotonic()
             response = await client.post("/channels", json={"name_enc": "eA=="}, headers=auth)
             elapsed = time.monotonic() - started

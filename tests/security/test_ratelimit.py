@@ -554,3 +554,27 @@ async def test_connection_cap_counts_an_ipv6_64_as_one_client(
     finally:
         for writer in held:
             writer.close()
+
+
+async def test_a_banned_address_cannot_guess_admin_tokens_unlimited(
+    tmp_path: Path, sqlite_url: str, live_factory: Any
+) -> None:
+    """The ban middleware lets the operator's token through; that check must spend the
+    same bucket, or a banned address could test guesses (403 wrong, 200 right) forever."""
+    settings = make_settings(
+        tmp_path, sqlite_url, rate_limits=True, trusted_proxies=("127.0.0.1",), admin_token_burst=3
+    )
+    live = await live_factory(settings)
+    banned = {"X-Forwarded-For": "203.0.113.66"}
+    async with live.client() as http:
+        op = {"X-Admin-Token": ADMIN_TOKEN, "X-Forwarded-For": "192.0.2.10"}
+        ban = await http.post("/admin/bans", json={"address": "203.0.113.66"}, headers=op)
+        assert ban.status_code == 201, ban.text
+        for i in range(3):
+            wrong = await http.get(
+                "/admin/bans", headers={**banned, "X-Admin-Token": f"guess-{i:020d}"}
+            )
+            assert wrong.status_code == 403
+        right = await http.get("/admin/bans", headers={**banned, "X-Admin-Token": ADMIN_TOKEN})
+        assert right.status_code == 403  # limited: the right token no longer tells
+        assert (await http.get("/admin/bans", headers=op)).status_code == 200

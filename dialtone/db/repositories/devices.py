@@ -12,6 +12,7 @@ from sqlalchemy import (
     delete,
     exists,
     func,
+    literal,
     or_,
     select,
     tuple_,
@@ -125,7 +126,12 @@ class DeviceRepository:
             query = select(Device).order_by(*order).limit(page)
             if devices:
                 last = devices[-1]
-                query = query.where(tuple_(*order) > tuple_(last.user_id, last.created_at, last.id))
+                after = tuple_(
+                    literal(last.user_id, String()),
+                    literal(last.created_at, UTCDateTime()),  # stored as naive UTC
+                    literal(last.id, String()),
+                )
+                query = query.where(tuple_(*order) > after)
             batch = (await self.session.execute(query)).scalars().all()
             devices.extend(batch)
             if len(batch) < page:

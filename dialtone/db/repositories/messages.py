@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, cast
@@ -77,7 +78,53 @@ class MessageRepository:
 
         Without a cursor: the newest. ``before_seq``: the newest ones older than it.
         ``after_seq``: the oldest ones newer than it (catching up after a reconnect).
+
+        Read ``PAGE_CHUNK`` rows at a time: SQLite reads run on the event loop (see
+        db/sqlite.py), and a full page of large messages read at once held every other
+        request up for tens of milliseconds. Between chunks the loop serves the others.
         """
+        if after_seq is not None:
+            rows: list[StoredMessage] = []
+            seq: int | None = after_seq
+            while seq is not None:
+                want = min(PAGE_CHUNK, limit - len(rows))
+                chunk = await self._chunk(channel_id, want, after_seq=seq)
+                rows.extend(chunk)
+                if len(chunk) < want or len(rows) >= limit:
+                    break
+                seq = await self._next_cursor(channel_id, chunk[-1].id)
+            return rows
+        chunks: list[list[StoredMessage]] = []
+        taken = 0
+        seq = before_seq
+        while True:
+            want = min(PAGE_CHUNK, limit - taken)
+            chunk = await self._chunk(channel_id, want, before_seq=seq)
+            chunks.append(chunk)
+            taken += len(chunk)
+            if len(chunk) < want or taken >= limit:
+                break
+            seq = await self._next_cursor(channel_id, chunk[0].id)
+            if seq is None:
+                break
+        if len(chunks) == 1:
+            return chunks[0]
+        return [row for chunk in reversed(chunks) for row in chunk]
+
+    async def _next_cursor(self, channel_id: str, message_id: str) -> int | None:
+        seq = await self.seq_of(channel_id, message_id)
+        await asyncio.sleep(0)  # let other requests run between chunks
+        return seq
+
+    async def _chunk(
+        self,
+        channel_id: str,
+        limit: int,
+        *,
+        before_seq: int | None = None,
+        after_seq: int | None = None,
+    ) -> list[StoredMessage]:
+        """One statement's worth of ``page``, oldest first."""
         params: dict[str, object] = {"channel_id": channel_id, "limit": limit}
         # Core statements on the session's connection (same transaction): the ORM's
         # execute path (compile state, loading) costs more than the query itself.
@@ -93,6 +140,10 @@ class MessageRepository:
         rows = list(map(StoredMessage._make, result))
         rows.reverse()
         return rows
+
+
+# Rows per statement when a history page is read (a page may hold up to 500).
+PAGE_CHUNK = 100
 
 
 class Tombstone(NamedTuple):

@@ -4,10 +4,11 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dialtone.db.models import UserProfile
-from dialtone.db.upsert import upsert
+from dialtone.db.upsert import ReferenceGone, upsert
 
 
 class ProfileRepository:
@@ -22,12 +23,15 @@ class ProfileRepository:
         statement = upsert(self.session, UserProfile).values(
             user_id=user_id, name_enc=name_enc, updated_at=now
         )
-        await self.session.execute(
-            statement.on_conflict_do_update(
-                index_elements=[UserProfile.user_id],
-                set_={
-                    "name_enc": statement.excluded.name_enc,
-                    "updated_at": statement.excluded.updated_at,
-                },
+        try:
+            await self.session.execute(
+                statement.on_conflict_do_update(
+                    index_elements=[UserProfile.user_id],
+                    set_={
+                        "name_enc": statement.excluded.name_enc,
+                        "updated_at": statement.excluded.updated_at,
+                    },
+                )
             )
-        )
+        except IntegrityError:
+            raise ReferenceGone from None  # the account was deleted meanwhile

@@ -1,5 +1,7 @@
-// Channels (with unread counts) and people (with presence) in the side panel.
+// Channels (with unread counts and who is in their voice room) and people (with presence)
+// in the side panel.
 import { currentClient } from "../client.js";
+import { voicePresenceFor } from "../voice.js";
 import { h } from "./dom.js";
 
 export class DtSidebar extends HTMLElement {
@@ -7,8 +9,15 @@ export class DtSidebar extends HTMLElement {
     this.client = currentClient();
     this.offs = [
       this.client.on("channels", () => this.render()),
-      this.client.on("people", () => this.renderPeople()),
+      this.client.on("people", () => {
+        this.renderPeople();
+        this.render(); // names of people in voice
+      }),
     ];
+    // Voice presence (voice.presence / voice.presence.snapshot events) for every channel.
+    this.voice = voicePresenceFor(this.client.socket);
+    this.onVoice = () => this.render();
+    this.voice.addEventListener("change", this.onVoice);
     this.channelsList = h("ul", { class: "channel-list", "aria-label": "Channels" });
     this.peopleList = h("ul", { class: "people", "aria-label": "People" });
     const create = this.client.canManageChannels
@@ -29,6 +38,7 @@ export class DtSidebar extends HTMLElement {
 
   disconnectedCallback() {
     for (const off of this.offs) off();
+    this.voice.removeEventListener("change", this.onVoice);
     removeEventListener("hashchange", this.onRoute);
   }
 
@@ -36,11 +46,17 @@ export class DtSidebar extends HTMLElement {
     const active = location.hash.startsWith("#/c/") ? location.hash.slice(4) : null;
     const items = [...this.client.channels.values()].map((ch) => {
       const name = this.client.channelName(ch);
-      const label = ch.unread ? `${name}, ${ch.unread} unread` : name;
+      const talking = this.voice.users(ch.id).map((id) => this.client.nameOf(id)).sort((a, b) => a.localeCompare(b));
+      let label = ch.unread ? `${name}, ${ch.unread} unread` : name;
+      if (talking.length) label += `, ${talking.length} in voice`;
       return h("li", {},
         h("a", { href: `#/c/${ch.id}`, "aria-label": label, "aria-current": ch.id === active ? "page" : null, class: ch.unread ? "unread" : null },
           h("span", { class: "hash", "aria-hidden": "true" }, "#"), h("span", { class: "name" }, name),
-          ch.unread ? h("span", { class: "badge", "aria-hidden": "true" }, String(ch.unread)) : null));
+          talking.length ? h("span", { class: "voice-count", "aria-hidden": "true", title: "In voice" }, `🔊 ${talking.length}`) : null,
+          ch.unread ? h("span", { class: "badge", "aria-hidden": "true" }, String(ch.unread)) : null),
+        talking.length
+          ? h("ul", { class: "voice-here", "aria-label": `In voice in ${name}` }, ...talking.map((who) => h("li", {}, who)))
+          : null);
     });
     if (!items.length) items.push(h("li", { class: "empty" }, this.client.canManageChannels ? "No channels yet: create one." : "No channels yet."));
     this.channelsList.replaceChildren(...items);
