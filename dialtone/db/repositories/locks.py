@@ -46,23 +46,23 @@ class HeldLocks:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._conn: AsyncConnection | None = None
+        self._holder: AsyncConnection | None = None
 
     async def acquire(self, names: Sequence[str]) -> None:
         """Take the locks in key order (so two holders cannot deadlock)."""
-        if self._conn is None:
+        if self._holder is None:
             conn = await self._engine.connect()
-            self._conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            self._holder = await conn.execution_options(isolation_level="AUTOCOMMIT")
         for key in sorted({lock_key(name) for name in names}):
-            await self._conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            await self._holder.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
 
     async def release_all(self) -> None:
-        if self._conn is not None:
-            await self._conn.execute(text("SELECT pg_advisory_unlock_all()"))
+        if self._holder is not None:
+            await self._holder.execute(text("SELECT pg_advisory_unlock_all()"))
 
     async def discard(self) -> None:
         """Drop the connection (ending its database session releases every lock)."""
-        conn, self._conn = self._conn, None
+        conn, self._holder = self._holder, None
         if conn is not None:
             with suppress(Exception):
                 await conn.invalidate()
@@ -70,7 +70,7 @@ class HeldLocks:
                 await conn.close()
 
     async def close(self) -> None:
-        conn, self._conn = self._conn, None
+        conn, self._holder = self._holder, None
         if conn is not None:
             with suppress(Exception):
                 await conn.close()
