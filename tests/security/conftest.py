@@ -5,6 +5,8 @@ subprocess, and a TCP proxy in front of PostgreSQL that a test can cut."""
 from __future__ import annotations
 
 import asyncio
+import io
+import logging
 import os
 import shutil
 import socket
@@ -26,6 +28,7 @@ from litestar import Litestar
 
 from dialtone.api.edge import DialtoneApp
 from dialtone.config import Settings
+from dialtone.logs import configure_logging
 from dialtone.schemas.events import Event
 from dialtone.server import uvicorn_config
 from tests.conftest import ADMIN_TOKEN, PEPPER, make_settings
@@ -256,3 +259,18 @@ class TcpProxy:
                 self.writers.discard(dst)
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+@pytest.fixture
+def json_logs() -> Iterator[io.StringIO]:
+    """dialtone's own logging set-up (JSON lines, debug level), written to a buffer."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    configure_logging("json", "debug")
+    buffer = io.StringIO()
+    handler = root.handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(buffer)
+    yield buffer
+    root.handlers[:], level = saved
+    root.setLevel(level)

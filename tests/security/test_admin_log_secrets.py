@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import io
 import json
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from dialtone.config import Settings
 from dialtone.db.models import ServerLogEntry
-from dialtone.logs import configure_logging
 from tests.conftest import ADMIN_TOKEN, make_settings, register_member
 from tests.e2ee import DeviceKeys
 from tests.realtime.conftest import chat_frame, closed_with, next_of, running_server
@@ -23,23 +19,8 @@ from tests.realtime.conftest import chat_frame, closed_with, next_of, running_se
 OP = {"X-Admin-Token": ADMIN_TOKEN}
 
 
-@pytest.fixture
-def process_log() -> Iterator[io.StringIO]:
-    """dialtone's own logging (JSON lines, debug level) into a buffer."""
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
-    configure_logging("json", "debug")
-    buffer = io.StringIO()
-    handler = root.handlers[0]
-    assert isinstance(handler, logging.StreamHandler)
-    handler.setStream(buffer)
-    yield buffer
-    root.handlers[:], level = saved
-    root.setLevel(level)
-
-
 async def test_admin_activity_logs_ids_only(
-    tmp_path: Path, db_url: str, process_log: io.StringIO
+    tmp_path: Path, db_url: str, json_logs: io.StringIO
 ) -> None:
     settings: Settings = make_settings(tmp_path, db_url)
     secrets: list[str] = [ADMIN_TOKEN]
@@ -106,7 +87,7 @@ async def test_admin_activity_logs_ids_only(
     # The test's own websockets client logs its frames and headers: not the server's.
     output = "\n".join(
         line
-        for line in process_log.getvalue().splitlines()
+        for line in json_logs.getvalue().splitlines()
         if json.loads(line).get("logger") != "websockets.client"
     )
     assert len(rows) >= 11

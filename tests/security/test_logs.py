@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,26 +14,10 @@ import pytest
 from dialtone.config import Settings
 from dialtone.db.engine import create_engine, create_sessionmaker
 from dialtone.db.unit_of_work import UnitOfWork
-from dialtone.logs import configure_logging
 from dialtone.services.context import Caller
 from dialtone.services.messages import MessageService
 from tests.conftest import ADMIN_TOKEN, app_client, make_settings
 from tests.e2ee import DeviceKeys
-
-
-@pytest.fixture
-def json_logs() -> Iterator[io.StringIO]:
-    """dialtone's own logging set-up (JSON lines, debug level), written to a buffer."""
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
-    configure_logging("json", "debug")
-    buffer = io.StringIO()
-    handler = root.handlers[0]
-    assert isinstance(handler, logging.StreamHandler)
-    handler.setStream(buffer)
-    yield buffer
-    root.handlers[:], level = saved
-    root.setLevel(level)
 
 
 async def _nothing(_: Any) -> None:
