@@ -74,11 +74,12 @@ export class Client {
       username: body.username,
       is_admin: body.is_admin,
       expires_at: body.expires_at,
+      // The name chosen at sign-up waits here until the directory key arrives and it can
+      // be sealed; kept with the session so a reload before then does not lose it.
+      wanted_name: displayName || null,
     };
     await store.put("session", session);
-    const client = new Client(session, device);
-    client.wantedName = displayName || null;
-    return client;
+    return new Client(session, device);
   }
 
   static async restore() {
@@ -103,6 +104,7 @@ export class Client {
       isAdmin: session.is_admin,
       publicKey: device.publicB64,
     };
+    this.wantedName = session.wanted_name || null;
     this.api = new Api(session.token);
     this.socket = new Socket(session.token);
     this.channels = new Map();
@@ -325,7 +327,16 @@ export class Client {
   async directoryReady() {
     await this.decryptProfiles();
     if (this.dirKey && !this.profiles.has(this.me.id)) {
-      await this.setDisplayName(this.wantedName || this.me.username).catch(() => {});
+      try {
+        await this.setDisplayName(this.wantedName || this.me.username);
+      } catch {
+        return; // kept for the next start; the error was already shown
+      }
+      if (this.wantedName) {
+        this.wantedName = null;
+        this.session = { ...this.session, wanted_name: null };
+        await store.put("session", this.session);
+      }
     }
   }
 
