@@ -96,6 +96,9 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
     return url
 
 
+TEST_ARGON2_MEMORY_KIB = 1024
+
+
 def make_settings(tmp_path: Path, db_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "data_dir": str(tmp_path),
@@ -105,6 +108,11 @@ def make_settings(tmp_path: Path, db_url: str, **overrides: Any) -> Settings:
         "cluster_secret": CLUSTER_SECRET.encode(),
         "rate_limits": False,
         "ws_ping_interval": 25.0,
+        # A cheap argon2id cost: the suite registers and signs in thousands of times, and
+        # every app hashes a timing dummy at start. The hashing code is the same; the
+        # production cost has its own tests (tests/http/test_auth.py, config tests).
+        "argon2_memory_kib": TEST_ARGON2_MEMORY_KIB,
+        "argon2_time_cost": 1,
     }
     values.update(overrides)
     return Settings(**values)

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from dialtone.config import Settings
 from dialtone.db.models import Device, Invite, User
 from dialtone.security import tokens
+from dialtone.security.passwords import DEFAULT_MEMORY_KIB, DEFAULT_TIME_COST
 from tests.conftest import ADMIN_TOKEN, Member, app_client, make_settings, new_invite
 from tests.e2ee import DeviceKeys
 from tests.http.conftest import assert_error, is_time, is_uuid
@@ -245,7 +246,10 @@ async def test_reserved_name_cannot_log_in(client: AsyncTestClient[Any], admin: 
 async def test_rehash_on_login_when_parameters_change(
     tmp_path: Path, db_url: str, db: async_sessionmaker[AsyncSession]
 ) -> None:
-    settings = make_settings(tmp_path, db_url)
+    # The production cost (the suite's default is a cheap one), then a stronger one.
+    settings = make_settings(
+        tmp_path, db_url, argon2_memory_kib=DEFAULT_MEMORY_KIB, argon2_time_cost=DEFAULT_TIME_COST
+    )
     keys = DeviceKeys()
     async with app_client(settings) as client:
         invite = await new_invite(client)
@@ -254,9 +258,11 @@ async def test_rehash_on_login_when_parameters_change(
     async with db() as session:
         old = (await session.execute(select(User.password_hash))).scalar_one()
     assert old is not None
-    assert "t=2" in old
+    assert f"m={DEFAULT_MEMORY_KIB},t={DEFAULT_TIME_COST}," in old
 
-    stronger = make_settings(tmp_path, db_url, argon2_time_cost=3)
+    stronger = make_settings(
+        tmp_path, db_url, argon2_memory_kib=DEFAULT_MEMORY_KIB, argon2_time_cost=3
+    )
     login = {"username": "alice", "password": "password1", "public_key": keys.public_b64}
     async with app_client(stronger) as client:
         assert (await client.post("/auth/login", json=login)).status_code == 200
@@ -264,7 +270,7 @@ async def test_rehash_on_login_when_parameters_change(
             new = (await session.execute(select(User.password_hash))).scalar_one()
         assert new is not None
         assert new != old
-        assert "t=3" in new
+        assert f"m={DEFAULT_MEMORY_KIB},t=3," in new
         # The new hash still verifies, and is not rehashed again.
         assert (await client.post("/auth/login", json=login)).status_code == 200
         async with db() as session:
