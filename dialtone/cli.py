@@ -206,18 +206,36 @@ def cmd_serve(_: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    settings = load_settings()
-    if args.revision == "head":
-        _migrate(settings)
-    else:
-        from dialtone.db.migrate import downgrade
+    from dialtone.db.migrate import current_revision, downgrade, newest_revision
 
-        try:
+    settings = load_settings()
+    try:
+        before = current_revision(settings.db_url) if sqlite_exists(settings) else None
+        if args.revision == "head":
+            _migrate(settings)
+        else:
             downgrade(settings.db_url, args.revision)
-        except (OSError, SQLAlchemyError, TimeoutError) as exc:
-            raise _database_error(settings, exc) from None
-    print("dialtone: database is at the requested revision")
+        after = current_revision(settings.db_url)
+    except (OSError, SQLAlchemyError, TimeoutError) as exc:
+        raise _database_error(settings, exc) from None
+    newest = " (the newest)" if after is not None and after == newest_revision() else ""
+    if before == after:
+        print(f"dialtone: database already at revision {after or 'base (empty)'}{newest}")
+    else:
+        print(
+            f"dialtone: database migrated from revision {before or 'base (empty)'}"
+            f" to {after or 'base (empty)'}{newest}"
+        )
     return 0
+
+
+def sqlite_exists(settings: Settings) -> bool:
+    """False for a SQLite file not created yet (reading its revision would create it
+    before the data folder is restricted); True for every other database."""
+    from dialtone.db.migrate import sqlite_path
+
+    path = sqlite_path(settings.db_url)
+    return path is None or path.exists()
 
 
 async def _create_invite(settings: Settings) -> tuple[str, str]:

@@ -7,12 +7,17 @@ same folder for developers who run ``alembic`` by hand.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import make_url
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -32,6 +37,30 @@ def upgrade(db_url: str, revision: str = "head") -> None:
 
 def downgrade(db_url: str, revision: str) -> None:
     command.downgrade(alembic_config(db_url), revision)
+
+
+def newest_revision() -> str | None:
+    """The head revision the package ships."""
+    return ScriptDirectory.from_config(alembic_config("")).get_current_head()
+
+
+def current_revision(db_url: str) -> str | None:
+    """The revision the database is at; None for a database never migrated.
+
+    Blocking: runs its own event loop, like ``upgrade``."""
+
+    def read(connection: Connection) -> str | None:
+        return MigrationContext.configure(connection).get_current_revision()
+
+    async def run() -> str | None:
+        engine = create_async_engine(db_url, poolclass=NullPool, hide_parameters=True)
+        try:
+            async with engine.connect() as connection:
+                return await connection.run_sync(read)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
 
 
 def sqlite_path(db_url: str) -> Path | None:

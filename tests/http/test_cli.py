@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from dialtone.db.migrate import newest_revision
 from tests.e2ee import DeviceKeys
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -245,13 +246,22 @@ def test_serve_tls(tmp_path: Path, start: list[Server]) -> None:
 
 def test_migrate_command(tmp_path: Path) -> None:
     env = clean_env(DIALTONE_DATA_DIR=str(tmp_path / "data"))
+    head = newest_revision()
     result = dialtone("migrate", env=env)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "data" / "dialtone.db").exists()
-    result = dialtone("migrate", "--revision", "base", env=env)
-    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        f"dialtone: database migrated from revision base (empty) to {head} (the newest)\n"
+    )
     result = dialtone("migrate", env=env)
     assert result.returncode == 0, result.stderr
+    assert result.stdout == f"dialtone: database already at revision {head} (the newest)\n"
+    result = dialtone("migrate", "--revision", "base", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"dialtone: database migrated from revision {head} to base (empty)\n"
+    result = dialtone("migrate", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith(f"to {head} (the newest)\n")
 
 
 def test_invite_create_registers_against_running_server(
