@@ -266,12 +266,14 @@ export class Client {
   nameOf(userId) {
     const name = this.profiles.get(userId);
     if (name) return name;
-    if (userId === this.me.id) return this.me.username;
+    if (userId === this.me.id) return this.displayName;
     return `user ${userId.slice(0, 8)}`;
   }
 
+  // Ours: the sealed profile, else the name chosen at sign-up that waits for the
+  // directory key, else the username.
   get displayName() {
-    return this.profiles.get(this.me.id) || this.me.username;
+    return this.profiles.get(this.me.id) || this.wantedName || this.me.username;
   }
 
   async refreshProfiles() {

@@ -26,9 +26,13 @@ def test_the_name_chosen_at_sign_up_survives_a_reload(server: WebServer, new_pag
 
     bob = new_page()
     register_in_browser(bob.page, server, "bob", "Bob Reloaded")
-    expect(people(bob.page)).to_contain_text("bob (you)")  # no key yet: shown by username
+    # No directory key yet: his own page shows the name waiting to be sealed.
+    expect(people(bob.page)).to_contain_text("Bob Reloaded (you)")
     bob.page.reload()
     expect(bob.page.locator(".conn")).to_have_text("Connected")
+    expect(people(bob.page)).to_contain_text("Bob Reloaded (you)")
+    bob.page.goto(f"{server.base}/#/devices")
+    expect(bob.page.get_by_label("Your display name")).to_have_value("Bob Reloaded")
 
     alice.page.goto(server.base)
     expect(people(alice.page)).to_contain_text("Bob Reloaded")
