@@ -48,6 +48,10 @@ def test_admin_pages_manage_the_server(server: WebServer, new_page: Any) -> None
     people = a.get_by_role("region", name="People")
     knave_row = people.get_by_role("row").filter(has_text="Knave of Hearts")
     expect(knave_row).to_contain_text("member")
+    # Each row shows the user id the admin CLI takes, as text to copy.
+    knave_id = knave_row.get_attribute("data-user-id")
+    assert knave_id
+    expect(knave_row.locator("code.user-id")).to_have_text(knave_id)
 
     # An announcement reaches the member, marked as not end-to-end encrypted.
     a.get_by_label("Announcement text").fill("The trial begins at noon")

@@ -177,7 +177,9 @@ export class DtAdmin extends HTMLElement {
             onclick: () => this.call(() => this.client.api.post("/admin/bans", { user_id: u.id, comment: "banned from the web admin page" }), () => Promise.all([this.loadBans(), this.loadUsers()])) }, "Ban"));
         }
         return h("tr", { "data-user-id": u.id },
-          h("td", {}, name, u.id === me ? " (you)" : ""), h("td", {}, roles), h("td", {}, u.online ? "online" : "offline"),
+          h("td", {}, name, u.id === me ? " (you)" : "", h("br"),
+            // The id the `dialtone admin` commands and the /admin API take, selectable to copy.
+            h("code", { class: "user-id", title: "User id (for dialtone admin commands)" }, u.id)), h("td", {}, roles), h("td", {}, u.online ? "online" : "offline"),
           h("td", {}, String(u.device_count)), h("td", {}, this.when(u.last_seen_at)), h("td", { class: "actions" }, actions));
       });
       this.usersBody.replaceChildren(this.table("People", ["Name", "Role", "Status", "Devices", "Last seen", "Actions"], rows));
