@@ -12,7 +12,7 @@ LOWEST_STAMP := $(LOWEST_VENV)/.installed-lowest
 # The PostgreSQL and Redis tests run when those services answer on this machine.
 PG_URL ?= postgresql://postgres@127.0.0.1:5432/dialtone_test
 REDIS_URL ?= redis://127.0.0.1:6379/15
-LINT_PATHS := dialtone tests $(wildcard bench/*.py)
+LINT_PATHS := dialtone migrations/env.py tests $(wildcard bench/*.py)
 
 .DEFAULT_GOAL := help
 .PHONY: help run test test-lowest lint format diagram bench bench-deps bench-suite clean browser-deps screenshots
@@ -63,7 +63,7 @@ test-lowest: $(LOWEST_STAMP) ## run the suite with every dependency at its lower
 lint: $(TEST_STAMP) ## ruff check, ruff format --check, mypy
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
-	$(VENV)/bin/mypy dialtone
+	$(VENV)/bin/mypy dialtone migrations/env.py
 
 format: $(TEST_STAMP) ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix $(LINT_PATHS)

@@ -1,14 +1,16 @@
 """Run Alembic programmatically (``dialtone migrate``, start-up, tests).
 
-The scripts ship inside the package (``dialtone/migrations``), so an installed wheel
-migrates without the source tree; ``alembic.ini`` at the repository root points to the
-same folder for developers who run ``alembic`` by hand.
+The scripts live in ``migrations/`` at the top of the repository and ship inside the
+package as ``dialtone.migrations`` (pyproject.toml maps the one onto the other), so an
+installed wheel migrates without the source tree; ``alembic.ini`` at the repository root
+points to the same folder for developers who run ``alembic`` by hand.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+from importlib import resources
 from pathlib import Path
 
 from alembic import command
@@ -19,7 +21,9 @@ from sqlalchemy import Connection, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+# Found through the import system: the checkout's migrations/ in an editable install,
+# site-packages/dialtone/migrations in a wheel.
+MIGRATIONS = Path(str(resources.files("dialtone.migrations")))
 
 
 def alembic_config(db_url: str) -> Config:

@@ -128,9 +128,10 @@ def test_built_wheel_migrates_and_serves_outside_the_source_tree(
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         (source / name).write_bytes((ROOT / name).read_bytes())
-    subprocess.run(
-        ["cp", "-r", str(ROOT / "dialtone"), str(source / "dialtone")], check=True, timeout=60
-    )
+    for folder in ("dialtone", "migrations"):
+        subprocess.run(
+            ["cp", "-r", str(ROOT / folder), str(source / folder)], check=True, timeout=60
+        )
     wheels = tmp_path / "wheels"
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
@@ -139,15 +140,21 @@ def test_built_wheel_migrates_and_serves_outside_the_source_tree(
     )  # fmt: skip
     assert built.returncode == 0, built.stderr
     (wheel,) = wheels.glob("dialtone-*.whl")
-    # Every file of the package is in the wheel: migrations, templates, static assets.
+    # Every file of the package is in the wheel (templates, static assets), and the
+    # migrations/ folder ships as dialtone/migrations.
     with zipfile.ZipFile(wheel) as archive:
         shipped = {name for name in archive.namelist() if name.startswith("dialtone/")}
     tracked = {
         str(path.relative_to(source))
         for path in (source / "dialtone").rglob("*")
         if path.is_file() and "__pycache__" not in path.parts
+    } | {
+        f"dialtone/{path.relative_to(source)}"
+        for path in (source / "migrations").rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
     }
     assert tracked - shipped == set()
+    assert "dialtone/migrations/versions/0001_initial_schema.py" in shipped
     target = tmp_path / "installed"
     installed = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),

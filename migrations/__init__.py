@@ -1,0 +1,1 @@
+"""The Alembic migration scripts, shipped inside the package as ``dialtone.migrations``."""
