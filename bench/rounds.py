@@ -37,6 +37,12 @@ SUMMARY_KEYS = (
     "server_us_per_request",
     "loadavg_1m_before",
     "loadavg_1m_after",
+    # bench/idle.py
+    "opened",
+    "open_seconds",
+    "server_rss_per_socket_kib",
+    "server_cpu_seconds_open",
+    "generator_cpu_seconds_open",
 )
 
 

@@ -41,6 +41,8 @@ CASES: dict[str, tuple[list[str], list[str], str]] = {
     ),
     "history": (DBS, ["history.py"], "http"),
     "login": (DBS, ["login.py"], "http"),
+    # 10 000 authenticated idle sockets (issue 12 item 6): memory per socket.
+    "idle-10k": (["sqlite:DIALTONE_BENCH_DB=sqlite"], ["idle.py", "-C", "10000"], "idle"),
     "workers-fanout-c200": (
         WORKERS,
         ["ws_fanout.py", "-C", "200", "-S", "4", "-M", "250"],
@@ -56,6 +58,14 @@ FIGURES = {
         ("server_us_per_delivery", "server µs/delivery"),
         ("server_cpu_pct", "server CPU %"),
         ("generator_cpu_pct", "generator CPU %"),
+        ("loadavg_1m_before", "load before"),
+    ],
+    "idle": [
+        ("server_rss_per_socket_kib", "server KiB/socket"),
+        ("opened", "sockets open"),
+        ("open_seconds", "seconds to open"),
+        ("server_cpu_seconds_open", "server CPU s (opening)"),
+        ("generator_cpu_seconds_open", "generator CPU s (opening)"),
         ("loadavg_1m_before", "load before"),
     ],
     "http": [
