@@ -21,6 +21,7 @@ from dialtone.api.edge import DialtoneApp
 from dialtone.app import create_app
 from dialtone.config import Settings
 from dialtone.errors import error_body
+from dialtone.realtime.wsserver import WebSocketProtocol
 
 # A request head (request line, headers, and a chunked body's trailers) must fit in
 # MAX_HEADER_BYTES and arrive within HEADER_TIMEOUT seconds of its first byte (or of
@@ -287,7 +288,9 @@ def uvicorn_config(settings: Settings, **overrides: Any) -> uvicorn.Config:
         "port": settings.port,
         "loop": "uvloop",
         "http": BoundedHttp,
-        "ws": "websockets-sansio",
+        # Dialtone's own WebSocket protocol (dialtone.realtime.wsserver): the hub writes
+        # prebuilt frames through it; the coupling to uvicorn is that module's alone.
+        "ws": WebSocketProtocol,
         # Ciphertext does not compress; deflate would only cost memory per socket.
         "ws_per_message_deflate": False,
         "ws_max_size": 64 * 1024,

@@ -23,9 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from dialtone.config import Settings
 from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.errors import DialtoneError, error_body
-from dialtone.realtime.hub import CLOSE_POLICY, DRAIN_TIMEOUT, Connection, Hub
+from dialtone.realtime.hub import CLOSE_POLICY, DRAIN_TIMEOUT, Connection, FrameSink, Hub
 from dialtone.realtime.limits import FrameLimits, UserChatBuckets
 from dialtone.realtime.writer import MessageNotStored, MessageWriter
+from dialtone.realtime.wsserver import FRAMES_EXTENSION
 from dialtone.schemas.common import MAX_BODY_BYTES
 from dialtone.schemas.events import (
     CLIENT_FRAME_TYPES,
@@ -165,7 +166,13 @@ class Gateway:
         if subprotocol is not None:
             accept["subprotocol"] = subprotocol
         await send(accept)
-        await self.run(caller, receive, scope.get(FRAME_SEND, send), caller.expires_at, address)
+        # Dialtone's WebSocket protocol (dialtone.realtime.wsserver) lets the hub write
+        # prebuilt frames to the socket directly; under another server, events go
+        # through ASGI ``send``.
+        sink = (scope.get("extensions") or {}).get(FRAMES_EXTENSION)
+        await self.run(
+            caller, receive, scope.get(FRAME_SEND, send), caller.expires_at, address, sink
+        )
 
     # ------------------------------------------------------------ one socket's life
 
@@ -176,6 +183,7 @@ class Gateway:
         send: Send,
         expires_at: datetime | None = None,
         address: str = "",
+        sink: FrameSink | None = None,
     ) -> None:
         task = asyncio.current_task()
         dropped = False
@@ -187,7 +195,15 @@ class Gateway:
             if task is not None:
                 task.cancel()
 
-        conn = Connection(caller, send, self.settings.ws_send_queue, self.hub.node_id, abort=drop)
+        conn = Connection(
+            caller,
+            send,
+            self.settings.ws_send_queue,
+            self.hub.node_id,
+            abort=drop,
+            sink=sink,
+            outbox=self.hub.outbox,
+        )
         conn.address = address
         expiry: asyncio.TimerHandle | None = None
         if expires_at is not None:
