@@ -136,8 +136,7 @@ class Gateway:
         if scope["type"] != "websocket":
             await _http_error(send, 426, "use a WebSocket upgrade on /ws", "upgrade_required")
             return
-        message = await receive()
-        if message["type"] != "websocket.connect":
+        if (await receive())["type"] != "websocket.connect":
             return
         token, subprotocol = handshake_token(scope)
         if self.hub.shutting_down:
@@ -150,8 +149,7 @@ class Gateway:
         caller: Caller | None = None
         if token is not None:
             try:
-                async with self.unit_of_work() as uow:
-                    caller = await AuthService(uow, self.ctx).authenticate(token)
+                caller = await self._authenticate(token)
             except DialtoneError as exc:  # a banned user: a clear 403 with its code
                 await _deny(scope, send, exc.status, exc.message, exc.code)
                 return
@@ -162,10 +160,12 @@ class Gateway:
         if caller is None:
             await _deny(scope, send, 401, "missing or invalid bearer token", "unauthorized")
             return
-        accept: dict[str, Any] = {"type": "websocket.accept"}
-        if subprotocol is not None:
-            accept["subprotocol"] = subprotocol
-        await send(accept)
+        del token  # nothing of the handshake outlives it in this frame but what is used
+        await send(
+            {"type": "websocket.accept", "subprotocol": subprotocol}
+            if subprotocol is not None
+            else {"type": "websocket.accept"}
+        )
         # Dialtone's WebSocket protocol (dialtone.realtime.wsserver) lets the hub write
         # prebuilt frames to the socket directly; under another server, events go
         # through ASGI ``send``.
@@ -173,6 +173,12 @@ class Gateway:
         await self.run(
             caller, receive, scope.get(FRAME_SEND, send), caller.expires_at, address, sink
         )
+
+    async def _authenticate(self, token: str) -> Caller | None:
+        # A method of its own: the unit of work is not kept alive by the frame of
+        # ``__call__``, which lasts as long as the socket.
+        async with self.unit_of_work() as uow:
+            return await AuthService(uow, self.ctx).authenticate(token)
 
     # ------------------------------------------------------------ one socket's life
 
@@ -187,13 +193,17 @@ class Gateway:
     ) -> None:
         task = asyncio.current_task()
         dropped = False
+        drop: Callable[[], None] | None = None
+        if sink is None:
 
-        def drop() -> None:
-            # The hub gave up on a socket that does not drain: end this task.
-            nonlocal dropped
-            dropped = True
-            if task is not None:
-                task.cancel()
+            def drop() -> None:
+                # The hub gave up on a socket that does not drain: end this task. (With
+                # a sink the hub aborts the connection instead: the loop below then
+                # sees a disconnect.)
+                nonlocal dropped
+                dropped = True
+                if task is not None:
+                    task.cancel()
 
         conn = Connection(
             caller,

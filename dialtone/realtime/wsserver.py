@@ -110,6 +110,7 @@ class WebSocketProtocol(asyncio.Protocol):
         "closed",
         "config",
         "denial",
+        "early",
         "ended",
         "fragments",
         "fragments_text",
@@ -142,6 +143,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.ws = ServerProtocol(max_size=config.ws_max_size, logger=log)
         self.stage = WAITING
+        self.early = False
         self.response: Response | None = None  # the 101, until the app accepts
         self.denial: tuple[int, list[tuple[str, str]], bytes] | None = None
         # Incoming ASGI messages the app has not taken yet, and its waiting receive().
@@ -200,6 +202,8 @@ class WebSocketProtocol(asyncio.Protocol):
             self.on_writable()
 
     def data_received(self, data: bytes) -> None:
+        if self.stage == REQUESTED:
+            self.early = True  # bytes before our answer: the parser that has them stays
         ws = self.ws
         ws.receive_data(data)
         if ws.parser_exc is not None:
@@ -442,6 +446,12 @@ class WebSocketProtocol(asyncio.Protocol):
             self.closed = False
             self.ws.send_response(response)
             self._flush_protocol()
+            if not self.early:
+                # A fresh parser for the frames: the handshake's keeps the request (and
+                # its headers) alive for the life of the socket.
+                self.ws = ServerProtocol(
+                    state=State.OPEN, max_size=self.config.ws_max_size, logger=log
+                )
             self._schedule_ping()
 
     def _refuse(self) -> None:
