@@ -206,9 +206,6 @@ class WebSocketProtocol(asyncio.Protocol):
             self.early = True  # bytes before our answer: the parser that has them stays
         ws = self.ws
         ws.receive_data(data)
-        if ws.parser_exc is not None:
-            self._failed()
-            return
         for event in ws.events_received():
             if isinstance(event, Frame):
                 opcode = event.opcode
@@ -232,6 +229,9 @@ class WebSocketProtocol(asyncio.Protocol):
                     self._peer_closed()
             elif isinstance(event, Request):
                 self._request(event)
+        if ws.parser_exc is not None:
+            self._failed()  # after the messages that came before the bad frame
+            return
         if self.stage == WAITING:
             # A request websockets refused to parse: it queued a 400 response.
             self._flush_protocol()
