@@ -287,21 +287,21 @@ class WebSocketProtocol(asyncio.Protocol):
 
     # ------------------------------------------------------------ ASGI
 
-    async def run_asgi(self, scope: dict[str, Any]) -> None:
-        app = cast(Callable[..., Awaitable[Any]], self.config.loaded_app)
-        try:
-            result = await app(scope, self.receive, self.send)
-        except ClientDisconnected:
-            pass
-        except BaseException:
-            log.exception("Exception in ASGI application\n")
+    def _app_done(self, task: asyncio.Task[Any]) -> None:
+        """The app's task ended. (The task runs the app's coroutine itself, with no
+        wrapper coroutine of ours: one frame less per socket.)"""
+        self.server_state.tasks.discard(task)
+        if task.cancelled():
             self._send_500()
-        else:
-            if self.stage == REQUESTED:
-                log.error("ASGI callable returned without completing handshake.")
+        elif (exc := task.exception()) is not None:
+            if not isinstance(exc, ClientDisconnected):
+                log.error("Exception in ASGI application\n", exc_info=exc)
                 self._send_500()
-            elif result is not None:
-                log.error("ASGI callable should return None, but returned '%s'.", result)
+        elif self.stage == REQUESTED:
+            log.error("ASGI callable returned without completing handshake.")
+            self._send_500()
+        elif (result := task.result()) is not None:
+            log.error("ASGI callable should return None, but returned '%s'.", result)
         if self.close_timer is None:
             self._close_transport()
 
@@ -424,10 +424,10 @@ class WebSocketProtocol(asyncio.Protocol):
             "extensions": {"websocket.http.response": {}, FRAMES_EXTENSION: self},
         }
         self.inbox.append({"type": "websocket.connect"})
-        task = self.loop.create_task(self.run_asgi(scope))
-        tasks = self.server_state.tasks
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        app = cast(Callable[..., Awaitable[Any]], self.config.loaded_app)
+        task = asyncio.ensure_future(app(scope, self.receive, self.send), loop=self.loop)
+        self.server_state.tasks.add(task)
+        task.add_done_callback(self._app_done)
 
     def _accept(self, message: Message) -> None:
         response, self.response = self.response, None
