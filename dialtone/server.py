@@ -5,6 +5,11 @@ take to arrive. ``BoundedHttp`` adds both without touching uvicorn's internals: 
 an asyncio protocol that *holds* uvicorn's httptools protocol, follows the framing of
 the byte stream on its own (``RequestFraming``) and hands every byte on unchanged
 until a head breaks a bound. See docs/OPERATIONS.md for the same bounds at a proxy.
+
+A WebSocket upgrade is served by Dialtone's own protocol class,
+``dialtone.realtime.wsserver.WebSocketProtocol``, given to uvicorn as ``ws=``: the
+hub writes prebuilt frames through it. Everything that depends on how uvicorn builds
+and shuts down that class lives in that one module.
 """
 
 from __future__ import annotations
@@ -271,10 +276,11 @@ class BoundedHttp(asyncio.Protocol):
 
 
 def quiet_protocol_logs() -> None:
-    """uvicorn's protocol log, and the websockets library's that uvicorn routes into it,
-    print every header of a WebSocket handshake at debug level (bearer tokens
-    included): they stay at info, whatever DIALTONE_LOG_LEVEL says. (The paths uvicorn
-    logs are percent-encoded, so they cannot forge lines; dialtone's own are escaped.)"""
+    """uvicorn's protocol log, and the websockets library's that uvicorn and Dialtone's
+    WebSocket protocol route into it, print every header of a WebSocket handshake at
+    debug level (bearer tokens included): they stay at info, whatever
+    DIALTONE_LOG_LEVEL says. (The paths uvicorn logs are percent-encoded, so they cannot
+    forge lines; dialtone's own are escaped.)"""
     for name in ("uvicorn.error", "websockets"):
         logger = logging.getLogger(name)
         if logger.getEffectiveLevel() < logging.INFO:

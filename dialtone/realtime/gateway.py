@@ -3,7 +3,9 @@
 The handler is a plain ASGI endpoint so the handshake can be refused with a real HTTP
 401 (the ASGI WebSocket denial-response extension) before the upgrade. No database
 session lives as long as the socket: the token is resolved in one short transaction,
-and each frame that needs the database gets its own.
+and each frame that needs the database gets its own. Once accepted, a socket served by
+Dialtone's WebSocket protocol (dialtone.realtime.wsserver) gets its events as prebuilt
+frames written by the hub; the handshake itself stays plain ASGI.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ import secrets
 import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from dialtone.realtime.voice import VoiceRooms
 from dialtone.realtime.wsserver import text_frame
@@ -163,8 +163,9 @@ class Connection:
         self._give_up: asyncio.TimerHandle | None = None
         # The direct path: frames waiting for the next flush, and who flushes them.
         self._sink = sink
-        self._outbox = outbox
-        self._frames: list[bytes] | None = None
+        self._outbox = outbox if outbox is not None else Outbox()
+        # None, one frame, or several (a list) waiting for the next flush.
+        self._frames: bytes | list[bytes] | None = None
         self._close_written = False
         self._waiters: list[asyncio.Future[None]] | None = None
         if sink is not None:
@@ -175,23 +176,24 @@ class Connection:
         if self.closing is not None:
             return
         sink = self._sink
-        if sink is not None:
-            frames = self._frames
-            if frames is None:
-                self._frames = [text_frame(text) if frame is None else frame]
-                if sink.writable:
-                    if self._outbox is not None:
-                        self._outbox.add(self)
-                    else:
-                        self.flush()
-                return
-            if len(frames) >= self._limit:
-                log.info("closing slow consumer conn=%s user=%s", self.id, self.user_id)
-                self.close(CLOSE_TRY_AGAIN, "slow_consumer")
-                return
-            frames.append(text_frame(text) if frame is None else frame)
+        if sink is None:
+            self._push_asgi(text)
             return
-        self._push_asgi(text)
+        frames = self._frames
+        if frames is None:
+            # The usual case: one frame for this socket in this loop turn (no list).
+            self._frames = text_frame(text) if frame is None else frame
+            if sink.writable:
+                self._outbox.add(self)
+            return
+        if frames.__class__ is bytes:
+            frames = self._frames = [frames]
+        frames = cast(list[bytes], frames)
+        if len(frames) >= self._limit:
+            log.info("closing slow consumer conn=%s user=%s", self.id, self.user_id)
+            self.close(CLOSE_TRY_AGAIN, "slow_consumer")
+            return
+        frames.append(text_frame(text) if frame is None else frame)
 
     def flush(self) -> None:
         """Write the waiting frames in one write, then the close frame when closing.
@@ -200,18 +202,20 @@ class Connection:
         sink = self._sink
         if sink is None:
             return
+        frames = self._frames
+        if frames is not None and sink.writable and not sink.closed:
+            self._frames = None
+            sink.write_frames(
+                frames if frames.__class__ is bytes else b"".join(cast(list[bytes], frames))
+            )
+            if self.closing is None:
+                return
         if sink.closed and not self._close_written:
             self._gone()
             return
-        frames = self._frames
-        if frames is not None:
-            if not sink.writable:
-                return  # the sink calls again when the transport can take more
-            self._frames = None
-            sink.write_frames(frames[0] if len(frames) == 1 else b"".join(frames))
+        if self._frames is not None or not sink.writable:
+            return  # the sink calls again when the transport can take more
         if self.closing is not None and not self._close_written:
-            if not sink.writable:
-                return
             self._close_written = True
             code, reason = self.closing
             sink.send_close(code, reason)
@@ -311,7 +315,8 @@ class Connection:
     @property
     def queued(self) -> int:
         if self._sink is not None:
-            return 0 if self._frames is None else len(self._frames)
+            frames = self._frames
+            return 0 if frames is None else 1 if frames.__class__ is bytes else len(frames)
         return 0 if self._queue is None else len(self._queue)
 
     @property

@@ -79,6 +79,8 @@ class EchoApp:
         assert scope["type"] == "websocket"
         self.scopes.append(scope)
         assert (await receive())["type"] == "websocket.connect"
+        if scope["path"] == "/boom":
+            raise RuntimeError("the app fails before answering")
         if scope["path"] == "/deny":
             await send(
                 {
@@ -244,6 +246,16 @@ async def test_a_refusal_is_a_real_http_response() -> None:
         assert body == b'{"code":"no"}'
         assert b"content-length: 13" in head.lower()
         assert app.received.empty()
+
+
+async def test_an_app_that_fails_before_answering_gets_a_500(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with echo_server() as (_, _app, port):
+        client, head = await RawClient.open(port, "/boom")
+        assert head.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+        await client.eof()
+    assert "Exception in ASGI application" in caplog.text
 
 
 async def test_uvicorn_shutdown_closes_open_sockets_with_1012() -> None:
