@@ -233,10 +233,12 @@ class WebSocketProtocol(asyncio.Protocol):
             self._failed()  # after the messages that came before the bad frame
             return
         if self.stage == WAITING:
-            # A request websockets refused to parse: it queued a 400 response.
-            self._flush_protocol()
-            self.stage = DONE
-            self._close_transport()
+            out = ws.data_to_send()
+            if out and self.transport is not None:
+                # A request websockets refused to parse: it queued a 4xx response.
+                self.transport.write(b"".join(out))
+                self.stage = DONE
+                self._close_transport()
 
     # ------------------------------------------------------------ server shutdown (uvicorn)
 

@@ -258,6 +258,24 @@ async def test_an_app_that_fails_before_answering_gets_a_500(
     assert "Exception in ASGI application" in caplog.text
 
 
+async def test_handshakes_websockets_refuses_get_its_http_answer() -> None:
+    async with echo_server() as (_, app, port):
+        # A header line longer than websockets reads (uvicorn took it): 431.
+        client, head = await RawClient.open(port, "/", f"X-Long: {'a' * 9000}\r\n")
+        assert head.startswith(b"HTTP/1.1 431 ")
+        await client.eof()
+        # No Sec-WebSocket-Key: 400.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        answer = await asyncio.wait_for(reader.read(), 5)
+        assert answer.startswith(b"HTTP/1.1 400 ")
+        writer.close()
+        assert app.scopes == []
+
+
 async def test_uvicorn_shutdown_closes_open_sockets_with_1012() -> None:
     async with echo_server() as (server, app, port):
         client, _ = await RawClient.open(port)
