@@ -293,9 +293,10 @@ class Connection:
 
     def _drop(self) -> None:
         """A closing socket that could not take what was queued in time: stop writing to
-        it and end its ASGI task, after which uvicorn closes the connection. (ASGI offers
-        no abort: the operating system keeps the socket until the peer reads or TCP
-        gives up, but nothing of ours waits on it.)"""
+        it. With a sink, abort the connection (the gateway then sees a disconnect).
+        Without one, end its ASGI task, after which the server closes the connection
+        (ASGI offers no abort: the operating system keeps the socket until the peer
+        reads or TCP gives up, but nothing of ours waits on it)."""
         self._give_up = None
         if self._sink is not None:
             if not self._close_written:
