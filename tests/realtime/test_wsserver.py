@@ -66,6 +66,9 @@ class Recording(WebSocketProtocol):
         super().__init__(**kwargs)
 
 
+FLOOD = 100  # messages of 60 kB sent by /flood
+
+
 class EchoApp:
     """Accepts every socket (echoing an offered subprotocol) and echoes text; ``close``
     makes it close with 4000; ``/deny`` refuses with a 401. Every message it receives
@@ -90,6 +93,13 @@ class EchoApp:
                 }
             )
             await send({"type": "websocket.http.response.body", "body": b'{"code":"no"}'})
+            return
+        if scope["path"] == "/flood":
+            await send({"type": "websocket.accept"})
+            for i in range(FLOOD):
+                await send({"type": "websocket.send", "text": f"{i:05d}" + "x" * 60_000})
+            await self.received.put({"type": "flooded"})
+            await receive()
             return
         accept: dict[str, Any] = {"type": "websocket.accept", "headers": [(b"x-echo", b"1")]}
         if scope["subprotocols"]:
@@ -274,6 +284,37 @@ async def test_handshakes_websockets_refuses_get_its_http_answer() -> None:
         assert answer.startswith(b"HTTP/1.1 400 ")
         writer.close()
         assert app.scopes == []
+
+
+async def test_an_asgi_send_waits_while_the_transport_is_paused() -> None:
+    async with echo_server() as (_, app, port):
+        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(raw, ("127.0.0.1", port))
+        # A small stream limit: the client stops reading the socket once ~2 kB wait.
+        reader, writer = await asyncio.open_connection(sock=raw, limit=1024)
+        client = RawClient(reader, writer)
+        writer.write(
+            b"GET /flood HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: " + base64.b64encode(os.urandom(16)) + b"\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101 ")
+        protocol = app.scopes[0]["extensions"][FRAMES_EXTENSION]
+        for _ in range(500):
+            if not protocol.writable:
+                break
+            await asyncio.sleep(0.01)
+        assert not protocol.writable, "the transport never paused"
+        # Paused: the app's send waits, so what the server holds stays bounded.
+        assert protocol.transport.get_write_buffer_size() < 256 * 1024
+        assert app.received.empty()
+        # The client reads: every message arrives, in order, and the app finishes.
+        for i in range(FLOOD):
+            opcode, payload = await client.frame()
+            assert (opcode, payload[:5]) == (Opcode.TEXT.value, f"{i:05d}".encode())
+        assert await app.received.get() == {"type": "flooded"}
 
 
 async def test_uvicorn_shutdown_closes_open_sockets_with_1012() -> None:
