@@ -5,6 +5,11 @@ take to arrive. ``BoundedHttp`` adds both without touching uvicorn's internals: 
 an asyncio protocol that *holds* uvicorn's httptools protocol, follows the framing of
 the byte stream on its own (``RequestFraming``) and hands every byte on unchanged
 until a head breaks a bound. See docs/OPERATIONS.md for the same bounds at a proxy.
+
+A WebSocket upgrade is served by Dialtone's own protocol class,
+``dialtone.realtime.wsserver.WebSocketProtocol``, given to uvicorn as ``ws=``: the
+hub writes prebuilt frames through it. Everything that depends on how uvicorn builds
+and shuts down that class lives in that one module.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from dialtone.api.edge import DialtoneApp
 from dialtone.app import create_app
 from dialtone.config import Settings
 from dialtone.errors import error_body
+from dialtone.realtime.wsserver import WebSocketProtocol
 
 # A request head (request line, headers, and a chunked body's trailers) must fit in
 # MAX_HEADER_BYTES and arrive within HEADER_TIMEOUT seconds of its first byte (or of
@@ -270,10 +276,11 @@ class BoundedHttp(asyncio.Protocol):
 
 
 def quiet_protocol_logs() -> None:
-    """uvicorn's protocol log, and the websockets library's that uvicorn routes into it,
-    print every header of a WebSocket handshake at debug level (bearer tokens
-    included): they stay at info, whatever DIALTONE_LOG_LEVEL says. (The paths uvicorn
-    logs are percent-encoded, so they cannot forge lines; dialtone's own are escaped.)"""
+    """uvicorn's protocol log, and the websockets library's that uvicorn and Dialtone's
+    WebSocket protocol route into it, print every header of a WebSocket handshake at
+    debug level (bearer tokens included): they stay at info, whatever
+    DIALTONE_LOG_LEVEL says. (The paths uvicorn logs are percent-encoded, so they cannot
+    forge lines; dialtone's own are escaped.)"""
     for name in ("uvicorn.error", "websockets"):
         logger = logging.getLogger(name)
         if logger.getEffectiveLevel() < logging.INFO:
@@ -287,7 +294,9 @@ def uvicorn_config(settings: Settings, **overrides: Any) -> uvicorn.Config:
         "port": settings.port,
         "loop": "uvloop",
         "http": BoundedHttp,
-        "ws": "websockets-sansio",
+        # Dialtone's own WebSocket protocol (dialtone.realtime.wsserver): the hub writes
+        # prebuilt frames through it; the coupling to uvicorn is that module's alone.
+        "ws": WebSocketProtocol,
         # Ciphertext does not compress; deflate would only cost memory per socket.
         "ws_per_message_deflate": False,
         "ws_max_size": 64 * 1024,

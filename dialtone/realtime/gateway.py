@@ -3,7 +3,9 @@
 The handler is a plain ASGI endpoint so the handshake can be refused with a real HTTP
 401 (the ASGI WebSocket denial-response extension) before the upgrade. No database
 session lives as long as the socket: the token is resolved in one short transaction,
-and each frame that needs the database gets its own.
+and each frame that needs the database gets its own. Once accepted, a socket served by
+Dialtone's WebSocket protocol (dialtone.realtime.wsserver) gets its events as prebuilt
+frames written by the hub; the handshake itself stays plain ASGI.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from dialtone.config import Settings
 from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.errors import DialtoneError, error_body
-from dialtone.realtime.hub import CLOSE_POLICY, DRAIN_TIMEOUT, Connection, Hub
+from dialtone.realtime.hub import CLOSE_POLICY, DRAIN_TIMEOUT, Connection, FrameSink, Hub
 from dialtone.realtime.limits import FrameLimits, UserChatBuckets
 from dialtone.realtime.writer import MessageNotStored, MessageWriter
+from dialtone.realtime.wsserver import FRAMES_EXTENSION
 from dialtone.schemas.common import MAX_BODY_BYTES
 from dialtone.schemas.events import (
     CLIENT_FRAME_TYPES,
@@ -135,8 +138,7 @@ class Gateway:
         if scope["type"] != "websocket":
             await _http_error(send, 426, "use a WebSocket upgrade on /ws", "upgrade_required")
             return
-        message = await receive()
-        if message["type"] != "websocket.connect":
+        if (await receive())["type"] != "websocket.connect":
             return
         token, subprotocol = handshake_token(scope)
         if self.hub.shutting_down:
@@ -149,8 +151,7 @@ class Gateway:
         caller: Caller | None = None
         if token is not None:
             try:
-                async with self.unit_of_work() as uow:
-                    caller = await AuthService(uow, self.ctx).authenticate(token)
+                caller = await self._authenticate(token)
             except DialtoneError as exc:  # a banned user: a clear 403 with its code
                 await _deny(scope, send, exc.status, exc.message, exc.code)
                 return
@@ -161,11 +162,25 @@ class Gateway:
         if caller is None:
             await _deny(scope, send, 401, "missing or invalid bearer token", "unauthorized")
             return
-        accept: dict[str, Any] = {"type": "websocket.accept"}
-        if subprotocol is not None:
-            accept["subprotocol"] = subprotocol
-        await send(accept)
-        await self.run(caller, receive, scope.get(FRAME_SEND, send), caller.expires_at, address)
+        del token  # nothing of the handshake outlives it in this frame but what is used
+        await send(
+            {"type": "websocket.accept", "subprotocol": subprotocol}
+            if subprotocol is not None
+            else {"type": "websocket.accept"}
+        )
+        # Dialtone's WebSocket protocol (dialtone.realtime.wsserver) lets the hub write
+        # prebuilt frames to the socket directly; under another server, events go
+        # through ASGI ``send``.
+        sink = (scope.get("extensions") or {}).get(FRAMES_EXTENSION)
+        await self.run(
+            caller, receive, scope.get(FRAME_SEND, send), caller.expires_at, address, sink
+        )
+
+    async def _authenticate(self, token: str) -> Caller | None:
+        # A method of its own: the unit of work is not kept alive by the frame of
+        # ``__call__``, which lasts as long as the socket.
+        async with self.unit_of_work() as uow:
+            return await AuthService(uow, self.ctx).authenticate(token)
 
     # ------------------------------------------------------------ one socket's life
 
@@ -176,18 +191,31 @@ class Gateway:
         send: Send,
         expires_at: datetime | None = None,
         address: str = "",
+        sink: FrameSink | None = None,
     ) -> None:
         task = asyncio.current_task()
         dropped = False
+        drop: Callable[[], None] | None = None
+        if sink is None:
 
-        def drop() -> None:
-            # The hub gave up on a socket that does not drain: end this task.
-            nonlocal dropped
-            dropped = True
-            if task is not None:
-                task.cancel()
+            def drop() -> None:
+                # The hub gave up on a socket that does not drain: end this task. (With
+                # a sink the hub aborts the connection instead: the loop below then
+                # sees a disconnect.)
+                nonlocal dropped
+                dropped = True
+                if task is not None:
+                    task.cancel()
 
-        conn = Connection(caller, send, self.settings.ws_send_queue, self.hub.node_id, abort=drop)
+        conn = Connection(
+            caller,
+            send,
+            self.settings.ws_send_queue,
+            self.hub.node_id,
+            abort=drop,
+            sink=sink,
+            outbox=self.hub.outbox,
+        )
         conn.address = address
         expiry: asyncio.TimerHandle | None = None
         if expires_at is not None:

@@ -1,9 +1,15 @@
 """Who is connected on this node, and delivery of events to their sockets.
 
 Every event reaches the hub through the broker (so every node sees the same stream).
-A fan-out event is encoded once; the same text goes into every socket's send queue.
-Each socket's queue is bounded: a socket that cannot keep up is closed with 1013
-``slow_consumer`` after what was already queued has been written, never skipped.
+A fan-out event is encoded once, and its server frame built once: under Dialtone's
+own WebSocket protocol (dialtone.realtime.wsserver, the scope extension
+``dialtone.frames``) each socket appends that frame to its own small buffer, and the
+buffers of every socket that got something are written once per loop turn, one
+``transport.write`` per socket however many events it got in that turn. Without the
+extension (the app run by another server, some tests) events go through the
+socket's ASGI ``send``. Either way each socket's backlog is bounded: a socket that
+cannot keep up is closed with 1013 ``slow_consumer`` after what was already queued
+has been written, never skipped.
 """
 
 from __future__ import annotations
@@ -15,9 +21,10 @@ import secrets
 import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol, cast
 
 from dialtone.realtime.voice import VoiceRooms
+from dialtone.realtime.wsserver import text_frame
 from dialtone.schemas.events import (
     INTERNAL_EVENTS,
     AdminControl,
@@ -54,24 +61,69 @@ NODE_EXPIRY_BEATS = 3
 ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-class Connection:
-    """One open socket: who it belongs to, its bounded send queue, and its voice room.
+class FrameSink(Protocol):
+    """What the hub needs of a socket to write frames to it directly
+    (dialtone.realtime.wsserver.WebSocketProtocol, the ``dialtone.frames`` extension)."""
 
-    Events are sent through the ASGI ``send`` of the socket, in order. An event for a
-    socket with nothing in flight is sent at once, inside ``push``: its ``send`` is
-    stepped by hand and, as long as the transport is not paused, finishes without
-    waiting (no task at all). Only when it has to wait does a writer task take over: it
-    finishes that ``send``, then writes whatever was queued meanwhile, and ends once the
-    queue is empty; an idle socket owns no task of its own. A fan-out event is encoded
-    once; every socket's queue holds the same string.
+    closed: bool  # a close frame went out, or the peer is gone: nothing more is written
+    writable: bool  # the transport is not paused
+    on_writable: Callable[[], None] | None  # called on resume, and when the peer is gone
+
+    def write_frames(self, data: bytes) -> None: ...
+
+    def send_close(self, code: int, reason: str = "") -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class Outbox:
+    """The sockets with frames waiting: written together once per loop turn."""
+
+    __slots__ = ("_due",)
+
+    def __init__(self) -> None:
+        self._due: list[Connection] = []
+
+    def add(self, conn: Connection) -> None:
+        if not self._due:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._due.append(conn)
+
+    def flush(self) -> None:
+        due, self._due = self._due, []
+        for conn in due:
+            conn.flush()
+
+
+class Connection:
+    """One open socket: who it belongs to, its bounded backlog, and its voice room.
+
+    With a ``FrameSink`` (Dialtone's protocol) an event's prebuilt frame is appended
+    to ``_frames`` and the socket is handed to the hub's ``Outbox``, which writes every
+    socket's frames once per loop turn; a socket whose transport is paused keeps its
+    frames until the transport asks for more (``on_writable``). The backlog (frames not
+    yet handed to the transport, which itself takes no more once paused) is bounded by
+    ``queue_limit`` events. No task and no queue object per socket.
+
+    Without one, events are sent through the ASGI ``send`` of the socket, in order. An
+    event for a socket with nothing in flight is sent at once, inside ``push``: its
+    ``send`` is stepped by hand and, as long as the transport is not paused, finishes
+    without waiting (no task at all). Only when it has to wait does a writer task take
+    over: it finishes that ``send``, then writes whatever was queued meanwhile, and
+    ends once the queue is empty; an idle socket owns no task of its own.
     """
 
     __slots__ = (
         "_abort",
+        "_close_written",
+        "_frames",
         "_give_up",
         "_limit",
+        "_outbox",
         "_queue",
         "_send",
+        "_sink",
+        "_waiters",
         "_writer",
         "address",
         "caller",
@@ -90,6 +142,8 @@ class Connection:
         queue_limit: int,
         node_id: str = "local",
         abort: Callable[[], None] | None = None,
+        sink: FrameSink | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         # "<node>.<random>": other nodes can forget a dead node's sockets by prefix.
         self.id = f"{node_id}.{secrets.token_hex(8)}"
@@ -107,11 +161,77 @@ class Connection:
         self._limit = queue_limit
         self._writer: asyncio.Task[None] | None = None
         self._give_up: asyncio.TimerHandle | None = None
+        # The direct path: frames waiting for the next flush, and who flushes them.
+        self._sink = sink
+        self._outbox = outbox if outbox is not None else Outbox()
+        # None, one frame, or several (a list) waiting for the next flush.
+        self._frames: bytes | list[bytes] | None = None
+        self._close_written = False
+        self._waiters: list[asyncio.Future[None]] | None = None
+        if sink is not None:
+            sink.on_writable = self.flush
 
-    def push(self, text: str) -> None:
-        """Queue one encoded event."""
+    def push(self, text: str, frame: bytes | None = None) -> None:
+        """Queue one encoded event (``frame``: its server frame, when already built)."""
         if self.closing is not None:
             return
+        sink = self._sink
+        if sink is None:
+            self._push_asgi(text)
+            return
+        frames = self._frames
+        if frames is None:
+            # The usual case: one frame for this socket in this loop turn (no list).
+            self._frames = text_frame(text) if frame is None else frame
+            if sink.writable:
+                self._outbox.add(self)
+            return
+        if frames.__class__ is bytes:
+            frames = self._frames = [frames]
+        frames = cast(list[bytes], frames)
+        if len(frames) >= self._limit:
+            log.info("closing slow consumer conn=%s user=%s", self.id, self.user_id)
+            self.close(CLOSE_TRY_AGAIN, "slow_consumer")
+            return
+        frames.append(text_frame(text) if frame is None else frame)
+
+    def flush(self) -> None:
+        """Write the waiting frames in one write, then the close frame when closing.
+        Called by the outbox once per loop turn, and by the sink when a paused transport
+        can take more or the peer is gone."""
+        sink = self._sink
+        if sink is None:
+            return
+        frames = self._frames
+        if frames is not None and sink.writable and not sink.closed:
+            self._frames = None
+            sink.write_frames(
+                frames if frames.__class__ is bytes else b"".join(cast(list[bytes], frames))
+            )
+            if self.closing is None:
+                return
+        if sink.closed and not self._close_written:
+            self._gone()
+            return
+        if self._frames is not None or not sink.writable:
+            return  # the sink calls again when the transport can take more
+        if self.closing is not None and not self._close_written:
+            self._close_written = True
+            code, reason = self.closing
+            sink.send_close(code, reason)
+            self._done()
+
+    def _done(self) -> None:
+        """Nothing more will be written: stop the drain timer, wake who waits for it."""
+        if self._give_up is not None:
+            self._give_up.cancel()
+            self._give_up = None
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _push_asgi(self, text: str) -> None:
         queue = self._queue
         if self._writer is None and not queue:
             self._send_now(text)
@@ -149,22 +269,42 @@ class Connection:
         self.closing = self.closing or (1006, "gone")
         if self._queue is not None:
             self._queue.clear()
+        if self._sink is not None:
+            self._frames = None
+            self._close_written = True
+            self._sink.on_writable = None
+            self._done()
 
     def close(self, code: int, reason: str, drain_timeout: float = DRAIN_TIMEOUT) -> None:
         """Close after everything already queued has been written (within drain_timeout)."""
         if self.closing is not None:
             return
         self.closing = (code, reason)
+        sink = self._sink
+        if sink is not None:
+            if self._frames is None and (sink.writable or sink.closed):
+                self.flush()  # nothing waits: the close frame goes out now
+            if not self._close_written:
+                self._give_up = asyncio.get_running_loop().call_later(drain_timeout, self._drop)
+            return
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(self._run_writer())
         self._give_up = asyncio.get_running_loop().call_later(drain_timeout, self._drop)
 
     def _drop(self) -> None:
         """A closing socket that could not take what was queued in time: stop writing to
-        it and end its ASGI task, after which uvicorn closes the connection. (ASGI offers
-        no abort: the operating system keeps the socket until the peer reads or TCP
-        gives up, but nothing of ours waits on it.)"""
+        it. With a sink, abort the connection (the gateway then sees a disconnect).
+        Without one, end its ASGI task, after which the server closes the connection
+        (ASGI offers no abort: the operating system keeps the socket until the peer
+        reads or TCP gives up, but nothing of ours waits on it)."""
         self._give_up = None
+        if self._sink is not None:
+            if not self._close_written:
+                log.info("dropping a socket that did not drain conn=%s", self.id)
+                sink = self._sink
+                self._gone()
+                sink.abort()  # connection_lost follows: the gateway sees a disconnect
+            return
         if self._writer is not None:
             log.info("dropping a socket that did not drain conn=%s", self.id)
             if self._queue is not None:
@@ -175,14 +315,30 @@ class Connection:
 
     @property
     def queued(self) -> int:
+        if self._sink is not None:
+            frames = self._frames
+            return 0 if frames is None else 1 if frames.__class__ is bytes else len(frames)
         return 0 if self._queue is None else len(self._queue)
 
     @property
     def writing(self) -> bool:
+        """Events (or a close frame) are waiting to be handed to the transport."""
+        if self._sink is not None:
+            return self._frames is not None or (
+                self.closing is not None and not self._close_written
+            )
         return self._writer is not None
 
     async def drained(self) -> None:
         """Wait until the writer (if one runs) has written the queue and any close frame."""
+        if self._sink is not None:
+            if self.writing:
+                waiter = asyncio.get_running_loop().create_future()
+                if self._waiters is None:
+                    self._waiters = []
+                self._waiters.append(waiter)
+                await waiter
+            return
         writer = self._writer
         if writer is not None:
             with contextlib.suppress(asyncio.CancelledError):
@@ -251,6 +407,8 @@ class Hub(OnlineDirectory):
         self._nodes_seen: dict[str, float] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
+        # Sockets with frames to write in this loop turn (Connection.push).
+        self.outbox = Outbox()
         # Bans, kicks and live settings (realtime/admin.py), applied as they arrive.
         self.on_admin: Callable[[AdminControl], None] | None = None
 
@@ -460,10 +618,11 @@ class Hub(OnlineDirectory):
     # ------------------------------------------------------------ delivery
 
     def broadcast(self, text: str, skip_device: str | None = None) -> None:
-        """One event, encoded once, to every socket (but ``skip_device``'s)."""
+        """One event, encoded once and framed once, to every socket (but ``skip_device``'s)."""
+        frame = text_frame(text)
         for conn in list(self.conns.values()):
             if conn.device_id != skip_device:
-                conn.push(text)
+                conn.push(text, frame)
 
     async def deliver(self, events: Sequence[Event]) -> None:
         for event in events:

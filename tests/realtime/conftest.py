@@ -166,8 +166,9 @@ def bring_back(parts: list[Path]) -> None:
 
 
 @asynccontextmanager
-async def running_server(settings: Settings) -> AsyncIterator[LiveServer]:
-    server = DialtoneServer(uvicorn_config(settings, port=0, loop="asyncio"))
+async def running_server(settings: Settings, **config: Any) -> AsyncIterator[LiveServer]:
+    """``config``: uvicorn options over dialtone.server's (e.g. ``ws`` for another protocol)."""
+    server = DialtoneServer(uvicorn_config(settings, **{"port": 0, "loop": "asyncio", **config}))
     task = asyncio.create_task(server.serve())
     deadline = asyncio.get_running_loop().time() + 60  # generous: only a broken start fails
     # uvicorn offers a flag, not an event, for "started".

@@ -1,7 +1,8 @@
-"""Delivery through plain ASGI ``send``: what the removed direct-write path used to
-guarantee still holds. Ordering and the 1013 slow-consumer close are covered in
-test_reliability and test_fanout_paths; here, the drain timeout, which used to abort
-the transport and now ends the socket's ASGI task (ASGI has no abort)."""
+"""Delivery through plain ASGI ``send``, the path the hub takes when the server is not
+Dialtone's own WebSocket protocol: here uvicorn's stock websockets-sansio protocol
+(``STOCK``). Ordering and the 1013 slow-consumer close are covered in test_reliability
+and test_fanout_paths (through Dialtone's protocol); here, the drain timeout, which
+ends the socket's ASGI task (ASGI has no abort), and the inline sends."""
 
 from __future__ import annotations
 
@@ -19,11 +20,13 @@ from tests.realtime.conftest import chat_frame, next_of, running_server, with_se
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
+STOCK = {"ws": "websockets-sansio"}
+
 
 async def test_a_socket_that_cannot_drain_is_dropped_and_forgotten(
     settings: Settings, tmp_path: Any
 ) -> None:
-    async with running_server(with_settings(settings, ws_send_queue=10_000)) as live:
+    async with running_server(with_settings(settings, ws_send_queue=10_000), **STOCK) as live:
         await live.register("admin")
         stuck = await live.register("stuck")
         # A client that stops reading: a tiny receive buffer, one message of queue.
@@ -70,7 +73,7 @@ async def test_a_paused_socket_does_not_hold_back_the_others_and_loses_nothing(
     """Events go out inline while a socket's transport takes them; a socket whose
     transport is paused gets a writer task of its own, the others keep being sent to
     inline, and the paused one receives everything, in order, once its reader resumes."""
-    async with running_server(with_settings(settings, ws_send_queue=10_000)) as live:
+    async with running_server(with_settings(settings, ws_send_queue=10_000), **STOCK) as live:
         admin = await live.register("admin")
         channel = await live.create_channel(admin)
         stuck_member = await live.register("stuck")
