@@ -10,7 +10,7 @@ anything unusual:
 
 - the request: exactly ``GET /channels/messages``, no ``Origin`` header (CORS), one
   ``Authorization`` header, and a query string of plain ``name=value`` pairs
-  (nothing percent-encoded, no ``+``, no repeated or unknown name) with a non-empty
+  (ASCII, nothing percent-encoded, no ``+``, no repeated or unknown name) with a non-empty
   ``channel_id``/``before``/``after`` of at most 64 characters and a ``limit``
   written as a plain positive number of at most ``PAGE_CHUNK``;
 - the caller: known to the session cache, not banned, no last_seen_at write due
@@ -58,15 +58,15 @@ Send = Callable[[Message], Awaitable[None]]
 
 def parse_query(query: bytes) -> dict[str, str] | None:
     """The parameters when the query string is of the plain form this path takes, else None."""
-    if not query or b"%" in query or b"+" in query:
+    if not query or not query.isascii() or b"%" in query or b"+" in query:
         return None
     params: dict[str, str] = {}
-    for pair in query.decode("latin-1").split("&"):
+    for pair in query.decode("ascii").split("&"):
         name, sep, value = pair.partition("=")
         if not sep or name not in _NAMES or name in params:
             return None
         if name == "limit":
-            if not (value.isascii() and value.isdigit()) or value[0] == "0":
+            if not value.isdigit() or value[0] == "0":
                 return None
             if int(value) > PAGE_CHUNK:
                 return None
