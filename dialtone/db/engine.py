@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import AsyncAdaptedQueuePool
+from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolResetState
 
 from dialtone.config import Settings
 
@@ -32,6 +32,17 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _sqlite_reset(dbapi_connection: Any, _record: Any, state: PoolResetState) -> None:
+    """The pool's reset on check-in, as its default (a rollback) but only when there is
+    something to roll back: each rollback is a trip to aiosqlite's thread, and a read
+    outside a transaction (the history fast path) leaves none open. SQLAlchemy's own
+    Connection and Session end theirs before check-in (``transaction_was_reset``)."""
+    if not state.asyncio_safe or state.transaction_was_reset:
+        return
+    if dbapi_connection.driver_connection.in_transaction:
+        dbapi_connection.rollback()
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
@@ -52,9 +63,12 @@ def create_engine(settings: Settings) -> AsyncEngine:
             pool_size=16,
             max_overflow=16,
             pool_timeout=settings.db_timeout,
+            # Reset by _sqlite_reset: a rollback only when a transaction is open.
+            pool_reset_on_return=None,
             hide_parameters=True,
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "reset", _sqlite_reset)
         return engine
     engine = create_async_engine(
         settings.db_url,
