@@ -37,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dialtone.api.edge import secure_headers
 from dialtone.db.repositories.history import DriverHistory
-from dialtone.db.repositories.messages import PAGE_CHUNK
+from dialtone.db.repositories.messages import PAGE_CHUNK, StoredMessage
 from dialtone.errors import DialtoneError
 from dialtone.schemas.messages import MessageOut, MessagePage
 from dialtone.security.headers import bearer_token
@@ -110,29 +110,19 @@ class HistoryFastPath:
         if engine is None or not DriverHistory.supports(engine.dialect.name):
             return False
         channel_id = params["channel_id"]
-        limit = params.get("limit")
-        async with engine.connect() as conn:
-            try:
-                raw = await conn.get_raw_connection()
-                rows = await read_history(
-                    DriverHistory(raw.driver_connection, engine.dialect.name),
-                    channel_id,
-                    int(limit) if limit is not None else None,
-                    params.get("before"),
-                    params.get("after"),
-                )
-            except DialtoneError:
-                return False
-            except Exception as exc:
-                # Litestar's path meets the same fault through SQLAlchemy, which maps
-                # it (503 for a database that is away) and discards what it broke.
-                log.warning(
-                    "history fast path fell back: %s",
-                    type(exc).__name__,
-                    extra={"event": "history_fallback"},
-                )
-                await conn.invalidate()
-                return False
+        try:
+            rows = await self._read(engine, params)
+        except DialtoneError:
+            return False
+        except Exception as exc:
+            # Litestar's path meets the same fault through SQLAlchemy, which maps it
+            # (503 for a database that is away) and tells the session cache.
+            log.warning(
+                "history fast path fell back: %s",
+                type(exc).__name__,
+                extra={"event": "history_fallback"},
+            )
+            return False
         scope["dialtone_caller"] = caller  # the access log's user and device
         body = _encoder.encode(
             MessagePage(
@@ -156,3 +146,23 @@ class HistoryFastPath:
         )
         await send({"type": "http.response.body", "body": body})
         return True
+
+    async def _read(self, engine: AsyncEngine, params: dict[str, str]) -> list[StoredMessage]:
+        limit = params.get("limit")
+        async with engine.connect() as conn:
+            try:
+                raw = await conn.get_raw_connection()
+                return await read_history(
+                    DriverHistory(raw.driver_connection, engine.dialect.name),
+                    params["channel_id"],
+                    int(limit) if limit is not None else None,
+                    params.get("before"),
+                    params.get("after"),
+                )
+            except DialtoneError:
+                raise
+            except Exception:
+                # The driver's own exceptions: SQLAlchemy cannot tell whether the
+                # connection survived, so it is not given back to the pool.
+                await conn.invalidate()
+                raise
