@@ -22,6 +22,8 @@ from dialtone.api.devices import DeviceController
 from dialtone.api.edge import DialtoneApp, log_websocket_failure, security_headers
 from dialtone.api.error_handlers import exception_handlers
 from dialtone.api.health import health, ready
+from dialtone.api.history_fast import PATH as HISTORY_PATH
+from dialtone.api.history_fast import HistoryFastPath
 from dialtone.api.invites import create_invite
 from dialtone.api.keys import ChannelKeyController, DirectoryKeyController
 from dialtone.api.messages import channel_history
@@ -160,6 +162,8 @@ def create_app(settings: Settings) -> DialtoneApp:
         after_exception=[log_websocket_failure],
     )
     served = DialtoneApp(app, settings, ctx.trusted_proxies)
+    history = HistoryFastPath(state, ctx, hsts=bool(settings.tls_cert))
+    served.fast_routes[("GET", HISTORY_PATH)] = history.answer
 
     def live_cap(new: Settings) -> None:
         # The per-address cap is a live setting (PUT /admin/settings).

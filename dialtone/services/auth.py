@@ -93,6 +93,24 @@ async def register_device(
     return device
 
 
+def cached_caller(ctx: ServerContext, token: str) -> Caller | None:
+    """The caller of ``token`` when answering needs no database at all: the session cache
+    knows the token, the user is not banned and no last_seen_at write is due. None
+    means "ask ``AuthService.authenticate``", which gives the same answer or the
+    refusal (and writes last_seen_at when due)."""
+    cache = ctx.session_cache
+    if cache is None or not token or len(token) > 256:
+        return None
+    now = ctx.clock()
+    caller = cache.get(tokens.token_hash(token), now)
+    if caller is None or ctx.bans.user_ban(caller.user_id, now) is not None:
+        return None
+    last = ctx.seen.get(caller.device_id)
+    if last is None or time.monotonic() - last >= LAST_SEEN_EVERY:
+        return None
+    return caller
+
+
 class AuthService:
     def __init__(self, uow: UnitOfWork, ctx: ServerContext) -> None:
         self.uow = uow

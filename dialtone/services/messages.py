@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from dialtone.db.base import new_id
 from dialtone.db.models import ChannelMessage
@@ -42,6 +43,89 @@ def channel_not_found() -> NotFound:
     return NotFound("channel not found", code="channel_not_found")
 
 
+class HistoryReads(Protocol):
+    """What a history page is read from: the request's session, or (the fast path) a
+    driver connection of its own (db/repositories/history.py)."""
+
+    async def seq_of(self, channel_id: str, message_id: str) -> int | None: ...
+
+    async def page(
+        self,
+        channel_id: str,
+        limit: int,
+        *,
+        before_seq: int | None = None,
+        after_seq: int | None = None,
+    ) -> list[StoredMessage]: ...
+
+    async def channel_exists(self, channel_id: str) -> bool: ...
+
+
+def history_limit(limit: int | None) -> int:
+    if limit is None:
+        return DEFAULT_LIMIT
+    if limit < 1:
+        raise InvalidInput("limit must be a positive number", code="invalid_limit")
+    return min(limit, MAX_LIMIT)
+
+
+async def read_history(
+    reads: HistoryReads,
+    channel_id: str,
+    limit: int | None,
+    before: str | None = None,
+    after: str | None = None,
+) -> list[StoredMessage]:
+    """A page of ``GET /channels/messages``: the rules, whatever it is read from."""
+    limit = history_limit(limit)
+    if before and after:
+        raise InvalidInput("use before or after, not both", code="invalid_cursor")
+    cursor = before or after
+    seq = None
+    if cursor:
+        seq = await reads.seq_of(channel_id, cursor)
+        if seq is None:
+            if not await reads.channel_exists(channel_id):
+                raise channel_not_found()
+            raise InvalidInput("cursor is not a message of this channel", code="invalid_cursor")
+    rows = await reads.page(
+        channel_id,
+        limit,
+        before_seq=seq if before else None,
+        after_seq=seq if after else None,
+    )
+    # Only an empty page needs the check: messages are deleted with their channel.
+    if not rows and not await reads.channel_exists(channel_id):
+        raise channel_not_found()
+    return rows
+
+
+@dataclass(frozen=True, slots=True)
+class _SessionReads:
+    """HistoryReads on a unit of work's session."""
+
+    messages: MessageRepository
+    channels: ChannelRepository
+
+    async def seq_of(self, channel_id: str, message_id: str) -> int | None:
+        return await self.messages.seq_of(channel_id, message_id)
+
+    async def page(
+        self,
+        channel_id: str,
+        limit: int,
+        *,
+        before_seq: int | None = None,
+        after_seq: int | None = None,
+    ) -> list[StoredMessage]:
+        return await self.messages.page(
+            channel_id, limit, before_seq=before_seq, after_seq=after_seq
+        )
+
+    async def channel_exists(self, channel_id: str) -> bool:
+        return await self.channels.exists(channel_id)
+
+
 class MessageService:
     def __init__(self, uow: UnitOfWork, ctx: ServerContext) -> None:
         self.uow = uow
@@ -56,34 +140,9 @@ class MessageService:
         before: str | None = None,
         after: str | None = None,
     ) -> list[StoredMessage]:
-        if limit is None:
-            limit = DEFAULT_LIMIT
-        if limit < 1:
-            raise InvalidInput("limit must be a positive number", code="invalid_limit")
-        limit = min(limit, MAX_LIMIT)
-        if before and after:
-            raise InvalidInput("use before or after, not both", code="invalid_cursor")
-        cursor = before or after
-        seq = None
-        if cursor:
-            seq = await self.messages.seq_of(channel_id, cursor)
-            if seq is None:
-                await self._require_channel(channel_id)
-                raise InvalidInput("cursor is not a message of this channel", code="invalid_cursor")
-        rows = await self.messages.page(
-            channel_id,
-            limit,
-            before_seq=seq if before else None,
-            after_seq=seq if after else None,
+        return await read_history(
+            _SessionReads(self.messages, self.channels), channel_id, limit, before, after
         )
-        if not rows:
-            # Only an empty page needs the check: messages are deleted with their channel.
-            await self._require_channel(channel_id)
-        return rows
-
-    async def _require_channel(self, channel_id: str) -> None:
-        if not await self.channels.exists(channel_id):
-            raise channel_not_found()
 
     async def post(
         self, caller: Caller, channel_id: str, body: str, sender_name_enc: str

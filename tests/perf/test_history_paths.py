@@ -10,6 +10,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 from litestar.testing import AsyncTestClient
+from sqlalchemy import update
 
 from dialtone.db.models import ChannelMessage
 from dialtone.db.repositories.messages import MessageRepository
@@ -152,3 +153,57 @@ async def test_sent_at_text_from_the_database_matches_rfc3339(
     first = response.json()["messages"][0]["id"]
     after = await page(client, admin, f"channel_id={channel_id}&after={first}")
     assert [m["sent_at"] for m in after.json()["messages"]] == [rfc3339(m) for m in moments[1:]]
+
+
+async def test_driver_statements_read_what_the_repository_reads(
+    client: AsyncTestClient[Any], admin: Member
+) -> None:
+    """The fast path's statements (db/repositories/history.py, written per driver) give
+    the rows, cursors and channel checks of MessageRepository's Core statements."""
+    from dialtone.db.repositories.channels import ChannelRepository
+    from dialtone.db.repositories.history import DriverHistory
+
+    channel_id = await new_channel(client, admin)
+    empty = await new_channel(client, admin)
+    seed(client, channel_id, admin, 30)
+    ids: list[str] = []
+
+    async def delete_some(uow: UnitOfWork) -> None:
+        rows = await MessageRepository(uow.session).page(channel_id, 30)
+        ids.extend(row.id for row in rows)
+        for message_id in ids[3:30:7]:
+            await uow.session.execute(
+                update(ChannelMessage)
+                .where(ChannelMessage.id == message_id)
+                .values(deleted_at=datetime(2026, 2, 1, tzinfo=UTC), body="")
+            )
+
+    in_app(client, delete_some)
+    checked: list[int] = []
+
+    async def compare(uow: UnitOfWork) -> None:
+        repository = MessageRepository(uow.session)
+        channels = ChannelRepository(uow.session)
+        conn = await uow.session.connection()
+        raw = await conn.get_raw_connection()
+        driver = DriverHistory(raw.driver_connection, conn.dialect.name)
+        for channel in (channel_id, empty, "no-such-channel"):
+            assert await driver.channel_exists(channel) == await channels.exists(channel)
+            for message_id in [*ids, "no-such-message"]:
+                seq = await repository.seq_of(channel, message_id)
+                assert await driver.seq_of(channel, message_id) == seq
+                for limit in (1, 4, 100):
+                    assert await driver.page(channel, limit) == await repository.page(
+                        channel, limit
+                    )
+                    if seq is None:
+                        continue
+                    for side in ("before_seq", "after_seq"):
+                        want = await repository.page(channel, limit, **{side: seq})
+                        assert await driver.page(channel, limit, **{side: seq}) == want
+                        checked.append(len(want))
+
+    in_app(client, compare)
+    # full, partial and empty pages were compared
+    assert sum(checked) > 100
+    assert 0 in checked

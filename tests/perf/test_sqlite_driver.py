@@ -125,3 +125,26 @@ async def test_pragmas_are_applied(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         assert (await conn.execute(text("PRAGMA journal_mode"))).scalar_one() == "wal"
         assert (await conn.execute(text("PRAGMA foreign_keys"))).scalar_one() == 1
+
+
+async def test_a_connection_checked_in_mid_transaction_is_rolled_back(
+    engine: AsyncEngine,
+) -> None:
+    """The pool's reset (db/engine.py) rolls back only when a transaction is open; one
+    left open by a statement on the driver itself is rolled back, and its lock freed."""
+    async with engine.connect() as conn:
+        driver = (await conn.get_raw_connection()).driver_connection
+        await driver.execute(
+            "INSERT INTO channels (id, name_enc, created_by, created_at) "
+            "VALUES ('c1', 'n', 'u', '2026-01-01 00:00:00.000000')"
+        )
+        assert driver.in_transaction  # sqlite3 began one for the insert
+    assert await count_channels(engine) == 0
+    # The write lock went with the rollback: a writer does not wait the busy timeout.
+    async with create_sessionmaker(engine)() as session:
+        session.add(Channel(name_enc="next", created_by="u"))
+        await session.commit()
+    assert await count_channels(engine) == 1
+    async with engine.connect() as conn:
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert not driver.in_transaction
