@@ -173,7 +173,7 @@ export class Client {
         this.api.devices().catch((error) => this.guard(error));
       }
     });
-    socket.on("open", ({ reconnected }) => this.onOpen(reconnected));
+    socket.on("open", () => this.onOpen());
     socket.on("ended", ({ reason }) => this.end(ENDED[reason] || ENDED.revoked));
     socket.on("channel.message.new", (event) => {
       // Our own message's echo is its answer: settled now, before any later error.
@@ -733,11 +733,12 @@ export class Client {
     if (gone.length) this.onDeleted({ channel_id: ch.id, message_ids: gone });
   }
 
-  async onOpen(reconnected) {
+  async onOpen() {
     this.refreshPresence().catch(() => {});
     this.shareMissing().catch((error) => console.warn("dialtone: key sharing failed:", error.message));
-    if (!reconnected) return;
-    // Events sent while we were away are lost: fetch what changed since.
+    // Events sent while we were away are lost, and so are those sent on the first
+    // connection's way up (start() reads everything before it connects): fetch what
+    // changed since, every time the socket opens.
     try {
       await this.refreshDevices();
       await this.refreshChannels();

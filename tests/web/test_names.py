@@ -11,7 +11,7 @@ from tests.web.conftest import WebServer, register_in_browser
 
 
 def people(page: Any) -> Any:
-    return page.get_by_role("list", name="People")
+    return page.get_by_role("list", name="People", exact=True)
 
 
 def test_the_name_chosen_at_sign_up_survives_a_reload(server: WebServer, new_page: Any) -> None:

@@ -149,6 +149,12 @@ def people_in_a_channel(
             expect(link).to_be_visible(timeout=CONNECT_MS)
             link.click()
         expect(page.get_by_role("heading", name=f"# {channel}")).to_be_visible()
+    # The tests find people by display name: everyone's is sealed and read by everyone
+    # (the directory key reaches a new member from one who holds it) before they go on.
+    for me in people:
+        listed = me.page.get_by_role("list", name="People", exact=True)
+        for other in people:
+            expect(listed).to_contain_text(other.display, timeout=CONNECT_MS)
     return people
 
 
