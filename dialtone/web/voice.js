@@ -257,24 +257,36 @@ export class SignalPacer {
   }
 }
 
-// Audio level of one MediaStream through an AnalyserNode.
-class LevelMeter {
+// Audio level of one MediaStream through an AnalyserNode. Each reading looks at the
+// whole time since the previous one (the analyser's window spans more than
+// LEVEL_INTERVAL_MS), cut into short blocks: the loudest block's RMS is the level, so a
+// short sound between two readings is not missed.
+const LEVEL_BLOCK = 512;
+
+export class LevelMeter {
   constructor(context, stream) {
     this.source = context.createMediaStreamSource(stream);
     this.analyser = context.createAnalyser();
-    this.analyser.fftSize = 512;
-    this.buffer = new Float32Array(this.analyser.fftSize);
+    const wanted = (context.sampleRate * LEVEL_INTERVAL_MS * 1.5) / 1000;
+    let size = LEVEL_BLOCK;
+    while (size < wanted && size < 32768) size *= 2;
+    this.analyser.fftSize = size;
+    this.buffer = new Float32Array(size);
     this.source.connect(this.analyser);
     this.lastLoud = -Infinity;
   }
 
-  // True while speaking (with a short hold after the last loud window).
+  // True while speaking (with a short hold after the last loud block).
   speaking(now) {
-    this.analyser.getFloatTimeDomainData(this.buffer);
-    let sum = 0;
-    for (const sample of this.buffer) sum += sample * sample;
-    const rms = Math.sqrt(sum / this.buffer.length);
-    if (rms > SPEAKING_LEVEL) this.lastLoud = now;
+    const buffer = this.buffer;
+    this.analyser.getFloatTimeDomainData(buffer);
+    let loudest = 0;
+    for (let start = 0; start < buffer.length; start += LEVEL_BLOCK) {
+      let sum = 0;
+      for (let i = start; i < start + LEVEL_BLOCK; i++) sum += buffer[i] * buffer[i];
+      loudest = Math.max(loudest, sum / LEVEL_BLOCK);
+    }
+    if (Math.sqrt(loudest) > SPEAKING_LEVEL) this.lastLoud = now;
     return now - this.lastLoud < SPEAKING_HOLD_MS;
   }
 

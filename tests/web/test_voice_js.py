@@ -1,5 +1,5 @@
 """`node --test` runs the unit tests of voice.js's browser-free parts (room presence, ICE
-servers from GET /voice/turn, candidate parsing, new-connection detection). Skipped when
+servers from GET /voice/turn, candidate parsing, new-connection detection, the speaking meter). Skipped when
 Node.js is not installed; the browser tests cover the calls themselves."""
 
 from __future__ import annotations
@@ -26,4 +26,4 @@ def test_voice_js_units() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "# fail 0" in result.stdout, result.stdout
-    assert "# pass 5" in result.stdout, result.stdout
+    assert "# pass 6" in result.stdout, result.stdout

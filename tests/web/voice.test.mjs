@@ -1,10 +1,12 @@
 // Unit tests of voice.js's parts that need no browser: room presence, ICE servers from
-// GET /voice/turn, candidate parsing, and telling a new connection from a renegotiation.
+// GET /voice/turn, candidate parsing, telling a new connection from a renegotiation, and
+// the speaking meter.
 // Run by tests/web/test_voice_js.py with `node --test`.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import {
+  LevelMeter,
   SignalPacer,
   VoicePresence,
   iceServersFrom,
@@ -128,4 +130,37 @@ test("signalling is paced: a burst, then the rate, in order; dropped and cleared
   pacer.clear();
   run(20_000);
   assert.deepEqual(sent.slice(5), [7, 8]);
+});
+
+// An AudioContext whose analyser returns `samples` (the newest last), as Web Audio does.
+function fakeContext(sampleRate, samples) {
+  const analyser = {
+    fftSize: 2048,
+    getFloatTimeDomainData(buffer) {
+      buffer.set(samples.subarray(samples.length - buffer.length));
+    },
+  };
+  return {
+    sampleRate,
+    analyser,
+    createMediaStreamSource: () => ({ connect() {}, disconnect() {} }),
+    createAnalyser: () => analyser,
+  };
+}
+
+test("the speaking meter hears a short sound anywhere since its last reading", () => {
+  const rate = 48000;
+  const samples = new Float32Array(32768);
+  const context = fakeContext(rate, samples);
+  const meter = new LevelMeter(context, {});
+  // Its window spans more than one reading interval (100 ms).
+  assert.ok(context.analyser.fftSize >= rate * 0.1);
+  assert.equal(meter.speaking(0), false); // silence
+  // A 20 ms beep 90 ms before the reading, long before the newest 512 samples.
+  const end = samples.length - Math.round(rate * 0.09);
+  for (let i = end - Math.round(rate * 0.02); i < end; i++) samples[i] = i % 120 < 60 ? 0.3 : -0.3;
+  assert.equal(meter.speaking(1000), true);
+  samples.fill(0);
+  assert.equal(meter.speaking(1100), true); // held briefly after the sound
+  assert.equal(meter.speaking(2000), false);
 });
