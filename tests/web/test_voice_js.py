@@ -1,6 +1,7 @@
 """`node --test` runs the unit tests of voice.js's browser-free parts (room presence, ICE
-servers from GET /voice/turn, candidate parsing, new-connection detection, the speaking meter). Skipped when
-Node.js is not installed; the browser tests cover the calls themselves."""
+servers from GET /voice/turn, candidate parsing, new-connection detection, the speaking
+meter). Skipped when Node.js is not installed; the browser tests cover the calls
+themselves."""
 
 from __future__ import annotations
 
