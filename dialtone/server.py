@@ -20,7 +20,8 @@ import socket
 from typing import Any, cast
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.config import HTTP_PROTOCOLS
+from uvicorn.importer import import_from_string
 
 from dialtone.api.edge import DialtoneApp
 from dialtone.app import create_app
@@ -35,6 +36,10 @@ MAX_HEADER_BYTES = 32 * 1024
 HEADER_TIMEOUT = 10.0
 # The longest chunk-size line accepted (hex size plus extensions).
 MAX_CHUNK_LINE = 1024
+
+# uvicorn's httptools protocol, found by its public name (the `--http httptools` choice)
+# in uvicorn's own table of protocols, the lookup its Config does; never by module path.
+HTTP_PROTOCOL: type[asyncio.Protocol] = import_from_string(HTTP_PROTOCOLS["httptools"])
 
 TOO_LARGE = "too_large"
 BAD_FRAMING = "bad_framing"
@@ -199,7 +204,7 @@ class BoundedHttp(asyncio.Protocol):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.inner = HttpToolsProtocol(*args, **kwargs)
+        self.inner = HTTP_PROTOCOL(*args, **kwargs)
         self.framing = RequestFraming(MAX_HEADER_BYTES)
         self.timeout = HEADER_TIMEOUT
         self.transport: asyncio.Transport | None = None
