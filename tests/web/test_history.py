@@ -39,31 +39,50 @@ def send_all(ws: ClientConnection, channel_id: str, key: bytes, texts: list[str]
             echoed += 1
 
 
+class CuttableSocket:
+    """The page's WebSocket through a route the test can cut (``cut``: the live one
+    drops as if the network went) and block (new ones are refused while ``blocked``)."""
+
+    def __init__(self, page: Any) -> None:
+        self.routes: list[Any] = []
+        self.blocked = threading.Event()
+        page.route_web_socket("**/ws", self._route)
+
+    def _route(self, ws: Any) -> None:
+        if self.blocked.is_set():
+            ws.close(code=1011, reason="blocked by the test")
+            return
+        ws.connect_to_server()
+        self.routes.append(ws)
+
+    def cut(self) -> None:
+        self.routes[-1].close(code=1006, reason="network gone")
+
+
+def channel_with_python_member(
+    page: Any, server: WebServer, member: str, channel_name: str
+) -> tuple[Any, dict[str, Any], bytes]:
+    """The page's user creates a channel; a Python member reads its key (wrapped for it by
+    the browser). Returns the member's HTTP client, the channel and its key."""
+    http, keys, _ = python_member(server, member)
+    with page.expect_response(lambda r: r.url.endswith("/channels/keys") and r.status == 201):
+        page.get_by_label("New channel name").fill(channel_name)
+        page.get_by_role("button", name="Create channel").click()
+    (channel,) = http.get("/channels").json()["channels"]
+    envelope = http.get("/channels/keys", params={"channel_id": channel["id"]}).json()
+    key = keys.unwrap_from(envelope["sender_public_key"], envelope["envelope"])
+    return http, channel, key
+
+
 def test_scrolling_up_loads_older_pages_and_reconnect_catches_up(
     server: WebServer, new_page: Any
 ) -> None:
     alice = new_page()
     a = alice.page
     # The client's WebSocket goes through a route the test can cut and block.
-    routes: list[Any] = []
-    blocked = threading.Event()
-
-    def route(ws: Any) -> None:
-        if blocked.is_set():
-            ws.close(code=1011, reason="blocked by the test")
-            return
-        ws.connect_to_server()
-        routes.append(ws)
-
-    a.route_web_socket("**/ws", route)
+    socket = CuttableSocket(a)
     register_in_browser(a, server, "alice", "Alice Liddell")
-    bill_http, bill_keys, _ = python_member(server, "bill")
-    with a.expect_response(lambda r: r.url.endswith("/channels/keys") and r.status == 201):
-        a.get_by_label("New channel name").fill("rabbit hole")
-        a.get_by_role("button", name="Create channel").click()
-    (channel,) = bill_http.get("/channels").json()["channels"]
-    envelope = bill_http.get("/channels/keys", params={"channel_id": channel["id"]}).json()
-    key = bill_keys.unwrap_from(envelope["sender_public_key"], envelope["envelope"])
+    bill_http, channel, key = channel_with_python_member(a, server, "bill", "rabbit hole")
 
     texts = [f"down the hole {n:03d}" for n in range(1, 121)]
     with python_socket(server, bill_http) as ws:
@@ -82,26 +101,26 @@ def test_scrolling_up_loads_older_pages_and_reconnect_catches_up(
     expect(a.get_by_role("button", name="Load older messages")).to_be_hidden()
 
     # Cut the connection and keep it down while Bill writes.
-    blocked.set()
-    routes[-1].close(code=1006, reason="network gone")
+    socket.blocked.set()
+    socket.cut()
     expect(a.locator(".conn")).to_contain_text("reconnecting")
     with python_socket(server, bill_http) as ws:
         send_all(ws, channel["id"], key, ["said while you were away"])
     with a.expect_response(lambda r: "after=" in r.url and r.status == 200):
-        blocked.clear()
+        socket.blocked.clear()
     expect(a.locator(".conn")).to_have_text("Connected")
     expect(shown.last).to_have_text("said while you were away")
     expect(shown).to_have_count(121)
 
     # Offline again: a message cannot go out, says so, and goes with Retry once back.
-    blocked.set()
-    routes[-1].close(code=1006, reason="network gone")
+    socket.blocked.set()
+    socket.cut()
     expect(a.locator(".conn")).to_contain_text("reconnecting")
     a.get_by_label("Message", exact=True).fill("is anyone there?")
     a.get_by_label("Message", exact=True).press("Enter")
     failed = a.locator("li.msg[data-status=failed]", has_text="is anyone there?")
     expect(failed).to_contain_text("Not connected")
-    blocked.clear()
+    socket.blocked.clear()
     expect(a.locator(".conn")).to_have_text("Connected", timeout=20_000)
     failed.get_by_role("button", name="Retry").click()
     expect(a.locator("li.msg[data-status=sent]", has_text="is anyone there?")).to_be_visible()
