@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import socket
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -98,11 +99,18 @@ def _database_error(settings: Settings, exc: BaseException) -> ConfigError:
 
 
 def _migrate(settings: Settings) -> None:
-    from dialtone.db.migrate import restrict_sqlite_files, upgrade
+    from dialtone.db.migrate import (
+        current_revision,
+        refuse_newer_schema,
+        restrict_sqlite_files,
+        upgrade,
+    )
 
     try:
         if settings.is_sqlite:
             restrict_folder(Path(settings.data_dir))
+        if sqlite_exists(settings):
+            refuse_newer_schema(settings.db_url, current_revision(settings.db_url))
         upgrade(settings.db_url)
         restrict_sqlite_files(settings.db_url)
     except (OSError, SQLAlchemyError, TimeoutError) as exc:
@@ -205,10 +213,41 @@ def cmd_serve(_: argparse.Namespace) -> int:
     return 0
 
 
+# `dialtone migrate --check` exit codes, for scripts.
+CHECK_CURRENT, CHECK_BEHIND, CHECK_AHEAD = 0, 1, 3
+
+
+def cmd_migrate_check(settings: Settings) -> int:
+    """Say whether the database is behind the code; change nothing."""
+    from dialtone.db.migrate import current_revision, known_revision, newest_revision
+
+    head = newest_revision()
+    try:
+        current = current_revision(settings.db_url) if sqlite_exists(settings) else None
+    except (OSError, SQLAlchemyError, TimeoutError) as exc:
+        raise _database_error(settings, exc) from None
+    if current == head:
+        print(f"dialtone: database is current (revision {head})")
+        return CHECK_CURRENT
+    if current is not None and not known_revision(current):
+        print(
+            f"dialtone: database is at revision {current}, newer than this version knows "
+            f"(its newest is {head})"
+        )
+        return CHECK_AHEAD
+    print(
+        f"dialtone: database is behind: at revision {current or 'base (empty)'}, the code "
+        f"needs {head}; run dialtone migrate (dialtone serve does it on start)"
+    )
+    return CHECK_BEHIND
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from dialtone.db.migrate import current_revision, downgrade, newest_revision
 
     settings = load_settings()
+    if args.check:
+        return cmd_migrate_check(settings)
     try:
         before = current_revision(settings.db_url) if sqlite_exists(settings) else None
         if args.revision == "head":
@@ -285,6 +324,43 @@ def cmd_invite_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    from dialtone.db.backup import backup
+
+    settings = load_settings()
+    try:
+        manifest = backup(settings, args.path)
+    except (OSError, SQLAlchemyError, TimeoutError, sqlite3.Error) as exc:
+        raise _database_error(settings, exc) from None
+    print(
+        f"dialtone: backed up the {manifest.database} database at revision "
+        f"{manifest.revision or 'base (empty)'} to {args.path} ({', '.join(manifest.files)})"
+    )
+    if PEPPER_FILE not in manifest.files:
+        print(
+            "dialtone: the username pepper comes from DIALTONE_USERNAME_PEPPER, not the data "
+            "folder: keep it with this backup, no account signs in without it"
+        )
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from dialtone.db.backup import restore
+    from dialtone.db.migrate import current_revision
+
+    settings = load_settings()
+    try:
+        manifest = restore(settings, args.path, force=args.force)
+        after = current_revision(settings.db_url)
+    except (OSError, SQLAlchemyError, TimeoutError, sqlite3.Error) as exc:
+        raise _database_error(settings, exc) from None
+    print(
+        f"dialtone: restored the backup of {manifest.created_at} (revision "
+        f"{manifest.revision or 'base (empty)'}); the database is now at revision {after}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dialtone", description="Dialtone chat server")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -292,6 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
     migrate = sub.add_parser("migrate", help="apply database migrations")
     migrate.add_argument("--revision", default="head", help="target revision (default: head)")
+    migrate.add_argument(
+        "--check",
+        action="store_true",
+        help="only say whether the database is behind the code: exit 0 current, 1 behind, "
+        "3 newer than this version",
+    )
     migrate.set_defaults(func=cmd_migrate)
     invite = sub.add_parser("invite", help="manage server invites")
     invite_sub = invite.add_subparsers(dest="invite_command", required=True)
@@ -304,6 +386,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="the server's public address for --link (default: from DIALTONE_LISTEN_ADDR)",
     )
     create.set_defaults(func=cmd_invite_create)
+    backup = sub.add_parser(
+        "backup", help="copy the database and data-folder secrets into a new folder, while serving"
+    )
+    backup.add_argument("path", type=Path, help="a new (or empty) folder for the backup")
+    backup.set_defaults(func=cmd_backup)
+    restore = sub.add_parser(
+        "restore", help="put a backup back into the configured database and data folder"
+    )
+    restore.add_argument("path", type=Path, help="a folder made by dialtone backup")
+    restore.add_argument(
+        "--force", action="store_true", help="overwrite a database that already holds data"
+    )
+    restore.set_defaults(func=cmd_restore)
     from dialtone.admin_cli import add_admin_parser
 
     add_admin_parser(sub)

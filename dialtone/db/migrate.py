@@ -87,3 +87,26 @@ def restrict_sqlite_files(db_url: str) -> None:
     for candidate in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
         if candidate.exists():
             os.chmod(candidate, 0o600)
+
+
+def known_revision(revision: str) -> bool:
+    """Whether this package ships the revision (a database migrated by a newer version
+    of Dialtone is at one it does not)."""
+    from alembic.util import CommandError
+
+    try:
+        return ScriptDirectory.from_config(alembic_config("")).get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
+def refuse_newer_schema(db_url: str, current: str | None) -> None:
+    """One clear line instead of Alembic's traceback when the database is ahead of the code."""
+    if current is not None and not known_revision(current):
+        from dialtone.errors import ConfigError
+
+        raise ConfigError(
+            f"the database is at schema revision {current}, which this version of Dialtone "
+            f"does not know (its newest is {newest_revision()}): it was migrated by a newer "
+            "version; run that version, or restore a backup made before the upgrade"
+        )
