@@ -38,9 +38,9 @@ run: $(STAMP) ## install, migrate the SQLite database, create first-run secrets,
 
 test: $(TEST_STAMP) ## install test extras and run lint plus the whole suite
 	$(MAKE) --no-print-directory lint
-	@{ command -v chromium && command -v turnserver; } >/dev/null 2>&1 || \
+	@{ command -v chromium && command -v turnserver && command -v nginx; } >/dev/null 2>&1 || \
 	  $(MAKE) --no-print-directory browser-deps || \
-	  echo "chromium or coturn unavailable: the browser tests (tests/web) needing them will be skipped"
+	  echo "chromium, coturn or nginx unavailable: the tests needing them (tests/web, tests/deploy) will be skipped"
 	@export DIALTONE_TEST_DATABASE_URL="$${DIALTONE_TEST_DATABASE_URL:-$$($(PY) tests/services.py postgres '$(PG_URL)')}"; \
 	 export DIALTONE_TEST_REDIS_URL="$${DIALTONE_TEST_REDIS_URL:-$$($(PY) tests/services.py redis '$(REDIS_URL)')}"; \
 	 echo "PostgreSQL tests: $${DIALTONE_TEST_DATABASE_URL:-skipped (no server on 127.0.0.1:5432)}"; \
@@ -79,13 +79,14 @@ diagram: $(STAMP) ## draw dialtone-db-diagram.png from the SQLAlchemy models (in
 	@echo "diagram: wrote dialtone-db-diagram.png"
 
 # The web client's tests drive Debian's chromium through Playwright (never a downloaded
-# browser); the voice relay test starts Debian's coturn on loopback; Node.js, when
-# present, runs the crypto.js unit tests.
-browser-deps: ## install chromium and coturn for the browser tests (apt-get)
-	@{ command -v chromium && command -v turnserver; } >/dev/null 2>&1 || { \
-	  echo "browser-deps: installing chromium and coturn"; \
+# browser); the voice relay test starts Debian's coturn on loopback; the deployment test
+# (tests/deploy) runs Debian's nginx in front of two nodes; Node.js, when present, runs
+# the crypto.js unit tests.
+browser-deps: ## install chromium, coturn and nginx for the browser and deployment tests (apt-get)
+	@{ command -v chromium && command -v turnserver && command -v nginx; } >/dev/null 2>&1 || { \
+	  echo "browser-deps: installing chromium, coturn and nginx"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium coturn; }
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium coturn nginx; }
 
 screenshots: $(TEST_STAMP) browser-deps ## refresh docs/screenshot*.png from the browser test
 	DIALTONE_SCREENSHOTS=$(CURDIR)/docs $(PY) -m pytest tests/web/test_chat.py \
