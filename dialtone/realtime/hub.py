@@ -443,6 +443,14 @@ class Hub(OnlineDirectory):
     def voice_rooms(self) -> dict[str, list[str]]:
         return self.voice.snapshot()
 
+    def addresses(self, user_ids: Iterable[str]) -> set[str]:
+        return {
+            conn.address
+            for user_id in user_ids
+            for conn in self._by_user.get(user_id, ())
+            if conn.address
+        }
+
     def drain(self) -> int:
         """Stop taking sockets and ask every open one to reconnect elsewhere (1012).
 

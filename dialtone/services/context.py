@@ -41,6 +41,10 @@ class OnlineDirectory:
     def voice_rooms(self) -> dict[str, list[str]]:
         return {}
 
+    def addresses(self, user_ids: Iterable[str]) -> set[str]:
+        """The client addresses of these users' open sockets on this node."""
+        return set()
+
 
 @dataclass
 class Caller:
