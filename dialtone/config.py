@@ -76,6 +76,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     device_refill: float = 300.0
     envelope_burst: int = 200
     envelope_refill: float = 0.1
+    # DELETE /channels/messages per user: each deletion writes (and on SQLite erases the
+    # freed pages from the file), so a loop of them must not crowd out everyone's chat.
+    message_delete_burst: int = 30
+    message_delete_refill: float = 1.0
     ws_user_chat_burst: int = 20
     ws_user_chat_rate: float = 10.0
     # Server processes on one port (dialtone.workers); more than one needs Redis.
@@ -393,6 +397,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         device_refill=_float(env, "DIALTONE_DEVICE_REFILL", DEFAULTS.device_refill),
         envelope_burst=_int(env, "DIALTONE_ENVELOPE_BURST", DEFAULTS.envelope_burst, minimum=1),
         envelope_refill=_float(env, "DIALTONE_ENVELOPE_REFILL", DEFAULTS.envelope_refill),
+        message_delete_burst=_int(
+            env, "DIALTONE_MESSAGE_DELETE_BURST", DEFAULTS.message_delete_burst, minimum=1
+        ),
+        message_delete_refill=_float(
+            env, "DIALTONE_MESSAGE_DELETE_REFILL", DEFAULTS.message_delete_refill
+        ),
         ws_user_chat_burst=_int(
             env, "DIALTONE_WS_USER_CHAT_BURST", DEFAULTS.ws_user_chat_burst, minimum=1
         ),

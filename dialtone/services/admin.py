@@ -42,6 +42,7 @@ from dialtone.schemas.events import (
 )
 from dialtone.security import tokens
 from dialtone.security.addresses import Network
+from dialtone.services.auth import rate_limit
 from dialtone.services.bans import BanRule, parse_ban_address, parse_ip
 from dialtone.services.context import Caller, ServerContext
 from dialtone.services.live_settings import Value, validate
@@ -289,8 +290,13 @@ class AdminService:
                     )
                 )
 
-    async def delete_message(self, caller: Caller, message_id: str) -> None:
-        """By its sender, a moderator or an admin. Deleting twice is not an error."""
+    async def delete_message(self, caller: Caller, message_id: str) -> bool:
+        """By its sender, a moderator or an admin. Deleting twice is not an error.
+
+        True when this call erased the message (False: it was already gone), so the
+        caller runs the SQLite checkpoint only when there is something to push out of
+        the file. Every call, refused or not, spends the user's deletion bucket."""
+        await rate_limit(self.ctx, "message_delete", caller.user_id)
         message = await self.messages.get(message_id)
         if message is None:
             raise NotFound("message not found", code="message_not_found")
@@ -307,6 +313,7 @@ class AdminService:
             await self._log(
                 "message_deleted", caller, user_id=message.sender_id, message="1 message"
             )
+        return bool(erased)
 
     async def erase_messages(
         self, actor: Caller | None, user_id: str, channel_id: str | None
