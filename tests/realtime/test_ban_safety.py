@@ -3,11 +3,14 @@ the minimum prefix, and never over an address a staff member is using (issue 18)
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
+import pytest
+
 from dialtone.config import Settings
-from tests.conftest import ADMIN_TOKEN
-from tests.realtime.conftest import closed_with, running_server, with_settings
+from tests.conftest import ADMIN_TOKEN, REDIS_URL
+from tests.realtime.conftest import closed_with, next_of, running_server, with_settings
 
 OP = {"X-Admin-Token": ADMIN_TOKEN}
 
@@ -138,3 +141,47 @@ async def test_no_ban_over_a_staff_members_address(settings: Settings) -> None:
         # The operator's token is the way out of every ban and is not held back.
         operator = await ban("198.51.100.0/24", OP)
         assert operator.status_code == 201, operator.text
+
+
+async def test_staff_sockets_on_another_node_are_protected(settings: Settings) -> None:
+    """Two nodes on one database and Redis: a staff socket on node B keeps node A from
+    banning its network (its address travels with the presence replication)."""
+    if not REDIS_URL:
+        pytest.skip("needs DIALTONE_TEST_REDIS_URL")
+    shared = with_settings(
+        settings,
+        trusted_proxies=("127.0.0.1",),
+        redis_url=REDIS_URL,
+        redis_prefix=f"dialtone-test-{secrets.token_hex(6)}:",
+        node_heartbeat=0.2,
+    )
+    async with running_server(shared) as node_a, running_server(shared) as node_b:
+        admin = await node_a.register("admin")
+        other_admin = await node_a.register("ada")
+        member = await node_a.register("bob")
+        made = await node_a.http.patch(
+            f"/admin/users/{other_admin.user_id}", json={"is_admin": True}, headers=OP
+        )
+        assert made.status_code == 200, made.text
+        here = "203.0.113.5"  # the banning admin's own address, not in either network
+        watching = await node_a.connect(admin, additional_headers=at(admin.auth, here))
+        await node_b.connect(other_admin, additional_headers=at(other_admin.auth, "198.51.100.7"))
+        await node_b.connect(member, additional_headers=at(member.auth, "192.0.2.200"))
+        # B publishes each socket's arrival in order; once A has delivered the member's
+        # device.joined, it has applied the staff socket's announcement before it.
+        while (await next_of(watching, "device.joined"))["sender"] != member.user_id:
+            pass
+
+        refused = await node_a.http.post(
+            "/admin/bans",
+            json={"address": "198.51.100.0/24"},
+            headers=at(admin.auth, here),
+        )
+        assert (refused.status_code, refused.json()["code"]) == (409, "staff_address")
+        # A member's address is no staff address: banned from A, closed on B.
+        done = await node_a.http.post(
+            "/admin/bans",
+            json={"address": "192.0.2.0/24"},
+            headers=at(admin.auth, here),
+        )
+        assert done.status_code == 201, done.text
