@@ -195,7 +195,7 @@ async def settings_set(admin: Any, args: argparse.Namespace) -> tuple[list[Any],
 async def _run(settings: Settings, action: Action, args: argparse.Namespace) -> list[Any]:
     from dialtone.db.engine import create_engine, create_sessionmaker
     from dialtone.db.unit_of_work import UnitOfWork
-    from dialtone.realtime.broker import Broker, make_broker
+    from dialtone.realtime.broker import Broker, broker_for
     from dialtone.services.admin import AdminService
     from dialtone.services.context import ServerContext
     from dialtone.services.maintenance import checkpoint_sqlite, refresh_admin_state
@@ -207,7 +207,7 @@ async def _run(settings: Settings, action: Action, args: argparse.Namespace) -> 
     try:
         await refresh_admin_state(sessionmaker, ctx)
         if settings.redis_url:
-            broker = make_broker(settings.redis_url, settings.redis_prefix)
+            broker = broker_for(settings)
 
             async def ignore(_: object) -> None:
                 return None

@@ -36,7 +36,7 @@ from dialtone.api.web import web_handlers
 from dialtone.config import Settings, require_secrets
 from dialtone.db.engine import create_engine, create_sessionmaker
 from dialtone.realtime.admin import AdminEvents
-from dialtone.realtime.broker import make_broker
+from dialtone.realtime.broker import broker_for
 from dialtone.realtime.gateway import Gateway, ws_endpoint
 from dialtone.realtime.hub import Hub
 from dialtone.schemas.events import Event
@@ -55,7 +55,7 @@ log = logging.getLogger("dialtone.app")
 def create_app(settings: Settings) -> DialtoneApp:
     """The ASGI app to serve: the Litestar app (``.litestar``) inside the edge bounds."""
     require_secrets(settings)
-    broker = make_broker(settings.redis_url, settings.redis_prefix, settings.cluster_secret)
+    broker = broker_for(settings)
     hub = Hub(broker.publish)
     ctx = ServerContext.from_settings(
         settings,

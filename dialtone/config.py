@@ -76,6 +76,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     device_refill: float = 300.0
     envelope_burst: int = 200
     envelope_refill: float = 0.1
+    # DELETE /channels/messages per user: each deletion writes (and on SQLite erases the
+    # freed pages from the file), so a loop of them must not crowd out everyone's chat.
+    message_delete_burst: int = 30
+    message_delete_refill: float = 1.0
     ws_user_chat_burst: int = 20
     ws_user_chat_rate: float = 10.0
     # Server processes on one port (dialtone.workers); more than one needs Redis.
@@ -84,6 +88,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # batch. Off trades the last fraction of a second of acknowledged messages on a
     # database or machine crash for a commit that does not wait for the disk.
     message_sync_commit: bool = True
+    # The widest network an address ban may cover (a prefix length): one ban can never
+    # shut out a whole internet, nor, by accident, most of one provider's customers.
+    ban_min_prefix_ipv4: int = 16
+    ban_min_prefix_ipv6: int = 48
 
     @property
     def is_sqlite(self) -> bool:
@@ -104,6 +112,19 @@ def _int(environ: Mapping[str, str], name: str, default: int, *, minimum: int = 
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+# The allowed range of each minimum ban prefix: never /0 (the whole internet); at most
+# one address.
+IPV4_PREFIXES = (8, 32)
+IPV6_PREFIXES = (16, 128)
+
+
+def _prefix(environ: Mapping[str, str], name: str, default: int, bounds: tuple[int, int]) -> int:
+    value = _int(environ, name, default, minimum=bounds[0])
+    if value > bounds[1]:
+        raise ConfigError(f"{name} must be at most {bounds[1]}, got {value}")
     return value
 
 
@@ -376,6 +397,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         device_refill=_float(env, "DIALTONE_DEVICE_REFILL", DEFAULTS.device_refill),
         envelope_burst=_int(env, "DIALTONE_ENVELOPE_BURST", DEFAULTS.envelope_burst, minimum=1),
         envelope_refill=_float(env, "DIALTONE_ENVELOPE_REFILL", DEFAULTS.envelope_refill),
+        message_delete_burst=_int(
+            env, "DIALTONE_MESSAGE_DELETE_BURST", DEFAULTS.message_delete_burst, minimum=1
+        ),
+        message_delete_refill=_float(
+            env, "DIALTONE_MESSAGE_DELETE_REFILL", DEFAULTS.message_delete_refill
+        ),
         ws_user_chat_burst=_int(
             env, "DIALTONE_WS_USER_CHAT_BURST", DEFAULTS.ws_user_chat_burst, minimum=1
         ),
@@ -383,6 +410,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         workers=_int(env, "DIALTONE_WORKERS", DEFAULTS.workers, minimum=1),
         message_sync_commit=_bool(
             env, "DIALTONE_MESSAGE_SYNC_COMMIT", DEFAULTS.message_sync_commit
+        ),
+        ban_min_prefix_ipv4=_prefix(
+            env, "DIALTONE_BAN_MIN_PREFIX_IPV4", DEFAULTS.ban_min_prefix_ipv4, IPV4_PREFIXES
+        ),
+        ban_min_prefix_ipv6=_prefix(
+            env, "DIALTONE_BAN_MIN_PREFIX_IPV6", DEFAULTS.ban_min_prefix_ipv6, IPV6_PREFIXES
         ),
     )
 

@@ -43,6 +43,7 @@ from dialtone.schemas.admin import (
     VoiceRoomStats,
 )
 from dialtone.schemas.common import Status, rfc3339
+from dialtone.security.headers import scope_address
 from dialtone.services.admin import AdminService, UserRow, ban_rule
 from dialtone.services.context import ServerContext
 from dialtone.services.maintenance import checkpoint_sqlite
@@ -216,6 +217,7 @@ class AdminController(Controller):
             expires_at=data.expires_at,
             duration_seconds=data.duration_seconds,
             comment=data.comment,
+            client=scope_address(request.scope, ctx.trusted_proxies),
         )
         # Stored: refuse on this node from now on, before the broker's event arrives.
         await uow.commit()

@@ -36,9 +36,9 @@ async def delete_message(
     ctx: Ctx,
     caller: CallerDep,
 ) -> None:
-    await AdminService(uow, ctx).delete_message(caller, message_id)
-    await uow.commit()
-    await checkpoint_sqlite(request.app.state.sessionmaker)
+    if await AdminService(uow, ctx).delete_message(caller, message_id):
+        await uow.commit()
+        await checkpoint_sqlite(request.app.state.sessionmaker)
 
 
 @get("/channels/messages/deleted", tags=["messages"], dependencies=_caller)

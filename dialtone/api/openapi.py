@@ -33,7 +33,11 @@ ERROR_SCHEMA = Schema(
     },
     title="Error",
 )
-RATE_LIMITED = {("POST", "/auth/login"), ("POST", "/auth/register")}
+RATE_LIMITED = {
+    ("POST", "/auth/login"),
+    ("POST", "/auth/register"),
+    ("DELETE", "/channels/messages"),
+}
 PUBLIC = {("GET", "/health"), ("POST", "/auth/login"), ("POST", "/auth/register")}
 
 

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from dialtone.config import Settings
 from dialtone.schemas.events import Event, encode_events, event_decoder
 
 Deliver = Callable[[Sequence[Event]], Awaitable[None]]
@@ -268,3 +269,10 @@ def make_broker(redis_url: str | None, prefix: str = "dialtone:", secret: bytes 
     if redis_url:
         return RedisBroker(redis_url, prefix, secret=secret)
     return InMemoryBroker()
+
+
+def broker_for(settings: Settings) -> Broker:
+    """The broker of a node, and of anything else that publishes to the nodes (the
+    ``dialtone admin`` command): same Redis, same prefix, batches sealed with the same
+    cluster secret, or the nodes drop them."""
+    return make_broker(settings.redis_url, settings.redis_prefix, settings.cluster_secret)

@@ -391,6 +391,11 @@ def _resume(step: Coroutine[Any, Any, None], waiting: Any) -> Generator[Any, Non
                 return
 
 
+def _staff_address(conn: Connection) -> str:
+    """The address other nodes are told of: a staff member's only (as of the handshake)."""
+    return conn.address if conn.caller.is_staff else ""
+
+
 class Hub(OnlineDirectory):
     def __init__(self, publish: Callable[[Sequence[Event]], Awaitable[None]] | None = None) -> None:
         self.conns: dict[str, Connection] = {}
@@ -404,6 +409,8 @@ class Hub(OnlineDirectory):
         # and nodes that stop sending heartbeats are forgotten.
         self.replicated = False
         self._remote: dict[str, set[str]] = {}  # user_id → conn ids on other nodes
+        # conn id → (user_id, address) of staff sockets on other nodes (address bans).
+        self._remote_staff: dict[str, tuple[str, str]] = {}
         self._nodes_seen: dict[str, float] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
@@ -443,6 +450,19 @@ class Hub(OnlineDirectory):
     def voice_rooms(self) -> dict[str, list[str]]:
         return self.voice.snapshot()
 
+    def addresses(self, user_ids: Iterable[str]) -> set[str]:
+        """Any of these users' sockets on this node, and the sockets other nodes said
+        were opened by staff (only those carry an address between nodes)."""
+        wanted = set(user_ids)
+        here = {
+            conn.address
+            for user_id in wanted
+            for conn in self._by_user.get(user_id, ())
+            if conn.address
+        }
+        there = {address for user_id, address in self._remote_staff.values() if user_id in wanted}
+        return here | there
+
     def drain(self) -> int:
         """Stop taking sockets and ask every open one to reconnect elsewhere (1012).
 
@@ -477,7 +497,11 @@ class Hub(OnlineDirectory):
         if not online:
             events.append(DeviceJoined(sender=conn.user_id, device_id=conn.device_id))
         if self.replicated:
-            events.append(SocketOpened(user_id=conn.user_id, conn_id=conn.id))
+            events.append(
+                SocketOpened(
+                    user_id=conn.user_id, conn_id=conn.id, staff_address=_staff_address(conn)
+                )
+            )
         if events:
             await self._publish_quietly(*events)
 
@@ -541,6 +565,8 @@ class Hub(OnlineDirectory):
         log.warning("node %s stopped answering: forgetting its sockets", node_id)
         self._nodes_seen.pop(node_id, None)
         prefix = node_id + "."
+        for conn_id in [c for c in self._remote_staff if c.startswith(prefix)]:
+            del self._remote_staff[conn_id]
         for user_id in list(self._remote):
             kept = {c for c in self._remote[user_id] if not c.startswith(prefix)}
             if kept:
@@ -562,15 +588,23 @@ class Hub(OnlineDirectory):
             node_id=self.node_id,
             sockets=[(c.user_id, c.id) for c in self.conns.values()],
             voice=[(c.voice_room, c.user_id, c.id) for c in self.conns.values() if c.voice_room],
+            staff_addresses=[
+                (c.user_id, c.id, address)
+                for c in self.conns.values()
+                if (address := _staff_address(c))
+            ],
         )
 
     def _apply_replication(self, event: Event) -> None:
         match event:
-            case SocketOpened(user_id=user_id, conn_id=conn_id):
+            case SocketOpened(user_id=user_id, conn_id=conn_id, staff_address=address):
                 if self._saw(conn_id):
                     self._remote.setdefault(user_id, set()).add(conn_id)
+                    if address:
+                        self._remote_staff[conn_id] = (user_id, address)
             case SocketClosed(user_id=user_id, conn_id=conn_id):
                 if self._saw(conn_id):
+                    self._remote_staff.pop(conn_id, None)
                     remaining = self._remote.get(user_id)
                     if remaining is not None:
                         remaining.discard(conn_id)
@@ -583,10 +617,12 @@ class Hub(OnlineDirectory):
                     task = asyncio.create_task(self._publish_quietly(self._state()))
                     self._background.add(task)
                     task.add_done_callback(self._background.discard)
-            case NodeState(node_id=node_id, sockets=sockets, voice=voice):
+            case NodeState(node_id=node_id, sockets=sockets, voice=voice, staff_addresses=staff):
                 if self._saw(node_id):
                     for user_id, conn_id in sockets:
                         self._remote.setdefault(user_id, set()).add(conn_id)
+                    for user_id, conn_id, address in staff:
+                        self._remote_staff[conn_id] = (user_id, address)
                     for channel_id, user_id, conn_id in voice:
                         self.voice.merge(channel_id, user_id, conn_id)
 

@@ -178,6 +178,9 @@ class SocketOpened(Event, tag="internal.socket.opened"):
 
     user_id: str
     conn_id: str
+    # Given only for a socket of an admin or moderator: no address ban may cover it, on
+    # whichever node the ban is asked for (services/admin.py).
+    staff_address: str = ""
 
 
 class SocketClosed(Event, tag="internal.socket.closed"):
@@ -201,6 +204,7 @@ class NodeState(Event, tag="internal.node.state"):
     node_id: str
     sockets: list[tuple[str, str]]  # (user_id, conn_id)
     voice: list[tuple[str, str, str]]  # (channel_id, user_id, conn_id)
+    staff_addresses: list[tuple[str, str, str]] = []  # (user_id, conn_id, address)
 
 
 class AdminControl(Event):

@@ -2,8 +2,10 @@
 
 A bucket holds up to ``capacity`` tokens (the burst) and gains ``rate`` tokens per
 second. A hit takes ``cost`` tokens if that many are there; otherwise it is refused
-and told how long until enough have refilled. ``charge`` takes tokens without a
-check (a failed login pays extra after the fact) and never goes below zero;
+and told how long until enough have refilled. ``peek`` asks the same question
+without taking anything (a login looks at the buckets that only failures spend).
+``charge`` takes tokens without a check (a failed login pays after the fact) and never
+goes below zero;
 ``refund`` gives tokens back (a right admin token costs nothing) up to the burst.
 
 Per-connection limits (the WebSocket gateway) need no shared store: ``LocalBucket``
@@ -83,6 +85,11 @@ class LocalBucket:
 class Store(Protocol):
     async def hit(self, key: str, bucket: Bucket, cost: float) -> Decision: ...
 
+    async def peek(self, key: str, bucket: Bucket, cost: float) -> Decision:
+        """What a hit would answer now, taking nothing; ``remaining`` is what the bucket
+        holds now (not after the hit)."""
+        ...
+
     async def charge(self, key: str, bucket: Bucket, cost: float) -> None:
         """Take ``cost`` tokens without a check; a negative cost gives tokens back."""
         ...
@@ -112,6 +119,12 @@ class MemoryStore:
         self._put(key, state)
         return decision
 
+    async def peek(self, key: str, bucket: Bucket, cost: float = 1.0) -> Decision:
+        state, now = self._state.get(key), self._clock()
+        held = bucket.capacity if state is None else refill(bucket, state[0], state[1], now)
+        decision = take(bucket, state, now, cost)[0]
+        return Decision(decision.allowed, decision.retry_after, held)
+
     async def charge(self, key: str, bucket: Bucket, cost: float) -> None:
         self._put(key, charge(bucket, self._state.get(key), self._clock(), cost))
 
@@ -119,7 +132,8 @@ class MemoryStore:
         self._state.clear()
 
 
-# KEYS[1] bucket key. ARGV: capacity, rate, cost, mode (1 = hit, 0 = charge).
+# KEYS[1] bucket key. ARGV: capacity, rate, cost, mode (1 = hit, 0 = charge, 2 = peek:
+# answer as a hit would, store nothing).
 # Redis's own clock (TIME) is used so every node agrees on "now".
 _LUA = """
 local capacity = tonumber(ARGV[1])
@@ -140,10 +154,15 @@ if mode == 0 then
   tokens = math.min(capacity, math.max(0, tokens - cost))
   allowed = 1
 elseif tokens >= cost then
-  tokens = tokens - cost
+  if mode == 1 then
+    tokens = tokens - cost
+  end
   allowed = 1
 else
   wait = (cost - tokens) / rate
+end
+if mode == 2 then
+  return {allowed, tostring(wait), tostring(tokens)}
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'stamp', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil((capacity / rate) * 1000) + 1000)
@@ -167,6 +186,9 @@ class RedisStore:
 
     async def hit(self, key: str, bucket: Bucket, cost: float = 1.0) -> Decision:
         return await self._run(key, bucket, cost, 1)
+
+    async def peek(self, key: str, bucket: Bucket, cost: float = 1.0) -> Decision:
+        return await self._run(key, bucket, cost, 2)
 
     async def charge(self, key: str, bucket: Bucket, cost: float) -> None:
         await self._run(key, bucket, cost, 0)
@@ -206,6 +228,21 @@ class Limiter:
                 },
             )
         return decision
+
+    async def peek(self, policy: str, key: str, cost: float = 1.0) -> Decision:
+        """Would a hit of ``cost`` be allowed now? Nothing is taken. ``remaining`` is
+        what the bucket holds (``capacity`` when nothing has spent it lately)."""
+        if not self.enabled:
+            return Decision(True, 0.0, math.inf)
+        bucket = self.policies[policy]
+        try:
+            return await self.store.peek(f"{policy}:{key}", bucket, cost)
+        except Exception as exc:  # as hit: an outage of the store lets requests through
+            log.warning("rate-limit store failed, allowing", extra={"error": type(exc).__name__})
+            return Decision(True, 0.0, math.inf)
+
+    def capacity(self, policy: str) -> float:
+        return self.policies[policy].capacity
 
     async def charge(self, policy: str, key: str, cost: float) -> None:
         if not self.enabled:

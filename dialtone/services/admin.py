@@ -41,7 +41,9 @@ from dialtone.schemas.events import (
     SettingsChanged,
 )
 from dialtone.security import tokens
-from dialtone.services.bans import BanRule, parse_ban_address
+from dialtone.security.addresses import Network
+from dialtone.services.auth import rate_limit
+from dialtone.services.bans import BanRule, parse_ban_address, parse_ip
 from dialtone.services.context import Caller, ServerContext
 from dialtone.services.live_settings import Value, validate
 from dialtone.services.pagination import decode_cursor, encode_cursor, page_limit
@@ -288,8 +290,13 @@ class AdminService:
                     )
                 )
 
-    async def delete_message(self, caller: Caller, message_id: str) -> None:
-        """By its sender, a moderator or an admin. Deleting twice is not an error."""
+    async def delete_message(self, caller: Caller, message_id: str) -> bool:
+        """By its sender, a moderator or an admin. Deleting twice is not an error.
+
+        True when this call erased the message (False: it was already gone), so the
+        caller runs the SQLite checkpoint only when there is something to push out of
+        the file. Every call, refused or not, spends the user's deletion bucket."""
+        await rate_limit(self.ctx, "message_delete", caller.user_id)
         message = await self.messages.get(message_id)
         if message is None:
             raise NotFound("message not found", code="message_not_found")
@@ -306,6 +313,7 @@ class AdminService:
             await self._log(
                 "message_deleted", caller, user_id=message.sender_id, message="1 message"
             )
+        return bool(erased)
 
     async def erase_messages(
         self, actor: Caller | None, user_id: str, channel_id: str | None
@@ -348,7 +356,9 @@ class AdminService:
         expires_at: str | None,
         duration_seconds: int | None,
         comment: str,
+        client: str | None = None,
     ) -> Ban:
+        """``client``: the address the request came from (None from the command line)."""
         if (user_id is None) == (address is None):
             raise InvalidInput("give either user_id or address", code="invalid_ban")
         if expires_at is not None and duration_seconds is not None:
@@ -373,7 +383,7 @@ class AdminService:
                 raise Conflict("at least one unlocked admin must remain", code="last_admin")
         else:
             assert address is not None
-            network = str(parse_ban_address(address))
+            network = str(await self._ban_network(actor, address, client))
         ban = await self.bans.add(
             Ban(
                 user_id=user_id,
@@ -387,6 +397,40 @@ class AdminService:
         self.uow.emit(ban_added(ban))
         await self._log("ban", actor, user_id=user_id, address=network, message=f"ban {ban.id}")
         return ban
+
+    async def _ban_network(self, actor: Caller | None, address: str, client: str | None) -> Network:
+        """The network of an address ban, once it is known to lock out no staff.
+
+        Only admins (and the operator) ban addresses: a moderator could otherwise ban
+        an admin's address, which no rule about users would catch. Nobody bans wider
+        than the minimum prefix. A bearer admin is also refused a network holding their
+        own address or that of any admin's or moderator's socket open on this node; the
+        operator is not (its token is never refused by a ban, and it undoes them).
+        """
+        if not is_admin(actor):
+            raise Forbidden("only an admin may ban an address", code="not_admin")
+        network = parse_ban_address(address)
+        settings = self.ctx.settings
+        ipv4 = network.version == 4
+        widest = settings.ban_min_prefix_ipv4 if ipv4 else settings.ban_min_prefix_ipv6
+        if network.prefixlen < widest:
+            raise InvalidInput(
+                f"an IPv{network.version} ban may not be wider than /{widest}",
+                code="ban_too_wide",
+            )
+        if actor is not None:
+            staff = [row[0] for row in await self.users.staff()]
+            known = self.ctx.directory.addresses(staff)
+            if client:
+                known.add(client)
+            for text in known:
+                ip = parse_ip(text)
+                if ip is not None and ip.version == network.version and ip in network:
+                    raise Conflict(
+                        "the network holds the address of an admin or moderator",
+                        code="staff_address",
+                    )
+        return network
 
     async def unban(self, actor: Caller | None, ban_id: str) -> BanRule:
         ban = await self.bans.get(ban_id)

@@ -27,7 +27,7 @@ from dialtone.security import tokens, usernames
 from dialtone.security.addresses import limit_key
 from dialtone.security.keys import is_public_key
 from dialtone.security.passwords import check_password_strength
-from dialtone.security.ratelimit import retry_after_seconds
+from dialtone.security.ratelimit import Decision, retry_after_seconds
 from dialtone.services.context import LAST_SEEN_EVERY, Caller, ServerContext
 
 log = logging.getLogger("dialtone.security")
@@ -40,6 +40,10 @@ class AuthResult:
     device: Device
     username: str
     expires_at: datetime
+
+
+# Tokens a failed login takes from each of the account's login buckets.
+FAILURE_COST = 2
 
 
 def checked_username(raw: str) -> str:
@@ -61,12 +65,16 @@ def checked_public_key(raw: str) -> str:
 async def rate_limit(ctx: ServerContext, policy: str, key: str, client: str | None = None) -> None:
     decision = await ctx.limiter.hit(policy, key)
     if not decision.allowed:
-        ctx.server_log.record(
-            "rate_limited", level="warning", address=client, message=f"policy {policy}"
-        )
-        raise RateLimited(
-            "too many attempts, try again later", retry_after=retry_after_seconds(decision)
-        )
+        refuse(ctx, policy, decision, client)
+
+
+def refuse(ctx: ServerContext, policy: str, decision: Decision, client: str | None) -> NoReturn:
+    ctx.server_log.record(
+        "rate_limited", level="warning", address=client, message=f"policy {policy}"
+    )
+    raise RateLimited(
+        "too many attempts, try again later", retry_after=retry_after_seconds(decision)
+    )
 
 
 async def register_device(
@@ -195,17 +203,30 @@ class AuthService:
         name = usernames.normalise(username)
         # Keyed on the peppered hash: the limiter's store never sees a username.
         name_hash = usernames.username_hash(self.ctx.settings.username_pepper, name)
-        # Per address, per (account, address), then per account from everywhere. An
-        # address's own buckets run dry long before it could drain the account's: a
-        # stranger failing logins from one place cannot lock the owner out elsewhere.
+        # Every attempt spends its address's bucket, so one place cannot spray accounts.
+        # The account's buckets, per (account, address) and from every address together,
+        # count failures only: a right password costs them nothing, so failures by
+        # others can hold the account's ceiling empty but cannot make the owner's
+        # right password the one that is refused (see docs/SECURITY.md).
         where = limit_key(client)
+        limiter = self.ctx.limiter
         await self._limit("login_address", where, client)
-        await self._limit("login_user", f"{name_hash}|{where}", client)
-        await self._limit("login_user_total", name_hash, client)
+        here = await limiter.peek("login_user", f"{name_hash}|{where}")
+        if not here.allowed:
+            refuse(self.ctx, "login_user", here, client)
+        total = await limiter.peek("login_user_total", name_hash)
+        besieged: Decision | None = None
+        if not total.allowed:
+            # Failures from many addresses spent the ceiling. Only an address with no
+            # recent failure against this account may still try: a right password
+            # passes, a wrong one is refused like every other attempt (429).
+            if here.remaining < limiter.capacity("login_user"):
+                refuse(self.ctx, "login_user_total", total, client)
+            besieged = total
         if usernames.check_username(name):
             # Same answer as a wrong password: do not reveal which names are valid.
             await self.ctx.hashing.run(self.ctx.passwords.verify, None, password)
-            await self._login_failed(client, name_hash, None)
+            await self._login_failed(client, name_hash, None, besieged)
         checked_public_key(public_key)
         user = await self.users.get_by_username_hash(name_hash)
         stored = user.password_hash if user is not None else None
@@ -214,7 +235,7 @@ class AuthService:
         await self.uow.release_connection()
         ok = await self.ctx.hashing.run(self.ctx.passwords.verify, stored, password)
         if user is None or stored is None or not ok:
-            await self._login_failed(client, name_hash, user)
+            await self._login_failed(client, name_hash, user, besieged)
 
         now = self.ctx.clock()
         # Told only to whoever knows the password: a refusal reveals nothing to guessers.
@@ -236,12 +257,15 @@ class AuthService:
         )
         return await self._start_session(user, device, name, now)
 
-    async def _login_failed(self, client: str, name_hash: str, user: User | None) -> NoReturn:
-        # A failure pays a second token, so guessing drains the buckets twice as fast.
+    async def _login_failed(
+        self, client: str, name_hash: str, user: User | None, besieged: Decision | None
+    ) -> NoReturn:
+        # A failure costs two tokens of each bucket (the address's paid one already), so
+        # guessing drains them twice as fast as the refill: three guesses, then 429.
         where = limit_key(client)
         await self.ctx.limiter.charge("login_address", where, 1)
-        await self.ctx.limiter.charge("login_user", f"{name_hash}|{where}", 1)
-        await self.ctx.limiter.charge("login_user_total", name_hash, 1)
+        await self.ctx.limiter.charge("login_user", f"{name_hash}|{where}", FAILURE_COST)
+        await self.ctx.limiter.charge("login_user_total", name_hash, FAILURE_COST)
         log.info(
             "login failed",
             extra={"event": "login_failed", "user_id": user.id if user else None, "client": client},
@@ -249,6 +273,8 @@ class AuthService:
         self.ctx.server_log.record(
             "login_failed", user_id=user.id if user else None, address=client
         )
+        if besieged is not None:
+            refuse(self.ctx, "login_user_total", besieged, client)
         raise Unauthorized("invalid username or password", code="invalid_credentials")
 
     async def _start_session(

@@ -41,6 +41,10 @@ class OnlineDirectory:
     def voice_rooms(self) -> dict[str, list[str]]:
         return {}
 
+    def addresses(self, user_ids: Iterable[str]) -> set[str]:
+        """The client addresses of these users' open sockets on this node."""
+        return set()
+
 
 @dataclass
 class Caller:
@@ -154,6 +158,7 @@ def http_policies(settings: Settings) -> dict[str, Bucket]:
         # every channel's key from every device every 30 s, so this bucket is wide)
         "device": Bucket.per(settings.device_burst, settings.device_refill),
         "envelope": Bucket.per(settings.envelope_burst, settings.envelope_refill),
+        "message_delete": Bucket.per(settings.message_delete_burst, settings.message_delete_refill),
     }
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from dialtone.config import DAY, Settings
+from dialtone.config import DAY, IPV4_PREFIXES, IPV6_PREFIXES, Settings
 from dialtone.errors import InvalidInput
 
 Value = str | int | float | bool
@@ -52,6 +52,12 @@ SPECS: dict[str, Spec] = {
     "ws_signal_rate": Spec(float, lambda s: s.ws_signal_rate, 0.001, 100_000, "ws_signal_rate"),
     "max_connections_per_address": Spec(
         int, lambda s: s.max_connections_per_address, 1, 1_000_000, "max_connections_per_address"
+    ),
+    "ban_min_prefix_ipv4": Spec(
+        int, lambda s: s.ban_min_prefix_ipv4, *IPV4_PREFIXES, "ban_min_prefix_ipv4"
+    ),
+    "ban_min_prefix_ipv6": Spec(
+        int, lambda s: s.ban_min_prefix_ipv6, *IPV6_PREFIXES, "ban_min_prefix_ipv6"
     ),
 }
 

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from litestar.testing import AsyncTestClient
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import event, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from dialtone.config import Settings
 from dialtone.db.models import ChannelMessage
-from tests.conftest import ADMIN_TOKEN, Member, Register
+from tests.conftest import ADMIN_TOKEN, Member, Register, app_client, make_settings, register_member
 from tests.http.conftest import assert_error, is_time, store_message
 
 OP = {"X-Admin-Token": ADMIN_TOKEN}
@@ -210,3 +210,69 @@ async def test_concurrent_deletes_of_one_message_announce_it_once(
     assert [r.status_code for r in responses] == [204] * 4
     log = (await client.get("/admin/log?topic=message_deleted", headers=OP)).json()["entries"]
     assert len(log) == 1
+
+
+def count_checkpoints(client: AsyncTestClient[Any]) -> list[str]:
+    """Every WAL checkpoint the app's own engine runs, as SQLAlchemy sees it executed."""
+    engine: AsyncEngine = client.app.state.sessionmaker.kw["bind"]
+    seen: list[str] = []
+
+    def before(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        if "wal_checkpoint" in statement.lower():
+            seen.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", before)
+    return seen
+
+
+async def test_deleting_a_deleted_message_runs_no_checkpoint(
+    client: AsyncTestClient[Any],
+    settings: Settings,
+    admin: Member,
+    member: Member,
+    channel_id: str,
+    db: async_sessionmaker[AsyncSession],
+) -> None:
+    """Issue 18: every repeat of a deletion ran a SQLite WAL checkpoint, unthrottled."""
+    checkpoints = count_checkpoints(client)
+    message = await store_message(db, channel_id, member, "b25jZQ==")
+    first = await client.delete(f"/channels/messages?message_id={message}", headers=member.auth)
+    assert first.status_code == 204
+    erased_once = 1 if settings.is_sqlite else 0  # PostgreSQL has no WAL file to empty
+    assert len(checkpoints) == erased_once
+    for who in (member, admin, member):
+        again = await client.delete(f"/channels/messages?message_id={message}", headers=who.auth)
+        assert again.status_code == 204
+    missing = await client.delete("/channels/messages?message_id=nope", headers=member.auth)
+    assert missing.status_code == 404
+    assert len(checkpoints) == erased_once
+    # A message really erased still gets its checkpoint.
+    other = await store_message(db, channel_id, member, "dHdpY2U=")
+    done = await client.delete(f"/channels/messages?message_id={other}", headers=admin.auth)
+    assert done.status_code == 204
+    assert len(checkpoints) == 2 * erased_once
+
+
+async def test_deletions_are_rate_limited_per_user(
+    tmp_path: Path, db_url: str, db: async_sessionmaker[AsyncSession]
+) -> None:
+    limited = make_settings(
+        tmp_path, db_url, rate_limits=True, message_delete_burst=5, message_delete_refill=60
+    )
+    async with app_client(limited) as client:
+        admin = await register_member(client, "admin")
+        member = await register_member(client, "bob")
+        channel = await client.post("/channels", json={"name_enc": "Zw=="}, headers=admin.auth)
+        channel_id = channel.json()["channel"]["id"]
+        message = await store_message(db, channel_id, member, "bG9vcA==")
+        url = f"/channels/messages?message_id={message}"
+        statuses = [(await client.delete(url, headers=member.auth)).status_code for _ in range(8)]
+        assert statuses == [204] * 5 + [429] * 3
+        refused = await client.delete(url, headers=member.auth)
+        assert refused.json() == {
+            "error": "too many attempts, try again later",
+            "code": "rate_limited",
+        }
+        assert 1 <= int(refused.headers["retry-after"]) <= 60
+        # Per user: someone else's bucket is untouched.
+        assert (await client.delete(url, headers=admin.auth)).status_code == 204

@@ -109,6 +109,9 @@ async def test_address_ban_behind_a_trusted_proxy(settings: Settings) -> None:
         member = await live.register("bob")
         spammer = {"X-Forwarded-For": "203.0.113.7"}
         ws = await live.connect(member, additional_headers={**member.auth, **spammer})
+        # A /32 is wider than the default minimum IPv6 ban prefix (/48): allow it.
+        wider = await live.http.put("/admin/settings", json={"ban_min_prefix_ipv6": 32}, headers=OP)
+        assert wider.status_code == 200, wider.text
         for address in ("203.0.113.0/24", "2001:db8::/32"):
             response = await live.http.post(
                 "/admin/bans", json={"address": address, "comment": "botnet"}, headers=admin.auth

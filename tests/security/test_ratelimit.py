@@ -113,10 +113,19 @@ async def test_redis_store_is_shared_and_atomic() -> None:
         assert not (await second.hit("other", bucket, 1)).allowed
         await first.charge("other", bucket, -10)  # a refund, capped at the burst
         assert sum([(await second.hit("other", bucket, 1)).allowed for _ in range(6)]) == 5
+        # A peek answers as a hit would and takes nothing, on Redis's clock too.
+        assert (await first.peek("peeked", bucket, 1)).remaining == 5
+        await first.charge("peeked", bucket, 5)
+        for _ in range(3):
+            assert not (await second.peek("peeked", bucket, 1)).allowed
+        await first.charge("peeked", bucket, -1)
+        assert (await second.peek("peeked", bucket, 1)).allowed
+        assert (await second.hit("peeked", bucket, 1)).allowed
+        assert not (await first.peek("peeked", bucket, 1)).allowed
         client = redis.from_url(REDIS_URL)
         ttl = await client.pttl(prefix + "k")
         assert 0 < ttl <= 1_501_000  # keys expire once a bucket would be full again
-        await client.delete(prefix + "k", prefix + "other")
+        await client.delete(prefix + "k", prefix + "other", prefix + "peeked")
         await client.aclose()
     finally:
         await first.close()
@@ -431,6 +440,66 @@ async def test_failures_from_one_address_do_not_lock_out_the_owner(
             headers={"X-Forwarded-For": "203.0.113.5"},
         )
         assert owner.status_code == 200, owner.text
+
+
+async def test_failures_from_many_addresses_do_not_lock_out_the_owner(
+    tmp_path: Path, sqlite_url: str, live_factory: Any
+) -> None:
+    """Issue 18: ~13 addresses failing logins emptied the account's bucket, and the
+    owner's right password got 429. The account's buckets now count failures only; once
+    the ceiling is spent, an address with no recent failure may still sign in with the
+    right password, and every wrong one (from anywhere) gets 429."""
+    settings = make_settings(tmp_path, sqlite_url, rate_limits=True, trusted_proxies=("127.0.0.1",))
+    live = await live_factory(settings)
+    await _live_member(live, "fay")
+    async with live.client() as http:
+
+        async def login(password: str, address: str) -> int:
+            response = await http.post(
+                "/auth/login",
+                json=_login("fay", password),
+                headers={"X-Forwarded-For": address},
+            )
+            if response.status_code == 429:
+                assert response.json()["code"] == "rate_limited"
+                assert int(response.headers["retry-after"]) >= 1
+            return response.status_code
+
+        statuses = [
+            await login("wrong-pass1", f"198.51.100.{n}") for n in range(1, 14) for _ in range(3)
+        ]
+        # Each address is stopped after its own three guesses at the latest, and the
+        # account's ceiling (50 tokens, two per failure) ends the guessing for everyone.
+        assert statuses.count(401) == 25
+        assert statuses[-3:] == [429, 429, 429]
+        # Failures from a fresh address are refused too: the ceiling holds.
+        assert await login("wrong-pass1", "192.0.2.10") == 429
+        assert await login("wrong-pass2", "192.0.2.10") == 429
+        # The owner, from an address with no recent failure, gets in; more than once.
+        assert await login("password1", "203.0.113.5") == 200
+        assert await login("password1", "203.0.113.5") == 200
+        assert await login("password1", "203.0.113.77") == 200
+        # An address that has just failed against the account is held at 429 even with
+        # the right password, as is one whose own bucket is spent.
+        assert await login("password1", "192.0.2.10") == 429
+        assert await login("password1", "198.51.100.1") == 429
+
+
+async def test_peek_takes_nothing() -> None:
+    clock = FakeClock()
+    limiter = Limiter(MemoryStore(clock=clock), {"x": Bucket.per(2, 10)})
+    fresh = await limiter.peek("x", "k")
+    assert fresh.allowed
+    assert fresh.remaining == limiter.capacity("x") == 2
+    await limiter.charge("x", "k", 2)
+    for _ in range(3):
+        empty = await limiter.peek("x", "k")
+        assert not empty.allowed
+        assert empty.retry_after == pytest.approx(10)
+    clock.now += 10
+    assert (await limiter.peek("x", "k")).remaining == pytest.approx(1)
+    assert (await limiter.hit("x", "k")).allowed
+    assert not (await limiter.peek("x", "k")).allowed
 
 
 async def test_forwarded_for_header_lines_cannot_pick_a_fresh_address(
