@@ -216,3 +216,38 @@ def test_a_bad_metrics_setting_is_one_line(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "DIALTONE_METRICS must be token or an address" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("", ""), ("off", ""), ("token", "token"), ("127.0.0.1:9100", "127.0.0.1:9100")],
+)
+def test_metrics_setting(value: str, expected: str) -> None:
+    from dialtone.config import load_settings, metrics_address
+
+    env = {"DIALTONE_METRICS": value, "DIALTONE_DATA_DIR": "/nonexistent"}
+    assert load_settings(env).metrics == expected
+    assert metrics_address("[::1]:9100") == ("::1", 9100)
+
+
+@pytest.mark.parametrize("value", ["everywhere", ":9100", "127.0.0.1:", "127.0.0.1:99999"])
+def test_metrics_setting_refuses_nonsense(value: str) -> None:
+    from dialtone.config import load_settings
+    from dialtone.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="DIALTONE_METRICS"):
+        load_settings({"DIALTONE_METRICS": value, "DIALTONE_DATA_DIR": "/nonexistent"})
+
+
+def test_each_app_has_its_own_registry() -> None:
+    """Nothing is registered globally: two sets of metrics in one process (two apps in
+    a test run) count apart, and the default registry holds none of them."""
+    from prometheus_client import REGISTRY
+
+    from dialtone.metrics import PrometheusMetrics
+
+    first, second = PrometheusMetrics(), PrometheusMetrics()
+    first.fanout(3)
+    assert total(parse(first.render().decode()), "dialtone_fanout_deliveries_total") == 3
+    assert total(parse(second.render().decode()), "dialtone_fanout_deliveries_total") == 0
+    assert REGISTRY.get_sample_value("dialtone_fanout_deliveries_total", {"worker": "0"}) is None
