@@ -23,6 +23,8 @@ from tests.realtime.conftest import chat_frame, next_of
 
 __all__ = ["start"]  # the fixture, re-used from test_cli
 
+OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "OPERATIONS.md"
+
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
@@ -163,6 +165,14 @@ async def test_token_mode_needs_admin_credentials_and_counts_real_traffic(
 
     secrets_of = [admin, member, login.json()]
     assert_no_identifying_labels(text, secrets_of)
+    # Every series docs/OPERATIONS.md names (its table and its dashboard's queries) is
+    # in the exposition: the dashboard's queries have something to answer.
+    documented = set(re.findall(r"\bdialtone_[a-z_]+", OPERATIONS.read_text()))
+    exposed = {n for n, _ in after}
+    exposed |= {n.rsplit("_", 1)[0] for n in exposed if n.endswith(("_bucket", "_sum", "_count"))}
+    missing = documented - exposed
+    assert documented
+    assert missing == set()
 
 
 def assert_no_identifying_labels(text: str, members: list[Member | dict[str, object]]) -> None:
