@@ -134,6 +134,10 @@ async def test_a_scrape_sums_both_workers(metered: MeteredWorkers) -> None:
         assert min(opened) > 0
         # Each worker is a hub node of its own; the scrape names both.
         assert total(samples, "dialtone_node_info") == 2
+        # Through Redis: every worker received the others' socket announcements.
+        for index in (0, 1):
+            assert total(samples, "dialtone_broker_lag_seconds_count", worker=str(index)) > 0
+            assert total(samples, "dialtone_db_pool_size", worker=str(index)) > 0
         if metered.mode != "token":
             # Not routed on the main port when it has a listener of its own.
             main = await metered.http.get("/metrics", headers={"X-Admin-Token": ADMIN_TOKEN})
