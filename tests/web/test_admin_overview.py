@@ -35,7 +35,7 @@ def test_headline_figures_and_grouped_settings(server: WebServer, new_page: Any)
         expect(figure).to_be_in_viewport()
 
     groups = {
-        "Registration": [("Registration open", None), ("Invite link lifetime", "seconds")],
+        "Registration": [("Registration open", None), ("Link lifetime", "seconds")],
         "Limits": [
             ("Chat messages per second", "per second"),
             ("Connections per address", "at once"),
