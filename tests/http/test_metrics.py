@@ -261,3 +261,18 @@ def test_each_app_has_its_own_registry() -> None:
     assert total(parse(first.render().decode()), "dialtone_fanout_deliveries_total") == 3
     assert total(parse(second.render().decode()), "dialtone_fanout_deliveries_total") == 0
     assert REGISTRY.get_sample_value("dialtone_fanout_deliveries_total", {"worker": "0"}) is None
+
+
+def test_a_metrics_port_in_use_is_one_line(tmp_path: Path) -> None:
+    import socket
+
+    from tests.http.test_cli import dialtone
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = dialtone("serve", env=metrics_env(tmp_path, DIALTONE_METRICS=f"127.0.0.1:{port}"))
+    assert result.returncode != 0
+    assert f"DIALTONE_METRICS: cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
