@@ -30,7 +30,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -43,8 +43,9 @@ from prometheus_client import (
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
-from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.pool import QueuePool
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = logging.getLogger("dialtone.metrics")
 
@@ -63,7 +64,6 @@ CLOSE_REASONS = frozenset(
         "rate_limited",
         "session_expired",
         "banned",
-        "kicked",
     }
 )
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -354,6 +354,9 @@ def listener(address: tuple[str, int], registry: Callable[[], CollectorRegistry]
 
 def watch_engine(metrics: Metrics, engine: AsyncEngine) -> None:
     """The database pool's use, read when sampled."""
+    # Imported here: the limiter (dialtone.security) imports this module, without a database.
+    from sqlalchemy.pool import QueuePool
+
     pool = engine.sync_engine.pool
     if isinstance(pool, QueuePool):
         metrics.watch("db_pool_size", pool.size)
