@@ -130,7 +130,7 @@ async def test_token_mode_needs_admin_credentials_and_counts_real_traffic(
 
     # Sockets close on the server after the client's close: wait for that to be counted.
     # (The operator token is refused now too, until its address's bucket refills.)
-    for _ in range(200):
+    for _ in range(600):
         text = (await api.get("/metrics", headers=admin.auth)).text
         after = parse(text)
         if total(after, "dialtone_sockets_closed_total", reason="client") >= 2:

@@ -117,7 +117,7 @@ async def test_a_scrape_sums_both_workers(metered: MeteredWorkers) -> None:
             assert len(sockets) < 200, "the kernel never spread the sockets"
             sockets.append(await open_socket(metered.ws_url, member.token))
         # Gauges are sampled by each worker every second: wait until both report theirs.
-        for _ in range(300):
+        for _ in range(600):
             samples = parse(await metered.scrape())
             per_worker = [
                 total(samples, "dialtone_sockets_open", worker=str(index)) for index in (0, 1)
@@ -146,7 +146,7 @@ async def test_a_scrape_sums_both_workers(metered: MeteredWorkers) -> None:
         await asyncio.gather(*(ws.close() for ws in sockets))
 
     # Closed sockets leave the gauge; the counters of opened sockets stay.
-    for _ in range(300):
+    for _ in range(600):
         text = await metered.scrape()
         samples = parse(text)
         if total(samples, "dialtone_sockets_open") == 0:
