@@ -139,7 +139,8 @@ def create_app(
     state.gateway.writer.metrics = state.metrics = metrics
     metrics.node(hub.node_id, __version__)
     metrics.watch("sockets_open", lambda: len(hub.conns))
-    metrics.watch("users_online", lambda: len({c.user_id for c in hub.conns.values()}))
+    # list(): one atomic copy; the separate listener samples from its own thread.
+    metrics.watch("users_online", lambda: len({c.user_id for c in list(hub.conns.values())}))
     metrics.watch("password_hash_queue", lambda: ctx.hashing.pending)
     metrics.watch("message_writer_queue", lambda: state.gateway.writer.waiting)
     if isinstance(broker, RedisBroker):
