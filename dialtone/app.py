@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
@@ -27,16 +27,18 @@ from dialtone.api.history_fast import HistoryFastPath
 from dialtone.api.invites import create_invite
 from dialtone.api.keys import ChannelKeyController, DirectoryKeyController
 from dialtone.api.messages import channel_history
+from dialtone.api.metrics import metrics_endpoint
 from dialtone.api.moderation import delete_message, deleted_messages, moderators, server_info
 from dialtone.api.openapi import DialtoneOpenAPIConfig
 from dialtone.api.presence import presence
 from dialtone.api.users import UserController
 from dialtone.api.voice import turn_credentials
 from dialtone.api.web import web_handlers
-from dialtone.config import Settings, require_secrets
+from dialtone.config import Settings, metrics_address, require_secrets
 from dialtone.db.engine import create_engine, create_sessionmaker
+from dialtone.metrics import PrometheusMetrics, listener, make_metrics, watch_engine
 from dialtone.realtime.admin import AdminEvents
-from dialtone.realtime.broker import broker_for
+from dialtone.realtime.broker import RedisBroker, broker_for
 from dialtone.realtime.gateway import Gateway, ws_endpoint
 from dialtone.realtime.hub import Hub
 from dialtone.schemas.events import Event
@@ -52,11 +54,17 @@ from dialtone.services.session_cache import SessionCache
 log = logging.getLogger("dialtone.app")
 
 
-def create_app(settings: Settings) -> DialtoneApp:
-    """The ASGI app to serve: the Litestar app (``.litestar``) inside the edge bounds."""
+def create_app(
+    settings: Settings, *, worker: int = 0, metrics_dir: str | None = None
+) -> DialtoneApp:
+    """The ASGI app to serve: the Litestar app (``.litestar``) inside the edge bounds.
+
+    ``worker``/``metrics_dir``: this process's index among DIALTONE_WORKERS and the
+    multiprocess metrics folder the parent made (dialtone.workers)."""
     require_secrets(settings)
     broker = broker_for(settings)
     hub = Hub(broker.publish)
+    metrics = make_metrics(settings.metrics, worker=worker, multiprocess_dir=metrics_dir)
     ctx = ServerContext.from_settings(
         settings,
         directory=hub,
@@ -64,12 +72,16 @@ def create_app(settings: Settings) -> DialtoneApp:
         session_cache=SessionCache() if settings.redis_url is None else None,
     )
     hub.on_admin = AdminEvents(ctx, hub)
+    hub.metrics = ctx.limiter.metrics = ctx.hashing.metrics = metrics
+    if isinstance(broker, RedisBroker):
+        broker.metrics = metrics
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        watch_engine(metrics, engine)
         # Bans and live settings hold before the first request is served (a database
         # that is down now is retried by the refresh loop, as every request retries it).
         try:
@@ -90,9 +102,20 @@ def create_app(settings: Settings) -> DialtoneApp:
             ),
             asyncio.create_task(ctx.server_log.run(app.state.sessionmaker, stop_purging)),
         }
+        if isinstance(metrics, PrometheusMetrics) and metrics.multiprocess_dir:
+            background.add(asyncio.create_task(metrics.sample_forever(stop_purging)))
+        served_apart = ExitStack()
+        # Several workers: the parent serves every worker's values (dialtone.workers).
+        if (
+            isinstance(metrics, PrometheusMetrics)
+            and settings.metrics != "token"
+            and not metrics_dir
+        ):
+            served_apart.enter_context(listener(metrics_address(settings.metrics), metrics.sampled))
         try:
             yield
         finally:
+            served_apart.close()
             stop_purging.set()
             # Let a purge in progress finish (bounded by the database timeout).
             _, pending = await asyncio.wait(background, timeout=settings.db_timeout + 1)
@@ -113,6 +136,15 @@ def create_app(settings: Settings) -> DialtoneApp:
 
     state = State({"ctx": ctx, "hub": hub, "broker": broker, "publish": publish})
     state.gateway = Gateway(ctx, hub, state)
+    state.gateway.writer.metrics = state.metrics = metrics
+    metrics.node(hub.node_id, __version__)
+    metrics.watch("sockets_open", lambda: len(hub.conns))
+    # list(): one atomic copy; the separate listener samples from its own thread.
+    metrics.watch("users_online", lambda: len({c.user_id for c in list(hub.conns.values())}))
+    metrics.watch("password_hash_queue", lambda: ctx.hashing.pending)
+    metrics.watch("message_writer_queue", lambda: state.gateway.writer.waiting)
+    if isinstance(broker, RedisBroker):
+        metrics.watch("broker_rejected_batches", lambda: broker.dropped)
     cors = (
         CORSConfig(
             allow_origins=list(settings.cors_origins),
@@ -144,6 +176,7 @@ def create_app(settings: Settings) -> DialtoneApp:
             turn_credentials,
             ws_endpoint,
             *web_handlers(),
+            *([metrics_endpoint] if settings.metrics == "token" else []),
         ],
         dependencies={"uow": Provide(provide_uow), "ctx": Provide(provide_ctx)},
         middleware=[address_ban_middleware(ctx)],
@@ -162,6 +195,7 @@ def create_app(settings: Settings) -> DialtoneApp:
         after_exception=[log_websocket_failure],
     )
     served = DialtoneApp(app, settings, ctx.trusted_proxies)
+    served.metrics = metrics
     history = HistoryFastPath(state, ctx, hsts=bool(settings.tls_cert))
     served.fast_routes[("GET", HISTORY_PATH)] = history.answer
 

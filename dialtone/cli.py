@@ -19,6 +19,7 @@ from dialtone.config import (
     Settings,
     ensure_secrets,
     load_settings,
+    metrics_address,
     require_secrets,
     restrict_folder,
 )
@@ -156,12 +157,17 @@ def _check_redis(settings: Settings) -> None:
 def _check_port(settings: Settings) -> None:
     """Bind the address once before anything else, so a port in use is our one line
     rather than uvicorn's log record (uvicorn binds the same way, with SO_REUSEADDR)."""
+    _probe(settings.host, settings.port, "")
+    if settings.metrics and settings.metrics != "token":
+        # DIALTONE_METRICS's own listener, bound the same way by prometheus_client.
+        _probe(*metrics_address(settings.metrics), "DIALTONE_METRICS: ")
+
+
+def _probe(host: str, port: int, what: str) -> None:
     try:
-        infos = socket.getaddrinfo(
-            settings.host, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from None
+        raise ConfigError(f"{what}cannot listen on {host}:{port}: {exc}") from None
     family, kind, proto, _, address = infos[0]
     with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -169,7 +175,7 @@ def _check_port(settings: Settings) -> None:
             probe.bind(address)
         except OSError as exc:
             raise ConfigError(
-                f"cannot listen on {settings.host}:{settings.port}: "
+                f"{what}cannot listen on {host}:{port}: "
                 f"{exc.strerror or exc} (is another server running there?)"
             ) from None
 

@@ -92,6 +92,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # shut out a whole internet, nor, by accident, most of one provider's customers.
     ban_min_prefix_ipv4: int = 16
     ban_min_prefix_ipv6: int = 48
+    # Prometheus metrics at GET /metrics: "" (off), "token" (on the main port, for the
+    # operator token or an admin's bearer), or "host:port" (a listener of its own).
+    metrics: str = ""
 
     @property
     def is_sqlite(self) -> bool:
@@ -331,6 +334,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "the same secret of 32+ characters (e.g. `openssl rand -hex 32`)"
         )
 
+    metrics = env.get("DIALTONE_METRICS", "").strip()
+    if metrics.lower() in {"off", "false", "0", "no"}:
+        metrics = ""
+    if metrics and metrics != "token":
+        try:
+            metrics_address(metrics)
+        except ValueError:
+            raise ConfigError(
+                f"DIALTONE_METRICS must be token or an address like 127.0.0.1:9100, got {metrics!r}"
+            ) from None
+
     return Settings(
         host=host,
         port=port,
@@ -417,7 +431,16 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ban_min_prefix_ipv6=_prefix(
             env, "DIALTONE_BAN_MIN_PREFIX_IPV6", DEFAULTS.ban_min_prefix_ipv6, IPV6_PREFIXES
         ),
+        metrics=metrics,
     )
+
+
+def metrics_address(value: str) -> tuple[str, int]:
+    """``host:port`` of DIALTONE_METRICS's own listener (``[::1]:9100`` for IPv6)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(value)
+    return host.strip("[]"), int(port)
 
 
 def require_secrets(settings: Settings) -> None:

@@ -324,8 +324,9 @@ def uvicorn_config(settings: Settings, **overrides: Any) -> uvicorn.Config:
     if settings.tls_cert and settings.tls_key:
         options["ssl_certfile"] = settings.tls_cert
         options["ssl_keyfile"] = settings.tls_key
+    app = overrides.pop("app", None) or create_app(settings)
     options.update(overrides)
-    return uvicorn.Config(create_app(settings), **options)
+    return uvicorn.Config(app, **options)
 
 
 class DialtoneServer(uvicorn.Server):
@@ -342,7 +343,14 @@ class DialtoneServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def serve(settings: Settings, sockets: list[socket.socket] | None = None) -> None:
-    """Serve until stopped; on ``sockets`` when given (``dialtone.workers``), else on
-    settings.host:settings.port."""
-    DialtoneServer(uvicorn_config(settings)).run(sockets=sockets)
+def serve(
+    settings: Settings,
+    sockets: list[socket.socket] | None = None,
+    *,
+    worker: int = 0,
+    metrics_dir: str | None = None,
+) -> None:
+    """Serve until stopped; on ``sockets`` when given (``dialtone.workers``, which also
+    names the worker and its multiprocess metrics folder), else on settings.host:port."""
+    app = create_app(settings, worker=worker, metrics_dir=metrics_dir)
+    DialtoneServer(uvicorn_config(settings, app=app)).run(sockets=sockets)

@@ -22,11 +22,13 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import threading
 from collections.abc import Sequence
-from contextlib import suppress
+from contextlib import ExitStack, suppress
 from types import FrameType
 
 from dialtone.config import Settings
@@ -92,7 +94,7 @@ def _stop_when_parent_exits() -> None:
     threading.Thread(target=watch, name="dialtone-parent-watch", daemon=True).start()
 
 
-def _worker_main(settings: Settings) -> None:
+def _worker_main(settings: Settings, index: int = 0, metrics_dir: str | None = None) -> None:
     # Own process group: a terminal's Ctrl-C reaches the parent only, which forwards
     # one SIGTERM; two signals would make uvicorn skip its graceful shutdown.
     os.setpgrp()
@@ -103,17 +105,46 @@ def _worker_main(settings: Settings) -> None:
     _stop_when_parent_exits()
     sock = reuseport_socket(settings.host, settings.port)
     freeze_startup_heap()
-    serve(settings, sockets=[sock])
+    serve(settings, sockets=[sock], worker=index, metrics_dir=metrics_dir)
 
 
 def run_workers(settings: Settings) -> int:
     """Start ``settings.workers`` workers and supervise them; the process's exit status."""
     check_workers(settings)
     context = multiprocessing.get_context("spawn")
-    workers = [
-        context.Process(target=_worker_main, args=(settings,), name=f"dialtone-worker-{index}")
-        for index in range(settings.workers)
-    ]
+    with ExitStack() as metrics:
+        metrics_dir = shared_metrics(settings, metrics) if settings.metrics else None
+        workers = [
+            context.Process(
+                target=_worker_main,
+                args=(settings, index, metrics_dir),
+                name=f"dialtone-worker-{index}",
+            )
+            for index in range(settings.workers)
+        ]
+        return _run(workers, metrics_dir)
+
+
+def shared_metrics(settings: Settings, stack: ExitStack) -> str:
+    """prometheus_client's multiprocess mode for the workers: a fresh folder for this
+    start, named in PROMETHEUS_MULTIPROC_DIR before any worker exists (a spawned worker
+    inherits the environment, and prometheus_client reads it when first imported), and
+    removed when the set stops. With DIALTONE_METRICS=host:port the parent, which
+    serves no requests, answers scrapes with every worker's values."""
+    from dialtone.config import metrics_address
+    from dialtone.metrics import listener, multiprocess_registry
+
+    path = tempfile.mkdtemp(prefix="dialtone-metrics-")
+    stack.callback(shutil.rmtree, path, ignore_errors=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    if settings.metrics != "token":
+        stack.enter_context(
+            listener(metrics_address(settings.metrics), lambda: multiprocess_registry(path))
+        )
+    return path
+
+
+def _run(workers: list[multiprocessing.context.SpawnProcess], metrics_dir: str | None) -> int:
     stopping = threading.Event()
 
     def forward(signum: int, _: FrameType | None) -> None:
@@ -130,14 +161,16 @@ def run_workers(settings: Settings) -> int:
                 worker.start()
         workers[:] = [w for w in workers if w.pid is not None]
         log.info("started %d workers", len(workers))
-        return _supervise(workers, stopping)
+        return _supervise(workers, stopping, metrics_dir)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
 def _supervise(
-    workers: Sequence[multiprocessing.process.BaseProcess], stopping: threading.Event
+    workers: Sequence[multiprocessing.process.BaseProcess],
+    stopping: threading.Event,
+    metrics_dir: str | None = None,
 ) -> int:
     running = list(workers)
     failed = False
@@ -146,6 +179,11 @@ def _supervise(
         for worker in [w for w in running if w.sentinel in ready]:
             worker.join()
             running.remove(worker)
+            if metrics_dir is not None and worker.pid is not None:
+                from prometheus_client.multiprocess import mark_process_dead
+
+                # Its live gauges (open sockets...) go; its counters still add up.
+                mark_process_dead(worker.pid, metrics_dir)  # type: ignore[no-untyped-call]
             if stopping.is_set():
                 # uvicorn re-raises the signal it stopped on once it has shut down.
                 failed = failed or worker.exitcode not in STOPPED_CLEANLY

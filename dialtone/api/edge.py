@@ -28,6 +28,7 @@ from litestar.types import Scope as LitestarScope
 
 from dialtone.config import Settings
 from dialtone.errors import error_body
+from dialtone.metrics import NO_METRICS, Metrics
 from dialtone.realtime.gateway import FRAME_SEND
 from dialtone.security.addresses import Proxies, limit_key
 from dialtone.security.headers import header, scope_address
@@ -130,6 +131,7 @@ class DialtoneApp:
         self.active: dict[str, int] = defaultdict(int)
         # (method, path) → a fast route; whatever it declines goes to Litestar.
         self.fast_routes: dict[tuple[str, str], FastRoute] = {}
+        self.metrics: Metrics = NO_METRICS
 
     @property
     def state(self) -> State:
@@ -148,6 +150,7 @@ class DialtoneApp:
         # Counted per client as the rate limits see it: an IPv6 /64 is one client.
         key = limit_key(address)
         if self.cap is not None and self.active[key] >= self.cap:
+            self.metrics.rate_limited("connections")
             log.warning(
                 "connection cap hit",
                 extra={"event": "rate_limited", "policy": "connections", "client": address},
@@ -219,6 +222,7 @@ class DialtoneApp:
                     )
         finally:
             self._log(scope, state["status"], started, address)
+            self.metrics.http_request(scope, fast is not None, state["status"], started)
 
     async def _send_error(
         self,

@@ -24,12 +24,13 @@ import secrets
 import struct
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import msgspec
 
 from dialtone.config import Settings
+from dialtone.metrics import NO_METRICS, Metrics
 from dialtone.schemas.events import Event, encode_events, event_decoder
 
 Deliver = Callable[[Sequence[Event]], Awaitable[None]]
@@ -80,6 +81,8 @@ class Sealed:
     sender: bytes
     seq: int
     body: bytes
+    # The sender's clock, seconds since the epoch (for the lag metric; not identity).
+    sent: float = field(default=0.0, compare=False)
 
 
 def _mac(key: bytes, channel: str, head: bytes, body: bytes) -> bytes:
@@ -110,7 +113,7 @@ def unseal(key: bytes, channel: str, data: bytes, now: float | None = None) -> S
         return None
     sender = head[_STAMP.size : _STAMP.size + SENDER_SIZE]
     (seq,) = _SEQ.unpack_from(head, _STAMP.size + SENDER_SIZE)
-    return Sealed(sender, seq, body)
+    return Sealed(sender, seq, body, sent)
 
 
 class ReplayGuard:
@@ -172,6 +175,7 @@ class RedisBroker:
         self._pubsub: Any = None
         self._task: asyncio.Task[None] | None = None
         self._deliver: Deliver | None = None
+        self.metrics: Metrics = NO_METRICS
 
     async def start(self, deliver: Deliver) -> None:
         from redis import asyncio as redis_asyncio
@@ -193,6 +197,7 @@ class RedisBroker:
                     if sealed is None or not self._replays.fresh(sealed.sender, sealed.seq):
                         self._drop()
                         continue
+                    self.metrics.broker_received(time.time() - sealed.sent)
                     try:
                         events = event_decoder.decode(sealed.body)
                     except msgspec.DecodeError:
@@ -204,6 +209,7 @@ class RedisBroker:
                 raise
             except Exception:
                 log.exception("redis broker: subscription lost, retrying")
+                self.metrics.broker_reconnect()
                 await asyncio.sleep(1.0)
                 try:
                     await self._pubsub.subscribe(self.channel)

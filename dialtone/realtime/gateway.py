@@ -332,6 +332,7 @@ class Gateway:
             limits.limited = False
             return True
         policy = "ws_chat" if chat else "ws_signal"
+        self.hub.metrics.rate_limited(policy)
         if not limits.flood.hit().allowed:
             log.warning(
                 "closing flooding socket conn=%s",

@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Sequence
 from typing import Any, Protocol, cast
 
+from dialtone.metrics import NO_METRICS, Metrics
 from dialtone.realtime.voice import VoiceRooms
 from dialtone.realtime.wsserver import text_frame
 from dialtone.schemas.events import (
@@ -418,6 +419,7 @@ class Hub(OnlineDirectory):
         self.outbox = Outbox()
         # Bans, kicks and live settings (realtime/admin.py), applied as they arrive.
         self.on_admin: Callable[[AdminControl], None] | None = None
+        self.metrics: Metrics = NO_METRICS
 
     async def publish(self, events: Sequence[Event]) -> None:
         assert self._publish is not None
@@ -490,6 +492,7 @@ class Hub(OnlineDirectory):
         if hello is not None:
             conn.push(hello)
         self.conns[conn.id] = conn
+        self.metrics.socket_opened()
         self._by_user.setdefault(conn.user_id, set()).add(conn)
         online = self._device_sockets.get(conn.device_id, 0)
         self._device_sockets[conn.device_id] = online + 1
@@ -508,6 +511,7 @@ class Hub(OnlineDirectory):
     async def detach(self, conn: Connection) -> None:
         if self.conns.pop(conn.id, None) is None:
             return
+        self.metrics.socket_closed(conn.closing)
         remaining = self._device_sockets.pop(conn.device_id, 1) - 1
         if remaining > 0:
             self._device_sockets[conn.device_id] = remaining
@@ -656,7 +660,9 @@ class Hub(OnlineDirectory):
     def broadcast(self, text: str, skip_device: str | None = None) -> None:
         """One event, encoded once and framed once, to every socket (but ``skip_device``'s)."""
         frame = text_frame(text)
-        for conn in list(self.conns.values()):
+        conns = list(self.conns.values())
+        self.metrics.fanout(len(conns))
+        for conn in conns:
             if conn.device_id != skip_device:
                 conn.push(text, frame)
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from dialtone.db.repositories.locks import HeldLocks
 from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.errors import DialtoneError, Unavailable
+from dialtone.metrics import NO_METRICS, Metrics
 from dialtone.schemas.events import ChannelMessageNew
 from dialtone.services.channels import ChannelService
 from dialtone.services.context import ServerContext
@@ -89,6 +91,7 @@ class MessageWriter:
         self._locks: HeldLocks | None = None
         # Sizes of the batches written so far (for tests and profiling; bounded).
         self.batch_sizes: deque[int] = deque(maxlen=1024)
+        self.metrics: Metrics = NO_METRICS
 
     @property
     def waiting(self) -> int:
@@ -152,6 +155,7 @@ class MessageWriter:
 
     async def _write(self, batch: list[_Pending]) -> None:
         self.batch_sizes.append(len(batch))
+        started = time.perf_counter()
         messages = [p.message for p in batch]
         try:
             if self.cluster_locks:
@@ -175,6 +179,7 @@ class MessageWriter:
         except Exception as exc:
             self._failed(batch, type(exc).__name__)
             return
+        self.metrics.message_batch(len(batch), time.perf_counter() - started, outcomes)
         for pending, outcome in zip(batch, outcomes, strict=True):
             if pending.done.done():
                 continue

@@ -30,6 +30,8 @@ class StatsOut(msgspec.Struct):
     version: str
     nodes: list[str]
     bans: int
+    # Messages sent in the last 60 seconds, all nodes, counted up to RECENT_MESSAGES_CAP.
+    messages_last_minute: int = 0
 
 
 class AdminUserOut(msgspec.Struct):

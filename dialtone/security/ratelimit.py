@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from dialtone.metrics import NO_METRICS, Metrics
+
 log = logging.getLogger("dialtone.security")
 
 
@@ -208,6 +210,7 @@ class Limiter:
         self.store = store
         self.policies = policies
         self.enabled = enabled
+        self.metrics: Metrics = NO_METRICS
 
     async def hit(self, policy: str, key: str, cost: float = 1.0) -> Decision:
         if not self.enabled:
@@ -219,6 +222,7 @@ class Limiter:
             log.warning("rate-limit store failed, allowing", extra={"error": type(exc).__name__})
             return Decision(True, 0.0, 0.0)
         if not decision.allowed:
+            self.metrics.rate_limited(policy)
             log.info(
                 "rate limit hit",
                 extra={

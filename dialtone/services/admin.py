@@ -56,6 +56,8 @@ ROLES = frozenset({"admin", "moderator", "trusted", "member"})
 INVITE_STATES = frozenset({"active", "consumed", "expired", "revoked"})
 MAX_COMMENT = 500
 EVENT_IDS = 500  # message ids per channel.message.deleted event
+# /admin/stats counts the last minute's messages among this many newest (a bounded walk).
+RECENT_MESSAGES_CAP = 50_000
 
 
 def actor_id(actor: Caller | None) -> str:
@@ -162,6 +164,9 @@ class AdminService:
             "sockets": directory.socket_count(),
             "channels": len(await self.channels.all()),
             "messages": await self.messages.count(),
+            "messages_last_minute": await self.messages.count_sent_since(
+                self.ctx.clock() - timedelta(minutes=1), RECENT_MESSAGES_CAP
+            ),
             "voice_rooms": [
                 {"channel_id": channel, "members": len(members)}
                 for channel, members in sorted(voice.items())

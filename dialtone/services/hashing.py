@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from dialtone.errors import RateLimited
+from dialtone.metrics import NO_METRICS, Metrics
 
 T = TypeVar("T")
 
@@ -51,6 +52,7 @@ class HashingPool:
         self.pending = 0
         self._nice = nice
         self._executor: ThreadPoolExecutor | None = None
+        self.metrics: Metrics = NO_METRICS
 
     def _pool(self) -> ThreadPoolExecutor:
         if self._executor is None:
@@ -65,10 +67,12 @@ class HashingPool:
     async def run(self, function: Callable[..., T], *args: object) -> T:
         """Run ``function(*args)`` on the pool; 429 when too many are waiting already."""
         if self.pending >= self.max_pending:
+            self.metrics.rate_limited("password_hashing")
             raise RateLimited("too many logins in progress, try again shortly", retry_after=1)
         self.pending += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool(), function, *args)
+            timed = self.metrics.timed_hash(function)
+            return await asyncio.get_running_loop().run_in_executor(self._pool(), timed, *args)
         finally:
             self.pending -= 1
 

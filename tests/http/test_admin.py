@@ -391,6 +391,29 @@ async def test_stats(
     assert body["version"]
     assert len(body["nodes"]) == 1
     assert body["bans"] == 0
+    assert body["messages_last_minute"] == 0
+
+
+async def test_stats_count_the_last_minutes_messages(
+    client: AsyncTestClient[Any],
+    admin: Member,
+    channel_id: str,
+    db: async_sessionmaker[AsyncSession],
+) -> None:
+    from tests.http.conftest import store_message
+
+    for body in ("b25l", "dHdv", "dGhyZWU="):
+        await store_message(db, channel_id, admin, body)
+    assert (await client.get("/admin/stats", headers=OP)).json()["messages_last_minute"] == 3
+    ctx: ServerContext = client.app.state.ctx
+    real = ctx.clock
+    ctx.clock = lambda: real() + timedelta(minutes=2)
+    try:
+        stats = (await client.get("/admin/stats", headers=OP)).json()
+    finally:
+        ctx.clock = real
+    assert stats["messages_last_minute"] == 0
+    assert stats["messages"] == 3
 
 
 # ---------------------------------------------------------------- invites

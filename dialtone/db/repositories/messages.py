@@ -235,6 +235,18 @@ class MessageModeration:
         )
         return int(result.scalar_one())
 
+    async def count_sent_since(self, moment: datetime, cap: int) -> int:
+        """Messages sent since ``moment`` (deleted ones too), counted among the newest
+        ``cap`` only: ``seq`` grows with time, so this walks the primary key backwards
+        instead of scanning the table (``sent_at`` has no index)."""
+        newest = (
+            select(ChannelMessage.sent_at).order_by(ChannelMessage.seq.desc()).limit(cap).subquery()
+        )
+        result = await self.session.execute(
+            select(func.count()).select_from(newest).where(newest.c.sent_at >= moment)
+        )
+        return int(result.scalar_one())
+
     async def purge_older_than(self, moment: datetime) -> int:
         """Message retention: drop messages (tombstones too) sent before ``moment``."""
         if self.session.get_bind().dialect.name == "sqlite":

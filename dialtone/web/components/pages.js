@@ -56,6 +56,37 @@ export class DtDevices extends HTMLElement {
 }
 customElements.define("dt-devices", DtDevices);
 
+// Each live setting (GET /admin/settings) in words: its group, a label, the unit its
+// number is in and a line of help. A setting the server has and this list does not
+// (a newer server) still shows, under "Other", by its name.
+const SETTING_GROUPS = [
+  ["general", "General"],
+  ["registration", "Registration"],
+  ["limits", "Limits"],
+  ["retention", "Retention"],
+  ["other", "Other"],
+];
+const SETTINGS = {
+  server_title: { group: "general", label: "Server name", help: "Shown to everyone in the page's title." },
+  welcome_message: { group: "general", label: "Welcome message", help: "Shown to everyone when they connect. Not end-to-end encrypted." },
+  registration_open: { group: "registration", label: "Registration open", help: "When off, nobody can create an account, even with an invite link." },
+  invite_ttl_seconds: { group: "registration", label: "Link lifetime", unit: "seconds", help: "How long a new invite link works (86400 seconds is one day)." },
+  invite_max_uses: { group: "registration", label: "Accounts per link", unit: "accounts", help: "How many accounts one new invite link can create." },
+  login_burst: { group: "limits", label: "Sign-in attempts at once", unit: "attempts", help: "Tries one address may make in a row before it has to wait." },
+  login_refill_seconds: { group: "limits", label: "One more sign-in attempt every", unit: "seconds", help: "How fast an address earns a sign-in attempt back." },
+  register_burst: { group: "limits", label: "Registrations at once", unit: "accounts", help: "Accounts one address may create in a row." },
+  register_refill_seconds: { group: "limits", label: "One more registration every", unit: "seconds", help: "How fast an address earns a registration back." },
+  ws_chat_burst: { group: "limits", label: "Chat messages in a burst", unit: "messages", help: "Per connection, before the rate below applies." },
+  ws_chat_rate: { group: "limits", label: "Chat messages per second", unit: "per second", help: "Per connection, after a burst." },
+  ws_signal_burst: { group: "limits", label: "Voice signals in a burst", unit: "signals", help: "Call set-up messages per connection, before the rate below applies." },
+  ws_signal_rate: { group: "limits", label: "Voice signals per second", unit: "per second", help: "Call set-up messages per connection, after a burst." },
+  max_connections_per_address: { group: "limits", label: "Connections per address", unit: "at once", help: "Requests and open connections one address may hold at the same time." },
+  ban_min_prefix_ipv4: { group: "limits", label: "Widest IPv4 address ban", unit: "prefix bits", help: "An address ban must name a network at least this narrow: 16 allows a /16 (65 536 addresses) at most." },
+  ban_min_prefix_ipv6: { group: "limits", label: "Widest IPv6 address ban", unit: "prefix bits", help: "The same for IPv6: 48 allows a /48 (one site) at most." },
+  log_retention_days: { group: "retention", label: "Keep the server log for", unit: "days", help: "Older log entries are deleted." },
+  message_retention_days: { group: "retention", label: "Keep messages for", unit: "days", help: "Older messages are deleted; 0 keeps them forever." },
+};
+
 // The admin page. Invite links always; with a server that has the /admin API (it says
 // so with server.hello), also the overview, users, bans, invites, log, settings and
 // announcements. Moderators see users and bans; admins see everything.
@@ -73,14 +104,17 @@ export class DtAdmin extends HTMLElement {
         out));
     }
     this.extra = h("div");
+    // The headline figures come first: what an admin opens the page to see.
+    this.headline = h("div", { class: "headline" });
     this.replaceChildren(h("section", { class: "page card wide", "aria-labelledby": "admin-title" },
-      h("h2", { id: "admin-title" }, "Server administration"), this.error, ...sections, this.extra));
+      h("h2", { id: "admin-title" }, "Server administration"), this.error, this.headline, ...sections, this.extra));
     this.offServer = this.client.on("server", () => this.loadExtra());
     this.loadExtra();
   }
 
   disconnectedCallback() {
     this.offServer?.();
+    clearInterval(this.statsTimer);
   }
 
   async call(action, after) {
@@ -127,6 +161,8 @@ export class DtAdmin extends HTMLElement {
     this.extra.replaceChildren(...parts);
     const loads = [this.loadUsers(), this.loadBans()];
     if (admin) loads.push(this.loadStats(), this.loadInvites(), this.loadSettings(), this.loadLog());
+    // The headline figures stay current while the page is open.
+    if (admin) this.statsTimer = setInterval(() => this.loadStats(), 15000);
     await Promise.all(loads);
   }
 
@@ -147,6 +183,12 @@ export class DtAdmin extends HTMLElement {
 
   async loadStats() {
     await this.call(() => this.client.api.get("/admin/stats"), (s) => {
+      const figure = (key, label, value) => h("div", { class: "figure", role: "group", "aria-labelledby": `figure-${key}` },
+        h("span", { class: "figure-value" }, String(value ?? "—")), h("span", { class: "figure-label", id: `figure-${key}` }, label));
+      this.headline.replaceChildren(
+        figure("online", "Users online", s.online_users),
+        figure("sockets", "Open connections", s.sockets),
+        figure("rate", "Messages per minute", s.messages_last_minute));
       const item = (label, value) => h("li", {}, h("b", {}, String(value)), " ", label);
       this.statsBody.replaceChildren(h("ul", { class: "stats" },
         item("accounts", s.users), item("online", s.online_users), item("connections", s.sockets),
@@ -228,13 +270,24 @@ export class DtAdmin extends HTMLElement {
 
   async loadSettings() {
     await this.call(() => this.client.api.get("/admin/settings"), ({ settings }) => {
-      const inputs = Object.entries(settings).map(([key, value]) => {
+      // One aligned grid per group: label, field, unit; the help line under the field.
+      const rows = new Map(SETTING_GROUPS.map(([group]) => [group, []]));
+      for (const [key, value] of Object.entries(settings)) {
+        const info = SETTINGS[key] || { group: "other", label: key.replaceAll("_", " ") };
         const id = `setting-${key}`;
+        const helpId = `${id}-help`;
+        const described = info.help ? { "aria-describedby": helpId } : {};
         const input = typeof value === "boolean"
-          ? h("input", { type: "checkbox", id, name: key, checked: value })
-          : h("input", { id, name: key, value: String(value), type: typeof value === "number" ? "number" : "text", step: "any" });
-        return h("div", { class: "row" }, h("label", { for: id }, key), input);
-      });
+          ? h("input", { type: "checkbox", id, name: key, checked: value, ...described })
+          : h("input", { id, name: key, value: String(value), type: typeof value === "number" ? "number" : "text", step: "any", ...described });
+        rows.get(info.group).push(
+          h("label", { for: id }, info.label),
+          h("div", { class: "setting-field" }, input, info.unit ? h("span", { class: "unit" }, info.unit) : null),
+          info.help ? h("p", { class: "hint setting-help", id: helpId }, info.help) : null);
+      }
+      const inputs = SETTING_GROUPS.filter(([group]) => rows.get(group).length).map(([group, title]) =>
+        h("fieldset", { class: "settings-group" }, h("legend", {}, title),
+          h("div", { class: "settings-grid" }, rows.get(group))));
       const form = h("form", { onsubmit: async (e) => {
         e.preventDefault();
         const changed = {};
