@@ -84,6 +84,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # batch. Off trades the last fraction of a second of acknowledged messages on a
     # database or machine crash for a commit that does not wait for the disk.
     message_sync_commit: bool = True
+    # Open TCP connections per client address and worker, counted from their accept
+    # (dialtone.accept): idle ones too, which the per-request cap above never sees.
+    max_open_connections_per_address: int = 256
 
     @property
     def is_sqlite(self) -> bool:
@@ -383,6 +386,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         workers=_int(env, "DIALTONE_WORKERS", DEFAULTS.workers, minimum=1),
         message_sync_commit=_bool(
             env, "DIALTONE_MESSAGE_SYNC_COMMIT", DEFAULTS.message_sync_commit
+        ),
+        max_open_connections_per_address=_int(
+            env,
+            "DIALTONE_MAX_OPEN_CONNECTIONS_PER_ADDRESS",
+            DEFAULTS.max_open_connections_per_address,
+            minimum=1,
         ),
     )
 
