@@ -35,6 +35,7 @@ from dialtone.api.voice import turn_credentials
 from dialtone.api.web import web_handlers
 from dialtone.config import Settings, require_secrets
 from dialtone.db.engine import create_engine, create_sessionmaker
+from dialtone.db.faults import StorageWatch
 from dialtone.realtime.admin import AdminEvents
 from dialtone.realtime.broker import make_broker
 from dialtone.realtime.gateway import Gateway, ws_endpoint
@@ -47,6 +48,7 @@ from dialtone.services.maintenance import (
     refresh_admin_state,
     refresh_forever,
 )
+from dialtone.services.readiness import Readiness
 from dialtone.services.session_cache import SessionCache
 
 log = logging.getLogger("dialtone.app")
@@ -68,6 +70,7 @@ def create_app(settings: Settings) -> DialtoneApp:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
         engine = create_engine(settings)
+        storage.attach(engine)  # readiness learns of writes failing for want of storage
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         # Bans and live settings hold before the first request is served (a database
@@ -113,6 +116,8 @@ def create_app(settings: Settings) -> DialtoneApp:
 
     state = State({"ctx": ctx, "hub": hub, "broker": broker, "publish": publish})
     state.gateway = Gateway(ctx, hub, state)
+    storage = StorageWatch()
+    state.readiness = Readiness(settings, storage)
     cors = (
         CORSConfig(
             allow_origins=list(settings.cors_origins),

@@ -8,10 +8,9 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from dialtone.api.edge import printable
+from dialtone.db.faults import is_unavailable
 from dialtone.errors import DialtoneError, RateLimited, error_body
 
 log = logging.getLogger("dialtone.errors")
@@ -92,18 +91,12 @@ def handle_database(request: Request[Any, Any, Any], exc: Exception) -> Response
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    if _is_connection_fault(exc):
+    # Any database that is away, starting up, hung (a timeout) or out of storage: the
+    # documented 503, never a 500.
+    if is_unavailable(exc):
         return handle_database(request, exc)
     log.exception("unhandled error on %s %s", request.method, printable(request.url.path))
     return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal server error", "server_error")
-
-
-def _is_connection_fault(exc: BaseException) -> bool:
-    if isinstance(
-        exc, OperationalError | InterfaceError | PoolTimeout | TimeoutError | ConnectionError
-    ):
-        return True
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
 exception_handlers: dict[Any, Any] = {
