@@ -15,6 +15,10 @@ from dialtone.errors import DialtoneError, RateLimited, error_body
 
 log = logging.getLogger("dialtone.errors")
 
+# The answer to a database that is away (also sent by the history fast path).
+DB_UNAVAILABLE = "database unavailable, try again shortly"
+DB_RETRY_AFTER = "5"
+
 _CODES = {
     400: "invalid_input",
     401: "unauthorized",
@@ -85,9 +89,7 @@ def handle_database(request: Request[Any, Any, Any], exc: Exception) -> Response
         printable(request.url.path),
         type(exc).__name__,
     )
-    return error_response(
-        503, "database unavailable, try again shortly", "unavailable", {"Retry-After": "5"}
-    )
+    return error_response(503, DB_UNAVAILABLE, "unavailable", {"Retry-After": DB_RETRY_AFTER})
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
