@@ -38,7 +38,7 @@ async def test_a_client_gone_mid_body_is_logged_as_a_disconnect(
 ) -> None:
     live = await live_factory(limited_settings)
     with caplog.at_level(logging.INFO):
-        reader, writer = await asyncio.open_connection("127.0.0.1", live.port)
+        _, writer = await asyncio.open_connection("127.0.0.1", live.port)
         writer.write(
             b"POST %s HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
             b"authorization: Bearer nothing\r\ncontent-length: 1000\r\n\r\n"
