@@ -152,6 +152,8 @@ async def test_a_trickled_head_cannot_stretch_the_head_timeout(
     async def trickle_forever() -> None:
         while True:
             for i in range(len(trickle)):
+                if writer.transport.is_closing():
+                    return
                 writer.write(trickle[i : i + 1])
                 await asyncio.sleep(0.05)  # the attacker's pace, not a synchronisation
 
@@ -159,6 +161,8 @@ async def test_a_trickled_head_cannot_stretch_the_head_timeout(
     try:
         # Generous: only a connection that is never cut fails (the bound is 0.5 s).
         answer = await asyncio.wait_for(reader.read(), 30)
+    except ConnectionResetError:
+        answer = b""  # cut while a byte was on its way: the peer resets instead
     finally:
         sender.cancel()
     assert answer == b"" or answer.startswith(b"HTTP/1.1 408"), answer
