@@ -137,7 +137,9 @@ class OwnPostgres:
 
 
 @contextlib.contextmanager
-def own_postgres_cluster(port: int) -> Iterator[OwnPostgres]:
+def own_postgres_cluster(port: int, tmpfs_size: str | None = None) -> Iterator[OwnPostgres]:
+    """A running cluster; with ``tmpfs_size``, on a tmpfs of that size (a disk that can
+    be filled; skipped where mounting is not permitted)."""
     bin_dir = _bin_dir()
     if bin_dir is None:
         pytest.skip("PostgreSQL's initdb is not installed")
@@ -148,6 +150,17 @@ def own_postgres_cluster(port: int) -> Iterator[OwnPostgres]:
     if os.geteuid() not in (0, user.pw_uid):
         pytest.skip("a cluster of the test's own needs root or the postgres user")
     folder = Path(tempfile.mkdtemp(prefix="dialtone-pg-"))
+    mounted = False
+    if tmpfs_size is not None:
+        mount = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={tmpfs_size}", "tmpfs", str(folder)],
+            capture_output=True,
+            check=False,
+        )
+        if mount.returncode != 0:
+            folder.rmdir()
+            pytest.skip(f"cannot mount a small tmpfs here: {mount.stderr.decode().strip()}")
+        mounted = True
     shutil.chown(folder, user.pw_uid, user.pw_gid)
     cluster = OwnPostgres(folder, port, bin_dir, user)
     try:
@@ -157,4 +170,6 @@ def own_postgres_cluster(port: int) -> Iterator[OwnPostgres]:
     finally:
         with contextlib.suppress(Exception):
             cluster.stop()
+        if mounted:
+            subprocess.run(["umount", "-l", str(folder)], check=False)
         shutil.rmtree(folder, ignore_errors=True)

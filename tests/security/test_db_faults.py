@@ -19,6 +19,7 @@ from tests.conftest import make_settings
 from tests.security.conftest import free_port
 from tests.security.own_postgres import OwnPostgres, own_postgres_cluster
 from tests.security.test_faults import DB_DOWN, register_admin
+from tests.security.test_readiness import fill
 
 
 @pytest.fixture
@@ -105,3 +106,36 @@ async def test_a_hung_database_is_503_by_the_database_timeout(
             own_pg.resume()
         await until_status(http, history, auth, 200)
         await until_status(http, "/channels", auth, 200)
+
+
+async def test_postgres_out_of_disk_is_503_and_not_ready(tmp_path: Path, live_factory: Any) -> None:
+    """PostgreSQL's disk fills up: writes are 503 (never 500), readiness goes 503, and
+    both come back once space is freed."""
+    with own_postgres_cluster(free_port(), tmpfs_size="96m") as pg:
+        await asyncio.to_thread(upgrade, pg.url)
+        settings = make_settings(tmp_path, pg.url, db_timeout=5.0)
+        live = await live_factory(settings)
+        live.server.config.app.state.readiness.storage.hold = 0.5
+        async with live.client() as http:
+            auth, history = await history_setup(http)
+            assert (await http.get("/health/ready")).status_code == 200
+
+            filler = fill(pg.folder)
+            statuses: list[int] = []
+            for _ in range(2000):  # until a write meets the full disk
+                response = await http.post(
+                    "/channels", json={"name_enc": "eA==" * 50}, headers=auth
+                )
+                statuses.append(response.status_code)
+                if response.status_code != 201:
+                    break
+            assert statuses[-1] == 503, statuses[-1]
+            assert 500 not in statuses
+            ready = await http.get("/health/ready")
+            assert ready.status_code == 503, ready.text
+
+            filler.unlink()
+            await until_status(http, "/health/ready", {}, 200)
+            await until_status(http, "/channels", auth, 200)
+            created = await http.post("/channels", json={"name_enc": "eA=="}, headers=auth)
+            assert created.status_code == 201, created.text
