@@ -117,7 +117,7 @@ async def test_postgres_out_of_disk_is_503_and_not_ready(tmp_path: Path, live_fa
         live = await live_factory(settings)
         live.server.config.app.state.readiness.storage.hold = 0.5
         async with live.client() as http:
-            auth, history = await history_setup(http)
+            auth, _ = await history_setup(http)
             assert (await http.get("/health/ready")).status_code == 200
 
             filler = fill(pg.folder)
