@@ -10,6 +10,11 @@ A WebSocket upgrade is served by Dialtone's own protocol class,
 ``dialtone.realtime.wsserver.WebSocketProtocol``, given to uvicorn as ``ws=``: the
 hub writes prebuilt frames through it. Everything that depends on how uvicorn builds
 and shuts down that class lives in that one module.
+
+Both classes are given to uvicorn as subclasses made by ``gated_protocols``, which count
+each connection in a ``dialtone.accept.AcceptGate`` from its accept to its end (the
+WebSocket class gives the count back for an upgraded connection, whose transport it
+then owns): an address over its cap is closed before uvicorn sees the connection.
 """
 
 from __future__ import annotations
@@ -277,10 +282,12 @@ class BoundedHttp(asyncio.Protocol):
             self.inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
-        self.inner.pause_writing()
+        if self.started:
+            self.inner.pause_writing()
 
     def resume_writing(self) -> None:
-        self.inner.resume_writing()
+        if self.started:
+            self.inner.resume_writing()
 
     def _arm(self) -> None:
         self.timer = asyncio.get_running_loop().call_later(self.timeout, self._too_slow)
