@@ -36,6 +36,7 @@ from dialtone.api.voice import turn_credentials
 from dialtone.api.web import web_handlers
 from dialtone.config import Settings, metrics_address, require_secrets
 from dialtone.db.engine import create_engine, create_sessionmaker
+from dialtone.db.faults import StorageWatch
 from dialtone.metrics import PrometheusMetrics, listener, make_metrics, watch_engine
 from dialtone.realtime.admin import AdminEvents
 from dialtone.realtime.broker import RedisBroker, broker_for
@@ -49,6 +50,7 @@ from dialtone.services.maintenance import (
     refresh_admin_state,
     refresh_forever,
 )
+from dialtone.services.readiness import Readiness
 from dialtone.services.session_cache import SessionCache
 
 log = logging.getLogger("dialtone.app")
@@ -79,6 +81,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
         engine = create_engine(settings)
+        storage.attach(engine)  # readiness learns of writes failing for want of storage
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         watch_engine(metrics, engine)
@@ -145,6 +148,8 @@ def create_app(
     metrics.watch("message_writer_queue", lambda: state.gateway.writer.waiting)
     if isinstance(broker, RedisBroker):
         metrics.watch("broker_rejected_batches", lambda: broker.dropped)
+    storage = StorageWatch()
+    state.readiness = Readiness(settings, storage)
     cors = (
         CORSConfig(
             allow_origins=list(settings.cors_origins),

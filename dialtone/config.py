@@ -95,6 +95,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Prometheus metrics at GET /metrics: "" (off), "token" (on the main port, for the
     # operator token or an admin's bearer), or "host:port" (a listener of its own).
     metrics: str = ""
+    # Open TCP connections per client address and worker, counted from their accept
+    # (dialtone.accept): idle ones too, which the per-request cap above never sees.
+    max_open_connections_per_address: int = 256
 
     @property
     def is_sqlite(self) -> bool:
@@ -432,6 +435,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             env, "DIALTONE_BAN_MIN_PREFIX_IPV6", DEFAULTS.ban_min_prefix_ipv6, IPV6_PREFIXES
         ),
         metrics=metrics,
+        max_open_connections_per_address=_int(
+            env,
+            "DIALTONE_MAX_OPEN_CONNECTIONS_PER_ADDRESS",
+            DEFAULTS.max_open_connections_per_address,
+            minimum=1,
+        ),
     )
 
 

@@ -10,6 +10,11 @@ A WebSocket upgrade is served by Dialtone's own protocol class,
 ``dialtone.realtime.wsserver.WebSocketProtocol``, given to uvicorn as ``ws=``: the
 hub writes prebuilt frames through it. Everything that depends on how uvicorn builds
 and shuts down that class lives in that one module.
+
+Both classes are given to uvicorn as subclasses made by ``gated_protocols``, which count
+each connection in a ``dialtone.accept.AcceptGate`` from its accept to its end (the
+WebSocket class gives the count back for an upgraded connection, whose transport it
+then owns): an address over its cap is closed before uvicorn sees the connection.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import uvicorn
 from uvicorn.config import HTTP_PROTOCOLS
 from uvicorn.importer import import_from_string
 
+from dialtone.accept import AcceptGate, raise_descriptor_limit
 from dialtone.api.edge import DialtoneApp
 from dialtone.app import create_app
 from dialtone.config import Settings
@@ -58,7 +64,15 @@ class RequestFraming:
 
     HEAD, BODY, CHUNK_SIZE, CHUNK_DATA, TRAILERS, SWITCHED = range(6)
 
-    __slots__ = ("_buffer", "_remaining", "_trailer_bytes", "heads", "max_head", "state")
+    __slots__ = (
+        "_blank",
+        "_buffer",
+        "_remaining",
+        "_trailer_bytes",
+        "heads",
+        "max_head",
+        "state",
+    )
 
     def __init__(self, max_head: int = MAX_HEADER_BYTES) -> None:
         self.max_head = max_head
@@ -67,11 +81,15 @@ class RequestFraming:
         self._remaining = 0  # body or chunk bytes (chunk data includes its CRLF)
         self._trailer_bytes = 0
         self.heads = 0  # complete, well-formed heads seen (and handed on)
+        # Blank lines arrived since the last head: they start no request (HTTP allows
+        # them before one), but they do not stop the head's clock either, or a
+        # connection sending "\r\n\r\n" now and then would never be cut.
+        self._blank = False
 
     @property
     def head_started(self) -> bool:
         """Bytes of a head have arrived, its end has not."""
-        return self.state == self.HEAD and bool(self._buffer)
+        return self.state == self.HEAD and (bool(self._buffer) or self._blank)
 
     def feed(self, data: bytes) -> tuple[int, str | None]:
         pos, size = 0, len(data)
@@ -147,7 +165,9 @@ class RequestFraming:
         while lines and not lines[0]:
             lines.pop(0)  # empty lines before a request line are allowed
         if not lines:
+            self._blank = True
             return None
+        self._blank = False
         lengths: list[bytes] = []
         codings: list[bytes] = []
         connection: list[bytes] = []
@@ -203,6 +223,9 @@ class BoundedHttp(asyncio.Protocol):
     socket is open its frames no longer pass through here.
     """
 
+    # Counts connections from their accept (dialtone.accept); set by gated_protocols.
+    gate: AcceptGate | None = None
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.inner = HTTP_PROTOCOL(*args, **kwargs)
         self.framing = RequestFraming(MAX_HEADER_BYTES)
@@ -210,11 +233,18 @@ class BoundedHttp(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.refused = False
+        self.started = False  # uvicorn's protocol has the connection (not refused at accept)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport (uvloop's does not subclass asyncio.Transport).
         self.transport = cast(asyncio.Transport, transport)
+        if self.gate is not None and not self.gate.admit(transport):
+            # Over its address's cap: closed before a byte is read or uvicorn sees it.
+            self.refused = True
+            self.transport.abort()
+            return
         self.inner.connection_made(self.transport)
+        self.started = True
         # A connection that never sends anything is cut too (uvicorn arms no timer
         # until a first response has been sent).
         self._arm()
@@ -239,19 +269,25 @@ class BoundedHttp(asyncio.Protocol):
             self.timer = None
 
     def eof_received(self) -> None:
-        self.inner.eof_received()
+        if self.started:
+            self.inner.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        self.inner.connection_lost(exc)
+        if self.gate is not None and self.transport is not None:
+            self.gate.release(self.transport)
+        if self.started:
+            self.inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
-        self.inner.pause_writing()
+        if self.started:
+            self.inner.pause_writing()
 
     def resume_writing(self) -> None:
-        self.inner.resume_writing()
+        if self.started:
+            self.inner.resume_writing()
 
     def _arm(self) -> None:
         self.timer = asyncio.get_running_loop().call_later(self.timeout, self._too_slow)
@@ -280,6 +316,28 @@ class BoundedHttp(asyncio.Protocol):
         transport.close()
 
 
+def gated_protocols(gate: AcceptGate) -> tuple[type[BoundedHttp], type[WebSocketProtocol]]:
+    """The HTTP and WebSocket protocol classes for uvicorn, counting connections in
+    ``gate`` from accept to close. An upgraded connection's transport belongs to the
+    WebSocket protocol, so that one gives the count back when it ends."""
+
+    class GatedHttp(BoundedHttp):
+        pass
+
+    GatedHttp.gate = gate
+
+    class GatedWebSocket(WebSocketProtocol):
+        __slots__ = ()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            transport = self.transport
+            super().connection_lost(exc)
+            if transport is not None:
+                gate.release(transport)
+
+    return GatedHttp, GatedWebSocket
+
+
 def quiet_protocol_logs() -> None:
     """uvicorn's protocol log, and the websockets library's that uvicorn and Dialtone's
     WebSocket protocol route into it, print every header of a WebSocket handshake at
@@ -294,14 +352,23 @@ def quiet_protocol_logs() -> None:
 
 def uvicorn_config(settings: Settings, **overrides: Any) -> uvicorn.Config:
     quiet_protocol_logs()
+    app = overrides.pop("app", None) or create_app(settings)
+    # Connections per address from their accept (dialtone.accept); lifted with the other
+    # limits by DIALTONE_RATE_LIMITS=off. Kept on the app's state for metrics to read.
+    gate = AcceptGate(
+        settings.max_open_connections_per_address if settings.rate_limits else None,
+        app.trusted,
+    )
+    app.state.accept_gate = gate
+    http, ws = gated_protocols(gate)
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
         "loop": "uvloop",
-        "http": BoundedHttp,
+        "http": http,
         # Dialtone's own WebSocket protocol (dialtone.realtime.wsserver): the hub writes
         # prebuilt frames through it; the coupling to uvicorn is that module's alone.
-        "ws": WebSocketProtocol,
+        "ws": ws,
         # Ciphertext does not compress; deflate would only cost memory per socket.
         "ws_per_message_deflate": False,
         "ws_max_size": 64 * 1024,
@@ -324,7 +391,6 @@ def uvicorn_config(settings: Settings, **overrides: Any) -> uvicorn.Config:
     if settings.tls_cert and settings.tls_key:
         options["ssl_certfile"] = settings.tls_cert
         options["ssl_keyfile"] = settings.tls_key
-    app = overrides.pop("app", None) or create_app(settings)
     options.update(overrides)
     return uvicorn.Config(app, **options)
 
@@ -352,5 +418,7 @@ def serve(
 ) -> None:
     """Serve until stopped; on ``sockets`` when given (``dialtone.workers``, which also
     names the worker and its multiprocess metrics folder), else on settings.host:port."""
+    # Before the gate reads the limit: systemd's default soft limit is 1024.
+    raise_descriptor_limit()
     app = create_app(settings, worker=worker, metrics_dir=metrics_dir)
     DialtoneServer(uvicorn_config(settings, app=app)).run(sockets=sockets)

@@ -52,6 +52,8 @@ CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"
 HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
 NO_STORE = (b"cache-control", b"no-store")
 
+# The access log's status for a request whose client left before it was answered.
+CLIENT_CLOSED = 499
 _RESPONSE_STARTS = frozenset({"http.response.start", "websocket.http.response.start"})
 # C0 controls, DEL and the C1 range: a path is shown with these escaped, so a request
 # for "/x%0A<forged line>" cannot start a line of its own in a text log.
@@ -184,15 +186,21 @@ class DialtoneApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send, address: str) -> None:
         started = time.perf_counter()
-        state: dict[str, Any] = {"status": None, "body_done": False}
+        state: dict[str, Any] = {"status": None, "body_done": False, "client_gone": False}
 
         async def tracked_receive() -> Message:
             message = await receive()
             if message["type"] == "http.request" and not message.get("more_body", False):
                 state["body_done"] = True
+            elif message["type"] == "http.disconnect" and not state["body_done"]:
+                # Gone in the middle of its body: the client's doing, not a server error
+                # (Litestar answers a body cut short as a 500).
+                state["client_gone"] = True
             return message
 
         async def tracked_send(message: Message) -> None:
+            if state["client_gone"]:
+                return  # nobody is there to read an answer
             if message["type"] == "http.response.start":
                 state["status"] = message["status"]
             await send(message)
@@ -221,8 +229,13 @@ class DialtoneApp:
                         tracked_send, 503, "request timed out", "unavailable", retry=True
                     )
         finally:
-            self._log(scope, state["status"], started, address)
-            self.metrics.http_request(scope, fast is not None, state["status"], started)
+            if state["client_gone"] and state["status"] is None:
+                # nginx's 499: the client closed the connection before an answer.
+                self._log(scope, CLIENT_CLOSED, started, address, client_disconnect=True)
+                self.metrics.http_request(scope, fast is not None, CLIENT_CLOSED, started)
+            else:
+                self._log(scope, state["status"], started, address)
+                self.metrics.http_request(scope, fast is not None, state["status"], started)
 
     async def _send_error(
         self,
@@ -246,8 +259,17 @@ class DialtoneApp:
         await send({"type": f"{prefix}.response.start", "status": status, "headers": headers})
         await send({"type": f"{prefix}.response.body", "body": body})
 
-    def _log(self, scope: Scope, status: int | None, started: float, address: str) -> None:
+    def _log(
+        self,
+        scope: Scope,
+        status: int | None,
+        started: float,
+        address: str,
+        *,
+        client_disconnect: bool = False,
+    ) -> None:
         caller = scope.get("dialtone_caller")
+        extra: dict[str, Any] = {"client_disconnect": True} if client_disconnect else {}
         path = scope.get("path", "")
         level = logging.DEBUG if path == "/health" else logging.INFO
         log.log(
@@ -261,5 +283,6 @@ class DialtoneApp:
                 "user_id": getattr(caller, "user_id", None),
                 "device_id": getattr(caller, "device_id", None),
                 "client": address,
+                **extra,
             },
         )

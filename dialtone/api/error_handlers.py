@@ -8,13 +8,16 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from dialtone.api.edge import printable
+from dialtone.db.faults import is_unavailable
 from dialtone.errors import DialtoneError, RateLimited, error_body
 
 log = logging.getLogger("dialtone.errors")
+
+# The answer to a database that is away (also sent by the history fast path).
+DB_UNAVAILABLE = "database unavailable, try again shortly"
+DB_RETRY_AFTER = "5"
 
 _CODES = {
     400: "invalid_input",
@@ -86,24 +89,16 @@ def handle_database(request: Request[Any, Any, Any], exc: Exception) -> Response
         printable(request.url.path),
         type(exc).__name__,
     )
-    return error_response(
-        503, "database unavailable, try again shortly", "unavailable", {"Retry-After": "5"}
-    )
+    return error_response(503, DB_UNAVAILABLE, "unavailable", {"Retry-After": DB_RETRY_AFTER})
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    if _is_connection_fault(exc):
+    # Any database that is away, starting up, hung (a timeout) or out of storage: the
+    # documented 503, never a 500.
+    if is_unavailable(exc):
         return handle_database(request, exc)
     log.exception("unhandled error on %s %s", request.method, printable(request.url.path))
     return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal server error", "server_error")
-
-
-def _is_connection_fault(exc: BaseException) -> bool:
-    if isinstance(
-        exc, OperationalError | InterfaceError | PoolTimeout | TimeoutError | ConnectionError
-    ):
-        return True
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
 exception_handlers: dict[Any, Any] = {

@@ -17,8 +17,10 @@ anything unusual:
   (``services.auth.cached_caller``), and no address ban in force on this node;
 - the page: read by ``services.messages.read_history`` (the rules Litestar's handler
   uses) from a driver connection (``db/repositories/history.py``); a rule's refusal
-  (unknown channel, bad cursor) or any database error sends the request on to
-  Litestar, which answers it as it always did (the connection is invalidated first);
+  (unknown channel, bad cursor) or any other database error sends the request on to
+  Litestar, which answers it as it always did (the connection is invalidated first),
+  but a database that is away, starting up or hung is answered here with Litestar's
+  503 (going on would wait for it a second time);
   on SQLite at most ``SQLITE_READS_IN_FLIGHT`` such reads run at once.
 
 The answer has the bytes Litestar would send: the same Struct encoded by msgspec,
@@ -38,9 +40,11 @@ from litestar.datastructures import State
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dialtone.api.edge import secure_headers
+from dialtone.api.error_handlers import DB_RETRY_AFTER, DB_UNAVAILABLE
+from dialtone.db.faults import is_unavailable
 from dialtone.db.repositories.history import DriverHistory
 from dialtone.db.repositories.messages import PAGE_CHUNK, StoredMessage
-from dialtone.errors import DialtoneError
+from dialtone.errors import DialtoneError, error_body
 from dialtone.schemas.messages import MessageOut, MessagePage
 from dialtone.security.headers import bearer_token
 from dialtone.services.auth import cached_caller
@@ -127,6 +131,17 @@ class HistoryFastPath:
         except DialtoneError:
             return False
         except Exception as exc:
+            if is_unavailable(exc):
+                # The database is away, starting up or hung: Litestar's path would meet
+                # it again (a second database timeout for a hung one). The same 503.
+                log.warning(
+                    "database unavailable on GET %s: %s",
+                    PATH,
+                    type(exc).__name__,
+                    extra={"event": "history_unavailable"},
+                )
+                await self._unavailable(send)
+                return True
             # Litestar's path meets the same fault through SQLAlchemy, which maps it
             # (503 for a database that is away) and tells the session cache.
             log.warning(
@@ -158,6 +173,22 @@ class HistoryFastPath:
         )
         await send({"type": "http.response.body", "body": body})
         return True
+
+    async def _unavailable(self, send: Send) -> None:
+        body = error_body(DB_UNAVAILABLE, "unavailable")
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", b"%d" % len(body)),
+            (b"retry-after", DB_RETRY_AFTER.encode()),
+        ]
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 503,
+                "headers": secure_headers(headers, authenticated=True, hsts=self.hsts),
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
 
     async def _read(self, engine: AsyncEngine, params: dict[str, str]) -> list[StoredMessage]:
         limit = params.get("limit")

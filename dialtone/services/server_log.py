@@ -58,6 +58,8 @@ TOPICS = frozenset(
 # Entries waiting for the writer beyond this are dropped (and counted): a flood of
 # refused logins must not grow memory without bound while the database is away.
 MAX_PENDING = 10_000
+# A failed write is tried again after this many seconds.
+RETRY_SECONDS = 1.0
 
 _INSERT = insert(cast(Table, ServerLogEntry.__table__))
 
@@ -93,6 +95,7 @@ class ServerLog:
         self._wake: asyncio.Event | None = None
         self._sessionmaker: async_sessionmaker[AsyncSession] | None = None
         self.dropped = 0
+        self.failed_writes = 0  # counters for metrics
 
     async def add(self, session: AsyncSession, topic: str, **fields: Any) -> None:
         """Log in this transaction: the entry exists exactly if the change commits."""
@@ -101,6 +104,8 @@ class ServerLog:
     def record(self, topic: str, **fields: Any) -> None:
         """Log soon, in a transaction of its own (see the module docstring)."""
         if len(self._pending) >= MAX_PENDING:
+            if not self.dropped:
+                log.warning("server log entries dropped: the writer is behind (database away?)")
             self.dropped += 1
             return
         self._pending.append(entry(topic, self.clock(), **fields))
@@ -122,23 +127,48 @@ class ServerLog:
     async def run(
         self, sessionmaker: async_sessionmaker[AsyncSession], stop: asyncio.Event
     ) -> None:
-        """Write buffered entries as they come, until ``stop``; a last flush then."""
+        """Write buffered entries as they come, until ``stop``; a last flush then.
+
+        A write that fails (database away, disk full) keeps its entries and is retried
+        every RETRY_SECONDS without waiting for a new entry, so what was logged during
+        the fault is written once it passes; only MAX_PENDING are kept, and what is
+        lost (over that, or still unwritten at shutdown) is counted and reported."""
         self._sessionmaker = sessionmaker
         self._wake = wake = asyncio.Event()
         stopping = asyncio.ensure_future(stop.wait())
+        failures = 0
         try:
             while not stop.is_set():
-                waking = asyncio.ensure_future(wake.wait())
-                await asyncio.wait({waking, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                waking.cancel()
+                if not self._pending:
+                    waking = asyncio.ensure_future(wake.wait())
+                    await asyncio.wait({waking, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                    waking.cancel()
                 wake.clear()
                 try:
                     await self.flush()
                 except Exception as exc:
-                    log.warning("server log write failed", extra={"error": type(exc).__name__})
+                    self.failed_writes += 1
+                    if not failures:
+                        log.warning(
+                            "server log write failed; entries kept and retried",
+                            extra={"error": type(exc).__name__, "pending": len(self._pending)},
+                        )
+                    failures += 1
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), 1.0)
-            with contextlib.suppress(Exception):
+                        await asyncio.wait_for(stop.wait(), RETRY_SECONDS)
+                    continue
+                if failures:
+                    log.info(
+                        "server log written again",
+                        extra={"failed_attempts": failures, "dropped": self.dropped},
+                    )
+                    failures = 0
+            try:
                 await self.flush()
+            except Exception as exc:
+                log.error(
+                    "server log entries lost at shutdown",
+                    extra={"error": type(exc).__name__, "lost": len(self._pending)},
+                )
         finally:
             stopping.cancel()

@@ -19,6 +19,14 @@ def test_defaults(tmp_path: Path) -> None:
     assert settings.tls_cert is None
     assert settings.tls_key is None
     assert settings.username_pepper == b""  # nothing created until serve runs
+    assert settings.max_open_connections_per_address == 256
+
+
+def test_open_connection_cap_is_read(tmp_path: Path) -> None:
+    settings = load_settings(
+        {"DIALTONE_DATA_DIR": str(tmp_path), "DIALTONE_MAX_OPEN_CONNECTIONS_PER_ADDRESS": "40"}
+    )
+    assert settings.max_open_connections_per_address == 40
 
 
 def test_reads_everything(tmp_path: Path) -> None:
@@ -92,6 +100,10 @@ def test_db_url_forms(raw: str, expected: str) -> None:
         ({"DIALTONE_CLUSTER_SECRET": "too-short"}, "DIALTONE_CLUSTER_SECRET"),
         ({"DIALTONE_LOGIN_USER_BURST": "0"}, "DIALTONE_LOGIN_USER_BURST"),
         ({"DIALTONE_ADMIN_TOKEN_REFILL": "-1"}, "DIALTONE_ADMIN_TOKEN_REFILL"),
+        (
+            {"DIALTONE_MAX_OPEN_CONNECTIONS_PER_ADDRESS": "0"},
+            "DIALTONE_MAX_OPEN_CONNECTIONS_PER_ADDRESS",
+        ),
     ],
 )
 def test_bad_settings_give_one_line(env: dict[str, str], mentions: str) -> None:

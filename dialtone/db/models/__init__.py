@@ -4,6 +4,7 @@ from dialtone.db.models.admin import Ban, ServerLogEntry, ServerSetting
 from dialtone.db.models.channel import Channel, ChannelKeyEnvelope, ChannelMessage
 from dialtone.db.models.device import Device
 from dialtone.db.models.directory import DirectoryKeyEnvelope
+from dialtone.db.models.health import HealthProbe
 from dialtone.db.models.invite import Invite
 from dialtone.db.models.profile import UserProfile
 from dialtone.db.models.session import Session
@@ -16,6 +17,7 @@ __all__ = [
     "ChannelMessage",
     "Device",
     "DirectoryKeyEnvelope",
+    "HealthProbe",
     "Invite",
     "ServerLogEntry",
     "ServerSetting",
