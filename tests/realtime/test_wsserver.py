@@ -38,9 +38,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.frames import Frame, Opcode
 
 from dialtone.config import Settings
-from dialtone.server import BoundedHttp
 from dialtone.realtime.hub import CLOSE_TRY_AGAIN, Hub
 from dialtone.realtime.wsserver import FRAMES_EXTENSION, WebSocketProtocol
+from dialtone.server import BoundedHttp
 from tests.realtime.conftest import (
     LiveServer,
     closed_with,
