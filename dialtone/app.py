@@ -89,6 +89,7 @@ def create_app(settings: Settings) -> DialtoneApp:
                 refresh_forever(app.state.sessionmaker, ctx, ADMIN_REFRESH_SECONDS, stop_purging)
             ),
             asyncio.create_task(ctx.server_log.run(app.state.sessionmaker, stop_purging)),
+            asyncio.create_task(state.gateway.slots.run(stop_purging)),
         }
         try:
             yield
@@ -105,6 +106,7 @@ def create_app(settings: Settings) -> DialtoneApp:
             await hub.stop_replication()
             await broker.stop()
             await ctx.limiter.close()
+            await state.gateway.slots.close()
             ctx.hashing.close()
             await engine.dispose()
 

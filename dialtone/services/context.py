@@ -154,6 +154,9 @@ def http_policies(settings: Settings) -> dict[str, Bucket]:
         # every channel's key from every device every 30 s, so this bucket is wide)
         "device": Bucket.per(settings.device_burst, settings.device_refill),
         "envelope": Bucket.per(settings.envelope_burst, settings.envelope_refill),
+        # Chat frames per user over all sockets, used when it lives in Redis (else the
+        # gateway keeps it in memory: dialtone.realtime.limits).
+        "ws_user_chat": Bucket(settings.ws_user_chat_burst, settings.ws_user_chat_rate),
     }
 
 
