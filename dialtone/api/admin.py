@@ -113,7 +113,7 @@ class AdminController(Controller):
     # ------------------------------------------------------------ overview
 
     @get("/stats", guards=[admins])
-    async def stats(self, request: Req, uow: Uow, ctx: Ctx) -> StatsOut:
+    async def stats(self, uow: Uow, ctx: Ctx) -> StatsOut:
         values = await AdminService(uow, ctx).stats()
         values["voice_rooms"] = [VoiceRoomStats(**room) for room in values["voice_rooms"]]
         return StatsOut(**values)
@@ -123,7 +123,6 @@ class AdminController(Controller):
     @get("/users", guards=[staff])
     async def users(
         self,
-        request: Req,
         uow: Uow,
         ctx: Ctx,
         limit: LimitQuery = None,
@@ -223,7 +222,6 @@ class AdminController(Controller):
     @get("/bans", guards=[staff])
     async def bans(
         self,
-        request: Req,
         uow: Uow,
         ctx: Ctx,
         limit: LimitQuery = None,
@@ -249,7 +247,6 @@ class AdminController(Controller):
     @get("/invites", guards=[admins])
     async def invites(
         self,
-        request: Req,
         uow: Uow,
         ctx: Ctx,
         limit: LimitQuery = None,
@@ -274,7 +271,6 @@ class AdminController(Controller):
     @get("/log", guards=[admins])
     async def server_log(
         self,
-        request: Req,
         uow: Uow,
         ctx: Ctx,
         limit: LimitQuery = None,
@@ -291,7 +287,7 @@ class AdminController(Controller):
         return LogPage(entries=[log_out(e) for e in page.items], next_cursor=page.next_cursor)
 
     @get("/settings", guards=[admins])
-    async def settings(self, request: Req, uow: Uow, ctx: Ctx) -> SettingsOut:
+    async def settings(self, ctx: Ctx) -> SettingsOut:
         return SettingsOut(settings=dict(ctx.live_settings.values))
 
     @put("/settings", guards=[admins])
