@@ -89,8 +89,20 @@ async def test_sockets_per_user_are_capped_over_both_nodes(
 ) -> None:
     node_a, node_b = limited_nodes
     alice = await node_a.register("alice")
-    on_a = await open_socket(node_a, alice)
-    on_b = await open_socket(node_b, alice)
+    # Six handshakes at once, three on each node: exactly two get in.
+    tries = await asyncio.gather(
+        *(open_socket(node, alice) for node in (node_a, node_b) * 3), return_exceptions=True
+    )
+    opened = [ws for ws in tries if isinstance(ws, ClientConnection)]
+    assert len(opened) == 2, tries
+    for failure in tries:
+        if not isinstance(failure, ClientConnection):
+            assert isinstance(failure, InvalidStatus), failure
+            assert failure.response.status_code == 429
+    for ws in opened:
+        await ws.close()
+    on_a = await opens_again(node_a, alice)
+    on_b = await opens_again(node_b, alice)
     try:
         # Two open, one on each node: a third is refused on either node.
         for node in (node_a, node_b):
