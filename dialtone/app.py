@@ -104,6 +104,7 @@ def create_app(
                 refresh_forever(app.state.sessionmaker, ctx, ADMIN_REFRESH_SECONDS, stop_purging)
             ),
             asyncio.create_task(ctx.server_log.run(app.state.sessionmaker, stop_purging)),
+            asyncio.create_task(state.gateway.slots.run(stop_purging)),
         }
         if isinstance(metrics, PrometheusMetrics) and metrics.multiprocess_dir:
             background.add(asyncio.create_task(metrics.sample_forever(stop_purging)))
@@ -131,6 +132,7 @@ def create_app(
             await hub.stop_replication()
             await broker.stop()
             await ctx.limiter.close()
+            await state.gateway.slots.close()
             ctx.hashing.close()
             await engine.dispose()
 

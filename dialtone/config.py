@@ -82,6 +82,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     message_delete_refill: float = 1.0
     ws_user_chat_burst: int = 20
     ws_user_chat_rate: float = 10.0
+    # Open WebSockets per user, over every node and worker (429 at the handshake).
+    max_sockets_per_user: int = 20
     # Server processes on one port (dialtone.workers); more than one needs Redis.
     workers: int = 1
     # PostgreSQL only: wait for the WAL flush (fsync) before acknowledging a message
@@ -424,6 +426,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             env, "DIALTONE_WS_USER_CHAT_BURST", DEFAULTS.ws_user_chat_burst, minimum=1
         ),
         ws_user_chat_rate=_float(env, "DIALTONE_WS_USER_CHAT_RATE", DEFAULTS.ws_user_chat_rate),
+        max_sockets_per_user=_int(
+            env, "DIALTONE_MAX_SOCKETS_PER_USER", DEFAULTS.max_sockets_per_user, minimum=1
+        ),
         workers=_int(env, "DIALTONE_WORKERS", DEFAULTS.workers, minimum=1),
         message_sync_commit=_bool(
             env, "DIALTONE_MESSAGE_SYNC_COMMIT", DEFAULTS.message_sync_commit

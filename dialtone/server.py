@@ -72,6 +72,7 @@ class RequestFraming:
         "heads",
         "max_head",
         "state",
+        "switched_at",
     )
 
     def __init__(self, max_head: int = MAX_HEADER_BYTES) -> None:
@@ -85,6 +86,9 @@ class RequestFraming:
         # them before one), but they do not stop the head's clock either, or a
         # connection sending "\r\n\r\n" now and then would never be cut.
         self._blank = False
+        # Where, in the bytes of the last ``feed``, the head that switched protocols
+        # ended (None if that call did not switch): what follows is the new protocol's.
+        self.switched_at: int | None = None
 
     @property
     def head_started(self) -> bool:
@@ -93,6 +97,7 @@ class RequestFraming:
 
     def feed(self, data: bytes) -> tuple[int, str | None]:
         pos, size = 0, len(data)
+        self.switched_at = None
         while pos < size:
             state = self.state
             if state == self.SWITCHED:
@@ -115,6 +120,8 @@ class RequestFraming:
                 if problem is not None:
                     return pos, problem  # uvicorn never sees this head complete
                 pos = end
+                if self.state == self.SWITCHED:
+                    self.switched_at = end
                 continue
             # A chunk-size line, or one line of a chunked body's trailers.
             bound = MAX_CHUNK_LINE if state == self.CHUNK_SIZE else self.max_head
@@ -254,7 +261,15 @@ class BoundedHttp(asyncio.Protocol):
             return
         framing = self.framing
         taken, problem = framing.feed(data)
-        if taken:
+        switched = framing.switched_at
+        if switched is not None and switched < taken:
+            # An upgrade request and the first frames in one read: uvicorn hands the
+            # WebSocket protocol the request it parsed, not what followed it. The
+            # request goes to uvicorn, which switches the transport's protocol; the
+            # frames then go to whichever protocol the transport now has.
+            self.inner.data_received(data[:switched])
+            self._after_switch(data[switched:taken])
+        elif taken:
             self.inner.data_received(data if taken == len(data) else data[:taken])
         if problem is not None:
             if problem == TOO_LARGE:
@@ -267,6 +282,13 @@ class BoundedHttp(asyncio.Protocol):
         elif self.timer is not None:
             self.timer.cancel()
             self.timer = None
+
+    def _after_switch(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is None or transport.get_protocol() is self:
+            self.inner.data_received(data)  # uvicorn did not switch: as before
+        elif not transport.is_closing():
+            cast(asyncio.Protocol, transport.get_protocol()).data_received(data)
 
     def eof_received(self) -> None:
         if self.started:

@@ -11,7 +11,7 @@ from litestar.datastructures import State
 from litestar.params import JSONBody, QueryParameter
 
 from dialtone.api.dependencies import Ctx, Uow
-from dialtone.api.guards import require_admin_credentials, require_staff_credentials
+from dialtone.api.guards import admin_actor, admins, staff
 from dialtone.api.params import (
     CursorQuery,
     ItemIdPath,
@@ -113,19 +113,17 @@ class AdminController(Controller):
 
     # ------------------------------------------------------------ overview
 
-    @get("/stats")
-    async def stats(self, request: Req, uow: Uow, ctx: Ctx) -> StatsOut:
-        await require_admin_credentials(request, uow, ctx)
+    @get("/stats", guards=[admins])
+    async def stats(self, uow: Uow, ctx: Ctx) -> StatsOut:
         values = await AdminService(uow, ctx).stats()
         values["voice_rooms"] = [VoiceRoomStats(**room) for room in values["voice_rooms"]]
         return StatsOut(**values)
 
     # ------------------------------------------------------------ users
 
-    @get("/users")
+    @get("/users", guards=[staff])
     async def users(
         self,
-        request: Req,
         uow: Uow,
         ctx: Ctx,
         limit: LimitQuery = None,
@@ -134,7 +132,6 @@ class AdminController(Controller):
         locked: TextQuery = None,
         role: TextQuery = None,
     ) -> AdminUserPage:
-        await require_staff_credentials(request, uow, ctx)
         page = await AdminService(uow, ctx).list_users(
             limit,
             cursor,
@@ -144,11 +141,11 @@ class AdminController(Controller):
         )
         return AdminUserPage(users=[user_out(r) for r in page.items], next_cursor=page.next_cursor)
 
-    @patch("/users/{user_id:str}")
+    @patch("/users/{user_id:str}", guards=[admins])
     async def update_user(
         self, request: Req, user_id: UserIdPath, data: JSONBody[UserFlagsIn], uow: Uow, ctx: Ctx
     ) -> AdminUserOut:
-        actor = await require_admin_credentials(request, uow, ctx)
+        actor = admin_actor(request)
         changes = {
             name: value
             for name in ("is_admin", "is_moderator", "is_trusted", "is_locked")
@@ -157,19 +154,19 @@ class AdminController(Controller):
         row = await AdminService(uow, ctx).update_user(actor, user_id, changes)
         return user_out(row)
 
-    @post("/users/{user_id:str}/kick", status_code=200)
+    @post("/users/{user_id:str}/kick", status_code=200, guards=[staff])
     async def kick(self, request: Req, user_id: UserIdPath, uow: Uow, ctx: Ctx) -> Status:
-        actor = await require_staff_credentials(request, uow, ctx)
+        actor = admin_actor(request)
         await AdminService(uow, ctx).kick(actor, user_id)
         return Status()
 
-    @delete("/users/{user_id:str}/sessions", status_code=200)
+    @delete("/users/{user_id:str}/sessions", status_code=200, guards=[admins])
     async def end_sessions(self, request: Req, user_id: UserIdPath, uow: Uow, ctx: Ctx) -> Status:
-        actor = await require_admin_credentials(request, uow, ctx)
+        actor = admin_actor(request)
         await AdminService(uow, ctx).end_sessions(actor, user_id)
         return Status()
 
-    @delete("/users/{user_id:str}", status_code=200)
+    @delete("/users/{user_id:str}", status_code=200, guards=[admins])
     async def delete_user(
         self,
         request: Req,
@@ -178,7 +175,7 @@ class AdminController(Controller):
         ctx: Ctx,
         messages: TextQuery = None,
     ) -> DeletedCount:
-        actor = await require_admin_credentials(request, uow, ctx)
+        actor = admin_actor(request)
         if messages not in (None, "keep", "delete"):
             raise InvalidInput("messages must be keep or delete", code="invalid_input")
         erased = await AdminService(uow, ctx).delete_user(
@@ -189,7 +186,7 @@ class AdminController(Controller):
             await checkpoint_sqlite(request.app.state.sessionmaker)
         return DeletedCount(deleted=erased)
 
-    @delete("/users/{user_id:str}/messages", status_code=200)
+    @delete("/users/{user_id:str}/messages", status_code=200, guards=[staff])
     async def delete_messages(
         self,
         request: Req,
@@ -198,7 +195,7 @@ class AdminController(Controller):
         ctx: Ctx,
         channel_id: OptionalIdQuery = None,
     ) -> DeletedCount:
-        actor = await require_staff_credentials(request, uow, ctx)
+        actor = admin_actor(request)
         erased = await AdminService(uow, ctx).erase_messages(actor, user_id, channel_id)
         if erased:
             await uow.commit()
@@ -207,9 +204,9 @@ class AdminController(Controller):
 
     # ------------------------------------------------------------ bans
 
-    @post("/bans", status_code=201)
+    @post("/bans", status_code=201, guards=[staff])
     async def ban(self, request: Req, data: JSONBody[BanIn], uow: Uow, ctx: Ctx) -> BanOut:
-        actor = await require_staff_credentials(request, uow, ctx)
+        actor = admin_actor(request)
         ban = await AdminService(uow, ctx).ban(
             actor,
             user_id=data.user_id,
@@ -224,10 +221,9 @@ class AdminController(Controller):
         ctx.bans.add(ban_rule(ban))
         return ban_out(ban, ctx)
 
-    @get("/bans")
+    @get("/bans", guards=[staff])
     async def bans(
         self,
-        request: Req,
         uow: Uow,
         ctx: Ctx,
         limit: LimitQuery = None,
@@ -235,15 +231,14 @@ class AdminController(Controller):
         active: TextQuery = None,
         user_id: OptionalIdQuery = None,
     ) -> BanPage:
-        await require_staff_credentials(request, uow, ctx)
         page = await AdminService(uow, ctx).list_bans(
             limit, cursor, active=tristate(active, "active"), user_id=user_id
         )
         return BanPage(bans=[ban_out(b, ctx) for b in page.items], next_cursor=page.next_cursor)
 
-    @delete("/bans/{ban_id:str}", status_code=200)
+    @delete("/bans/{ban_id:str}", status_code=200, guards=[staff])
     async def unban(self, request: Req, ban_id: ItemIdPath, uow: Uow, ctx: Ctx) -> Status:
-        actor = await require_staff_credentials(request, uow, ctx)
+        actor = admin_actor(request)
         await AdminService(uow, ctx).unban(actor, ban_id)
         await uow.commit()
         ctx.bans.remove(ban_id)
@@ -251,36 +246,33 @@ class AdminController(Controller):
 
     # ------------------------------------------------------------ invites
 
-    @get("/invites")
+    @get("/invites", guards=[admins])
     async def invites(
         self,
-        request: Req,
         uow: Uow,
         ctx: Ctx,
         limit: LimitQuery = None,
         cursor: CursorQuery = None,
         invite_state: StateQuery = None,
     ) -> InvitePage:
-        await require_admin_credentials(request, uow, ctx)
         page = await AdminService(uow, ctx).list_invites(limit, cursor, invite_state)
         return InvitePage(
             invites=[invite_out(i, ctx) for i in page.items], next_cursor=page.next_cursor
         )
 
-    @delete("/invites/{invite_id:str}", status_code=200)
+    @delete("/invites/{invite_id:str}", status_code=200, guards=[admins])
     async def revoke_invite(
         self, request: Req, invite_id: ItemIdPath, uow: Uow, ctx: Ctx
     ) -> Status:
-        actor = await require_admin_credentials(request, uow, ctx)
+        actor = admin_actor(request)
         await AdminService(uow, ctx).revoke_invite(actor, invite_id)
         return Status()
 
     # ------------------------------------------------------------ log, settings
 
-    @get("/log")
+    @get("/log", guards=[admins])
     async def server_log(
         self,
-        request: Req,
         uow: Uow,
         ctx: Ctx,
         limit: LimitQuery = None,
@@ -289,7 +281,6 @@ class AdminController(Controller):
         user_id: OptionalIdQuery = None,
         after: TextQuery = None,
     ) -> LogPage:
-        await require_admin_credentials(request, uow, ctx)
         # What this node still holds in memory goes in first, so the page is current.
         await ctx.server_log.flush()
         page = await AdminService(uow, ctx).read_log(
@@ -297,16 +288,15 @@ class AdminController(Controller):
         )
         return LogPage(entries=[log_out(e) for e in page.items], next_cursor=page.next_cursor)
 
-    @get("/settings")
-    async def settings(self, request: Req, uow: Uow, ctx: Ctx) -> SettingsOut:
-        await require_admin_credentials(request, uow, ctx)
+    @get("/settings", guards=[admins])
+    async def settings(self, ctx: Ctx) -> SettingsOut:
         return SettingsOut(settings=dict(ctx.live_settings.values))
 
-    @put("/settings")
+    @put("/settings", guards=[admins])
     async def change_settings(
         self, request: Req, data: JSONBody[dict[str, Any]], uow: Uow, ctx: Ctx
     ) -> SettingsOut:
-        actor = await require_admin_credentials(request, uow, ctx)
+        actor = admin_actor(request)
         changed = await AdminService(uow, ctx).change_settings(actor, data)
         await uow.commit()
         ctx.apply_settings({**ctx.live_settings.values, **changed})
@@ -314,17 +304,17 @@ class AdminController(Controller):
 
     # ------------------------------------------------------------ announcements, drain
 
-    @post("/announce", status_code=200)
+    @post("/announce", status_code=200, guards=[admins])
     async def announce(
         self, request: Req, data: JSONBody[AnnounceIn], uow: Uow, ctx: Ctx
     ) -> Status:
-        actor = await require_admin_credentials(request, uow, ctx)
+        actor = admin_actor(request)
         await AdminService(uow, ctx).announce(actor, data.text, data.alert)
         return Status()
 
-    @post("/drain", status_code=200)
+    @post("/drain", status_code=200, guards=[admins])
     async def drain(self, request: Req, uow: Uow, ctx: Ctx) -> DrainOut:
-        actor = await require_admin_credentials(request, uow, ctx)
+        actor = admin_actor(request)
         closed = request.app.state.hub.drain()
         ctx.server_log.record(
             "drain", actor_id=actor.user_id if actor else "operator", message=f"{closed} sockets"

@@ -12,6 +12,7 @@ from dialtone.api.dependencies import (
     provide_caller,
     provide_client,
 )
+from dialtone.api.guards import members
 from dialtone.api.params import AllFlagQuery, flag
 from dialtone.schemas.auth import AuthOut, LoginIn, RegisterIn
 from dialtone.schemas.common import Status, rfc3339
@@ -54,7 +55,12 @@ class AuthController(Controller):
         )
         return auth_out(result)
 
-    @post("/logout", status_code=200, dependencies={"caller": Provide(provide_caller)})
+    @post(
+        "/logout",
+        status_code=200,
+        dependencies={"caller": Provide(provide_caller)},
+        guards=[members],
+    )
     async def logout(
         self,
         uow: Uow,

@@ -5,6 +5,7 @@ from litestar.di import Provide
 from litestar.params import JSONBody
 
 from dialtone.api.dependencies import CallerDep, Ctx, Uow, provide_caller
+from dialtone.api.guards import members
 from dialtone.api.params import ChannelIdQuery
 from dialtone.db.models import Channel
 from dialtone.schemas.channels import (
@@ -31,6 +32,7 @@ class ChannelController(Controller):
     path = "/channels"
     tags = ["channels"]
     dependencies = {"caller": Provide(provide_caller)}
+    guards = [members]
 
     @get("/")
     async def list_channels(self, uow: Uow, ctx: Ctx, caller: CallerDep) -> ChannelList:

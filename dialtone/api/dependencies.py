@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from typing import Any
 
 from litestar import Request
+from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 
@@ -38,26 +40,29 @@ async def provide_uow(state: State, ctx: Ctx) -> AsyncGenerator[UnitOfWork, None
         yield uow
 
 
-async def resolve_caller(request: Request[object, object, State], uow: UnitOfWork) -> Caller | None:
-    token = bearer_token(request.headers.get("authorization"))
+# Where a guard leaves the caller it authenticated (the access log reads it too).
+CALLER = "dialtone_caller"
+
+
+async def resolve_caller(
+    connection: ASGIConnection[Any, Any, Any, Any], uow: UnitOfWork
+) -> Caller | None:
+    token = bearer_token(connection.headers.get("authorization"))
     if token is None:
         return None
-    caller = await AuthService(uow, request.app.state.ctx).authenticate(token)
+    caller = await AuthService(uow, connection.app.state.ctx).authenticate(token)
     if caller is not None:
-        request.scope["dialtone_caller"] = caller  # type: ignore[typeddict-unknown-key]
+        connection.scope[CALLER] = caller  # type: ignore[literal-required]
     return caller
 
 
-async def provide_caller(request: Request[object, object, State], uow: Uow) -> Caller:
-    try:
-        caller = await resolve_caller(request, uow)
-        if caller is None:
-            raise Unauthorized("missing or invalid bearer token", code="unauthorized")
-    except BaseException:
-        # Litestar never resumes dependencies resolved before one that raises, so the
-        # unit of work would keep its pooled connection until garbage collection.
-        await uow.close()
-        raise
+async def provide_caller(request: Request[object, object, State]) -> Caller:
+    """The caller the ``members`` guard (dialtone.api.guards) authenticated. The guard
+    runs before Litestar reads the body; a route that takes this dependency without
+    the guard is refused (401) rather than served without credentials."""
+    caller: Caller | None = request.scope.get(CALLER)  # type: ignore[assignment]
+    if caller is None:
+        raise Unauthorized("missing or invalid bearer token", code="unauthorized")
     return caller
 
 

@@ -5,6 +5,7 @@ from litestar.di import Provide
 from litestar.params import JSONBody
 
 from dialtone.api.dependencies import CallerDep, Ctx, Uow, provide_caller
+from dialtone.api.guards import members
 from dialtone.api.params import AllFlagQuery, DeviceIdPath, OptionalIdQuery, flag
 from dialtone.schemas.common import rfc3339
 from dialtone.schemas.devices import (
@@ -24,6 +25,7 @@ class DeviceController(Controller):
     path = "/devices"
     tags = ["devices"]
     dependencies = {"caller": Provide(provide_caller)}
+    guards = [members]
 
     @post("/", status_code=201)
     async def add(

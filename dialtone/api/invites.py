@@ -6,7 +6,7 @@ import msgspec
 from litestar import Request, post
 
 from dialtone.api.dependencies import Ctx, Uow
-from dialtone.api.guards import require_admin_credentials
+from dialtone.api.guards import admin_actor, admins
 from dialtone.errors import InvalidInput
 from dialtone.schemas.admin import InviteCreateIn
 from dialtone.schemas.common import rfc3339
@@ -16,11 +16,11 @@ from dialtone.services.admin import AdminService
 _decoder = msgspec.json.Decoder(InviteCreateIn)
 
 
-@post("/server/invites", status_code=201, tags=["invites"])
+@post("/server/invites", status_code=201, tags=["invites"], guards=[admins])
 async def create_invite(request: Request[Any, Any, Any], uow: Uow, ctx: Ctx) -> InviteOut:
     """No body: today's single-use invite with the default lifetime. A JSON body
     ``{"ttl_seconds", "max_uses"}`` (both optional) sets either."""
-    actor = await require_admin_credentials(request, uow, ctx)
+    actor = admin_actor(request)
     raw = await request.body()
     options = InviteCreateIn()
     if raw.strip():

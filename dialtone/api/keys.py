@@ -8,6 +8,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 
 from dialtone.api.dependencies import CallerDep, Ctx, Uow, provide_caller
+from dialtone.api.guards import members
 from dialtone.api.params import ChannelIdQuery
 from dialtone.schemas.common import rfc3339
 from dialtone.schemas.keys import (
@@ -32,6 +33,7 @@ class ChannelKeyController(Controller):
     path = "/channels/keys"
     tags = ["keys"]
     dependencies = {"caller": Provide(provide_caller)}
+    guards = [members]
 
     @get("/")
     async def get_key(
@@ -61,6 +63,7 @@ class DirectoryKeyController(Controller):
     path = "/directory/keys"
     tags = ["keys"]
     dependencies = {"caller": Provide(provide_caller)}
+    guards = [members]
 
     @get("/", responses={204: ResponseSpec(None, description="No envelope for this device")})
     async def get_key(self, uow: Uow, ctx: Ctx, caller: CallerDep) -> Response[Any]:

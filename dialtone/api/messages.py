@@ -7,12 +7,18 @@ from litestar.di import Provide
 from litestar.params import QueryParameter
 
 from dialtone.api.dependencies import CallerDep, Ctx, Uow, provide_caller
+from dialtone.api.guards import members
 from dialtone.api.params import ChannelIdQuery, OptionalIdQuery
 from dialtone.schemas.messages import MessageOut, MessagePage
 from dialtone.services.messages import MessageService
 
 
-@get("/channels/messages", tags=["messages"], dependencies={"caller": Provide(provide_caller)})
+@get(
+    "/channels/messages",
+    tags=["messages"],
+    dependencies={"caller": Provide(provide_caller)},
+    guards=[members],
+)
 async def channel_history(
     channel_id: ChannelIdQuery,
     uow: Uow,

@@ -12,6 +12,7 @@ from litestar.params import QueryParameter
 
 from dialtone import __version__
 from dialtone.api.dependencies import CallerDep, Ctx, Uow, provide_caller
+from dialtone.api.guards import members
 from dialtone.api.params import ChannelIdQuery, CursorQuery, LimitQuery, TextQuery
 from dialtone.schemas.admin import (
     DeletionOut,
@@ -26,9 +27,16 @@ from dialtone.services.maintenance import checkpoint_sqlite
 
 MessageIdQuery = Annotated[str, QueryParameter(min_length=1, max_length=64, pattern=r"^[^\x00]*$")]
 _caller = {"caller": Provide(provide_caller)}
+_members = [members]
 
 
-@delete("/channels/messages", status_code=204, tags=["messages"], dependencies=_caller)
+@delete(
+    "/channels/messages",
+    status_code=204,
+    tags=["messages"],
+    dependencies=_caller,
+    guards=_members,
+)
 async def delete_message(
     request: Request[Any, State, Any],
     message_id: MessageIdQuery,
@@ -41,7 +49,7 @@ async def delete_message(
         await checkpoint_sqlite(request.app.state.sessionmaker)
 
 
-@get("/channels/messages/deleted", tags=["messages"], dependencies=_caller)
+@get("/channels/messages/deleted", tags=["messages"], dependencies=_caller, guards=_members)
 async def deleted_messages(
     channel_id: ChannelIdQuery,
     uow: Uow,
@@ -69,7 +77,7 @@ async def deleted_messages(
     )
 
 
-@get("/moderators", tags=["users"], dependencies=_caller)
+@get("/moderators", tags=["users"], dependencies=_caller, guards=_members)
 async def moderators(uow: Uow, ctx: Ctx, caller: CallerDep) -> ModeratorList:
     staff = await AdminService(uow, ctx).moderators()
     return ModeratorList(

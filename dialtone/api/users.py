@@ -7,7 +7,7 @@ from litestar.di import Provide
 from litestar.params import JSONBody
 
 from dialtone.api.dependencies import CallerDep, Ctx, Uow, provide_caller
-from dialtone.api.guards import require_admin_credentials
+from dialtone.api.guards import admin_actor, admins, members
 from dialtone.schemas.common import Status, rfc3339
 from dialtone.schemas.users import ProfileIn, ProfileList, ProfileOut, UserCreate, UserOut
 from dialtone.services.users import UserService
@@ -17,7 +17,7 @@ class UserController(Controller):
     path = "/users"
     tags = ["users"]
 
-    @post("/", status_code=201)
+    @post("/", status_code=201, guards=[admins])
     async def reserve(
         self,
         request: Request[Any, Any, Any],
@@ -25,11 +25,11 @@ class UserController(Controller):
         uow: Uow,
         ctx: Ctx,
     ) -> UserOut:
-        caller = await require_admin_credentials(request, uow, ctx)
+        caller = admin_actor(request)
         user, name = await UserService(uow, ctx).reserve(caller, data.username)
         return UserOut(id=user.id, username=name, created_at=rfc3339(user.created_at))
 
-    @get("/profiles", dependencies={"caller": Provide(provide_caller)})
+    @get("/profiles", dependencies={"caller": Provide(provide_caller)}, guards=[members])
     async def profiles(self, uow: Uow, ctx: Ctx, caller: CallerDep) -> ProfileList:
         rows = await UserService(uow, ctx).list_profiles(caller)
         return ProfileList(
@@ -39,7 +39,12 @@ class UserController(Controller):
             ]
         )
 
-    @post("/profiles", status_code=201, dependencies={"caller": Provide(provide_caller)})
+    @post(
+        "/profiles",
+        status_code=201,
+        dependencies={"caller": Provide(provide_caller)},
+        guards=[members],
+    )
     async def set_profile(
         self, data: JSONBody[ProfileIn], uow: Uow, ctx: Ctx, caller: CallerDep
     ) -> Status:

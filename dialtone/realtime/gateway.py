@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -26,7 +27,7 @@ from dialtone.config import Settings
 from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.errors import DialtoneError, error_body
 from dialtone.realtime.hub import CLOSE_POLICY, DRAIN_TIMEOUT, Connection, FrameSink, Hub
-from dialtone.realtime.limits import FrameLimits, UserChatBuckets
+from dialtone.realtime.limits import USER_CAP, FrameLimits, UserChatBuckets, make_slots
 from dialtone.realtime.writer import MessageNotStored, MessageWriter
 from dialtone.realtime.wsserver import FRAMES_EXTENSION
 from dialtone.schemas.common import MAX_BODY_BYTES
@@ -48,6 +49,7 @@ from dialtone.schemas.events import (
     encode_event,
     frame_decoder,
 )
+from dialtone.security.addresses import limit_key
 from dialtone.security.headers import bearer_token, header, scope_address
 from dialtone.services.auth import AuthService
 from dialtone.services.channels import ChannelService
@@ -120,8 +122,13 @@ class Gateway:
             ctx,
             cluster_locks=bool(self.settings.redis_url) and not self.settings.is_sqlite,
         )
-        # Chat budgets per user, on the same clock as the per-socket buckets.
+        # Chat budgets per user, on the same clock as the per-socket buckets; with
+        # Redis, the rate limiter's shared bucket instead, so that every worker and
+        # node draws on the same budget.
         self.user_chat = UserChatBuckets(self.settings, lambda: self.frame_clock())
+        self.shared_user_chat = bool(self.settings.redis_url)
+        # Open sockets per user and per address, over every process (see limits.py).
+        self.slots = make_slots(self.settings)
         self._bad_data: set[str] = set()  # sockets whose bad frames were logged already
 
     @property
@@ -163,18 +170,61 @@ class Gateway:
             await _deny(scope, send, 401, "missing or invalid bearer token", "unauthorized")
             return
         del token  # nothing of the handshake outlives it in this frame but what is used
-        await send(
-            {"type": "websocket.accept", "subprotocol": subprotocol}
-            if subprotocol is not None
-            else {"type": "websocket.accept"}
+        refused, slot = await self._take_slot(scope, send, caller, address)
+        if refused:
+            return
+        try:
+            await send(
+                {"type": "websocket.accept", "subprotocol": subprotocol}
+                if subprotocol is not None
+                else {"type": "websocket.accept"}
+            )
+            # Dialtone's WebSocket protocol (dialtone.realtime.wsserver) lets the hub
+            # write prebuilt frames to the socket directly; under another server,
+            # events go through ASGI ``send``.
+            sink = (scope.get("extensions") or {}).get(FRAMES_EXTENSION)
+            await self.run(
+                caller, receive, scope.get(FRAME_SEND, send), caller.expires_at, address, sink
+            )
+        finally:
+            if slot is not None:
+                await self.slots.release(slot, caller.user_id, limit_key(address))
+
+    async def _take_slot(
+        self, scope: Scope, send: Send, caller: Caller, address: str
+    ) -> tuple[bool, str | None]:
+        """(refused, slot): the socket's slot under the per-user and per-address caps
+        (None with the rate limits off), or refused once the handshake was answered 429."""
+        settings = self.ctx.settings  # live: the per-address cap is a live setting
+        if not settings.rate_limits:
+            return False, None
+        slot = f"{self.hub.node_id}.{secrets.token_hex(8)}"
+        refused = await self.slots.acquire(
+            slot,
+            caller.user_id,
+            limit_key(address),
+            settings.max_sockets_per_user,
+            settings.max_connections_per_address,
         )
-        # Dialtone's WebSocket protocol (dialtone.realtime.wsserver) lets the hub write
-        # prebuilt frames to the socket directly; under another server, events go
-        # through ASGI ``send``.
-        sink = (scope.get("extensions") or {}).get(FRAMES_EXTENSION)
-        await self.run(
-            caller, receive, scope.get(FRAME_SEND, send), caller.expires_at, address, sink
+        if refused is None:
+            return False, slot
+        per_user = refused == USER_CAP
+        log.warning(
+            "socket cap hit",
+            extra={
+                "event": "rate_limited",
+                "policy": "sockets_per_user" if per_user else "connections",
+                "user_id": caller.user_id,
+                "client": address,
+            },
         )
+        message = (
+            "too many open sockets for this account"
+            if per_user
+            else "too many concurrent connections"
+        )
+        await _deny(scope, send, 429, message, "rate_limited")
+        return True, None
 
     async def _authenticate(self, token: str) -> Caller | None:
         # A method of its own: the unit of work is not kept alive by the frame of
@@ -228,7 +278,9 @@ class Gateway:
         settings = self.ctx.settings
         limits = (
             FrameLimits.from_settings(
-                settings, self.frame_clock, user_chat=self.user_chat.of(caller.user_id)
+                settings,
+                self.frame_clock,
+                user_chat=None if self.shared_user_chat else self.user_chat.of(caller.user_id),
             )
             if settings.rate_limits
             else None
@@ -308,10 +360,12 @@ class Gateway:
                 return
             self._error(conn, frame_error.code, frame_error.message)
             return
-        if limits is not None and not self._allowed(
-            conn, limits, chat=isinstance(frame, ChannelMessageSend)
-        ):
-            return
+        if limits is not None:
+            chat = isinstance(frame, ChannelMessageSend)
+            if not self._allowed(conn, limits, chat=chat):
+                return
+            if chat and self.shared_user_chat and not await self._user_chat(conn, limits):
+                return
         try:
             await self.dispatch(conn, frame)
         except FrameError as exc:
@@ -331,7 +385,15 @@ class Gateway:
         if limits.allow_chat() if chat else limits.signal.hit().allowed:
             limits.limited = False
             return True
-        policy = "ws_chat" if chat else "ws_signal"
+        return self._refused(conn, limits, "ws_chat" if chat else "ws_signal")
+
+    async def _user_chat(self, conn: Connection, limits: FrameLimits) -> bool:
+        """The user's chat budget shared by every worker and node (through Redis)."""
+        if (await self.ctx.limiter.hit("ws_user_chat", conn.user_id)).allowed:
+            return True
+        return self._refused(conn, limits, "ws_chat")
+
+    def _refused(self, conn: Connection, limits: FrameLimits, policy: str) -> bool:
         self.hub.metrics.rate_limited(policy)
         if not limits.flood.hit().allowed:
             log.warning(
@@ -468,6 +530,8 @@ async def _deny(scope: Scope, send: Send, status: int, message: str, code: str) 
         await send({"type": "websocket.close", "code": CLOSE_POLICY})
         return
     extra = [(b"www-authenticate", b"Bearer")] if status == 401 else []
+    if status == 429:
+        extra.append((b"retry-after", b"1"))
     await _respond(send, "websocket.http", status, message, code, *extra)
 
 

@@ -110,10 +110,11 @@ class WebSocketProtocol(asyncio.Protocol):
         "closed",
         "config",
         "denial",
-        "early",
         "ended",
         "fragments",
         "fragments_text",
+        "head_tail",
+        "held",
         "inbox",
         "loop",
         "lost",
@@ -143,7 +144,10 @@ class WebSocketProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.ws = ServerProtocol(max_size=config.ws_max_size, logger=log)
         self.stage = WAITING
-        self.early = False
+        # Bytes that came after the upgrade request, before the app answered it: they
+        # wait unparsed until the 101 is written (see _before_answer).
+        self.held: bytearray | None = None
+        self.head_tail = b""  # the last bytes of a request head still arriving
         self.response: Response | None = None  # the 101, until the app accepts
         self.denial: tuple[int, list[tuple[str, str]], bytes] | None = None
         # Incoming ASGI messages the app has not taken yet, and its waiting receive().
@@ -202,8 +206,10 @@ class WebSocketProtocol(asyncio.Protocol):
             self.on_writable()
 
     def data_received(self, data: bytes) -> None:
-        if self.stage == REQUESTED:
-            self.early = True  # bytes before our answer: the parser that has them stays
+        if self.stage != OPEN:
+            data = self._before_answer(data)
+            if not data:
+                return
         ws = self.ws
         ws.receive_data(data)
         for event in ws.events_received():
@@ -448,17 +454,21 @@ class WebSocketProtocol(asyncio.Protocol):
             self.closed = False
             self.ws.send_response(response)
             self._flush_protocol()
-            if not self.early:
-                # A fresh parser for the frames: the handshake's keeps the request (and
-                # its headers) alive for the life of the socket.
-                self.ws = ServerProtocol(
-                    state=State.OPEN, max_size=self.config.ws_max_size, logger=log
-                )
+            # A fresh parser for the frames: the handshake's keeps the request (and its
+            # headers) alive for the life of the socket. It never saw a frame: what
+            # came after the request was held back until now.
+            self.ws = ServerProtocol(state=State.OPEN, max_size=self.config.ws_max_size, logger=log)
             self._schedule_ping()
+            held, self.held = self.held, None
+            if held:
+                self.data_received(bytes(held))
+            if self.read_paused and not self.inbox and self.transport is not None:
+                self.read_paused = False
+                self.transport.resume_reading()
 
     def _refuse(self) -> None:
         """``websocket.close`` before the handshake: 403, as ASGI says."""
-        self.response = None
+        self.response = self.held = None
         self._end({"type": "websocket.disconnect", "code": 1006})
         self.ws.send_response(self.ws.reject(HTTPStatus.FORBIDDEN, ""))
         self.stage = DONE
@@ -472,7 +482,7 @@ class WebSocketProtocol(asyncio.Protocol):
         if message.get("more_body", False):
             self.denial = (status, headers, body)
             return
-        self.denial = self.response = None
+        self.denial = self.response = self.held = None
         fields = Headers(headers)
         fields.setdefault("Date", email.utils.formatdate(usegmt=True))
         fields.setdefault("Connection", "close")
@@ -486,10 +496,44 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def _send_500(self) -> None:
         if self.stage in (REQUESTED, WAITING):
-            self.response = None
+            self.response = self.held = None
             self.ws.send_response(self.ws.reject(500, "Internal Server Error"))
             self.stage = DONE
             self._flush_protocol()
+
+    def _before_answer(self, data: bytes) -> bytes:
+        """What of ``data`` the parser may have before the handshake is answered: the
+        request head, nothing after it.
+
+        websockets' parser reads frames as soon as the request is parsed, and queues a
+        pong for a ping (an echo for a close) before our 101 could go out: a frame
+        written before the handshake's answer, which no client can read. So a frame
+        that arrives with the upgrade request or while the app decides is held, unparsed,
+        with reading paused; the accept hands it to the frame parser after the 101, a
+        refusal drops it.
+        """
+        if self.stage == WAITING:
+            seen = self.head_tail + data
+            end = seen.find(b"\r\n\r\n")
+            if end < 0:
+                self.head_tail = seen[-3:]
+                return data
+            cut = end + 4 - len(self.head_tail)
+            self.head_tail = b""
+            if cut < len(data):
+                self._hold(data[cut:])
+            return data[:cut]
+        if self.stage == REQUESTED:
+            self._hold(data)
+        return b""  # refusing (or refused): nothing more is read
+
+    def _hold(self, data: bytes) -> None:
+        if self.held is None:
+            self.held = bytearray()
+        self.held += data
+        if not self.read_paused and self.transport is not None:
+            self.read_paused = True
+            self.transport.pause_reading()
 
     # ------------------------------------------------------------ incoming frames
 

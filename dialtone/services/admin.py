@@ -48,6 +48,7 @@ from dialtone.services.context import Caller, ServerContext
 from dialtone.services.live_settings import Value, validate
 from dialtone.services.pagination import decode_cursor, encode_cursor, page_limit
 from dialtone.services.server_log import TOPICS
+from dialtone.services.times import parse_time
 
 log = logging.getLogger("dialtone.admin")
 
@@ -66,16 +67,6 @@ def actor_id(actor: Caller | None) -> str:
 
 def is_admin(actor: Caller | None) -> bool:
     return actor is None or actor.is_admin
-
-
-def parse_time(text: str, name: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidInput(f"{name} must be an RFC 3339 time", code="invalid_time") from None
-    if moment.tzinfo is None:
-        raise InvalidInput(f"{name} needs a time zone (e.g. Z)", code="invalid_time")
-    return moment
 
 
 def _time_cursor(cursor: str | None) -> tuple[datetime, str] | None:

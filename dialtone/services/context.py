@@ -159,6 +159,9 @@ def http_policies(settings: Settings) -> dict[str, Bucket]:
         "device": Bucket.per(settings.device_burst, settings.device_refill),
         "envelope": Bucket.per(settings.envelope_burst, settings.envelope_refill),
         "message_delete": Bucket.per(settings.message_delete_burst, settings.message_delete_refill),
+        # Chat frames per user over all sockets, used when it lives in Redis (else the
+        # gateway keeps it in memory: dialtone.realtime.limits).
+        "ws_user_chat": Bucket(settings.ws_user_chat_burst, settings.ws_user_chat_rate),
     }
 
 

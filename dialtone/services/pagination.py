@@ -17,6 +17,9 @@ DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 
 _CursorParts = list[str | int]
+# Integer parts (sequence numbers, log ids) are 64-bit columns: a crafted cursor with
+# a bigger number would reach the database and fail there, not here.
+_INT64 = range(-(2**63), 2**63)
 
 
 def page_limit(limit: int | None) -> int:
@@ -41,6 +44,8 @@ def decode_cursor(cursor: str, shape: tuple[type, ...]) -> _CursorParts:
     if len(parts) != len(shape) or not all(
         isinstance(p, t) and not isinstance(p, bool) for p, t in zip(parts, shape, strict=True)
     ):
+        raise _bad_cursor()
+    if any(isinstance(p, int) and p not in _INT64 for p in parts):
         raise _bad_cursor()
     return parts
 

@@ -44,7 +44,9 @@ class Node:
     db_url: str
     prefix: str
 
-    def __init__(self, db_url: str, prefix: str, data_dir: Path, heartbeat: float = 0.5) -> None:
+    def __init__(
+        self, db_url: str, prefix: str, data_dir: Path, heartbeat: float = 0.5, **extra: str
+    ) -> None:
         self.port = free_port()
         self.db_url, self.prefix = db_url, prefix
         env = dict(os.environ)
@@ -62,6 +64,7 @@ class Node:
                 "DIALTONE_ARGON2_MEMORY_KIB": str(19 * 1024),
                 "DIALTONE_LOG_LEVEL": "warning",
                 "DIALTONE_NODE_HEARTBEAT": str(heartbeat),
+                **extra,
             }
         )
         self.proc = subprocess.Popen(

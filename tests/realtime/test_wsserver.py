@@ -40,6 +40,7 @@ from websockets.frames import Frame, Opcode
 from dialtone.config import Settings
 from dialtone.realtime.hub import CLOSE_TRY_AGAIN, Hub
 from dialtone.realtime.wsserver import FRAMES_EXTENSION, WebSocketProtocol
+from dialtone.server import BoundedHttp
 from tests.realtime.conftest import (
     LiveServer,
     closed_with,
@@ -618,3 +619,147 @@ async def test_a_socket_that_cannot_drain_is_aborted_and_forgotten(settings: Set
         assert not conn.writing
         fresh = await live.connect(stuck_member)
         assert fresh.state.name == "OPEN"
+
+
+# ---------------------------------------------------------------- nothing before the 101
+
+
+class Watching(WebSocketProtocol):
+    """Our protocol, telling the test when bytes arrived before the handshake's answer."""
+
+    __slots__ = ()
+    arrived: asyncio.Event | None = None  # one test at a time
+
+    def data_received(self, data: bytes) -> None:
+        requested = self.response is not None or self.denial is not None
+        super().data_received(data)
+        if requested and type(self).arrived is not None:
+            type(self).arrived.set()
+
+
+class GatedApp(EchoApp):
+    """Answers the handshake (accept, or a 401 on ``/deny``) only once ``gate`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        async def gated_receive() -> Any:
+            message = await receive()
+            if message["type"] == "websocket.connect":
+                await self.gate.wait()
+            return message
+
+        await super().__call__(scope, gated_receive, send)
+
+
+def upgrade_request(path: str, headers: str = "") -> bytes:
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
+    ).encode()
+
+
+def masked(opcode: Opcode, data: bytes) -> bytes:
+    return Frame(opcode, data).serialize(mask=True)
+
+
+@asynccontextmanager
+async def gated_server(**options: Any) -> AsyncIterator[tuple[GatedApp, int]]:
+    app = GatedApp()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            port=0,
+            loop="asyncio",
+            http=BoundedHttp,
+            ws=Watching,
+            lifespan="off",
+            log_config=None,
+            ws_ping_interval=None,
+            **options,
+        )
+    )
+    task = asyncio.create_task(server.serve())
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while not (server.started or task.done()) and loop.time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    if task.done():
+        task.result()
+    try:
+        yield app, server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        await RawClient.close_all()
+        server.should_exit = True
+        await asyncio.wait_for(task, 20)
+
+
+@pytest.mark.parametrize("together", [True, False], ids=["one-write", "while-deciding"])
+async def test_a_ping_before_the_answer_is_ponged_after_the_101(together: bool) -> None:
+    """A ping sent with the upgrade request (one write), or after it while the app is
+    still deciding: the first bytes out are the 101, and the pong follows it; a text
+    frame sent with it reaches the app after the accept."""
+    Watching.arrived = asyncio.Event()
+    async with gated_server() as (app, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        client = RawClient(reader, writer)
+        early = masked(Opcode.PING, b"early") + masked(Opcode.TEXT, b"hello")
+        if together:
+            writer.write(upgrade_request("/") + early)
+        else:
+            writer.write(upgrade_request("/"))
+            # The app has the connect (it waits at the gate) once the request is parsed.
+            await writer.drain()
+            writer.write(early)
+            await asyncio.wait_for(Watching.arrived.wait(), 5)
+        app.gate.set()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n"), head
+        assert await client.frame() == (Opcode.PONG.value, b"early")
+        assert await app.received.get() == {"type": "websocket.receive", "text": "hello"}
+        assert await client.frame() == (Opcode.TEXT.value, b"hello")
+
+
+async def test_frames_before_a_refusal_are_dropped() -> None:
+    """Refused: the refusal is all that is written (no pong before or after it)."""
+    Watching.arrived = asyncio.Event()
+    async with gated_server() as (app, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        RawClient(reader, writer)
+        writer.write(upgrade_request("/deny") + masked(Opcode.PING, b"early"))
+        await writer.drain()
+        writer.write(masked(Opcode.PING, b"later"))
+        await asyncio.wait_for(Watching.arrived.wait(), 5)
+        app.gate.set()
+        answer = await asyncio.wait_for(reader.read(), 5)
+        assert answer.startswith(b"HTTP/1.1 401 Unauthorized\r\n"), answer
+        assert answer.endswith(b'\r\n\r\n{"code":"no"}'), answer
+
+
+@SQLITE
+async def test_the_server_answers_an_upgrade_with_a_ping_101_first(live: LiveServer) -> None:
+    """Dialtone's own server (its bounded HTTP protocol, the gateway's database lookup
+    before the accept): the upgrade request with a token and a ping in one write. The
+    101 comes first, the pong after it, and the socket works on."""
+    member = await live.register("eager")
+    reader, writer = await asyncio.open_connection("127.0.0.1", live.port)
+    client = RawClient(reader, writer)
+    writer.write(
+        upgrade_request("/ws", f"Authorization: Bearer {member.token}\r\n")
+        + masked(Opcode.PING, b"first")
+    )
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n"), head
+    # The first events (voice snapshot, hello) and the pong, in whatever order.
+    frames = [await client.frame()]
+    while frames[-1][0] == Opcode.TEXT.value and len(frames) < 5:
+        frames.append(await client.frame())
+    assert frames[-1] == (Opcode.PONG.value, b"first"), frames
+    client.send(Opcode.CLOSE, struct.pack("!H", 1000))
+    opcode, payload = await client.frame()
+    while opcode != Opcode.CLOSE.value:
+        opcode, payload = await client.frame()
+    assert close_code(payload)[0] == 1000

@@ -9,10 +9,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from litestar.testing import AsyncTestClient
 from sqlalchemy import event, insert
 from sqlalchemy.ext.asyncio import create_async_engine
+from websockets.exceptions import InvalidStatus
 
 from dialtone.config import Settings, load_settings
 from dialtone.db.base import new_id
@@ -295,3 +297,48 @@ async def test_a_full_history_page_is_read_in_chunks(
         assert await history(limit=50) == ids[-50:]
     finally:
         event.remove(engine_of_app.sync_engine, "before_cursor_execute", seen)
+
+
+def test_setting_of_the_socket_cap_per_user() -> None:
+    assert load_settings({}).max_sockets_per_user == 20
+    assert load_settings({"DIALTONE_MAX_SOCKETS_PER_USER": "3"}).max_sockets_per_user == 3
+    with pytest.raises(ConfigError, match="DIALTONE_MAX_SOCKETS_PER_USER"):
+        load_settings({"DIALTONE_MAX_SOCKETS_PER_USER": "0"})
+
+
+async def test_open_sockets_per_user_are_capped(tmp_path: Path, db_url: str) -> None:
+    """One server without Redis: the cap counts the user's sockets in this process, over
+    all of the user's devices; the next handshake gets the 429 of the per-address cap,
+    before the upgrade. A socket that ends gives its place back; rate limits off lift
+    the cap, as they lift the per-address one."""
+    settings = make_settings(tmp_path, db_url, rate_limits=True, max_sockets_per_user=2)
+    async with running_server(settings) as live:
+        member = await live.register("sockets")
+        other = await live.register("other")
+        first = await live.connect(member)
+        await live.connect(member)
+        with pytest.raises(InvalidStatus) as refused:
+            await live.connect_raw(member)
+        response = refused.value.response
+        assert response.status_code == 429
+        assert response.headers["retry-after"] == "1"
+        assert msgspec.json.decode(response.body) == {
+            "error": "too many open sockets for this account",
+            "code": "rate_limited",
+        }
+        await live.connect(other)  # another user is not held back
+        await first.close()
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:  # the server gives the place back once it has seen the close
+            try:
+                await live.connect(member)
+                break
+            except InvalidStatus as exc:
+                if exc.response.status_code != 429 or asyncio.get_running_loop().time() > deadline:
+                    raise
+            await asyncio.sleep(0.02)
+    unlimited = make_settings(tmp_path, db_url, rate_limits=False, max_sockets_per_user=1)
+    async with running_server(unlimited) as live:
+        member = await live.register("unlimited")
+        for _ in range(3):
+            await live.connect(member)
