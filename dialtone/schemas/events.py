@@ -29,6 +29,9 @@ class ChannelMessageNew(Event, tag="channel.message.new"):
 class ChannelUpdated(Event, tag="channel.updated"):
     channel_id: str
     channel_name_enc: str
+    # Additive (issue 15): what a client checks a handed-on channel key against.
+    key_commitment: str | None = None
+    key_version: int = 1
 
 
 class ChannelDeleted(Event, tag="channel.deleted"):
@@ -78,12 +81,33 @@ class ServerHello(Event, tag="server.hello"):
     welcome_message: str
 
 
-class ServerInfoUpdated(Event, tag="server.info.updated"):
-    """The public server information changed (an operator's settings update)."""
+class ServerInfoUpdated(Event, tag="server.info.updated", omit_defaults=True):
+    """The public server information changed (an operator's settings update, or the
+    directory key commitment being set)."""
 
     server_title: str
     welcome_message: str
     registration_open: bool
+    # Additive (issue 15), as in GET /server/info; left out while unset, so that until
+    # then the event is exactly what existing clients know.
+    directory_key_commitment: str | None = None
+
+
+class PresenceUpdated(Event, tag="presence.updated"):
+    """A user came online (their first socket anywhere in the cluster) or went offline
+    (their last one closed). Each node tells its own sockets, other users' only, when its
+    view of the cluster changes; never carried by the broker."""
+
+    sender: str
+    online: bool
+
+
+class UserRoleUpdated(Event, tag="user.role.updated"):
+    """An admin changed a user's roles (PATCH /admin/users/{id}, the admin command line)."""
+
+    sender: str
+    is_admin: bool
+    is_moderator: bool
 
 
 class SessionsRevoked(Event, tag="sessions.revoked"):
@@ -238,6 +262,12 @@ class SettingsChanged(AdminControl, tag="internal.admin.settings"):
     values: dict[str, str | int | float | bool]
 
 
+class DirectoryCommitmentSet(AdminControl, tag="internal.admin.directory_commitment"):
+    """The directory key commitment was set: every node serves it from now on."""
+
+    key_commitment: str
+
+
 INTERNAL_EVENTS: tuple[type[Event], ...] = (
     SessionsRevoked,
     VoiceMembership,
@@ -251,6 +281,7 @@ INTERNAL_EVENTS: tuple[type[Event], ...] = (
     BanAdded,
     BanRemoved,
     SettingsChanged,
+    DirectoryCommitmentSet,
 )
 
 AnyEvent = (
@@ -281,10 +312,13 @@ AnyEvent = (
     | ServerAnnouncement
     | ServerHello
     | ServerInfoUpdated
+    | PresenceUpdated
+    | UserRoleUpdated
     | DisconnectUsers
     | BanAdded
     | BanRemoved
     | SettingsChanged
+    | DirectoryCommitmentSet
 )
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dialtone.db.base import ID, Base, UTCDateTime, new_id, utcnow
@@ -18,6 +18,12 @@ class Channel(Base):
     name_enc: Mapped[str] = mapped_column(Text)
     created_by: Mapped[str] = mapped_column(ID)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # base64 of HMAC-SHA256(channel key, "dialtone-key-commitment-v1"), made by the client
+    # that made the key (docs/API.md): lets a device check a key handed on by any member.
+    # NULL until set (channels made before commitments existed).
+    key_commitment: Mapped[str | None] = mapped_column(String(44), nullable=True, default=None)
+    # The current key's version; 1 until key rotation exists.
+    key_version: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
 
 
 class ChannelMessage(Base):
@@ -45,7 +51,10 @@ class ChannelMessage(Base):
 
 
 class ChannelKeyEnvelope(Base):
-    """A channel key sealed for one recipient device; opaque to the server."""
+    """A channel key sealed by one sender device for one recipient device; opaque to the
+    server. One per (channel, recipient, sender, key version): a sender replaces only its
+    own copy, so a wrong envelope never hides a right one (the recipient checks each
+    against the channel's key commitment)."""
 
     __tablename__ = "channel_key_envelopes"
 
@@ -55,7 +64,14 @@ class ChannelKeyEnvelope(Base):
     device_id: Mapped[str] = mapped_column(
         ID, ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True, index=True
     )
-    sender_device_id: Mapped[str] = mapped_column(ID)
+    sender_device_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    key_version: Mapped[int] = mapped_column(
+        Integer, primary_key=True, default=1, server_default=text("1")
+    )
+    # The sending device's user, kept with the row so that the preference of the default
+    # read holds after that device is revoked. NULL only for envelopes stored before
+    # revision 0004 whose sending device was already gone.
+    sender_user_id: Mapped[str | None] = mapped_column(ID, nullable=True)
     sender_public_key: Mapped[str] = mapped_column(String(44))
     envelope: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,7 +1,7 @@
 """health probe: a row per node that GET /health/ready rewrites to prove it can store
 
-Revision ID: 0004_health_probe
-Revises: 0003_admin
+Revision ID: 0007_health_probe
+Revises: 0004_key_commitments
 Create Date: 2026-12-07
 """
 
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from alembic import op
 
 
-revision: str = '0004_health_probe'
-down_revision: str | None = '0003_admin'
+revision: str = '0007_health_probe'
+down_revision: str | None = '0004_key_commitments'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
