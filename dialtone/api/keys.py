@@ -156,7 +156,12 @@ class DirectoryKeyController(Controller):
         return EnvelopesStored(status="ok", kept=kept)
 
 
-@put("/directory/commitment", tags=["keys"], dependencies={"caller": Provide(provide_caller)})
+@put(
+    "/directory/commitment",
+    tags=["keys"],
+    guards=[members],
+    dependencies={"caller": Provide(provide_caller)},
+)
 async def set_directory_commitment(
     data: JSONBody[DirectoryCommitmentIn], uow: Uow, ctx: Ctx, caller: CallerDep
 ) -> DirectoryCommitmentOut:
