@@ -59,6 +59,22 @@ test("refuses tampered ciphertext and malformed envelopes", needsVectors, async 
   await assert.rejects(e2e.unwrapEnvelope(stranger.privateKey, vectors.python_public, vectors.envelope));
 });
 
+test("a key's commitment is the Python commitment, from bytes and from an envelope", needsVectors, async () => {
+  const device = await nodeDevice();
+  const fromEnvelope = await e2e.envelopeCommitment(device, vectors.python_public, vectors.envelope);
+  assert.equal(fromEnvelope, vectors.commitment);
+  assert.equal(fromEnvelope.length, 44);
+  const extractable = await e2e.unwrapEnvelope(device, vectors.python_public, vectors.envelope, true);
+  assert.equal(await e2e.commitment(extractable), vectors.commitment);
+  assert.equal(await e2e.commitment(e2e.unb64(vectors.key_b64)), vectors.commitment);
+  // Another key, another commitment.
+  assert.notEqual(await e2e.commitment(new Uint8Array(32)), vectors.commitment);
+  await assert.rejects(e2e.commitment(new Uint8Array(16)), TypeError);
+  const shared = await e2e.newSharedKey();
+  out.shared_commitment = await e2e.commitment(shared);
+  out.shared_envelope = await e2e.wrapFor(device, vectors.python_public, shared);
+});
+
 test("seals and wraps for Python to open", needsVectors, async () => {
   const device = await nodeDevice();
   const channelKey = await e2e.unwrapEnvelope(device, vectors.python_public, vectors.envelope, true);
