@@ -8,6 +8,8 @@ base64(nonce || ciphertext || tag), no associated data.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 from dataclasses import dataclass, field
 
@@ -18,6 +20,7 @@ from nacl.bindings import crypto_scalarmult
 from nacl.public import PrivateKey
 
 INFO = b"dialtone-e2e-v1"
+COMMITMENT_LABEL = b"dialtone-key-commitment-v1"
 
 
 def b64(data: bytes) -> str:
@@ -31,6 +34,12 @@ def unb64(text: str) -> bytes:
 def pairwise_key(private_key: bytes, peer_public_key: bytes) -> bytes:
     shared = crypto_scalarmult(private_key, peer_public_key)
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=INFO).derive(shared)
+
+
+def commitment(key: bytes) -> str:
+    """A channel's or the directory's key commitment (docs/API.md): base64 of
+    HMAC-SHA256 keyed with the 32 raw key bytes over the fixed ASCII label."""
+    return b64(hmac.new(key, COMMITMENT_LABEL, hashlib.sha256).digest())
 
 
 def seal(key: bytes, plaintext: bytes) -> str:

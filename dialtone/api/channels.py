@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from litestar import Controller, delete, get, patch, post
+from litestar import Controller, delete, get, patch, post, put
 from litestar.di import Provide
 from litestar.params import JSONBody
 
@@ -13,6 +13,7 @@ from dialtone.schemas.channels import (
     ChannelList,
     ChannelOut,
     ChannelUpdate,
+    CommitmentIn,
 )
 from dialtone.schemas.common import rfc3339
 from dialtone.services.channels import ChannelService
@@ -24,6 +25,8 @@ def channel_out(channel: Channel) -> ChannelOut:
         name_enc=channel.name_enc,
         created_by=channel.created_by,
         created_at=rfc3339(channel.created_at),
+        key_commitment=channel.key_commitment,
+        key_version=channel.key_version,
     )
 
 
@@ -40,7 +43,16 @@ class ChannelController(Controller):
     async def create(
         self, data: JSONBody[ChannelCreate], uow: Uow, ctx: Ctx, caller: CallerDep
     ) -> ChannelEnvelope:
-        channel = await ChannelService(uow, ctx).create(caller, data.name_enc)
+        channel = await ChannelService(uow, ctx).create(caller, data.name_enc, data.key_commitment)
+        return ChannelEnvelope(channel=channel_out(channel))
+
+    @put("/commitment")
+    async def set_commitment(
+        self, data: JSONBody[CommitmentIn], uow: Uow, ctx: Ctx, caller: CallerDep
+    ) -> ChannelEnvelope:
+        channel = await ChannelService(uow, ctx).set_commitment(
+            caller, data.channel_id, data.key_commitment
+        )
         return ChannelEnvelope(channel=channel_out(channel))
 
     @patch("/")

@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import msgspec
 
-from dialtone.schemas.common import Id, NameCipher, trimmed
+from dialtone.schemas.common import Commitment, Id, NameCipher, trimmed
 
 
 class ChannelCreate(msgspec.Struct, forbid_unknown_fields=True):
     name_enc: NameCipher
+    key_commitment: Commitment | None = None
 
     def __post_init__(self) -> None:
         self.name_enc = trimmed(self.name_enc, "name_enc")
@@ -20,11 +21,18 @@ class ChannelUpdate(msgspec.Struct, forbid_unknown_fields=True):
         self.name_enc = trimmed(self.name_enc, "name_enc")
 
 
+class CommitmentIn(msgspec.Struct, forbid_unknown_fields=True):
+    channel_id: Id
+    key_commitment: Commitment
+
+
 class ChannelOut(msgspec.Struct):
     id: str
     name_enc: str
     created_by: str
     created_at: str
+    key_commitment: str | None = None
+    key_version: int = 1
 
 
 class ChannelEnvelope(msgspec.Struct):

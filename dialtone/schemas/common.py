@@ -17,6 +17,9 @@ PublicKeyText = Annotated[str, msgspec.Meta(max_length=128, pattern=_NO_NUL)]
 InviteToken = Annotated[str, msgspec.Meta(max_length=256, pattern=_NO_NUL)]
 # Ciphertext as the clients send it (base64 today); the server never reads it.
 NameCipher = Annotated[str, msgspec.Meta(min_length=1, max_length=4096, pattern=_NO_NUL)]
+# A key commitment (44 characters); checked by security.keys.is_commitment, so a malformed
+# one gets its own code (invalid_commitment) rather than the generic one of a bad body.
+Commitment = Annotated[str, msgspec.Meta(max_length=256, pattern=_NO_NUL)]
 Envelope = Annotated[str, msgspec.Meta(min_length=1, max_length=4096, pattern=_NO_NUL)]
 MAX_BODY_BYTES = 16 * 1024
 MessageBody = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_BODY_BYTES, pattern=_NO_NUL)]

@@ -29,6 +29,9 @@ class ChannelMessageNew(Event, tag="channel.message.new"):
 class ChannelUpdated(Event, tag="channel.updated"):
     channel_id: str
     channel_name_enc: str
+    # Additive (issue 15): what a client checks a handed-on channel key against.
+    key_commitment: str | None = None
+    key_version: int = 1
 
 
 class ChannelDeleted(Event, tag="channel.deleted"):

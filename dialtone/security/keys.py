@@ -33,3 +33,20 @@ def decode_public_key(value: str) -> bytes | None:
 
 def is_public_key(value: str) -> bool:
     return decode_public_key(value) is not None
+
+
+COMMITMENT_BYTES = 32
+
+
+def is_commitment(value: str) -> bool:
+    """A key commitment as stored: canonical standard base64 (padded) of 32 bytes.
+
+    The server cannot check it against a key (it never sees one); canonical text only,
+    so that clients may compare commitments as strings."""
+    if len(value) != 44:
+        return False
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return len(raw) == COMMITMENT_BYTES and base64.b64encode(raw).decode("ascii") == value

@@ -18,7 +18,17 @@ async def test_channel_lifecycle(
     body = response.json()
     assert set(body) == {"channel"}
     channel = body["channel"]
-    assert set(channel) == {"id", "name_enc", "created_by", "created_at"}
+    # key_commitment and key_version: added by issue 15 (additive).
+    assert set(channel) == {
+        "id",
+        "name_enc",
+        "created_by",
+        "created_at",
+        "key_commitment",
+        "key_version",
+    }
+    assert channel["key_commitment"] is None
+    assert channel["key_version"] == 1
     assert is_uuid(channel["id"])
     assert channel["name_enc"] == "Z2VuZXJhbA=="
     assert channel["created_by"] == admin.user_id

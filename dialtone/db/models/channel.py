@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dialtone.db.base import ID, Base, UTCDateTime, new_id, utcnow
@@ -18,6 +18,12 @@ class Channel(Base):
     name_enc: Mapped[str] = mapped_column(Text)
     created_by: Mapped[str] = mapped_column(ID)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # base64 of HMAC-SHA256(channel key, "dialtone-key-commitment-v1"), made by the client
+    # that made the key (docs/API.md): lets a device check a key handed on by any member.
+    # NULL until set (channels made before commitments existed).
+    key_commitment: Mapped[str | None] = mapped_column(String(44), nullable=True, default=None)
+    # The current key's version; 1 until key rotation exists.
+    key_version: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
 
 
 class ChannelMessage(Base):

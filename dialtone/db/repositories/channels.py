@@ -48,6 +48,19 @@ class ChannelRepository:
         )
         return result.scalar_one_or_none()
 
+    async def set_commitment(self, channel_id: str, commitment: str) -> Channel | None:
+        """Set the key commitment if it is unset, in one UPDATE … RETURNING: of several
+        at once exactly one gets the row; None when it was set already or the channel
+        is gone."""
+        result = await self.session.execute(
+            update(Channel)
+            .where(Channel.id == channel_id, Channel.key_commitment.is_(None))
+            .values(key_commitment=commitment)
+            .returning(Channel),
+            execution_options={"populate_existing": True},
+        )
+        return result.scalar_one_or_none()
+
     async def delete(self, channel_id: str) -> bool:
         result = await self.session.execute(delete(Channel).where(Channel.id == channel_id))
         return bool(result.rowcount)  # type: ignore[attr-defined]
