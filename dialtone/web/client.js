@@ -485,13 +485,18 @@ export class Client {
   // An admin's page holding the directory key sets its commitment once, if nobody has.
   async settleDirectoryCommitment() {
     if (!this.dirKey || !this.dirKeyCommitment || this.dirCommitment !== null || !this.canManageChannels) return;
+    if (this.noDirectoryCommitment) return;
     try {
       const answer = await this.api.setDirectoryCommitment(this.dirKeyCommitment);
       this.dirCommitment = answer.directory_key_commitment || this.dirKeyCommitment;
     } catch (error) {
       if (this.guard(error)) return;
       if (error instanceof ApiError && error.status === 409) await this.checkDirectory();
-      else console.warn("dialtone: could not set the directory key commitment:", error.message);
+      else {
+        // A server without directory commitments (404, 405): asked once per session.
+        if (error instanceof ApiError && (error.status === 404 || error.status === 405)) this.noDirectoryCommitment = true;
+        console.warn("dialtone: could not set the directory key commitment:", error.message);
+      }
     }
   }
 
