@@ -250,7 +250,9 @@ def test_keys_handed_on_between_python_and_the_page(server: WebServer, new_page:
     frank_http, frank_keys, frank = python_member(server, "frank")
     with (
         e.expect_response(
-            lambda r: r.url.endswith("/channels/keys") and r.request.method == "POST"
+            lambda r: r.url.endswith("/channels/keys")
+            and r.request.method == "POST"
+            and frank["device_id"] in (r.request.post_data or "")
         ) as shared,
         connect(
             f"{server.base.replace('http', 'ws')}/ws",
