@@ -21,6 +21,8 @@ HERE = Path(__file__).parent
 def commitment(key: bytes) -> str:
     """The key commitment of docs/API.md, computed here independently of the page."""
     return b64(hmac.new(key, b"dialtone-key-commitment-v1", hashlib.sha256).digest())
+
+
 NODE = shutil.which("node")
 
 

@@ -77,8 +77,14 @@ def come_back(page: Page, server: WebServer) -> None:
     expect(page.locator(".conn")).to_have_text("Connected")
 
 
-def ws_url(server: WebServer) -> str:
-    return f"{server.base.replace('http', 'ws')}/ws"
+def online(server: WebServer, http: httpx.Client) -> Any:
+    """A Python member's socket: online while the block runs."""
+    url = f"{server.base.replace('http', 'ws')}/ws"
+    return connect(url, additional_headers={"Authorization": http.headers["Authorization"]})
+
+
+def device_ids(http: httpx.Client) -> set[str]:
+    return {d["device_id"] for d in http.get("/devices/keys", params={"all": 1}).json()["keys"]}
 
 
 def alice_and_bob(server: WebServer, new_page: Any) -> tuple[Page, Page]:
@@ -155,7 +161,7 @@ def test_alone_a_newcomer_is_told_why_and_fills_in_when_a_member_comes(
 
     # Someone with no keys to give comes online, and leaves: the count follows live.
     dan_http, _, _ = python_member(server, "dan")
-    with connect(ws_url(server), additional_headers={"Authorization": dan_http.headers["Authorization"]}):
+    with online(server, dan_http):
         expect(banner).to_contain_text("— 1 is now")
     expect(banner).to_contain_text("— nobody else is now")
     dan_http.close()
@@ -180,7 +186,7 @@ def test_a_key_that_does_not_match_the_commitment_is_never_used(
     mallory_http, mallory_keys, mallory = python_member(server, "mallory")
     go_away(a)
     go_away(b)
-    before = {d["device_id"] for d in mallory_http.get("/devices/keys", params={"all": 1}).json()["keys"]}
+    before = device_ids(mallory_http)
 
     c = new_page().page
     register_in_browser(c, server, "carol", "Carol")
@@ -207,14 +213,13 @@ def test_a_key_that_does_not_match_the_commitment_is_never_used(
         c.expect_console_message(lambda m: "refused a channel key envelope" in m.text) as said,
         c.expect_console_message(lambda m: "refused a directory key envelope" in m.text),
     ):
-        response = mallory_http.post(
-            "/channels/keys", json={"channel_id": channel["id"], "envelopes": [forged(b"\x42" * 32)]}
-        )
+        wrong = {"channel_id": channel["id"], "envelopes": [forged(b"\x42" * 32)]}
+        response = mallory_http.post("/channels/keys", json=wrong)
         assert response.status_code == 201, response.text
         response = mallory_http.post("/directory/keys", json={"envelopes": [forged(b"\x43" * 32)]})
         assert response.status_code == 201, response.text
         # Mallory comes online: Carol's page asks again at once.
-        with connect(ws_url(server), additional_headers={"Authorization": mallory_http.headers["Authorization"]}):
+        with online(server, mallory_http):
             pass
     assert "does not match" in said.value.text
     mallory_http.close()

@@ -212,7 +212,8 @@ def test_keys_handed_on_between_python_and_the_page(server: WebServer, new_page:
     assert commitment(dans_key) == channel["key_commitment"]
 
     # Erin registers in a browser, with no admin online: Dan hands her the key.
-    before = {d["device_id"] for d in dan_http.get("/devices/keys", params={"all": 1}).json()["keys"]}
+    listed = dan_http.get("/devices/keys", params={"all": 1}).json()["keys"]
+    before = {d["device_id"] for d in listed}
     erin = new_page()
     e = erin.page
     register_in_browser(e, server, "erin", "Erin")
@@ -250,9 +251,11 @@ def test_keys_handed_on_between_python_and_the_page(server: WebServer, new_page:
     frank_http, frank_keys, frank = python_member(server, "frank")
     with (
         e.expect_response(
-            lambda r: r.url.endswith("/channels/keys")
-            and r.request.method == "POST"
-            and frank["device_id"] in (r.request.post_data or "")
+            lambda r: (
+                r.url.endswith("/channels/keys")
+                and r.request.method == "POST"
+                and frank["device_id"] in (r.request.post_data or "")
+            )
         ) as shared,
         connect(
             f"{server.base.replace('http', 'ws')}/ws",
