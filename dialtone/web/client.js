@@ -1050,6 +1050,8 @@ export class Client {
       // keys we may hand on go to those online now that we have not served yet.
       this.shareSoon(() => this.devicesAll.filter((d) => this.online.has(d.user_id)));
       this.askAgainForKeys();
+      // The directory key commitment may have been set while we were away.
+      if (this.dirCommitment === null) await this.checkDirectory();
       await this.refreshChannels();
       await this.refreshProfiles();
       for (const ch of this.channels.values()) {
