@@ -12,7 +12,9 @@ import hashlib
 import hmac
 import os
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -68,3 +70,127 @@ class DeviceKeys:
     def unwrap_from(self, sender_public_b64: str, envelope: str) -> bytes:
         key = pairwise_key(bytes(self.private), unb64(sender_public_b64))
         return open_sealed(key, envelope)
+
+
+# ---------------------------------------------------------------- keys handed on by anyone
+# What the web page does (issue 15): a key is taken from any member's envelope when it
+# matches the channel's (or the directory's) commitment; envelopes that do not open, or
+# open to another key, are ignored. Every key held is handed on to devices lacking it.
+
+
+class Http(Protocol):
+    """The part of an HTTP client used here (httpx.AsyncClient, litestar's test client)."""
+
+    async def get(self, url: str, *, headers: dict[str, str]) -> Any: ...
+
+    async def post(self, url: str, *, json: Any, headers: dict[str, str]) -> Any: ...
+
+
+def matching_key(keys: DeviceKeys, envelopes: list[dict[str, Any]], expected: str) -> bytes | None:
+    """The first key among ``envelopes`` (``?all=1`` items, in the server's order) whose
+    commitment is ``expected``; an envelope that does not open, or holds another key, is
+    skipped."""
+    for item in envelopes:
+        try:
+            key = keys.unwrap_from(item["sender_public_key"], item["envelope"])
+        except (InvalidTag, ValueError):
+            continue
+        if len(key) == 32 and hmac.compare_digest(commitment(key), expected):
+            return key
+    return None
+
+
+@dataclass
+class KeyRing:
+    """One device's keys: ``channels[channel_id][key_version]`` and the directory key."""
+
+    device_id: str
+    token: str
+    keys: DeviceKeys
+    channels: dict[str, dict[int, bytes]] = field(default_factory=dict)
+    directory: bytes | None = None
+    # Envelopes ignored because they did not match (sender device ids), for the tests.
+    rejected: list[str] = field(default_factory=list)
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    async def take_channel_key(self, http: Http, channel: dict[str, Any]) -> bytes | None:
+        """Fetch every envelope for this device and keep the key matching ``channel``'s
+        commitment (``channel``: an item of ``GET /channels``). Without a commitment (a
+        channel made before they existed) only the default read's envelope is trusted,
+        as before: the server prefers the creator's or an admin's."""
+        channel_id = channel["id"]
+        expected = channel.get("key_commitment")
+        if expected is None:
+            got = await http.get(f"/channels/keys?channel_id={channel_id}", headers=self.auth)
+            if got.status_code != 200:
+                return None
+            body = got.json()
+            key = self.keys.unwrap_from(body["sender_public_key"], body["envelope"])
+        else:
+            got = await http.get(f"/channels/keys?channel_id={channel_id}&all=1", headers=self.auth)
+            assert got.status_code == 200, got.text
+            envelopes = got.json()["envelopes"]
+            key = matching_key(self.keys, envelopes, expected)
+            self.rejected += [
+                e["sender_device_id"]
+                for e in envelopes
+                if key is None or not self._opens_to(e, key)
+            ]
+        if key is not None:
+            self.channels.setdefault(channel_id, {})[int(channel.get("key_version", 1))] = key
+        return key
+
+    async def take_directory_key(self, http: Http, expected: str) -> bytes | None:
+        got = await http.get("/directory/keys?all=1", headers=self.auth)
+        assert got.status_code == 200, got.text
+        envelopes = got.json()["envelopes"]
+        key = matching_key(self.keys, envelopes, expected)
+        self.rejected += [
+            e["sender_device_id"] for e in envelopes if key is None or not self._opens_to(e, key)
+        ]
+        if key is not None:
+            self.directory = key
+        return key
+
+    def _opens_to(self, item: dict[str, Any], key: bytes) -> bool:
+        try:
+            return self.keys.unwrap_from(item["sender_public_key"], item["envelope"]) == key
+        except (InvalidTag, ValueError):
+            return False
+
+    async def hand_on(self, http: Http, device_id: str, public_key: str) -> list[Any]:
+        """Seal every key held for another device (as the page does on device.joined):
+        one request per channel (every version held) and one for the directory key."""
+        answers = []
+        for channel_id, versions in self.channels.items():
+            items = [
+                {
+                    "device_id": device_id,
+                    "sender_device_id": self.device_id,
+                    "sender_public_key": self.keys.public_b64,
+                    "envelope": self.keys.wrap_for(public_key, key),
+                    "key_version": version,
+                }
+                for version, key in sorted(versions.items())
+            ]
+            answers.append(
+                await http.post(
+                    "/channels/keys",
+                    json={"channel_id": channel_id, "envelopes": items},
+                    headers=self.auth,
+                )
+            )
+        if self.directory is not None:
+            item = {
+                "device_id": device_id,
+                "sender_device_id": self.device_id,
+                "sender_public_key": self.keys.public_b64,
+                "envelope": self.keys.wrap_for(public_key, self.directory),
+            }
+            answers.append(
+                await http.post("/directory/keys", json={"envelopes": [item]}, headers=self.auth)
+            )
+        return answers

@@ -8,24 +8,57 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 
 from dialtone.api.dependencies import CallerDep, Ctx, Uow, provide_caller
-from dialtone.api.params import ChannelIdQuery
+from dialtone.api.params import AllFlagQuery, ChannelIdQuery, flag
+from dialtone.db.repositories.keys import StoredEnvelope
 from dialtone.schemas.common import rfc3339
 from dialtone.schemas.keys import (
+    ChannelEnvelopeIn,
+    ChannelEnvelopeOut,
     ChannelKeyOut,
     ChannelKeysIn,
+    ChannelKeysOut,
+    DirectoryEnvelopeOut,
     DirectoryKeyOut,
     DirectoryKeysIn,
+    DirectoryKeysOut,
     EnvelopeIn,
     EnvelopesStored,
 )
 from dialtone.services.keys import KeyService, NewEnvelope
 
 
-def new_envelopes(envelopes: list[EnvelopeIn]) -> list[NewEnvelope]:
+def new_envelopes(envelopes: list[EnvelopeIn] | list[ChannelEnvelopeIn]) -> list[NewEnvelope]:
     return [
-        NewEnvelope(e.device_id, e.sender_device_id, e.sender_public_key, e.envelope)
+        NewEnvelope(
+            e.device_id,
+            e.sender_device_id,
+            e.sender_public_key,
+            e.envelope,
+            e.key_version if isinstance(e, ChannelEnvelopeIn) else None,
+        )
         for e in envelopes
     ]
+
+
+def channel_item(env: StoredEnvelope) -> ChannelEnvelopeOut:
+    return ChannelEnvelopeOut(
+        sender_device_id=env.sender_device_id,
+        sender_user_id=env.sender_user_id,
+        sender_public_key=env.sender_public_key,
+        envelope=env.envelope,
+        key_version=env.key_version or 1,
+        created_at=rfc3339(env.created_at),
+    )
+
+
+def directory_item(env: StoredEnvelope) -> DirectoryEnvelopeOut:
+    return DirectoryEnvelopeOut(
+        sender_device_id=env.sender_device_id,
+        sender_user_id=env.sender_user_id,
+        sender_public_key=env.sender_public_key,
+        envelope=env.envelope,
+        created_at=rfc3339(env.created_at),
+    )
 
 
 class ChannelKeyController(Controller):
@@ -35,16 +68,30 @@ class ChannelKeyController(Controller):
 
     @get("/")
     async def get_key(
-        self, channel_id: ChannelIdQuery, uow: Uow, ctx: Ctx, caller: CallerDep
-    ) -> ChannelKeyOut:
-        env = await KeyService(uow, ctx).channel_key(caller, channel_id)
+        self,
+        channel_id: ChannelIdQuery,
+        uow: Uow,
+        ctx: Ctx,
+        caller: CallerDep,
+        all_envelopes: AllFlagQuery = None,
+    ) -> ChannelKeyOut | ChannelKeysOut:
+        service = KeyService(uow, ctx)
+        if flag(all_envelopes):
+            found = await service.channel_keys(caller, channel_id)
+            return ChannelKeysOut(
+                channel_id=channel_id,
+                device_id=caller.device_id,
+                envelopes=[channel_item(env) for env in found],
+            )
+        env = await service.channel_key(caller, channel_id)
         return ChannelKeyOut(
-            channel_id=env.channel_id,
+            channel_id=channel_id,
             device_id=env.device_id,
             sender_device_id=env.sender_device_id,
             sender_public_key=env.sender_public_key,
             envelope=env.envelope,
             created_at=rfc3339(env.created_at),
+            key_version=env.key_version or 1,
         )
 
     @post("/", status_code=201)
@@ -62,9 +109,28 @@ class DirectoryKeyController(Controller):
     tags = ["keys"]
     dependencies = {"caller": Provide(provide_caller)}
 
-    @get("/", responses={204: ResponseSpec(None, description="No envelope for this device")})
-    async def get_key(self, uow: Uow, ctx: Ctx, caller: CallerDep) -> Response[Any]:
-        env = await KeyService(uow, ctx).directory_key(caller)
+    @get(
+        "/",
+        responses={
+            200: ResponseSpec(
+                DirectoryKeyOut | DirectoryKeysOut,
+                description="One envelope; with all=1 every envelope, preferred first",
+            ),
+            204: ResponseSpec(None, description="No envelope for this device"),
+        },
+    )
+    async def get_key(
+        self, uow: Uow, ctx: Ctx, caller: CallerDep, all_envelopes: AllFlagQuery = None
+    ) -> Response[Any]:
+        service = KeyService(uow, ctx)
+        if flag(all_envelopes):
+            found = await service.directory_keys(caller)
+            return Response(
+                DirectoryKeysOut(
+                    device_id=caller.device_id, envelopes=[directory_item(env) for env in found]
+                )
+            )
+        env = await service.directory_key(caller)
         if env is None:
             return Response(content=b"", status_code=204)
         return Response(

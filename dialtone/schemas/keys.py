@@ -16,12 +16,18 @@ class EnvelopeIn(msgspec.Struct, forbid_unknown_fields=True):
     envelope: Envelope
 
 
+class ChannelEnvelopeIn(EnvelopeIn, forbid_unknown_fields=True):
+    # The key version sealed (default: the channel's current one).
+    key_version: Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31)] | None = None
+
+
 EnvelopeList = Annotated[list[EnvelopeIn], msgspec.Meta(max_length=MAX_ENVELOPES)]
+ChannelEnvelopeList = Annotated[list[ChannelEnvelopeIn], msgspec.Meta(max_length=MAX_ENVELOPES)]
 
 
 class ChannelKeysIn(msgspec.Struct, forbid_unknown_fields=True):
     channel_id: Id
-    envelopes: EnvelopeList
+    envelopes: ChannelEnvelopeList
 
 
 class DirectoryKeysIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -29,8 +35,9 @@ class DirectoryKeysIn(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class EnvelopesStored(msgspec.Struct, omit_defaults=True):
-    """``{"status": "ok"}`` as ever; ``kept`` lists the devices whose existing envelope this
-    caller may not replace and that were left unchanged (omitted when there are none)."""
+    """``{"status": "ok"}`` as ever; ``kept`` lists the devices whose default read still
+    answers another sender's, preferred envelope rather than the one just stored (omitted
+    when there are none)."""
 
     status: str
     kept: list[str] = msgspec.field(default_factory=list)
@@ -43,6 +50,24 @@ class ChannelKeyOut(msgspec.Struct):
     sender_public_key: str
     envelope: str
     created_at: str
+    key_version: int = 1
+
+
+class ChannelEnvelopeOut(msgspec.Struct):
+    """One item of ``GET /channels/keys?all=1``."""
+
+    sender_device_id: str
+    sender_user_id: str | None
+    sender_public_key: str
+    envelope: str
+    key_version: int
+    created_at: str
+
+
+class ChannelKeysOut(msgspec.Struct):
+    channel_id: str
+    device_id: str
+    envelopes: list[ChannelEnvelopeOut]
 
 
 class DirectoryKeyOut(msgspec.Struct):
@@ -51,3 +76,18 @@ class DirectoryKeyOut(msgspec.Struct):
     sender_public_key: str
     envelope: str
     created_at: str
+
+
+class DirectoryEnvelopeOut(msgspec.Struct):
+    """One item of ``GET /directory/keys?all=1``."""
+
+    sender_device_id: str
+    sender_user_id: str | None
+    sender_public_key: str
+    envelope: str
+    created_at: str
+
+
+class DirectoryKeysOut(msgspec.Struct):
+    device_id: str
+    envelopes: list[DirectoryEnvelopeOut]

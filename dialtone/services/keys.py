@@ -5,10 +5,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dialtone.db.models import ChannelKeyEnvelope, DirectoryKeyEnvelope
+from dialtone.db.models import Channel
 from dialtone.db.repositories.channels import ChannelRepository
 from dialtone.db.repositories.devices import DeviceRepository
-from dialtone.db.repositories.keys import EnvelopeWriter, KeyEnvelopeRepository
+from dialtone.db.repositories.keys import KeyEnvelopeRepository, StoredEnvelope
 from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.db.upsert import ReferenceGone
 from dialtone.errors import Forbidden, InvalidInput, NotFound
@@ -26,12 +26,14 @@ def unknown_device(device_id: str) -> InvalidInput:
 
 @dataclass(frozen=True, slots=True)
 class NewEnvelope:
-    """A key sealed by one device for another (``sender_*`` is the sealing device)."""
+    """A key sealed by one device for another (``sender_*`` is the sealing device).
+    ``key_version``: channel keys only; None means the channel's current version."""
 
     device_id: str
     sender_device_id: str
     sender_public_key: str
     envelope: str
+    key_version: int | None = None
 
 
 class KeyService:
@@ -42,10 +44,14 @@ class KeyService:
         self.devices = DeviceRepository(uow.session)
         self.channels = ChannelRepository(uow.session)
 
-    async def _check(self, caller: Caller, envelopes: Sequence[NewEnvelope]) -> None:
+    async def _check(
+        self, caller: Caller, envelopes: Sequence[NewEnvelope], current: int | None = None
+    ) -> None:
+        """``current``: the channel's key version (None for the directory key)."""
         if not envelopes:
             raise InvalidInput("envelopes must not be empty", code="invalid_input")
         wanted: set[str] = set()
+        seen: set[tuple[str, int | None]] = set()
         for item in envelopes:
             if item.sender_device_id != caller.device_id:
                 raise Forbidden(
@@ -56,78 +62,124 @@ class KeyService:
                     "sender_public_key must be standard base64 of a 32-byte X25519 key",
                     code="invalid_public_key",
                 )
-            if item.device_id in wanted:
+            version = None
+            if current is not None:
+                version = current if item.key_version is None else item.key_version
+                if not 1 <= version <= current:
+                    raise InvalidInput(
+                        f"key_version must be between 1 and the channel's current {current}",
+                        code="invalid_key_version",
+                    )
+            if (item.device_id, version) in seen:
                 raise InvalidInput(
                     f"device_id appears twice in one batch: {item.device_id}",
                     code="duplicate_device",
                 )
+            seen.add((item.device_id, version))
             wanted.add(item.device_id)
         known = await self.devices.existing_ids(list(wanted))
         missing = sorted(wanted - known)
         if missing:
             raise unknown_device(missing[0])
 
-    async def channel_key(self, caller: Caller, channel_id: str) -> ChannelKeyEnvelope:
-        if not await self.channels.exists(channel_id):
+    async def _channel(self, channel_id: str) -> Channel:
+        channel = await self.channels.get(channel_id)
+        if channel is None:
             raise NotFound("channel not found", code="channel_not_found")
-        envelope = await self.keys.channel_envelope(channel_id, caller.device_id)
-        if envelope is None:
+        return channel
+
+    async def channel_keys(self, caller: Caller, channel_id: str) -> list[StoredEnvelope]:
+        """Every envelope of the channel's current key version for the calling device,
+        preferred first (see db/repositories/keys.py); possibly none."""
+        channel = await self._channel(channel_id)
+        return await self.keys.channel_envelopes(
+            channel_id,
+            caller.device_id,
+            channel.key_version,
+            recipient_user=caller.user_id,
+            creator=channel.created_by,
+        )
+
+    async def channel_key(self, caller: Caller, channel_id: str) -> StoredEnvelope:
+        """The one envelope the default read answers: the preferred one."""
+        channel = await self._channel(channel_id)
+        found = await self.keys.channel_envelopes(
+            channel_id,
+            caller.device_id,
+            channel.key_version,
+            recipient_user=caller.user_id,
+            creator=channel.created_by,
+            limit=1,
+        )
+        if not found:
             raise NotFound("no key envelope for this device", code="envelope_not_found")
-        return envelope
+        return found[0]
 
     async def put_channel_keys(
         self, caller: Caller, channel_id: str, envelopes: Sequence[NewEnvelope]
     ) -> list[str]:
-        """Store the envelopes; the device ids whose existing envelope was kept (see
-        ``put_directory_keys``)."""
+        """Store the caller's envelopes (each replaces only the caller's own earlier copy);
+        the device ids whose default read answers another, preferred envelope instead."""
         await rate_limit(self.ctx, "envelope", caller.user_id)
-        if not await self.channels.exists(channel_id):
-            raise NotFound("channel not found", code="channel_not_found")
-        await self._check(caller, envelopes)
+        channel = await self._channel(channel_id)
+        current = channel.key_version
+        await self._check(caller, envelopes, current)
         now = self.ctx.clock()
         rows = [
-            {"channel_id": channel_id, **self._row(item), "created_at": now} for item in envelopes
+            {
+                "channel_id": channel_id,
+                **self._row(caller, item),
+                "key_version": current if item.key_version is None else item.key_version,
+                "created_at": now,
+            }
+            for item in envelopes
         ]
         try:
-            written = await self.keys.put_channel_envelopes(rows, _writer(caller))
+            behind = await self.keys.put_channel_envelopes(
+                channel_id, rows, creator=channel.created_by
+            )
         except ReferenceGone:
             # Deleted by a concurrent request: answer as if this one had come second.
             await self.uow.session.rollback()
             if not await self.channels.exists(channel_id):
                 raise NotFound("channel not found", code="channel_not_found") from None
             raise await self._vanished_device(envelopes) from None
-        return self._kept(caller, envelopes, written, "channel", channel_id)
+        return self._kept(caller, envelopes, set(behind), "channel", channel_id)
 
-    async def directory_key(self, caller: Caller) -> DirectoryKeyEnvelope | None:
+    async def directory_keys(self, caller: Caller) -> list[StoredEnvelope]:
         require_trusted(caller)
-        return await self.keys.directory_envelope(caller.device_id)
+        return await self.keys.directory_envelopes(caller.device_id, recipient_user=caller.user_id)
+
+    async def directory_key(self, caller: Caller) -> StoredEnvelope | None:
+        require_trusted(caller)
+        found = await self.keys.directory_envelopes(
+            caller.device_id, recipient_user=caller.user_id, limit=1
+        )
+        return found[0] if found else None
 
     async def put_directory_keys(
         self, caller: Caller, envelopes: Sequence[NewEnvelope]
     ) -> list[str]:
-        """Store the envelopes in one statement.
-
-        An existing envelope is replaced only by the recipient's own user, its original
-        sender (device or user) or an admin. Anyone else's copy is left unchanged and its
-        device id returned (the request still succeeds: every member re-shares every key).
-        """
+        """Store the caller's envelopes in one statement, as for channel keys (without
+        versions; the preference has no creator: admins, then the recipient's user)."""
         require_trusted(caller)
         await rate_limit(self.ctx, "envelope", caller.user_id)
         await self._check(caller, envelopes)
         now = self.ctx.clock()
-        rows = [{**self._row(item), "created_at": now} for item in envelopes]
+        rows = [{**self._row(caller, item), "created_at": now} for item in envelopes]
         try:
-            written = await self.keys.put_directory_envelopes(rows, _writer(caller))
+            behind = await self.keys.put_directory_envelopes(rows)
         except ReferenceGone:
             await self.uow.session.rollback()
             raise await self._vanished_device(envelopes) from None
-        return self._kept(caller, envelopes, written, "directory", None)
+        return self._kept(caller, envelopes, set(behind), "directory", None)
 
     @staticmethod
-    def _row(item: NewEnvelope) -> dict[str, Any]:
+    def _row(caller: Caller, item: NewEnvelope) -> dict[str, Any]:
         return {
             "device_id": item.device_id,
             "sender_device_id": item.sender_device_id,
+            "sender_user_id": caller.user_id,
             "sender_public_key": item.sender_public_key,
             "envelope": item.envelope,
         }
@@ -141,16 +193,17 @@ class KeyService:
     def _kept(
         caller: Caller,
         envelopes: Sequence[NewEnvelope],
-        written: set[str],
+        behind: set[str],
         kind: str,
         channel_id: str | None,
     ) -> list[str]:
-        kept = [item.device_id for item in envelopes if item.device_id not in written]
+        """The ``kept`` list old clients know: in batch order, each device once."""
+        kept = list(dict.fromkeys(item.device_id for item in envelopes if item.device_id in behind))
         if kept:
             # Ids only: never an envelope. Info, not warning: existing clients re-share
             # every key from every member every 30 s, so most of these are routine.
             log.info(
-                "envelope replacement refused",
+                "envelope stored behind a preferred one",
                 extra={
                     "event": "envelope_kept",
                     "kind": kind,
@@ -161,7 +214,3 @@ class KeyService:
                 },
             )
         return kept
-
-
-def _writer(caller: Caller) -> EnvelopeWriter:
-    return EnvelopeWriter(caller.user_id, caller.device_id, caller.is_admin)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from typing import Any
 
 from websockets.asyncio.client import connect
 
 from tests.concurrency.conftest import ROUNDS, Target, assert_only, burst, statuses
 from tests.conftest import ADMIN_TOKEN, Member
-from tests.e2ee import DeviceKeys
+from tests.e2ee import DeviceKeys, commitment
 from tests.realtime.conftest import chat_frame
 
 
@@ -189,4 +190,47 @@ async def test_user_deleted_while_their_writes_arrive(target: Target) -> None:
                 )
                 == 0
             )
+    await target.healthy(admin)
+
+
+async def test_simultaneous_commitment_puts_one_wins(target: Target) -> None:
+    """Several admins' devices set an old channel's key commitment at once: one 200, the
+    others 409 commitment_set, and the stored value is the winner's; a commitment PUT
+    racing the channel's deletion gets 200 or 404."""
+    admin = await target.register("admin")
+    clients = await target.pool()
+    for _ in range(ROUNDS):
+        channel_id = await new_channel(target, admin)
+        values = [commitment(os.urandom(32)) for _ in clients]
+        responses = await burst(
+            http.put(
+                "/channels/commitment",
+                json={"channel_id": channel_id, "key_commitment": value},
+                headers=admin.auth,
+            )
+            for http, value in zip(clients, values, strict=True)
+        )
+        assert_only(responses, {200, 409})
+        assert statuses(responses) == [200] + [409] * (len(clients) - 1)
+        assert all(r.json()["code"] == "commitment_set" for r in responses if r.status_code == 409)
+        [winner] = [r.json()["channel"] for r in responses if r.status_code == 200]
+        [row] = await target.rows("SELECT key_commitment FROM channels WHERE id = :c", c=channel_id)
+        assert row[0] == winner["key_commitment"]
+    for _ in range(ROUNDS):
+        channel_id = await new_channel(target, admin)
+        delete = clients[0].delete(f"/channels?channel_id={channel_id}", headers=admin.auth)
+        puts = [
+            http.put(
+                "/channels/commitment",
+                json={"channel_id": channel_id, "key_commitment": commitment(os.urandom(32))},
+                headers=admin.auth,
+            )
+            for http in clients[1:]
+        ]
+        [deleted, *answered] = await burst([delete, *puts])
+        assert deleted.status_code == 204, deleted.text
+        assert_only(answered, {200, 404, 409})
+        assert sum(r.status_code == 200 for r in answered) <= 1
+        gone = [r.json()["code"] for r in answered if r.status_code == 404]
+        assert set(gone) <= {"channel_not_found"}
     await target.healthy(admin)

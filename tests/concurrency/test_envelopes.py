@@ -1,4 +1,8 @@
-"""Key envelopes: every online member re-shares keys for a device that just joined."""
+"""Key envelopes: every online member re-shares keys for a device that just joined.
+
+Since issue 15 each sender device keeps its own envelope for a recipient (a wrong one must
+never block a right one), so where these tests counted one row per recipient they now
+count one per sender; every other assertion is as before."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from websockets.asyncio.client import connect
 
 from tests.concurrency.conftest import ROUNDS, Target, assert_only, burst
 from tests.conftest import Member
-from tests.e2ee import DeviceKeys
+from tests.e2ee import DeviceKeys, KeyRing, commitment
 
 
 def envelope(sender: Member, device_id: str, public_key: str) -> dict[str, str]:
@@ -69,8 +73,7 @@ async def test_simultaneous_channel_envelopes_for_a_new_device(target: Target) -
             c=channel_id,
             d=device_id,
         )
-        assert len(rows) == 1
-        assert rows[0][0] in {s.device_id for s in senders}
+        assert sorted(r[0] for r in rows) == sorted(s.device_id for s in senders)
     await target.healthy(admin)
 
 
@@ -93,7 +96,7 @@ async def test_simultaneous_directory_envelopes_for_a_new_device(target: Target)
         count = await target.count(
             "SELECT count(*) FROM directory_key_envelopes WHERE device_id = :d", d=device_id
         )
-        assert count == 1
+        assert count == len(senders)
     await target.healthy(admin)
 
 
@@ -256,23 +259,63 @@ async def test_the_existing_clients_routine_when_a_fourth_device_joins(target: T
             finally:
                 await newcomer.close()
             for channel_id in channels:
-                assert (
-                    await target.count(
-                        "SELECT count(*) FROM channel_key_envelopes"
-                        " WHERE channel_id = :c AND device_id = :d",
-                        c=channel_id,
-                        d=body["device_id"],
-                    )
-                    == 1
-                ), round_
-            assert (
-                await target.count(
-                    "SELECT count(*) FROM directory_key_envelopes WHERE device_id = :d",
+                assert await target.count(
+                    "SELECT count(*) FROM channel_key_envelopes"
+                    " WHERE channel_id = :c AND device_id = :d",
+                    c=channel_id,
                     d=body["device_id"],
-                )
-                == 1
-            )
+                ) == len(online), round_
+            assert await target.count(
+                "SELECT count(*) FROM directory_key_envelopes WHERE device_id = :d",
+                d=body["device_id"],
+            ) == len(online)
     finally:
         for ws in sockets:
             await ws.close()
+    await target.healthy(admin)
+
+
+async def test_members_hand_a_newcomer_keys_at_once_and_it_takes_the_right_one(
+    target: Target,
+) -> None:
+    """Every member's device uploads an envelope for a newcomer's device at the same
+    instant, one of them a wrong key: all 201, one row per sender, and the newcomer,
+    checking the commitment, takes the right key whatever the order of arrival."""
+    admin, others = await members(target)
+    liar = others[2]
+    clients = await target.pool(len(others))
+    for _ in range(ROUNDS):
+        key = os.urandom(32)
+        created = await target.http.post(
+            "/channels",
+            json={"name_enc": "Y2g=", "key_commitment": commitment(key)},
+            headers=admin.auth,
+        )
+        channel = created.json()["channel"]
+        newcomer = await target.register()
+        ring = KeyRing(newcomer.device_id, newcomer.token, newcomer.keys)
+        responses = await burst(
+            http.post(
+                "/channels/keys",
+                json={
+                    "channel_id": channel["id"],
+                    "envelopes": [
+                        {
+                            "device_id": newcomer.device_id,
+                            "sender_device_id": sender.device_id,
+                            "sender_public_key": sender.keys.public_b64,
+                            "envelope": sender.keys.wrap_for(
+                                newcomer.keys.public_b64,
+                                os.urandom(32) if sender is liar else key,
+                            ),
+                        }
+                    ],
+                },
+                headers=sender.auth,
+            )
+            for http, sender in zip(clients, others, strict=True)
+        )
+        assert_only(responses, {201})
+        assert await ring.take_channel_key(target.http, channel) == key
+        assert ring.rejected == [liar.device_id]
     await target.healthy(admin)

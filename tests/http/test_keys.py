@@ -45,6 +45,7 @@ async def test_channel_key_round_trip_end_to_end(
     response = await client.get(f"/channels/keys?channel_id={channel_id}", headers=member.auth)
     assert response.status_code == 200, response.text
     got = response.json()
+    # key_version: added by issue 15 (additive); the other fields as ever.
     assert set(got) == {
         "channel_id",
         "device_id",
@@ -52,7 +53,9 @@ async def test_channel_key_round_trip_end_to_end(
         "sender_public_key",
         "envelope",
         "created_at",
+        "key_version",
     }
+    assert got["key_version"] == 1
     assert got["channel_id"] == channel_id
     assert got["device_id"] == member.device_id
     assert got["sender_device_id"] == admin.device_id
@@ -189,3 +192,99 @@ async def test_second_device_gets_its_own_envelope(
     laptop_auth = {"Authorization": f"Bearer {second['token']}"}
     got = (await client.get(url, headers=laptop_auth)).json()
     assert laptop.unwrap_from(got["sender_public_key"], got["envelope"]) == secret
+
+
+async def test_every_envelope_for_a_device(
+    client: AsyncTestClient[Any], admin: Member, member: Member, channel_id: str, register: Register
+) -> None:
+    url = f"/channels/keys?channel_id={channel_id}&all=1"
+    empty = await client.get(url, headers=member.auth)
+    assert empty.status_code == 200, empty.text
+    assert empty.json() == {
+        "channel_id": channel_id,
+        "device_id": member.device_id,
+        "envelopes": [],
+    }
+    carol = await register("carol")
+    for sender, secret in ((carol, b"c" * 32), (admin, b"a" * 32)):
+        item = envelope_for(sender, member.device_id, member.keys.public_b64, secret)
+        body = {"channel_id": channel_id, "envelopes": [{**item, "key_version": 1}]}
+        stored = await client.post("/channels/keys", json=body, headers=sender.auth)
+        assert stored.status_code == 201, stored.text
+    listed = (await client.get(url, headers=member.auth)).json()
+    assert set(listed) == {"channel_id", "device_id", "envelopes"}
+    first, second = listed["envelopes"]
+    assert set(first) == {
+        "sender_device_id",
+        "sender_user_id",
+        "sender_public_key",
+        "envelope",
+        "key_version",
+        "created_at",
+    }
+    # The admin (here also the channel's creator) first, although carol's came first.
+    assert (first["sender_user_id"], second["sender_user_id"]) == (admin.user_id, carol.user_id)
+    assert first["sender_device_id"] == admin.device_id
+    assert is_time(first["created_at"])
+    assert member.keys.unwrap_from(first["sender_public_key"], first["envelope"]) == b"a" * 32
+    assert member.keys.unwrap_from(second["sender_public_key"], second["envelope"]) == b"c" * 32
+    for flag in ("1", "true", "yes"):
+        again = await client.get(
+            f"/channels/keys?channel_id={channel_id}&all={flag}", headers=member.auth
+        )
+        assert again.json() == listed
+    # all=0 (or anything else): the default read, as before.
+    single = await client.get(f"/channels/keys?channel_id={channel_id}&all=0", headers=member.auth)
+    assert single.json()["sender_device_id"] == admin.device_id
+    missing = "00000000-0000-4000-8000-000000000000"
+    refused = await client.get(f"/channels/keys?channel_id={missing}&all=1", headers=member.auth)
+    assert assert_error(refused, 404)["code"] == "channel_not_found"
+    assert_error(await client.get(url), 401)
+    assert_error(await client.get("/channels/keys?all=1", headers=member.auth), 400)
+
+
+async def test_key_version_of_an_envelope(
+    client: AsyncTestClient[Any], admin: Member, member: Member, channel_id: str
+) -> None:
+    good = envelope_for(admin, member.device_id, member.keys.public_b64, b"v" * 32)
+
+    async def post(items: list[dict[str, Any]]) -> Any:
+        body = {"channel_id": channel_id, "envelopes": items}
+        return await client.post("/channels/keys", json=body, headers=admin.auth)
+
+    for version in (2, 0, -1, 2**31):
+        refused = assert_error(await post([{**good, "key_version": version}]), 400)
+        assert refused["code"] == "invalid_key_version", version
+    for bad in ("one", 1.5, 2**40, [1]):
+        assert_error(await post([{**good, "key_version": bad}]), 400)
+    assert (await post([{**good, "key_version": None}])).status_code == 201
+    assert (await post([{**good, "key_version": 1}])).status_code == 201
+    listed = await client.get(f"/channels/keys?channel_id={channel_id}&all=1", headers=member.auth)
+    assert [e["key_version"] for e in listed.json()["envelopes"]] == [1]
+    # key_version belongs to channel keys: the directory refuses it as an unknown field.
+    directory = await client.post(
+        "/directory/keys", json={"envelopes": [{**good, "key_version": 1}]}, headers=admin.auth
+    )
+    assert_error(directory, 400)
+
+
+async def test_every_directory_envelope(
+    client: AsyncTestClient[Any], admin: Member, member: Member, untrusted: Member
+) -> None:
+    empty = await client.get("/directory/keys?all=1", headers=member.auth)
+    assert empty.status_code == 200
+    assert empty.json() == {"device_id": member.device_id, "envelopes": []}
+    item = envelope_for(admin, member.device_id, member.keys.public_b64, b"d" * 32)
+    await client.post("/directory/keys", json={"envelopes": [item]}, headers=admin.auth)
+    [only] = (await client.get("/directory/keys?all=1", headers=member.auth)).json()["envelopes"]
+    assert set(only) == {
+        "sender_device_id",
+        "sender_user_id",
+        "sender_public_key",
+        "envelope",
+        "created_at",
+    }
+    assert only["sender_user_id"] == admin.user_id
+    assert member.keys.unwrap_from(only["sender_public_key"], only["envelope"]) == b"d" * 32
+    assert_error(await client.get("/directory/keys?all=1", headers=untrusted.auth), 401)
+    assert_error(await client.get("/directory/keys?all=1"), 401)

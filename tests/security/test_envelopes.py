@@ -1,7 +1,13 @@
-"""Key envelopes cannot be hijacked: an existing envelope is replaced only by the
-recipient's own user, its original sender (device or user) or an admin. Anyone else's
-copy is kept, the request still succeeds (old clients re-share every key every 30 s),
-the kept devices are listed in ``kept``, and a security event is logged (ids only)."""
+"""Key envelopes: one per sender device, so a wrong envelope never hides a right one.
+
+Issue 15 replaced the rule these tests first encoded ("an existing envelope is replaced
+only by the recipient's user, its sender or an admin; anyone else's copy is refused"):
+that rule let whoever wrote first lock a newcomer out with a wrong key. Now each sender
+keeps its own copy; a device checks keys against the channel's commitment and picks the
+right one (``?all=1``); the default read, for existing clients, prefers an envelope from
+the channel's creator or an admin, then from the recipient's own user, then the newest.
+``kept`` still tells an uploader that the default read answers someone else's envelope,
+and that is still logged with ids only."""
 
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from tests.conftest import Member, Register
-from tests.e2ee import DeviceKeys
+from tests.e2ee import DeviceKeys, KeyRing, commitment, matching_key
 from tests.http.conftest import assert_error
 
 
@@ -38,10 +44,21 @@ async def put(
 
 
 async def key_of(client: AsyncTestClient[Any], member: Member, channel_id: str) -> bytes:
+    """The key in the envelope the default read (an existing client's) answers."""
     got = await client.get(f"/channels/keys?channel_id={channel_id}", headers=member.auth)
     assert got.status_code == 200, got.text
     body = got.json()
     return member.keys.unwrap_from(body["sender_public_key"], body["envelope"])
+
+
+async def all_of(client: AsyncTestClient[Any], member: Member, channel_id: str) -> list[Any]:
+    got = await client.get(f"/channels/keys?channel_id={channel_id}&all=1", headers=member.auth)
+    assert got.status_code == 200, got.text
+    body = got.json()
+    assert body["channel_id"] == channel_id
+    assert body["device_id"] == member.device_id
+    envelopes: list[Any] = body["envelopes"]
+    return envelopes
 
 
 async def second_device(client: AsyncTestClient[Any], member: Member) -> Member:
@@ -69,29 +86,74 @@ async def second_device(client: AsyncTestClient[Any], member: Member) -> Member:
 
 @pytest.fixture
 async def cast(client: AsyncTestClient[Any], admin: Member, register: Register) -> dict[str, Any]:
-    """A channel; bob shared its key with carol first; mallory is another member."""
-    created = await client.post("/channels", json={"name_enc": "Y2g="}, headers=admin.auth)
+    """A channel made by the admin with a commitment; bob (a plain member) shared its key
+    with carol first; mallory is another member."""
+    real = os.urandom(32)
+    created = await client.post(
+        "/channels",
+        json={"name_enc": "Y2g=", "key_commitment": commitment(real)},
+        headers=admin.auth,
+    )
     channel_id = created.json()["channel"]["id"]
     bob = await register("bob")
     carol = await register("carol")
     mallory = await register("mallory")
-    real = os.urandom(32)
     first = envelope(bob, carol.device_id, carol.keys.public_b64, real)
     stored = await put(client, bob, channel_id, [first])
     assert stored == {"status": "ok"}  # unchanged wire when nothing is kept
     return {"channel": channel_id, "bob": bob, "carol": carol, "mallory": mallory, "real": real}
 
 
-async def test_another_member_cannot_replace_an_envelope(
-    client: AsyncTestClient[Any], cast: dict[str, Any], caplog: pytest.LogCaptureFixture
+async def test_a_wrong_envelope_does_not_replace_or_hide_a_right_one(
+    client: AsyncTestClient[Any], cast: dict[str, Any]
 ) -> None:
     carol: Member = cast["carol"]
     mallory: Member = cast["mallory"]
+    bob: Member = cast["bob"]
+    forged = envelope(mallory, carol.device_id, carol.keys.public_b64, b"m" * 32)
+    # Stored beside bob's: among plain members the newest is the default answer.
+    assert await put(client, mallory, cast["channel"], [forged]) == {"status": "ok"}
+    listed = await all_of(client, carol, cast["channel"])
+    assert [e["sender_device_id"] for e in listed] == [mallory.device_id, bob.device_id]
+    assert [e["sender_user_id"] for e in listed] == [mallory.user_id, bob.user_id]
+    assert all(e["key_version"] == 1 for e in listed)
+    assert {e["sender_public_key"] for e in listed} == {
+        mallory.keys.public_b64,
+        bob.keys.public_b64,
+    }
+    # A device checking the commitment takes bob's key and ignores mallory's.
+    assert matching_key(carol.keys, listed, commitment(cast["real"])) == cast["real"]
+    # Writing first does not help either: the order of arrival decides nothing.
+    dave = await second_device(client, carol)
+    for sender, secret in ((mallory, b"m" * 32), (bob, cast["real"])):
+        item = envelope(sender, dave.device_id, dave.keys.public_b64, secret)
+        await put(client, sender, cast["channel"], [item])
+    listed = await all_of(client, dave, cast["channel"])
+    assert matching_key(dave.keys, listed, commitment(cast["real"])) == cast["real"]
+
+
+async def test_the_default_read_prefers_the_creator_or_an_admin(
+    client: AsyncTestClient[Any],
+    cast: dict[str, Any],
+    admin: Member,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    carol: Member = cast["carol"]
+    mallory: Member = cast["mallory"]
+    by_admin = envelope(admin, carol.device_id, carol.keys.public_b64, cast["real"])
+    assert await put(client, admin, cast["channel"], [by_admin]) == {"status": "ok"}
     forged = envelope(mallory, carol.device_id, carol.keys.public_b64, b"m" * 32)
     with caplog.at_level(logging.INFO, logger="dialtone.security"):
         answer = await put(client, mallory, cast["channel"], [forged])
+    # mallory's copy is newer, yet the default read still answers the admin's: ``kept``.
     assert answer == {"status": "ok", "kept": [carol.device_id]}
     assert await key_of(client, carol, cast["channel"]) == cast["real"]
+    listed = await all_of(client, carol, cast["channel"])
+    assert [e["sender_device_id"] for e in listed] == [
+        admin.device_id,
+        mallory.device_id,
+        cast["bob"].device_id,
+    ]
     [record] = [r for r in caplog.records if getattr(r, "event", None) == "envelope_kept"]
     assert record.user_id == mallory.user_id  # type: ignore[attr-defined]
     assert record.kept == [carol.device_id]  # type: ignore[attr-defined]
@@ -100,12 +162,18 @@ async def test_another_member_cannot_replace_an_envelope(
     assert mallory.username not in logged
 
 
-async def test_a_mixed_batch_writes_new_envelopes_and_keeps_others(
-    client: AsyncTestClient[Any], cast: dict[str, Any]
+async def test_a_mixed_batch_writes_every_envelope_and_lists_the_kept(
+    client: AsyncTestClient[Any], cast: dict[str, Any], admin: Member
 ) -> None:
     carol: Member = cast["carol"]
     mallory: Member = cast["mallory"]
     bob: Member = cast["bob"]
+    await put(
+        client,
+        admin,
+        cast["channel"],
+        [envelope(admin, carol.device_id, carol.keys.public_b64, cast["real"])],
+    )
     batch = [
         envelope(mallory, carol.device_id, carol.keys.public_b64, b"m" * 32),
         envelope(mallory, bob.device_id, bob.keys.public_b64, b"n" * 32),  # bob has none yet
@@ -114,26 +182,41 @@ async def test_a_mixed_batch_writes_new_envelopes_and_keeps_others(
     assert answer == {"status": "ok", "kept": [carol.device_id]}
     assert await key_of(client, bob, cast["channel"]) == b"n" * 32
     assert await key_of(client, carol, cast["channel"]) == cast["real"]
+    assert len(await all_of(client, carol, cast["channel"])) == 3
 
 
 @pytest.mark.parametrize("who", ["recipient", "sender", "sender_other_device", "admin"])
-async def test_who_may_replace_an_envelope(
+async def test_which_envelope_the_default_read_answers(
     client: AsyncTestClient[Any], cast: dict[str, Any], admin: Member, who: str
 ) -> None:
+    """A sender re-uploading replaces its own copy; another device of the sender's user
+    adds one; the recipient's own user comes before other members, an admin first."""
     carol: Member = cast["carol"]
+    bob: Member = cast["bob"]
     writer = {
-        "recipient": carol,
-        "sender": cast["bob"],
+        "recipient": await second_device(client, carol),
+        "sender": bob,
         "admin": admin,
-    }.get(who) or await second_device(client, cast["bob"])
+    }.get(who) or await second_device(client, bob)
     rotated = os.urandom(32)
     item = envelope(writer, carol.device_id, carol.keys.public_b64, rotated)
     answer = await put(client, writer, cast["channel"], [item])
     assert answer == {"status": "ok"}
     assert await key_of(client, carol, cast["channel"]) == rotated
+    listed = await all_of(client, carol, cast["channel"])
+    assert listed[0]["sender_device_id"] == writer.device_id
+    assert len(listed) == (1 if who == "sender" else 2)
+    # A plain member's newer copy does not come before the recipient's own or an admin's.
+    if who in {"recipient", "admin"}:
+        again = envelope(bob, carol.device_id, carol.keys.public_b64, cast["real"])
+        assert await put(client, bob, cast["channel"], [again]) == {
+            "status": "ok",
+            "kept": [carol.device_id],
+        }
+        assert await key_of(client, carol, cast["channel"]) == rotated
 
 
-async def test_directory_envelopes_are_protected_the_same_way(
+async def test_directory_envelopes_work_the_same_way(
     client: AsyncTestClient[Any], admin: Member, register: Register
 ) -> None:
     bob = await register("bob")
@@ -152,15 +235,32 @@ async def test_directory_envelopes_are_protected_the_same_way(
         headers=mallory.auth,
     )
     assert forged.status_code == 201
-    assert forged.json() == {"status": "ok", "kept": [carol.device_id]}
-    got = (await client.get("/directory/keys", headers=carol.auth)).json()
-    assert carol.keys.unwrap_from(got["sender_public_key"], got["envelope"]) == real
+    assert forged.json() == {"status": "ok"}
+    listed = (await client.get("/directory/keys?all=1", headers=carol.auth)).json()
+    assert listed["device_id"] == carol.device_id
+    assert [e["sender_device_id"] for e in listed["envelopes"]] == [
+        mallory.device_id,
+        bob.device_id,
+    ]
+    assert all("key_version" not in e for e in listed["envelopes"])
+    ring = KeyRing(carol.device_id, carol.token, carol.keys)
+    assert await ring.take_directory_key(client, commitment(real)) == real
+    assert ring.rejected == [mallory.device_id]
     by_admin = await client.post(
         "/directory/keys",
-        json={"envelopes": [envelope(admin, carol.device_id, carol.keys.public_b64, b"a" * 32)]},
+        json={"envelopes": [envelope(admin, carol.device_id, carol.keys.public_b64, real)]},
         headers=admin.auth,
     )
     assert by_admin.json() == {"status": "ok"}
+    again = await client.post(
+        "/directory/keys",
+        json={"envelopes": [envelope(mallory, carol.device_id, carol.keys.public_b64, b"m" * 32)]},
+        headers=mallory.auth,
+    )
+    assert again.json() == {"status": "ok", "kept": [carol.device_id]}
+    got = (await client.get("/directory/keys", headers=carol.auth)).json()
+    assert got["sender_device_id"] == admin.device_id
+    assert carol.keys.unwrap_from(got["sender_public_key"], got["envelope"]) == real
 
 
 async def test_a_device_twice_in_one_batch_is_refused(

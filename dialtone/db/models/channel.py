@@ -51,7 +51,10 @@ class ChannelMessage(Base):
 
 
 class ChannelKeyEnvelope(Base):
-    """A channel key sealed for one recipient device; opaque to the server."""
+    """A channel key sealed by one sender device for one recipient device; opaque to the
+    server. One per (channel, recipient, sender, key version): a sender replaces only its
+    own copy, so a wrong envelope never hides a right one (the recipient checks each
+    against the channel's key commitment)."""
 
     __tablename__ = "channel_key_envelopes"
 
@@ -61,7 +64,14 @@ class ChannelKeyEnvelope(Base):
     device_id: Mapped[str] = mapped_column(
         ID, ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True, index=True
     )
-    sender_device_id: Mapped[str] = mapped_column(ID)
+    sender_device_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    key_version: Mapped[int] = mapped_column(
+        Integer, primary_key=True, default=1, server_default=text("1")
+    )
+    # The sending device's user, kept with the row so that the preference of the default
+    # read holds after that device is revoked. NULL only for envelopes stored before
+    # revision 0004 whose sending device was already gone.
+    sender_user_id: Mapped[str | None] = mapped_column(ID, nullable=True)
     sender_public_key: Mapped[str] = mapped_column(String(44))
     envelope: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
