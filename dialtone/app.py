@@ -25,7 +25,11 @@ from dialtone.api.health import health, ready
 from dialtone.api.history_fast import PATH as HISTORY_PATH
 from dialtone.api.history_fast import HistoryFastPath
 from dialtone.api.invites import create_invite
-from dialtone.api.keys import ChannelKeyController, DirectoryKeyController
+from dialtone.api.keys import (
+    ChannelKeyController,
+    DirectoryKeyController,
+    set_directory_commitment,
+)
 from dialtone.api.messages import channel_history
 from dialtone.api.moderation import delete_message, deleted_messages, moderators, server_info
 from dialtone.api.openapi import DialtoneOpenAPIConfig
@@ -133,6 +137,7 @@ def create_app(settings: Settings) -> DialtoneApp:
             channel_history,
             ChannelKeyController,
             DirectoryKeyController,
+            set_directory_commitment,
             presence,
             create_invite,
             AdminController,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, Response, get, post
+from litestar import Controller, Response, get, post, put
 from litestar.di import Provide
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
@@ -17,6 +17,8 @@ from dialtone.schemas.keys import (
     ChannelKeyOut,
     ChannelKeysIn,
     ChannelKeysOut,
+    DirectoryCommitmentIn,
+    DirectoryCommitmentOut,
     DirectoryEnvelopeOut,
     DirectoryKeyOut,
     DirectoryKeysIn,
@@ -149,3 +151,14 @@ class DirectoryKeyController(Controller):
     ) -> EnvelopesStored:
         kept = await KeyService(uow, ctx).put_directory_keys(caller, new_envelopes(data.envelopes))
         return EnvelopesStored(status="ok", kept=kept)
+
+
+@put("/directory/commitment", tags=["keys"], dependencies={"caller": Provide(provide_caller)})
+async def set_directory_commitment(
+    data: JSONBody[DirectoryCommitmentIn], uow: Uow, ctx: Ctx, caller: CallerDep
+) -> DirectoryCommitmentOut:
+    value = await KeyService(uow, ctx).set_directory_commitment(caller, data.key_commitment)
+    await uow.commit()
+    # This node serves it at once; the others when the broker's event arrives.
+    ctx.note_directory_commitment(value)
+    return DirectoryCommitmentOut(directory_key_commitment=value)

@@ -88,4 +88,5 @@ async def server_info(ctx: Ctx) -> ServerInfoOut:
         welcome_message=live.welcome_message,
         registration_open=live.registration_open,
         version=__version__,
+        directory_key_commitment=ctx.directory_commitment,
     )

@@ -14,6 +14,7 @@ from dialtone.schemas.events import (
     AdminControl,
     BanAdded,
     BanRemoved,
+    DirectoryCommitmentSet,
     DisconnectUsers,
     SettingsChanged,
 )
@@ -51,5 +52,7 @@ class AdminEvents:
                         conn.close(code, reason)
             case SettingsChanged(values=values):
                 self.ctx.apply_settings({**self.ctx.live_settings.values, **values})
+            case DirectoryCommitmentSet(key_commitment=value):
+                self.ctx.note_directory_commitment(value)
             case _:
                 log.warning("no handler for admin event %s", type(event).__name__)

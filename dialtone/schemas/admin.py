@@ -142,6 +142,7 @@ class ServerInfoOut(msgspec.Struct):
     welcome_message: str
     registration_open: bool
     version: str
+    directory_key_commitment: str | None = None
 
 
 class StaffMember(msgspec.Struct):

@@ -81,12 +81,16 @@ class ServerHello(Event, tag="server.hello"):
     welcome_message: str
 
 
-class ServerInfoUpdated(Event, tag="server.info.updated"):
-    """The public server information changed (an operator's settings update)."""
+class ServerInfoUpdated(Event, tag="server.info.updated", omit_defaults=True):
+    """The public server information changed (an operator's settings update, or the
+    directory key commitment being set)."""
 
     server_title: str
     welcome_message: str
     registration_open: bool
+    # Additive (issue 15), as in GET /server/info; left out while unset, so that until
+    # then the event is exactly what existing clients know.
+    directory_key_commitment: str | None = None
 
 
 class SessionsRevoked(Event, tag="sessions.revoked"):
@@ -237,6 +241,12 @@ class SettingsChanged(AdminControl, tag="internal.admin.settings"):
     values: dict[str, str | int | float | bool]
 
 
+class DirectoryCommitmentSet(AdminControl, tag="internal.admin.directory_commitment"):
+    """The directory key commitment was set: every node serves it from now on."""
+
+    key_commitment: str
+
+
 INTERNAL_EVENTS: tuple[type[Event], ...] = (
     SessionsRevoked,
     VoiceMembership,
@@ -250,6 +260,7 @@ INTERNAL_EVENTS: tuple[type[Event], ...] = (
     BanAdded,
     BanRemoved,
     SettingsChanged,
+    DirectoryCommitmentSet,
 )
 
 AnyEvent = (
@@ -284,6 +295,7 @@ AnyEvent = (
     | BanAdded
     | BanRemoved
     | SettingsChanged
+    | DirectoryCommitmentSet
 )
 
 

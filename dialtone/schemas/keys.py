@@ -4,7 +4,7 @@ from typing import Annotated
 
 import msgspec
 
-from dialtone.schemas.common import Envelope, Id, PublicKeyText
+from dialtone.schemas.common import Commitment, Envelope, Id, PublicKeyText
 
 MAX_ENVELOPES = 1000
 
@@ -91,3 +91,11 @@ class DirectoryEnvelopeOut(msgspec.Struct):
 class DirectoryKeysOut(msgspec.Struct):
     device_id: str
     envelopes: list[DirectoryEnvelopeOut]
+
+
+class DirectoryCommitmentIn(msgspec.Struct, forbid_unknown_fields=True):
+    key_commitment: Commitment
+
+
+class DirectoryCommitmentOut(msgspec.Struct):
+    directory_key_commitment: str

@@ -485,6 +485,7 @@ class AdminService:
                 server_title=str(live["server_title"]),
                 welcome_message=str(live["welcome_message"]),
                 registration_open=bool(live["registration_open"]),
+                directory_key_commitment=self.ctx.directory_commitment,
             )
         )
         await self._log("settings", actor, message="changed " + ", ".join(sorted(checked)))

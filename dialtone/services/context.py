@@ -12,6 +12,7 @@ from dialtone.config import Settings
 from dialtone.db.base import utcnow
 from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.security.addresses import Proxies, parse_networks
+from dialtone.security.keys import is_commitment
 from dialtone.security.passwords import PasswordPolicy, Passwords
 from dialtone.security.ratelimit import Bucket, Limiter, MemoryStore, RedisStore, Store
 from dialtone.services.bans import BanList
@@ -21,6 +22,9 @@ from dialtone.services.server_log import ServerLog
 from dialtone.services.session_cache import SessionCache
 
 LAST_SEEN_EVERY = 60.0  # seconds between two last_seen_at writes for one device
+# The row of ``server_settings`` holding the directory key commitment. Not a live setting:
+# the settings API refuses the name (unknown setting), and it is written once.
+DIRECTORY_COMMITMENT = "directory_key_commitment"
 
 
 class OnlineDirectory:
@@ -82,6 +86,9 @@ class ServerContext:
     started: float = field(default_factory=time.monotonic)
     # Called with the new Settings after a live settings change (e.g. the edge's cap).
     settings_hooks: list[Callable[[Settings], None]] = field(default_factory=list)
+    # The directory key's commitment (issue 15): set once by an admin's client, stored
+    # with the settings under DIRECTORY_COMMITMENT, held by every node like them.
+    directory_commitment: str | None = None
 
     def __post_init__(self) -> None:
         if self.live is None:
@@ -99,6 +106,12 @@ class ServerContext:
         self.limiter.policies.update(http_policies(self.settings))
         for hook in self.settings_hooks:
             hook(self.settings)
+
+    def note_directory_commitment(self, value: Any) -> None:
+        """Hold a stored directory commitment. Once set it stays: a refresh that read the
+        table just before it was written does not take it away again."""
+        if isinstance(value, str) and is_commitment(value):
+            self.directory_commitment = value
 
     def sessions_changing(self, uow: UnitOfWork) -> None:
         """Call before a write in ``uow`` that ends sessions or changes a user's flags

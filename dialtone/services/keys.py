@@ -6,15 +6,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from dialtone.db.models import Channel
+from dialtone.db.repositories.admin import SettingRepository
 from dialtone.db.repositories.channels import ChannelRepository
 from dialtone.db.repositories.devices import DeviceRepository
 from dialtone.db.repositories.keys import KeyEnvelopeRepository, StoredEnvelope
 from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.db.upsert import ReferenceGone
-from dialtone.errors import Forbidden, InvalidInput, NotFound
+from dialtone.errors import Conflict, Forbidden, InvalidInput, NotFound
+from dialtone.schemas.events import DirectoryCommitmentSet, ServerInfoUpdated
 from dialtone.security.keys import is_public_key
 from dialtone.services.auth import rate_limit
-from dialtone.services.context import Caller, ServerContext
+from dialtone.services.channels import checked_commitment
+from dialtone.services.context import DIRECTORY_COMMITMENT, Caller, ServerContext
 from dialtone.services.users import require_trusted
 
 log = logging.getLogger("dialtone.security")
@@ -43,6 +46,7 @@ class KeyService:
         self.keys = KeyEnvelopeRepository(uow.session)
         self.devices = DeviceRepository(uow.session)
         self.channels = ChannelRepository(uow.session)
+        self.settings = SettingRepository(uow.session)
 
     async def _check(
         self, caller: Caller, envelopes: Sequence[NewEnvelope], current: int | None = None
@@ -173,6 +177,26 @@ class KeyService:
             await self.uow.session.rollback()
             raise await self._vanished_device(envelopes) from None
         return self._kept(caller, envelopes, set(behind), "directory", None)
+
+    async def set_directory_commitment(self, caller: Caller, commitment: str) -> str:
+        """Once, by an admin's device (the client that made the directory key); every node
+        serves it in GET /server/info from then on."""
+        checked_commitment(commitment)
+        if not caller.is_admin:
+            raise Forbidden("only an admin may set the directory key commitment", code="not_admin")
+        if not await self.settings.add_once(DIRECTORY_COMMITMENT, commitment, self.ctx.clock()):
+            raise Conflict("the directory key commitment is already set", code="commitment_set")
+        live = self.ctx.live_settings
+        self.uow.emit(DirectoryCommitmentSet(key_commitment=commitment))
+        self.uow.emit(
+            ServerInfoUpdated(
+                server_title=live.server_title,
+                welcome_message=live.welcome_message,
+                registration_open=live.registration_open,
+                directory_key_commitment=commitment,
+            )
+        )
+        return commitment
 
     @staticmethod
     def _row(caller: Caller, item: NewEnvelope) -> dict[str, Any]:

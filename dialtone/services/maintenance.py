@@ -17,7 +17,7 @@ from dialtone.db.repositories.invites import InviteRepository
 from dialtone.db.repositories.messages import MessageModeration
 from dialtone.db.repositories.sessions import SessionRepository
 from dialtone.db.unit_of_work import UnitOfWork
-from dialtone.services.context import LAST_SEEN_EVERY, ServerContext
+from dialtone.services.context import DIRECTORY_COMMITMENT, LAST_SEEN_EVERY, ServerContext
 
 log = logging.getLogger("dialtone.maintenance")
 
@@ -73,6 +73,7 @@ async def refresh_admin_state(
         stored = await SettingRepository(uow.session).all()
     ctx.bans.replace(ban_rule(ban) for ban in bans)
     ctx.apply_settings(stored)
+    ctx.note_directory_commitment(stored.get(DIRECTORY_COMMITMENT))
 
 
 async def refresh_forever(

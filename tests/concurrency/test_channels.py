@@ -234,3 +234,19 @@ async def test_simultaneous_commitment_puts_one_wins(target: Target) -> None:
         gone = [r.json()["code"] for r in answered if r.status_code == 404]
         assert set(gone) <= {"channel_not_found"}
     await target.healthy(admin)
+
+
+async def test_simultaneous_directory_commitment_puts_one_wins(target: Target) -> None:
+    admin = await target.register("admin")
+    clients = await target.pool()
+    values = [commitment(os.urandom(32)) for _ in clients]
+    responses = await burst(
+        http.put("/directory/commitment", json={"key_commitment": value}, headers=admin.auth)
+        for http, value in zip(clients, values, strict=True)
+    )
+    assert_only(responses, {200, 409})
+    assert statuses(responses) == [200] + [409] * (len(clients) - 1)
+    [winner] = [r.json()["directory_key_commitment"] for r in responses if r.status_code == 200]
+    info = await target.http.get("/server/info")
+    assert info.json()["directory_key_commitment"] == winner
+    await target.healthy(admin)

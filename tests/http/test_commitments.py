@@ -9,7 +9,8 @@ from typing import Any
 
 from litestar.testing import AsyncTestClient
 
-from tests.conftest import ADMIN_TOKEN, Member, Register
+from dialtone.config import Settings
+from tests.conftest import ADMIN_TOKEN, Member, Register, app_client
 from tests.e2ee import commitment
 from tests.http.conftest import assert_error
 
@@ -152,3 +153,83 @@ async def test_simultaneous_puts_one_wins(
     [winner] = [a.json()["channel"]["key_commitment"] for a in answers if a.status_code == 200]
     [listed] = (await client.get("/channels", headers=admin.auth)).json()["channels"]
     assert listed["key_commitment"] == winner
+
+
+# ---------------------------------------------------------------- the directory key
+
+
+async def put_directory(client: AsyncTestClient[Any], who: Member | None, value: Any) -> Any:
+    headers = who.auth if who is not None else {}
+    return await client.put(
+        "/directory/commitment", json={"key_commitment": value}, headers=headers
+    )
+
+
+async def test_the_directory_commitment_is_set_once_by_an_admin(
+    client: AsyncTestClient[Any], admin: Member, member: Member
+) -> None:
+    info = (await client.get("/server/info")).json()
+    assert info["directory_key_commitment"] is None
+    value = commitment(os.urandom(32))
+    refused = assert_error(await put_directory(client, member, value), 403)
+    assert refused["code"] == "not_admin"
+    assert_error(await put_directory(client, None, value), 401)
+    # The operator's token is no client: it holds no key to commit to.
+    operator = await client.put("/directory/commitment", json={"key_commitment": value}, headers=OP)
+    assert_error(operator, 401)
+    for bad in MALFORMED:
+        invalid = assert_error(await put_directory(client, admin, bad), 400)
+        assert invalid["code"] == "invalid_commitment", bad
+    for body in ({}, {"key_commitment": value, "extra": 1}, {"key_commitment": None}):
+        assert_error(await client.put("/directory/commitment", json=body, headers=admin.auth), 400)
+    assert (await client.get("/server/info")).json()["directory_key_commitment"] is None
+
+    answer = await put_directory(client, admin, value)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"directory_key_commitment": value}
+    info = (await client.get("/server/info")).json()
+    assert info["directory_key_commitment"] == value
+    for again in (value, commitment(os.urandom(32))):
+        conflict = assert_error(await put_directory(client, admin, again), 409)
+        assert conflict["code"] == "commitment_set"
+    assert (await client.get("/server/info")).json()["directory_key_commitment"] == value
+
+
+async def test_the_directory_commitment_is_no_setting(
+    client: AsyncTestClient[Any], admin: Member
+) -> None:
+    value = commitment(os.urandom(32))
+    assert (await put_directory(client, admin, value)).status_code == 200
+    changed = await client.put(
+        "/admin/settings",
+        json={"directory_key_commitment": commitment(os.urandom(32))},
+        headers=OP,
+    )
+    assert assert_error(changed, 400)["code"] == "unknown_setting"
+    listed = (await client.get("/admin/settings", headers=OP)).json()["settings"]
+    assert "directory_key_commitment" not in listed
+    # A settings change keeps serving it.
+    titled = await client.put("/admin/settings", json={"server_title": "Den"}, headers=OP)
+    assert titled.status_code == 200
+    info = (await client.get("/server/info")).json()
+    assert (info["server_title"], info["directory_key_commitment"]) == ("Den", value)
+
+
+async def test_a_restarted_server_serves_the_directory_commitment(
+    settings: Settings, admin: Member, client: AsyncTestClient[Any]
+) -> None:
+    value = commitment(os.urandom(32))
+    assert (await put_directory(client, admin, value)).status_code == 200
+    async with app_client(settings) as restarted:
+        info = (await restarted.get("/server/info")).json()
+        assert info["directory_key_commitment"] == value
+
+
+async def test_simultaneous_directory_puts_one_wins(
+    client: AsyncTestClient[Any], admin: Member
+) -> None:
+    values = [commitment(os.urandom(32)) for _ in range(6)]
+    answers = await asyncio.gather(*(put_directory(client, admin, v) for v in values))
+    assert sorted(a.status_code for a in answers) == [200] + [409] * 5
+    [winner] = [a.json()["directory_key_commitment"] for a in answers if a.status_code == 200]
+    assert (await client.get("/server/info")).json()["directory_key_commitment"] == winner

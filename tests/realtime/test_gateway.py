@@ -142,10 +142,13 @@ async def test_http_side_events_arrive_after_commit(
 ) -> None:
     bob = await live.connect(member)
     channel = await live.create_channel(admin, "Zmlyc3Q=")
+    # key_commitment and key_version: added by issue 15 (additive).
     assert await next_of(bob, "channel.updated") == {
         "type": "channel.updated",
         "channel_id": channel,
         "channel_name_enc": "Zmlyc3Q=",
+        "key_commitment": None,
+        "key_version": 1,
     }
     renamed = await live.http.patch(
         "/channels", json={"channel_id": channel, "name_enc": "c2Vjb25k"}, headers=admin.auth
@@ -155,6 +158,8 @@ async def test_http_side_events_arrive_after_commit(
         "type": "channel.updated",
         "channel_id": channel,
         "channel_name_enc": "c2Vjb25k",
+        "key_commitment": None,
+        "key_version": 1,
     }
     profile = await live.http.post(
         "/users/profiles", json={"name_enc": "Ym9i"}, headers=member.auth

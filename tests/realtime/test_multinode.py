@@ -27,7 +27,7 @@ from tests.conftest import (
     register_member,
     truncate_all,
 )
-from tests.e2ee import DeviceKeys
+from tests.e2ee import DeviceKeys, commitment
 from tests.realtime.conftest import chat_frame, closed_with, next_of, only, quiet
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -194,6 +194,8 @@ async def test_events_cross_nodes(nodes: tuple[Node, Node]) -> None:
             "type": "channel.updated",
             "channel_id": channel,
             "channel_name_enc": "bmV3",
+            "key_commitment": None,  # these two: added by issue 15
+            "key_version": 1,
         }
 
         # Voice across nodes: roster, join, relay.
@@ -354,5 +356,49 @@ async def test_settings_and_bans_apply_on_every_node(nodes: tuple[Node, Node]) -
         back = await connect(node_b.ws_url, additional_headers=bob.auth)
         await next_of(back, "server.hello")
         await back.close()
+    finally:
+        await on_b.close()
+
+
+async def test_key_commitments_reach_every_node(nodes: tuple[Node, Node]) -> None:
+    """Issue 15: a directory key commitment set on A is served by B at once, and a
+    channel's commitment set on B reaches A's sockets."""
+    node_a, node_b = nodes
+    admin = await node_a.register("admin")
+    bob = await node_a.register("bob")
+    on_b = await connect(node_b.ws_url, additional_headers=bob.auth)
+    try:
+        await next_of(on_b, "server.hello")
+        value = commitment(os.urandom(32))
+        set_ = await node_a.http.put(
+            "/directory/commitment", json={"key_commitment": value}, headers=admin.auth
+        )
+        assert set_.status_code == 200, set_.text
+        updated = await next_of(on_b, "server.info.updated", within=10)
+        assert updated["directory_key_commitment"] == value
+        # B applied it before its sockets heard of it (admin events are applied first).
+        info = (await node_b.http.get("/server/info")).json()
+        assert info["directory_key_commitment"] == value
+        again = await node_b.http.put(
+            "/directory/commitment", json={"key_commitment": value}, headers=admin.auth
+        )
+        assert again.status_code == 409
+
+        created = await node_a.http.post(
+            "/channels", json={"name_enc": "bmFtZQ=="}, headers=admin.auth
+        )
+        channel = created.json()["channel"]["id"]
+        assert (await next_of(on_b, "channel.updated", within=10))["key_commitment"] is None
+        later = commitment(os.urandom(32))
+        put = await node_b.http.put(
+            "/channels/commitment",
+            json={"channel_id": channel, "key_commitment": later},
+            headers=admin.auth,
+        )
+        assert put.status_code == 200, put.text
+        listed = (await node_a.http.get("/channels", headers=bob.auth)).json()["channels"]
+        assert [c["key_commitment"] for c in listed] == [later]
+        event = await next_of(on_b, "channel.updated", within=10)
+        assert (event["channel_id"], event["key_commitment"]) == (channel, later)
     finally:
         await on_b.close()

@@ -276,3 +276,55 @@ async def test_a_device_twice_in_one_batch_is_refused(
         refused = assert_error(await client.post(path, json=body, headers=bob.auth), 400)
         assert refused["code"] == "duplicate_device"
     assert await key_of(client, carol, cast["channel"]) == cast["real"]
+
+
+async def test_an_ordinary_member_hands_every_key_to_a_newcomer(
+    client: AsyncTestClient[Any], admin: Member, register: Register
+) -> None:
+    """The issue's case, as the Python client of the scheme: the admin made the keys and
+    is gone; bob, an ordinary member, hands carol every key he holds; mallory hands her
+    wrong ones first. carol checks each against its commitment and takes bob's."""
+    maker = KeyRing(admin.device_id, admin.token, admin.keys)
+    for _ in range(2):
+        key = os.urandom(32)
+        made = await client.post(
+            "/channels",
+            json={"name_enc": "Y2g=", "key_commitment": commitment(key)},
+            headers=admin.auth,
+        )
+        maker.channels[made.json()["channel"]["id"]] = {1: key}
+    maker.directory = os.urandom(32)
+    set_ = await client.put(
+        "/directory/commitment",
+        json={"key_commitment": commitment(maker.directory)},
+        headers=admin.auth,
+    )
+    assert set_.status_code == 200
+    bob = await register("bob")
+    handed = await maker.hand_on(client, bob.device_id, bob.keys.public_b64)
+    assert [a.status_code for a in handed] == [201, 201, 201]
+    channels = (await client.get("/channels", headers=bob.auth)).json()["channels"]
+    directory_commitment = (await client.get("/server/info")).json()["directory_key_commitment"]
+    bob_ring = KeyRing(bob.device_id, bob.token, bob.keys)
+    for channel in channels:
+        assert await bob_ring.take_channel_key(client, channel) is not None
+    assert await bob_ring.take_directory_key(client, directory_commitment) == maker.directory
+    assert bob_ring.channels == maker.channels
+
+    carol = await register("carol")
+    mallory = await register("mallory")
+    liar = KeyRing(mallory.device_id, mallory.token, mallory.keys)
+    liar.channels = {c: {1: os.urandom(32)} for c in maker.channels}
+    liar.directory = os.urandom(32)
+    for answer in [
+        *await liar.hand_on(client, carol.device_id, carol.keys.public_b64),
+        *await bob_ring.hand_on(client, carol.device_id, carol.keys.public_b64),
+    ]:
+        assert answer.status_code == 201, answer.text
+    carol_ring = KeyRing(carol.device_id, carol.token, carol.keys)
+    for channel in channels:
+        await carol_ring.take_channel_key(client, channel)
+    assert await carol_ring.take_directory_key(client, directory_commitment) == maker.directory
+    assert carol_ring.channels == maker.channels
+    assert set(carol_ring.rejected) == {mallory.device_id}
+    assert len(carol_ring.rejected) == len(channels) + 1

@@ -106,6 +106,20 @@ class SettingRepository:
                 continue
         return values
 
+    async def add_once(self, key: str, value: Any, now: datetime) -> bool:
+        """Store ``key`` unless it is there already, in one statement: of several at once
+        exactly one gets True."""
+        dialect = self.session.get_bind().dialect.name
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        statement = (
+            insert(ServerSetting)
+            .values(key=key, value=msgspec.json.encode(value).decode(), updated_at=now)
+            .on_conflict_do_nothing(index_elements=[ServerSetting.key])
+            .returning(ServerSetting.key)
+        )
+        result = await self.session.execute(statement)
+        return result.first() is not None
+
     async def upsert(self, values: Mapping[str, Any], now: datetime) -> None:
         """One statement per batch, safe when two operators save at once (last wins)."""
         if not values:
