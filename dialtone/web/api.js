@@ -21,7 +21,9 @@ const STATUS_TEXT = {
 
 // The server's own `error` texts are short technical phrases ("too many attempts, try
 // again later"); every code a page can meet gets a sentence of its own here.
-const CODE_TEXT = {
+// Codes whose server text carries the detail a person needs (which rule a password or a
+// username breaks) are left out: their text is shown, made a sentence.
+export const CODE_TEXT = {
   rate_limited: "You are doing that too often. Wait a moment and try again.",
   network: "Cannot reach the server. Check your connection.",
   unauthorized: "Your session has ended. Please sign in again.",
@@ -73,10 +75,25 @@ const CODE_TEXT = {
   unavailable: "The server is busy or cannot reach its database. Try again shortly.",
   not_ready: "The server is starting or cannot reach its database. Try again shortly.",
   draining: "The server is restarting. Try again in a moment.",
+  conflict: "That changed meanwhile. Reload and try again.",
+  gone: "That is no longer available.",
+  not_found: "That no longer exists.",
+  device_exists: "This device is already signed in.",
+  invalid_admin_token: "The admin token is wrong.",
+  method_not_allowed: "The server does not accept this request.",
+  payload_too_large: "That is too large to send.",
+  unsupported_media_type: "The server did not understand the request's format.",
+  timeout: "The request took too long. Try again.",
+  bad_request: "The server could not read the request.",
+  upgrade_required: "This needs a WebSocket connection.",
+  unsupported_type: "The server does not know this kind of message.",
+  no_backup: "There is no key backup on the server yet.",
+  backup_conflict: "Another device changed your key backup meanwhile. Try again.",
+  backup_too_large: "Your key backup is larger than this server accepts.",
 };
 
 // A server phrase made into a sentence, for codes the page does not know yet.
-function sentence(text) {
+export function sentence(text) {
   const clean = String(text).trim();
   if (!clean) return clean;
   const first = clean[0].toUpperCase() + clean.slice(1);
@@ -94,13 +111,18 @@ export class ApiError extends Error {
 
   // What to show a person: a sentence for the code, else the server's text as one.
   get friendly() {
-    const base = CODE_TEXT[this.code] || (this.message ? sentence(this.message) : STATUS_TEXT[this.status]) || `Request failed (${this.status}).`;
+    const base = errorSentence(this.code, this.message, this.status);
     if (this.status === 429 && this.retryAfter) {
       const s = this.retryAfter === 1 ? "second" : "seconds";
       return `${base.replace(/\.$/, "")}: about ${this.retryAfter} ${s}.`;
     }
     return base;
   }
+}
+
+// One sentence for an error code, over HTTP or the socket.
+export function errorSentence(code, message, status = 0) {
+  return CODE_TEXT[code] || (message ? sentence(message) : STATUS_TEXT[status]) || `Request failed (${status}).`;
 }
 
 export function describeStatus(status) {

@@ -6,7 +6,7 @@
 // (the key banner's restore action: the key backup module handles it).
 // The voice panel uses client.socket (on/send), client.api, client.me and client.nameOf().
 
-import { Api, ApiError, Socket } from "./api.js";
+import { Api, ApiError, Socket, errorSentence } from "./api.js";
 import * as e2e from "./crypto.js";
 import { store } from "./store.js";
 
@@ -1177,7 +1177,7 @@ export class Client {
       invalid_message: "The server refused this message.",
       server_error: "The server could not store the message; retry later.",
     };
-    const reason = reasons[event.code] || event.message || "The server refused this.";
+    const reason = reasons[event.code] || (event.code || event.message ? errorSentence(event.code, event.message) : "The server refused this.");
     if (m && event.code in reasons) this.fail(m, reason);
     else if (!String(event.code || "").startsWith("voice")) this.notice(reason);
   }
