@@ -152,13 +152,11 @@ class DtApp extends HTMLElement {
     const signature = `${text}\u0000${client.canRestore}`;
     if (!banner.hidden && banner.dataset.signature === signature) return;
     banner.dataset.signature = signature;
-    banner.replaceChildren(
-      h("span", { class: "lock", "aria-hidden": "true" }, "🔒"),
-      h("p", {}, text),
-      client.canRestore
-        ? h("button", { type: "button", class: "restore", onclick: () => client.requestRestore() }, "Restore from your recovery key")
-        : null,
-    );
+    const parts = [h("span", { class: "lock", "aria-hidden": "true" }, "🔒"), h("p", {}, text)];
+    if (client.canRestore) {
+      parts.push(h("button", { type: "button", class: "restore", onclick: () => client.requestRestore() }, "Restore from your recovery key"));
+    }
+    banner.replaceChildren(...parts);
     banner.hidden = false;
   }
 
