@@ -159,11 +159,24 @@ def test_alone_a_newcomer_is_told_why_and_fills_in_when_a_member_comes(
     # Alice and Bob, whose names cannot be read yet, are told apart all the same.
     expect(c.locator(".people li", has_text="name locked")).to_have_count(2)
 
+    # The restore action is offered once something (the key backup module) handles it.
+    restore = banner.get_by_role("button", name="Restore from your recovery key")
+    expect(restore).to_have_count(0)
+    c.evaluate(
+        """async () => {
+            const app = document.querySelector("script[type=module]").src;
+            const { currentClient } = await import(app.replace(/app\\.js$/, "client.js"));
+            currentClient().on("restore-requested", () => { window.restoreAsked = true; });
+        }"""
+    )
+
     # Someone with no keys to give comes online, and leaves: the count follows live.
     dan_http, _, _ = python_member(server, "dan")
     with online(server, dan_http):
         expect(banner).to_contain_text("— 1 is now")
     expect(banner).to_contain_text("— nobody else is now")
+    restore.click()
+    assert c.evaluate("() => window.restoreAsked") is True
     dan_http.close()
 
     # Bob comes back: his page hands Carol the keys, and her page fills in by itself.
