@@ -207,7 +207,7 @@ async def _run(settings: Settings, action: Action, args: argparse.Namespace) -> 
     try:
         await refresh_admin_state(sessionmaker, ctx)
         if settings.redis_url:
-            broker = make_broker(settings.redis_url, settings.redis_prefix)
+            broker = make_broker(settings.redis_url, settings.redis_prefix, settings.cluster_secret)
 
             async def ignore(_: object) -> None:
                 return None

@@ -35,6 +35,7 @@ from dialtone.schemas.events import (
     NodeAlive,
     NodeState,
     NodeStateRequest,
+    PresenceUpdated,
     SessionsRevoked,
     SocketClosed,
     SocketOpened,
@@ -425,6 +426,28 @@ class Hub(OnlineDirectory):
             if self._by_user.get(user_id) or self._remote.get(user_id)
         }
 
+    def _is_online(self, user_id: str) -> bool:
+        return bool(self._by_user.get(user_id) or self._remote.get(user_id))
+
+    def _tell_presence(self, user_id: str, was_online: bool) -> None:
+        """``presence.updated`` to this node's sockets of other users when this node's
+        view of the cluster changed for ``user_id`` (call after each change of
+        ``_by_user`` or ``_remote``, with what ``_is_online`` said before it).
+
+        Each node announces the changes of its own view to its own sockets: every node
+        sees every socket open and close (its own at once, the others' through the
+        broker), so whatever the order of arrival each node's last word for a user is
+        the cluster's state once the events are in. The user's own sockets are not
+        told: the first one is the news, and the last one is gone."""
+        online = self._is_online(user_id)
+        if online == was_online:
+            return
+        text = encode_event(PresenceUpdated(sender=user_id, online=online))
+        frame = text_frame(text)
+        for conn in list(self.conns.values()):
+            if conn.user_id != user_id:
+                conn.push(text, frame)
+
     def of_user(self, user_id: str) -> set[Connection]:
         return self._by_user.get(user_id, set())
 
@@ -469,8 +492,10 @@ class Hub(OnlineDirectory):
         conn.push(encode_event(VoicePresenceSnapshot(voice_rooms=self.voice.snapshot())))
         if hello is not None:
             conn.push(hello)
+        was_online = self._is_online(conn.user_id)
         self.conns[conn.id] = conn
         self._by_user.setdefault(conn.user_id, set()).add(conn)
+        self._tell_presence(conn.user_id, was_online)
         online = self._device_sockets.get(conn.device_id, 0)
         self._device_sockets[conn.device_id] = online + 1
         events: list[Event] = []
@@ -484,6 +509,7 @@ class Hub(OnlineDirectory):
     async def detach(self, conn: Connection) -> None:
         if self.conns.pop(conn.id, None) is None:
             return
+        was_online = self._is_online(conn.user_id)
         remaining = self._device_sockets.pop(conn.device_id, 1) - 1
         if remaining > 0:
             self._device_sockets[conn.device_id] = remaining
@@ -492,6 +518,7 @@ class Hub(OnlineDirectory):
             sockets.discard(conn)
             if not sockets:
                 del self._by_user[conn.user_id]
+        self._tell_presence(conn.user_id, was_online)
         events: list[Event] = []
         if conn.voice_room is not None:
             room, conn.voice_room = conn.voice_room, None
@@ -547,6 +574,7 @@ class Hub(OnlineDirectory):
                 self._remote[user_id] = kept
             else:
                 del self._remote[user_id]
+                self._tell_presence(user_id, True)
         self.voice.forget_prefix(prefix)
 
     def _saw(self, conn_or_node_id: str) -> str | None:
@@ -568,7 +596,9 @@ class Hub(OnlineDirectory):
         match event:
             case SocketOpened(user_id=user_id, conn_id=conn_id):
                 if self._saw(conn_id):
+                    was_online = self._is_online(user_id)
                     self._remote.setdefault(user_id, set()).add(conn_id)
+                    self._tell_presence(user_id, was_online)
             case SocketClosed(user_id=user_id, conn_id=conn_id):
                 if self._saw(conn_id):
                     remaining = self._remote.get(user_id)
@@ -576,6 +606,7 @@ class Hub(OnlineDirectory):
                         remaining.discard(conn_id)
                         if not remaining:
                             del self._remote[user_id]
+                            self._tell_presence(user_id, True)
             case NodeAlive(node_id=node_id):
                 self._saw(node_id)
             case NodeStateRequest(node_id=node_id):
@@ -586,7 +617,9 @@ class Hub(OnlineDirectory):
             case NodeState(node_id=node_id, sockets=sockets, voice=voice):
                 if self._saw(node_id):
                     for user_id, conn_id in sockets:
+                        was_online = self._is_online(user_id)
                         self._remote.setdefault(user_id, set()).add(conn_id)
+                        self._tell_presence(user_id, was_online)
                     for channel_id, user_id, conn_id in voice:
                         self.voice.merge(channel_id, user_id, conn_id)
 

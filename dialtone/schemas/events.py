@@ -93,6 +93,23 @@ class ServerInfoUpdated(Event, tag="server.info.updated", omit_defaults=True):
     directory_key_commitment: str | None = None
 
 
+class PresenceUpdated(Event, tag="presence.updated"):
+    """A user came online (their first socket anywhere in the cluster) or went offline
+    (their last one closed). Each node tells its own sockets, other users' only, when its
+    view of the cluster changes; never carried by the broker."""
+
+    sender: str
+    online: bool
+
+
+class UserRoleUpdated(Event, tag="user.role.updated"):
+    """An admin changed a user's roles (PATCH /admin/users/{id}, the admin command line)."""
+
+    sender: str
+    is_admin: bool
+    is_moderator: bool
+
+
 class SessionsRevoked(Event, tag="sessions.revoked"):
     """Internal control event, never sent to clients: close the sockets of revoked sessions.
 
@@ -291,6 +308,8 @@ AnyEvent = (
     | ServerAnnouncement
     | ServerHello
     | ServerInfoUpdated
+    | PresenceUpdated
+    | UserRoleUpdated
     | DisconnectUsers
     | BanAdded
     | BanRemoved

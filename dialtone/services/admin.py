@@ -39,6 +39,7 @@ from dialtone.schemas.events import (
     ServerInfoUpdated,
     SessionsRevoked,
     SettingsChanged,
+    UserRoleUpdated,
 )
 from dialtone.security import tokens
 from dialtone.services.bans import BanRule, parse_ban_address
@@ -236,6 +237,16 @@ class AdminService:
         elif changes.get("is_locked") is False and before["is_locked"]:
             await self._log("unlock", actor, user_id=user_id)
         flags = {k: v for k, v in changes.items() if k != "is_locked" and before[k] != v}
+        if "is_admin" in flags or "is_moderator" in flags:
+            # After commit, on every node: the user's page changes its controls, everyone's
+            # its list of staff, without a reload.
+            self.uow.emit(
+                UserRoleUpdated(
+                    sender=user_id,
+                    is_admin=bool(user.is_admin),
+                    is_moderator=bool(user.is_moderator),
+                )
+            )
         if flags:
             text = ", ".join(f"{k}={'true' if v else 'false'}" for k, v in sorted(flags.items()))
             await self._log("flags", actor, user_id=user_id, message=text)

@@ -402,3 +402,82 @@ async def test_key_commitments_reach_every_node(nodes: tuple[Node, Node]) -> Non
         assert (event["channel_id"], event["key_commitment"]) == (channel, later)
     finally:
         await on_b.close()
+
+
+async def test_presence_and_role_events_cross_nodes(
+    nodes: tuple[Node, Node], tmp_path: Path
+) -> None:
+    """Issue 15: presence.updated follows a user's first and last socket anywhere in the
+    cluster; user.role.updated from PATCH on one node, and from the admin command line,
+    reaches sockets on every node."""
+    node_a, node_b = nodes
+    admin = await node_a.register("admin")
+    bob = await node_a.register("bob")
+    watcher_a = await greeted(node_a.ws_url, admin)
+    carol = await node_a.register("carol")
+    watcher_b = await greeted(node_b.ws_url, carol)
+    try:
+        # carol came online on B: A's watcher hears it.
+        assert await next_of(watcher_a, "presence.updated", within=10) == {
+            "type": "presence.updated",
+            "sender": carol.user_id,
+            "online": True,
+        }
+        # bob's first socket on A: both nodes' watchers hear it once.
+        bob_a = await greeted(node_a.ws_url, bob)
+        for ws in (watcher_a, watcher_b):
+            event = await next_of(ws, "presence.updated", within=10)
+            assert (event["sender"], event["online"]) == (bob.user_id, True)
+        # A second socket on B, then the one on A closes: bob stays online, nobody hears
+        # anything; when the last closes, both hear he is gone.
+        bob_b = await greeted(node_b.ws_url, bob)
+        await eventually(lambda: online(node_a, admin, bob.user_id), True)
+        await bob_a.close()
+        await bob_b.close()
+        for ws in (watcher_a, watcher_b):
+            event = await next_of(ws, "presence.updated", within=10)
+            assert (event["sender"], event["online"]) == (bob.user_id, False)
+
+        # Roles: a PATCH on B reaches A's sockets.
+        patched = await node_b.http.patch(
+            f"/admin/users/{bob.user_id}", json={"is_moderator": True}, headers=admin.auth
+        )
+        assert patched.status_code == 200, patched.text
+        expected = {
+            "type": "user.role.updated",
+            "sender": bob.user_id,
+            "is_admin": False,
+            "is_moderator": True,
+        }
+        assert await next_of(watcher_a, "user.role.updated", within=10) == expected
+        assert await next_of(watcher_b, "user.role.updated", within=10) == expected
+
+        # The admin command line, through the broker.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DIALTONE_")}
+        env.update(
+            {
+                "DIALTONE_DB_URL": node_a.db_url,
+                "DIALTONE_REDIS_URL": REDIS_URL,
+                "DIALTONE_REDIS_PREFIX": node_a.prefix,
+                "DIALTONE_DATA_DIR": str(tmp_path / "cli"),
+                "DIALTONE_USERNAME_PEPPER": PEPPER.decode(),
+                "DIALTONE_ADMIN_TOKEN": ADMIN_TOKEN,
+                "DIALTONE_CLUSTER_SECRET": CLUSTER_SECRET,
+            }
+        )
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "dialtone", "admin", "users", "demote", bob.user_id],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        for ws in (watcher_a, watcher_b):
+            event = await next_of(ws, "user.role.updated", within=10)
+            assert event == {**expected, "is_moderator": False}
+    finally:
+        await watcher_a.close()
+        await watcher_b.close()
