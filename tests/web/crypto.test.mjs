@@ -28,6 +28,11 @@ test("base64 is standard and padded, and strict", () => {
   for (const bad of ["AQ", "AQ=", "A-_=", "AQ==\n", "****"]) assert.throws(() => e2e.unb64(bad), TypeError);
 });
 
+test("the commitment of the key 00 01 … 1f is docs/API.md's test vector", async () => {
+  const key = Uint8Array.from({ length: 32 }, (_, i) => i);
+  assert.equal(await e2e.commitment(key), "/PTRZkqtWGItRx574igqRJ5wvBFBv0ytpEGP0OtvMHs=");
+});
+
 test("a new device key is X25519, non-extractable, with a 32-byte public key", async () => {
   const device = await e2e.generateDeviceKey();
   assert.equal(device.privateKey.extractable, false);
