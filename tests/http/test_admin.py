@@ -130,6 +130,7 @@ async def test_member_endpoints_need_a_session(client: AsyncTestClient[Any], adm
         "welcome_message": "",
         "registration_open": True,
         "version": info.json()["version"],
+        "directory_key_commitment": None,  # added by issue 15 (additive)
     }
 
 

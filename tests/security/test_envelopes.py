@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
-from tests.conftest import Member, Register
+from tests.conftest import ADMIN_TOKEN, Member, Register
 from tests.e2ee import DeviceKeys, KeyRing, commitment, matching_key
 from tests.http.conftest import assert_error
 
@@ -328,3 +328,26 @@ async def test_an_ordinary_member_hands_every_key_to_a_newcomer(
     assert carol_ring.channels == maker.channels
     assert set(carol_ring.rejected) == {mallory.device_id}
     assert len(carol_ring.rejected) == len(channels) + 1
+
+
+async def test_the_channels_creator_is_preferred_even_when_no_longer_an_admin(
+    client: AsyncTestClient[Any], admin: Member, register: Register
+) -> None:
+    op = {"X-Admin-Token": ADMIN_TOKEN}
+    bob = await register("bob")
+    carol = await register("carol")
+    mallory = await register("mallory")
+    roles = f"/admin/users/{bob.user_id}"
+    assert (await client.patch(roles, json={"is_admin": True}, headers=op)).status_code == 200
+    made = await client.post("/channels", json={"name_enc": "Y2g="}, headers=bob.auth)
+    channel_id = made.json()["channel"]["id"]
+    assert (await client.patch(roles, json={"is_admin": False}, headers=op)).status_code == 200
+    real = os.urandom(32)
+    first = envelope(bob, carol.device_id, carol.keys.public_b64, real)
+    assert await put(client, bob, channel_id, [first]) == {"status": "ok"}
+    forged = envelope(mallory, carol.device_id, carol.keys.public_b64, b"m" * 32)
+    assert await put(client, mallory, channel_id, [forged]) == {
+        "status": "ok",
+        "kept": [carol.device_id],
+    }
+    assert await key_of(client, carol, channel_id) == real
