@@ -19,6 +19,87 @@ const STATUS_TEXT = {
   503: "The server is busy or cannot reach its database. Try again shortly.",
 };
 
+// The server's own `error` texts are short technical phrases ("too many attempts, try
+// again later"); every code a page can meet gets a sentence of its own here.
+// Codes whose server text carries the detail a person needs (which rule a password or a
+// username breaks) are left out: their text is shown, made a sentence.
+export const CODE_TEXT = {
+  rate_limited: "You are doing that too often. Wait a moment and try again.",
+  network: "Cannot reach the server. Check your connection.",
+  unauthorized: "Your session has ended. Please sign in again.",
+  banned: "You are banned from this server.",
+  account_locked: "Your account is locked. Ask an admin.",
+  forbidden: "You are not allowed to do that.",
+  not_admin: "Only an admin can do that.",
+  not_moderator: "Only admins and moderators can do that.",
+  not_trusted: "Only trusted members can do that.",
+  not_allowed: "You are not allowed to do that.",
+  not_owner: "You can only do that for your own account.",
+  channel_not_found: "This channel no longer exists.",
+  message_not_found: "That message no longer exists.",
+  user_not_found: "That person no longer has an account here.",
+  user_deleted: "That person no longer has an account here.",
+  device_not_found: "That device is no longer signed in.",
+  envelope_not_found: "This device does not hold that key yet.",
+  unknown_device: "A device was removed while its key was being shared. Try again.",
+  duplicate_device: "The same device was listed twice.",
+  sender_mismatch: "Keys can only be shared from this device.",
+  invalid_public_key: "The device key is not valid.",
+  invalid_credentials: "Wrong username or password.",
+  username_taken: "That username is taken. Pick another one.",
+  registration_closed: "Registration is closed on this server.",
+  invalid_invite: "That invite is not valid. Ask for a new link.",
+  invite_not_found: "This invite does not exist. Ask for a new link.",
+  invite_gone: "This invite has expired or was already used. Ask for a new one.",
+  device_limit: "This account has too many devices. Remove one you no longer use.",
+  last_admin: "At least one admin must remain.",
+  invalid_role: "That role does not exist.",
+  invalid_ban: "That ban is not valid.",
+  invalid_address: "That is not an IP address or subnet.",
+  ban_not_found: "That ban no longer exists.",
+  invalid_setting: "That setting value is not valid.",
+  unknown_setting: "That setting does not exist.",
+  invalid_time: "That time is not valid.",
+  invalid_state: "That state does not exist.",
+  invalid_topic: "That log topic does not exist.",
+  invalid_limit: "That limit is not valid.",
+  invalid_cursor: "The page of history asked for is not valid.",
+  invalid_input: "The server refused the request as invalid.",
+  invalid_message: "The server refused this message.",
+  invalid_commitment: "The key commitment is not valid.",
+  invalid_key_version: "That key version does not exist yet.",
+  commitment_set: "This key commitment was already set.",
+  missing_parameter: "The request was incomplete.",
+  turn_not_configured: "Voice relaying (TURN) is not configured on this server.",
+  server_error: "The server had a problem. Try again later.",
+  unavailable: "The server is busy or cannot reach its database. Try again shortly.",
+  not_ready: "The server is starting or cannot reach its database. Try again shortly.",
+  draining: "The server is restarting. Try again in a moment.",
+  conflict: "That changed meanwhile. Reload and try again.",
+  gone: "That is no longer available.",
+  not_found: "That no longer exists.",
+  device_exists: "This device is already signed in.",
+  invalid_admin_token: "The admin token is wrong.",
+  method_not_allowed: "The server does not accept this request.",
+  payload_too_large: "That is too large to send.",
+  unsupported_media_type: "The server did not understand the request's format.",
+  timeout: "The request took too long. Try again.",
+  bad_request: "The server could not read the request.",
+  upgrade_required: "This needs a WebSocket connection.",
+  unsupported_type: "The server does not know this kind of message.",
+  no_backup: "There is no key backup on the server yet.",
+  backup_conflict: "Another device changed your key backup meanwhile. Try again.",
+  backup_too_large: "Your key backup is larger than this server accepts.",
+};
+
+// A server phrase made into a sentence, for codes the page does not know yet.
+export function sentence(text) {
+  const clean = String(text).trim();
+  if (!clean) return clean;
+  const first = clean[0].toUpperCase() + clean.slice(1);
+  return /[.!?]$/.test(first) ? first : `${first}.`;
+}
+
 export class ApiError extends Error {
   constructor(status, code, message, retryAfter = null) {
     super(message);
@@ -28,12 +109,20 @@ export class ApiError extends Error {
     this.retryAfter = retryAfter;
   }
 
-  // What to show a person: the server's own sentence when it gave one.
+  // What to show a person: a sentence for the code, else the server's text as one.
   get friendly() {
-    const base = this.message || STATUS_TEXT[this.status] || `Request failed (${this.status}).`;
-    if (this.status === 429 && this.retryAfter) return `${base} (retry in ${this.retryAfter} s)`;
+    const base = errorSentence(this.code, this.message, this.status);
+    if (this.status === 429 && this.retryAfter) {
+      const s = this.retryAfter === 1 ? "second" : "seconds";
+      return `${base.replace(/\.$/, "")}: about ${this.retryAfter} ${s}.`;
+    }
     return base;
   }
+}
+
+// One sentence for an error code, over HTTP or the socket.
+export function errorSentence(code, message, status = 0) {
+  return CODE_TEXT[code] || (message ? sentence(message) : STATUS_TEXT[status]) || `Request failed (${status}).`;
 }
 
 export function describeStatus(status) {
@@ -102,7 +191,12 @@ export class Api {
   logout(all = false) { return this.post("/auth/logout", undefined, all ? { all: 1 } : undefined); }
 
   channels() { return this.get("/channels"); }
-  createChannel(nameEnc) { return this.post("/channels", { name_enc: nameEnc }); }
+  createChannel(nameEnc, keyCommitment = null) {
+    return this.post("/channels", keyCommitment ? { name_enc: nameEnc, key_commitment: keyCommitment } : { name_enc: nameEnc });
+  }
+  setChannelCommitment(channelId, keyCommitment) {
+    return this.request("PUT", "/channels/commitment", { body: { channel_id: channelId, key_commitment: keyCommitment } });
+  }
   renameChannel(channelId, nameEnc) {
     return this.request("PATCH", "/channels", { body: { channel_id: channelId, name_enc: nameEnc } });
   }
@@ -114,8 +208,15 @@ export class Api {
     return this.get("/channels/messages/deleted", { channel_id: channelId, since, cursor, limit: 500 });
   }
   channelKey(channelId) { return this.get("/channels/keys", { channel_id: channelId }); }
+  // Every envelope addressed to this device, one per sender device (preferred first).
+  channelKeys(channelId) { return this.get("/channels/keys", { channel_id: channelId, all: 1 }); }
   postChannelKeys(channelId, envelopes) { return this.post("/channels/keys", { channel_id: channelId, envelopes }); }
   directoryKey() { return this.get("/directory/keys"); }
+  directoryKeys() { return this.get("/directory/keys", { all: 1 }); }
+  setDirectoryCommitment(keyCommitment) {
+    return this.request("PUT", "/directory/commitment", { body: { key_commitment: keyCommitment } });
+  }
+  serverInfo() { return this.get("/server/info"); }
   postDirectoryKeys(envelopes) { return this.post("/directory/keys", { envelopes }); }
   profiles() { return this.get("/users/profiles"); }
   setProfile(nameEnc) { return this.post("/users/profiles", { name_enc: nameEnc }); }

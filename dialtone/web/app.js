@@ -80,6 +80,8 @@ class DtApp extends HTMLElement {
         menu.setAttribute("aria-expanded", String(open));
       } }, "☰");
     this.main = h("main", { id: "main", class: "content" });
+    // While a key has not reached this device: what is happening, and what can be done.
+    this.keyBanner = h("div", { class: "key-banner", role: "status", "aria-live": "polite", hidden: true });
     this.replaceChildren(
       h("header", { class: "top" },
         menu,
@@ -90,6 +92,7 @@ class DtApp extends HTMLElement {
           h("a", { href: "#/devices", title: "Your name and devices" }, client.me.username),
           this.adminLink = h("a", { href: "#/admin", hidden: !client.canManageChannels }, "Admin"),
           h("button", { type: "button", onclick: () => client.logout().catch((e) => client.notice(e.friendly || e.message)) }, "Sign out"))),
+      this.keyBanner,
       h("dt-sidebar", { id: "sidebar" }),
       this.main,
       this.notices,
@@ -120,6 +123,41 @@ class DtApp extends HTMLElement {
       const id = this.currentChannel();
       if (id && !client.channels.has(id)) location.hash = "#/";
     });
+    const showKeys = () => this.renderKeyBanner(client);
+    for (const what of ["keys", "channels", "people"]) client.on(what, showKeys);
+    showKeys();
+    // Promoted or demoted while here: the admin page and the home page follow at once.
+    client.on("role", () => {
+      this.adminLink.hidden = !(client.canManageChannels || client.isStaff);
+      if (!this.currentChannel()) this.route();
+    });
+  }
+
+  renderKeyBanner(client) {
+    const banner = this.keyBanner;
+    if (!client.keysMissing) {
+      banner.hidden = true;
+      banner.replaceChildren();
+      return;
+    }
+    const n = client.othersOnline;
+    const now = n === 0 ? "nobody else is now" : n === 1 ? "1 is now" : `${n} are now`;
+    const locked = client.lockedChannels.length;
+    const what = locked === 0
+      ? "People's names are locked on this device: the key to read them has not arrived yet."
+      : locked === 1
+        ? "One channel is locked on this device: its key has not arrived yet."
+        : `${locked} channels are locked on this device: their keys have not arrived yet.`;
+    const text = `${what} Your keys arrive when another member is online — ${now}.`;
+    const signature = `${text}\u0000${client.canRestore}`;
+    if (!banner.hidden && banner.dataset.signature === signature) return;
+    banner.dataset.signature = signature;
+    const parts = [h("span", { class: "lock", "aria-hidden": "true" }, "🔒"), h("p", {}, text)];
+    if (client.canRestore) {
+      parts.push(h("button", { type: "button", class: "restore", onclick: () => client.requestRestore() }, "Restore from your recovery key"));
+    }
+    banner.replaceChildren(...parts);
+    banner.hidden = false;
   }
 
   currentChannel() {

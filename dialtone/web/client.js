@@ -1,10 +1,12 @@
 // The signed-in client: keys, channels, messages, profiles and presence, kept in sync with
 // the server over HTTP (api.js) and the WebSocket bus, encrypted with crypto.js.
 // Components read its state and subscribe with client.on(what, handler); `what` is one of
-// "channels", "messages" (detail: channel id), "people", "status", "notice", "ended".
+// "channels", "messages" (detail: channel id), "people", "status", "notice", "ended",
+// "keys" (a key arrived or went), "role" (our own roles changed) and "restore-requested"
+// (the key banner's restore action: the key backup module handles it).
 // The voice panel uses client.socket (on/send), client.api, client.me and client.nameOf().
 
-import { Api, ApiError, Socket } from "./api.js";
+import { Api, ApiError, Socket, errorSentence } from "./api.js";
 import * as e2e from "./crypto.js";
 import { store } from "./store.js";
 
@@ -12,7 +14,12 @@ const PAGE = 50;
 const CATCH_UP_PAGE = 200;
 const MAX_BODY_BYTES = 16384;
 const PENDING_TIMEOUT_MS = 15000;
-const PRESENCE_EVERY_MS = 20000;
+// Every member hands on the keys it holds: each waits a random moment first, so that
+// members online together do not all wrap for a newcomer in the same instant.
+const SHARE_JITTER_MS = 3000;
+// Why a channel cannot be written in yet, shown by the composer.
+export const LOCKED_REASON =
+  "You cannot write here yet: this channel's key has not reached this device. It arrives when another member is online.";
 // Keys we lack are shared by others when this device comes online, a moment later; no
 // event says when, so ask again: often at first, then rarely (about a minute in all).
 const KEY_RETRY_MS = [300, 600, 1000, 1000, 2000, 2000, 4000, 8000, 15000, 30000];
@@ -114,6 +121,10 @@ export class Client {
     this.admins = new Set();
     this.dirKey = null;
     this.dirEnvelope = null;
+    this.dirCommitment = null; // the server's directory key commitment (null: unset)
+    this.dirKeyCommitment = null; // the commitment of the directory key we hold
+    this.reported = new Set(); // refused envelopes already reported in the console
+    this.shareTimers = new Set();
     this.activeChannel = null;
     this.pending = [];
     this.listeners = new Map();
@@ -185,6 +196,8 @@ export class Client {
     socket.on("channel.deleted", (event) => this.onChannelDeleted(event));
     socket.on("user.profile.updated", () => this.refreshProfiles().catch((e) => this.guard(e)));
     socket.on("device.joined", (event) => this.onDeviceJoined(event));
+    socket.on("presence.updated", (event) => this.onPresence(event));
+    socket.on("user.role.updated", (event) => this.onRoleUpdated(event));
     socket.on("device.revoked", () => this.refreshDevices().catch((e) => this.guard(e)));
     socket.on("error", (event) => this.onServerError(event));
     // Administration events (servers with the /admin API; older servers never send them).
@@ -192,12 +205,15 @@ export class Client {
     socket.on("server.info.updated", (event) => {
       this.server = { ...this.server, title: event.server_title, welcome: event.welcome_message };
       this.emit("server", this.server);
+      // The directory key commitment may just have been set (by an admin's page).
+      if (this.dirCommitment === null) this.checkDirectory().catch((e) => this.guard(e));
     });
     socket.on("server.announcement", (event) => this.emit("announcement", event));
     socket.on("channel.message.deleted", (event) => this.onDeleted(event));
     try {
       await this.refreshDevices();
       await this.refreshProfiles();
+      await this.refreshServerInfo();
       await this.loadDirectory();
       await this.refreshChannels();
       await this.refreshPresence();
@@ -205,13 +221,14 @@ export class Client {
       if (this.guard(error)) return;
       throw error;
     }
+    // Presence changes arrive as presence.updated events from here on; every socket open
+    // reads it once more for what changed while the socket was down.
     socket.connect();
-    this.presenceTimer = setInterval(() => this.refreshPresence().catch(() => {}), PRESENCE_EVERY_MS);
   }
 
   stop() {
-    clearInterval(this.presenceTimer);
     clearTimeout(this.dirTimer);
+    for (const timer of this.shareTimers) clearTimeout(timer);
     for (const timer of this.keyRetries.values()) clearTimeout(timer);
     this.socket.close();
     if (current === this) setCurrent(null);
@@ -263,11 +280,55 @@ export class Client {
     this.emit("people");
   }
 
+  // How many other people are online now: the ones who can hand us a key we lack.
+  get othersOnline() {
+    let n = 0;
+    for (const id of this.online) if (id !== this.me.id) n += 1;
+    return n;
+  }
+
+  onPresence(event) {
+    if (typeof event.sender !== "string") return;
+    const had = this.online.has(event.sender);
+    if (event.online) this.online.add(event.sender);
+    else this.online.delete(event.sender);
+    if (had === Boolean(event.online)) return;
+    // Someone new to us (no device listed yet): their name and devices are read once.
+    if (event.online && !this.knownUsers().includes(event.sender)) {
+      this.refreshDevices().catch((e) => this.guard(e));
+    }
+    this.emit("people");
+    // A member coming online is someone who can hand us what we lack: ask again.
+    if (event.online && event.sender !== this.me.id) this.askAgainForKeys();
+  }
+
+  // Roles changed by an admin: our own controls follow at once, and others' badges.
+  onRoleUpdated(event) {
+    if (typeof event.sender !== "string") return;
+    if (event.is_admin) this.admins.add(event.sender);
+    else this.admins.delete(event.sender);
+    if (event.sender === this.me.id) {
+      this.me.isAdmin = Boolean(event.is_admin);
+      this.me.isModerator = Boolean(event.is_moderator);
+      this.session = { ...this.session, is_admin: this.me.isAdmin };
+      store.put("session", this.session).catch(() => {});
+      this.emit("role", { isAdmin: this.me.isAdmin, isModerator: this.me.isModerator });
+      this.emit("server", this.server);
+      this.emit("channels");
+      this.emit("messages", null);
+      // An admin may set the commitments still missing, and share channels' keys.
+      if (this.canManageChannels) this.settleCommitments().catch((e) => this.guard(e));
+    }
+    this.emit("people");
+  }
+
   nameOf(userId) {
     const name = this.profiles.get(userId);
     if (name) return name;
     if (userId === this.me.id) return this.displayName;
-    return `user ${userId.slice(0, 8)}`;
+    // Readable, and telling people apart, until the directory key opens their names.
+    const tag = userId.replace(/-/g, "").slice(0, 4);
+    return this.dirKey ? `Member ${tag}` : `Member ${tag}, name locked`;
   }
 
   // Ours: the sealed profile, else the name chosen at sign-up that waits for the
@@ -306,28 +367,40 @@ export class Client {
 
   // ---- directory key ----
 
+  // The directory key commitment, where clients read server-wide state. Best effort: a
+  // server without it answers no commitment, and the directory key is taken as before.
+  async refreshServerInfo() {
+    try {
+      const info = await this.api.serverInfo();
+      this.dirCommitment = (info && info.directory_key_commitment) || null;
+    } catch (error) {
+      console.warn("dialtone: could not read the server information:", error.message);
+    }
+  }
+
   async loadDirectory() {
-    const cached = await store.get(`dir:${this.me.deviceId}`);
-    if (cached) {
+    const record = `dir:${this.me.deviceId}`;
+    const cached = await store.get(record);
+    if (cached && (await this.keyFits(record, cached, this.dirCommitment, "directory"))) {
       this.dirKey = cached.key;
       this.dirEnvelope = cached.envelope;
-    } else {
-      const envelope = await this.api.directoryKey();
-      if (envelope) {
-        await this.acceptDirectoryEnvelope(envelope);
-      } else if (!this.profileRows || this.profileRows.length === 0) {
+      this.dirKeyCommitment = cached.commitment;
+    } else if (!(await this.fetchDirectory())) {
+      if ((!this.profileRows || this.profileRows.length === 0) && this.dirCommitment === null) {
         // Nobody has written a profile yet, so nobody holds a directory key: make it.
         await this.createDirectoryKey();
       } else {
-        // Others hold it and share it when this device comes online (device.joined).
+        // Others hold it and hand it on when they see this device online.
         this.retryDirectoryLater();
       }
     }
+    await this.settleDirectoryCommitment();
     await this.directoryReady();
   }
 
   async directoryReady() {
     await this.decryptProfiles();
+    this.emit("keys");
     if (this.dirKey && !this.profiles.has(this.me.id)) {
       try {
         await this.setDisplayName(this.wantedName || this.me.username);
@@ -343,15 +416,20 @@ export class Client {
   }
 
   retryDirectoryLater(attempt = 1) {
+    clearTimeout(this.dirTimer);
     if (attempt > KEY_RETRY_MS.length || this.ended) {
       this.dirTimer = null;
       return;
     }
     this.dirTimer = setTimeout(async () => {
+      if (this.dirKey) {
+        this.dirTimer = null;
+        return;
+      }
       try {
-        const envelope = await this.api.directoryKey();
-        if (envelope && (await this.acceptDirectoryEnvelope(envelope))) {
+        if (await this.fetchDirectory()) {
           this.dirTimer = null;
+          await this.settleDirectoryCommitment();
           await this.directoryReady();
           return;
         }
@@ -362,24 +440,138 @@ export class Client {
     }, KEY_RETRY_MS[attempt - 1]);
   }
 
-  async acceptDirectoryEnvelope(envelope) {
-    const sender = this.devicesAll.find((d) => d.device_id === envelope.sender_device_id);
-    if (!sender || sender.public_key !== envelope.sender_public_key) return false;
+  // Every directory key envelope addressed to us, one per sender: the first whose key
+  // matches the commitment is taken. Without a commitment yet, as before: an envelope
+  // from any device the server lists.
+  async fetchDirectory() {
+    const answer = await this.api.directoryKeys();
+    if (!answer) return false; // 204: none yet
+    const envelopes = Array.isArray(answer.envelopes) ? answer.envelopes : [answer];
+    for (const envelope of envelopes) {
+      const commitment = await this.commitmentOf(envelope, "directory");
+      if (commitment === null) continue;
+      if (this.dirCommitment !== null) {
+        if (commitment === this.dirCommitment) return this.acceptDirectoryEnvelope(envelope, commitment);
+        this.report("directory", envelope, "its key does not match the directory key commitment");
+      } else if (await this.listedSender(envelope)) {
+        return this.acceptDirectoryEnvelope(envelope, commitment);
+      } else {
+        this.report("directory", envelope, "its sender is not a device the server lists");
+      }
+    }
+    return false;
+  }
+
+  async acceptDirectoryEnvelope(envelope, commitment) {
     const key = await e2e.unwrapEnvelope(this.device.privateKey, envelope.sender_public_key, envelope.envelope);
     this.dirKey = key;
     this.dirEnvelope = envelope;
-    await store.put(`dir:${this.me.deviceId}`, { key, envelope });
+    this.dirKeyCommitment = commitment;
+    await store.put(`dir:${this.me.deviceId}`, { key, envelope, commitment });
+    this.emit("keys");
     return true;
   }
 
   async createDirectoryKey() {
     const fresh = await e2e.newSharedKey();
+    const commitment = await e2e.commitment(fresh);
     const envelopes = await this.wrapForAll(fresh, this.devicesAll);
     await this.api.postDirectoryKeys(envelopes);
+    await store.put(`shared:${this.me.deviceId}:directory`, envelopes.map((e) => e.device_id));
     const mine = envelopes.find((e) => e.device_id === this.me.deviceId);
-    await this.acceptDirectoryEnvelope({ ...mine, created_at: new Date().toISOString() });
+    await this.acceptDirectoryEnvelope({ ...mine, created_at: new Date().toISOString() }, commitment);
   }
 
+  // An admin's page holding the directory key sets its commitment once, if nobody has.
+  async settleDirectoryCommitment() {
+    if (!this.dirKey || !this.dirKeyCommitment || this.dirCommitment !== null || !this.canManageChannels) return;
+    if (this.noDirectoryCommitment) return;
+    try {
+      const answer = await this.api.setDirectoryCommitment(this.dirKeyCommitment);
+      this.dirCommitment = answer.directory_key_commitment || this.dirKeyCommitment;
+    } catch (error) {
+      if (this.guard(error)) return;
+      if (error instanceof ApiError && error.status === 409) await this.checkDirectory();
+      else {
+        // A server without directory commitments (404, 405): asked once per session.
+        if (error instanceof ApiError && (error.status === 404 || error.status === 405)) this.noDirectoryCommitment = true;
+        console.warn("dialtone: could not set the directory key commitment:", error.message);
+      }
+    }
+  }
+
+  // The commitment is read again (someone set it): a key we hold that does not match it
+  // is dropped and the right one asked for.
+  async checkDirectory() {
+    await this.refreshServerInfo();
+    if (this.dirCommitment === null) return;
+    if (this.dirKey && this.dirKeyCommitment !== this.dirCommitment) {
+      console.warn("dialtone: the directory key held here does not match its commitment; asking for the right one");
+      this.dirKey = null;
+      this.dirEnvelope = null;
+      this.dirKeyCommitment = null;
+      await store.delete(`dir:${this.me.deviceId}`);
+      this.emit("keys");
+      if (await this.fetchDirectory()) await this.directoryReady();
+      else this.retryDirectoryLater();
+    }
+  }
+
+  // ---- commitments ----
+
+  // The commitment of the key inside an envelope, or null (reported) when it cannot be
+  // opened with this device's key.
+  async commitmentOf(envelope, what) {
+    try {
+      return await e2e.envelopeCommitment(this.device.privateKey, envelope.sender_public_key, envelope.envelope);
+    } catch {
+      this.report(what, envelope, "it cannot be opened with this device's key");
+      return null;
+    }
+  }
+
+  // Whether a stored key may still be used: without a commitment, yes (it was taken by
+  // the rule of its day); with one, only when it matches. Records from before commitments
+  // get theirs computed once.
+  async keyFits(record, cached, wanted, what) {
+    if (!cached.commitment) {
+      cached.commitment = await this.commitmentOf(cached.envelope, what);
+      if (cached.commitment === null) {
+        await store.delete(record);
+        return false;
+      }
+      await store.put(record, cached);
+    }
+    if (wanted === null || cached.commitment === wanted) return true;
+    this.report(what, cached.envelope, "the key held here does not match the commitment");
+    await store.delete(record);
+    return false;
+  }
+
+  // Once per envelope: a refused key is said in the console, and never used.
+  report(what, envelope, why) {
+    const id = `${what}:${envelope.sender_device_id}:${envelope.envelope}`;
+    if (this.reported.has(id)) return;
+    this.reported.add(id);
+    const kind = what === "directory" ? "directory" : "channel";
+    console.warn(`dialtone: refused a ${kind} key envelope from device ${envelope.sender_device_id}: ${why}`);
+  }
+
+  async listedSender(envelope) {
+    let sender = this.devicesAll.find((d) => d.device_id === envelope.sender_device_id);
+    if (!sender) {
+      await this.refreshDevices();
+      sender = this.devicesAll.find((d) => d.device_id === envelope.sender_device_id);
+    }
+    return sender && sender.public_key === envelope.sender_public_key ? sender : null;
+  }
+
+  // Commitments still unset that this page may set: channels it created (or any, as an
+  // admin) and the directory (as an admin), for keys it holds.
+  async settleCommitments() {
+    for (const ch of [...this.channels.values()]) await this.settleCommitment(ch);
+    await this.settleDirectoryCommitment();
+  }
   async wrapForAll(key, devices) {
     return Promise.all(
       devices.map(async (d) => ({
@@ -401,6 +593,8 @@ export class Client {
       const ch = this.channels.get(row.id) || this.newChannel(row);
       ch.created_by = row.created_by;
       ch.created_at = row.created_at;
+      ch.key_commitment = row.key_commitment || null;
+      ch.key_version = row.key_version || 1;
       if (ch.name_enc !== row.name_enc) {
         ch.name_enc = row.name_enc;
         ch.name = null;
@@ -409,6 +603,8 @@ export class Client {
     for (const id of [...this.channels.keys()]) if (!seen.has(id)) this.channels.delete(id);
     await Promise.all([...this.channels.values()].map((ch) => this.ensureKey(ch)));
     this.emit("channels");
+    this.emit("keys");
+    await this.settleCommitments();
   }
 
   newChannel(row) {
@@ -416,10 +612,13 @@ export class Client {
       id: row.id,
       created_by: row.created_by,
       created_at: row.created_at,
+      key_commitment: row.key_commitment || null,
+      key_version: row.key_version || 1,
       name_enc: row.name_enc,
       name: null,
       key: null,
       envelope: null,
+      keyCommitment: null, // the commitment of the key we hold
       messages: [],
       loaded: false,
       complete: false,
@@ -430,16 +629,57 @@ export class Client {
     return ch;
   }
 
+  // Channels in the order they were made, so a locked one has a number that stays put.
+  positionOf(ch) {
+    let n = 1;
+    for (const other of this.channels.values()) {
+      if (other === ch) continue;
+      if (other.created_at < ch.created_at || (other.created_at === ch.created_at && other.id < ch.id)) n += 1;
+    }
+    return n;
+  }
+
   channelName(ch) {
-    return ch.name || (ch.key ? "(unreadable name)" : "(waiting for the channel key)");
+    return ch.name || (ch.key ? "(unreadable name)" : `Channel ${this.positionOf(ch)}, locked`);
+  }
+
+  // What the page lacks: channels whose key has not reached this device (not counting one
+  // being created here), and the directory key while there are names to read.
+  get lockedChannels() {
+    return [...this.channels.values()].filter((ch) => !ch.key && !ch.creating);
+  }
+
+  get keysMissing() {
+    return this.lockedChannels.length > 0 || (!this.dirKey && Boolean(this.profileRows?.length));
+  }
+
+  // The key banner's restore action: the key backup module listens for it.
+  get canRestore() {
+    return Boolean(this.listeners.get("restore-requested")?.size);
+  }
+
+  requestRestore() {
+    this.emit("restore-requested");
   }
 
   async ensureKey(ch) {
+    const record = `chan:${this.me.deviceId}:${ch.id}`;
+    if (ch.key && ch.key_commitment && ch.keyCommitment && ch.keyCommitment !== ch.key_commitment) {
+      // The commitment was set since, and not to our key: it was not the channel's key.
+      this.report(ch.id, ch.envelope, "the key held here does not match the channel's key commitment");
+      ch.key = null;
+      ch.envelope = null;
+      ch.keyCommitment = null;
+      ch.name = null;
+      await store.delete(record);
+      this.emit("keys");
+    }
     if (!ch.key) {
-      const cached = await store.get(`chan:${this.me.deviceId}:${ch.id}`);
-      if (cached) {
+      const cached = await store.get(record);
+      if (cached && (await this.keyFits(record, cached, ch.key_commitment, ch.id))) {
         ch.key = cached.key;
         ch.envelope = cached.envelope;
+        ch.keyCommitment = cached.commitment;
       } else if (!ch.creating) {
         await this.fetchKey(ch);
       }
@@ -454,9 +694,9 @@ export class Client {
   }
 
   async fetchKey(ch) {
-    let envelope;
+    let answer;
     try {
-      envelope = await this.api.channelKey(ch.id);
+      answer = await this.api.channelKeys(ch.id);
     } catch (error) {
       if (error instanceof ApiError && error.status === 404) {
         this.retryKeyLater(ch);
@@ -464,56 +704,105 @@ export class Client {
       }
       throw error;
     }
-    if (!(await this.trustedSender(ch, envelope))) {
-      console.warn("dialtone: refused a channel key envelope from a device that may not share it");
+    // One envelope per sender device; a server without `all` answers just one.
+    const envelopes = Array.isArray(answer.envelopes) ? answer.envelopes : [answer];
+    const chosen = await this.pickChannelEnvelope(ch, envelopes);
+    if (!chosen) {
       this.retryKeyLater(ch);
       return;
     }
-    await this.acceptChannelEnvelope(ch, envelope);
+    await this.acceptChannelEnvelope(ch, chosen.envelope, chosen.commitment);
+  }
+
+  // The first envelope whose key matches the channel's commitment, from whichever member
+  // sent it; the others are reported once and never used. A channel without a commitment
+  // yet keeps the old rule: only its creator's or an admin's devices.
+  async pickChannelEnvelope(ch, envelopes) {
+    for (const envelope of envelopes) {
+      if (envelope.key_version && envelope.key_version !== ch.key_version) continue;
+      const commitment = await this.commitmentOf(envelope, ch.id);
+      if (commitment === null) continue;
+      if (ch.key_commitment) {
+        if (commitment === ch.key_commitment) return { envelope, commitment };
+        this.report(ch.id, envelope, "its key does not match the channel's key commitment");
+      } else if (await this.trustedSender(ch, envelope)) {
+        return { envelope, commitment };
+      } else {
+        this.report(ch.id, envelope, "the channel has no key commitment yet and the sender is neither its creator nor an admin");
+      }
+    }
+    return null;
   }
 
   // The check the server cannot make: a channel key counts only when it comes from the
   // channel's creator or from an admin, through a device the server lists for that user.
   async trustedSender(ch, envelope) {
-    let sender = this.devicesAll.find((d) => d.device_id === envelope.sender_device_id);
-    if (!sender) {
-      await this.refreshDevices();
-      sender = this.devicesAll.find((d) => d.device_id === envelope.sender_device_id);
-    }
-    if (!sender || sender.public_key !== envelope.sender_public_key) return false;
+    const sender = await this.listedSender(envelope);
+    if (!sender) return false;
     if (sender.user_id === ch.created_by) return true;
     const { admins } = await this.api.presence([sender.user_id]);
     return Boolean(admins[sender.user_id]);
   }
 
-  async acceptChannelEnvelope(ch, envelope) {
+  async acceptChannelEnvelope(ch, envelope, commitment) {
     ch.key = await e2e.unwrapEnvelope(this.device.privateKey, envelope.sender_public_key, envelope.envelope);
     ch.envelope = envelope;
+    ch.keyCommitment = commitment;
     ch.name = null;
-    await store.put(`chan:${this.me.deviceId}:${ch.id}`, { key: ch.key, envelope });
+    await store.put(`chan:${this.me.deviceId}:${ch.id}`, { key: ch.key, envelope, commitment });
     await this.ensureKey(ch);
     this.emit("channels");
+    this.emit("keys");
     if (ch.loaded) {
       for (const m of ch.messages) await this.decryptMessage(ch, m);
       this.emit("messages", ch.id);
     }
+    await this.settleCommitment(ch);
   }
 
-  // A message our key cannot open may mean the key was replaced (rotation): fetch the
-  // envelope addressed to us again, once per session and channel.
+  // The creator (or an admin) holding the key of a channel made before commitments sets
+  // its commitment, once; when someone else was first (409), the channel is read again
+  // and a key that does not match it is dropped.
+  async settleCommitment(ch) {
+    if (!ch.key || !ch.keyCommitment || ch.key_commitment || ch.settling || ch.creating) return;
+    if (!(ch.created_by === this.me.id || this.canManageChannels)) return;
+    ch.settling = true;
+    try {
+      const { channel } = await this.api.setChannelCommitment(ch.id, ch.keyCommitment);
+      ch.key_commitment = (channel && channel.key_commitment) || ch.keyCommitment;
+    } catch (error) {
+      if (this.guard(error)) return;
+      if (error instanceof ApiError && error.status === 409) {
+        await this.refreshChannels().catch((e) => this.guard(e));
+      } else if (!(error instanceof ApiError && error.code === "channel_not_found")) {
+        console.warn("dialtone: could not set a channel's key commitment:", error.message);
+      }
+    } finally {
+      ch.settling = false;
+    }
+  }
+
+  // A message our key cannot open may mean the key was replaced: read the envelopes
+  // addressed to us again, once per session and channel. A key that matches the
+  // channel's commitment is the channel's key: nothing to look for then.
   recheckKey(ch) {
-    if (ch.rechecked || !ch.envelope) return;
+    if (ch.rechecked || !ch.envelope || (ch.key_commitment && ch.keyCommitment === ch.key_commitment)) return;
     ch.rechecked = true;
     this.api
-      .channelKey(ch.id)
-      .then(async (envelope) => {
-        if (envelope.envelope === ch.envelope.envelope) return;
-        if (await this.trustedSender(ch, envelope)) await this.acceptChannelEnvelope(ch, envelope);
+      .channelKeys(ch.id)
+      .then(async (answer) => {
+        const envelopes = (Array.isArray(answer.envelopes) ? answer.envelopes : [answer]).filter(
+          (e) => e.envelope !== ch.envelope.envelope,
+        );
+        const chosen = await this.pickChannelEnvelope(ch, envelopes);
+        if (chosen) await this.acceptChannelEnvelope(ch, chosen.envelope, chosen.commitment);
       })
       .catch(() => {});
   }
 
-  // The creator posts envelopes right after the channel exists: ask again a few times.
+  // Keys we lack are handed on by members when they see this device online, a moment
+  // later; no event says when, so ask again: often at first, then rarely (about a minute
+  // in all), and from the start again whenever another member comes online.
   retryKeyLater(ch, attempt = (ch.keyAttempt || 0) + 1) {
     if (attempt > KEY_RETRY_MS.length || this.keyRetries.has(ch.id) || this.ended) return;
     ch.keyAttempt = attempt;
@@ -526,6 +815,15 @@ export class Client {
     this.keyRetries.set(ch.id, timer);
   }
 
+  askAgainForKeys() {
+    for (const ch of this.channels.values()) {
+      if (ch.key || ch.creating) continue;
+      clearTimeout(this.keyRetries.get(ch.id));
+      this.keyRetries.delete(ch.id);
+      this.retryKeyLater(ch, 1);
+    }
+    if (!this.dirKey) this.retryDirectoryLater(1);
+  }
   get canManageChannels() {
     return this.me.isAdmin || this.admins.has(this.me.id);
   }
@@ -567,8 +865,11 @@ export class Client {
     if (!clean) throw new Error("A channel needs a name.");
     const key = await e2e.newSharedKey();
     const nameEnc = await e2e.seal(key, clean);
-    const { channel } = await this.attempt(() => this.api.createChannel(nameEnc), "Creating the channel");
+    // The commitment goes with the channel: any member may then hand its key on.
+    const commitment = await e2e.commitment(key);
+    const { channel } = await this.attempt(() => this.api.createChannel(nameEnc, commitment), "Creating the channel");
     const ch = this.channels.get(channel.id) || this.newChannel(channel);
+    ch.key_commitment = channel.key_commitment || null;
     ch.creating = true;
     await this.refreshDevices();
     const envelopes = await this.wrapForAll(key, this.devicesAll);
@@ -577,8 +878,8 @@ export class Client {
     }
     await store.put(`shared:${this.me.deviceId}:${channel.id}`, envelopes.map((e) => e.device_id));
     const mine = envelopes.find((e) => e.device_id === this.me.deviceId);
-    await this.acceptChannelEnvelope(ch, mine);
     ch.creating = false;
+    await this.acceptChannelEnvelope(ch, mine, commitment);
     this.emit("channels");
     return ch;
   }
@@ -607,11 +908,15 @@ export class Client {
       await this.refreshChannels().catch(() => {});
       return;
     }
-    if (ch.name_enc !== event.channel_name_enc) {
+    const commitment = "key_commitment" in event ? event.key_commitment || null : ch.key_commitment;
+    if (ch.name_enc !== event.channel_name_enc || commitment !== ch.key_commitment) {
       ch.name_enc = event.channel_name_enc;
+      ch.key_commitment = commitment;
+      if (event.key_version) ch.key_version = event.key_version;
       ch.name = null;
       await this.ensureKey(ch);
       this.emit("channels");
+      this.emit("keys");
     }
   }
 
@@ -734,13 +1039,19 @@ export class Client {
   }
 
   async onOpen() {
-    this.refreshPresence().catch(() => {});
-    this.shareMissing().catch((error) => console.warn("dialtone: key sharing failed:", error.message));
+    const presence = this.refreshPresence().catch(() => {});
     // Events sent while we were away are lost, and so are those sent on the first
     // connection's way up (start() reads everything before it connects): fetch what
     // changed since, every time the socket opens.
     try {
       await this.refreshDevices();
+      await presence;
+      // Devices that came online while we were away never sent us a device.joined: the
+      // keys we may hand on go to those online now that we have not served yet.
+      this.shareSoon(() => this.devicesAll.filter((d) => this.online.has(d.user_id)));
+      this.askAgainForKeys();
+      // The directory key commitment may have been set while we were away.
+      if (this.dirCommitment === null) await this.checkDirectory();
       await this.refreshChannels();
       await this.refreshProfiles();
       for (const ch of this.channels.values()) {
@@ -798,7 +1109,7 @@ export class Client {
   async sendMessage(channelId, text) {
     const ch = this.channels.get(channelId);
     if (!ch) throw new Error("This channel no longer exists.");
-    if (!ch.key) throw new Error("This device does not hold the channel key yet; ask an admin to open Dialtone.");
+    if (!ch.key) throw new Error(LOCKED_REASON);
     const clean = text.trim();
     if (!clean) return;
     const body = await e2e.seal(ch.key, clean);
@@ -866,93 +1177,95 @@ export class Client {
       invalid_message: "The server refused this message.",
       server_error: "The server could not store the message; retry later.",
     };
-    const reason = reasons[event.code] || event.message || "The server refused this.";
+    const reason = reasons[event.code] || (event.code || event.message ? errorSentence(event.code, event.message) : "The server refused this.");
     if (m && event.code in reasons) this.fail(m, reason);
     else if (!String(event.code || "").startsWith("voice")) this.notice(reason);
   }
 
-  // ---- key sharing to new devices ----
+  // ---- handing keys on ----
+
+  // Every member hands on the keys it holds, once the key is known to be the right one:
+  // it matches the commitment. A channel without a commitment yet keeps the old rule
+  // (only its creator's or an admin's devices), since others would refuse the key.
+  mayShareChannel(ch) {
+    if (!ch.key || !ch.envelope || ch.creating) return false;
+    if (ch.key_commitment) return ch.keyCommitment === ch.key_commitment;
+    return ch.created_by === this.me.id || this.canManageChannels;
+  }
+
+  // The directory key: checked against its commitment when there is one; before that,
+  // as always, any holder shares it.
+  mayShareDirectory() {
+    if (!this.dirKey || !this.dirEnvelope) return false;
+    return this.dirCommitment === null || this.dirKeyCommitment === this.dirCommitment;
+  }
 
   async onDeviceJoined(event) {
     if (event.device_id === this.me.deviceId) return;
-    this.online.add(event.sender);
-    this.emit("people");
-    // A key holder coming online shares what we lack: ask again for missing keys.
-    for (const ch of this.channels.values()) {
-      if (!ch.key && !this.keyRetries.has(ch.id)) this.retryKeyLater(ch, 1);
+    if (!this.online.has(event.sender)) {
+      this.online.add(event.sender);
+      this.emit("people");
     }
-    if (!this.dirKey && !this.dirTimer) this.retryDirectoryLater();
+    // A key holder coming online hands on what we lack: ask again for missing keys.
+    this.askAgainForKeys();
     let target = this.devicesAll.find((d) => d.device_id === event.device_id);
     if (!target) {
       await this.refreshDevices().catch(() => {});
       target = this.devicesAll.find((d) => d.device_id === event.device_id);
     }
-    if (!target) return;
-    await this.shareWith(target).catch((error) => console.warn("dialtone: key sharing failed:", error.message));
-    this.refreshPresence().catch(() => {});
+    if (target) this.shareSoon(() => [target]);
   }
 
-  // Devices that appeared while we were away never sent us a device.joined: when we come
-  // online, wrap the keys we may share for every listed device we have not served yet
-  // (remembered per channel in IndexedDB, so this is work only for new devices).
-  async shareMissing() {
-    const mayShare = (ch) => ch.envelope && (ch.created_by === this.me.id || this.canManageChannels);
-    const jobs = [...this.channels.values()].filter(mayShare).map((ch) => ({
+  // One sharer is enough: every page waits a random moment (so those online together do
+  // not all wrap at once), then wraps only for devices it has not served yet.
+  shareSoon(targets) {
+    const timer = setTimeout(async () => {
+      this.shareTimers.delete(timer);
+      if (this.ended) return;
+      try {
+        await this.shareKeys(targets());
+      } catch (error) {
+        if (!this.guard(error)) console.warn("dialtone: key sharing failed:", error.message);
+      }
+    }, Math.random() * SHARE_JITTER_MS);
+    this.shareTimers.add(timer);
+  }
+
+  // Wrap each key we may hand on for the given devices we have not served yet
+  // (remembered per key in IndexedDB, so a device is served once by each member).
+  async shareKeys(targets) {
+    const jobs = [...this.channels.values()].filter((ch) => this.mayShareChannel(ch)).map((ch) => ({
       record: `shared:${this.me.deviceId}:${ch.id}`,
       envelope: ch.envelope,
       post: (envelopes) => this.api.postChannelKeys(ch.id, envelopes),
     }));
-    if (this.dirEnvelope) {
+    if (this.mayShareDirectory()) {
       jobs.push({
         record: `shared:${this.me.deviceId}:directory`,
         envelope: this.dirEnvelope,
         post: (envelopes) => this.api.postDirectoryKeys(envelopes),
       });
     }
-    for (const job of jobs) {
-      const done = new Set((await store.get(job.record)) || []);
-      done.add(this.me.deviceId);
-      const targets = this.devicesAll.filter((d) => !done.has(d.device_id));
-      if (!targets.length) continue;
-      const key = await e2e.unwrapEnvelope(this.device.privateKey, job.envelope.sender_public_key, job.envelope.envelope, true);
-      const envelopes = await this.wrapForAll(key, targets);
-      for (let i = 0; i < envelopes.length; i += 1000) await job.post(envelopes.slice(i, i + 1000));
-      for (const d of targets) done.add(d.device_id);
-      await store.put(job.record, [...done]);
-    }
-  }
-
-  // As the existing client does, wrap the keys we hold for a device that came online.
-  // Channel keys only from the creator or an admin: other clients would refuse ours.
-  async shareWith(target) {
-    const share = async (envelope) => {
-      const key = await e2e.unwrapEnvelope(this.device.privateKey, envelope.sender_public_key, envelope.envelope, true);
-      return {
-        device_id: target.device_id,
-        sender_device_id: this.me.deviceId,
-        sender_public_key: this.me.publicKey,
-        envelope: await e2e.wrapFor(this.device.privateKey, target.public_key, key),
-      };
-    };
     // Each key on its own: one refused upload must not keep the others from the newcomer.
-    const jobs = [];
-    if (this.dirEnvelope) {
-      jobs.push(async () => this.api.postDirectoryKeys([await share(this.dirEnvelope)]));
-    }
-    for (const ch of this.channels.values()) {
-      if (!ch.envelope || !(ch.created_by === this.me.id || this.canManageChannels)) continue;
-      jobs.push(async () => this.api.postChannelKeys(ch.id, [await share(ch.envelope)]));
-    }
     for (const job of jobs) {
       try {
-        await job();
+        const done = new Set((await store.get(job.record)) || []);
+        done.add(this.me.deviceId);
+        const fresh = targets.filter((d) => !done.has(d.device_id));
+        if (!fresh.length) continue;
+        const key = await e2e.unwrapEnvelope(this.device.privateKey, job.envelope.sender_public_key, job.envelope.envelope, true);
+        const envelopes = await this.wrapForAll(key, fresh);
+        for (let i = 0; i < envelopes.length; i += 1000) await job.post(envelopes.slice(i, i + 1000));
+        // Read again: another share may have finished meanwhile.
+        const now = new Set((await store.get(job.record)) || []);
+        for (const d of fresh) now.add(d.device_id);
+        await store.put(job.record, [...now]);
       } catch (error) {
         if (this.guard(error)) return;
-        console.warn("dialtone: could not share a key with a new device:", error.message);
+        console.warn("dialtone: could not hand a key on to a device:", error.message);
       }
     }
   }
-
   // ---- devices ----
 
   async myDevices() {

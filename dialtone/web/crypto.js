@@ -120,3 +120,39 @@ export async function unwrapEnvelope(privateKey, senderPublicB64, envelopeB64, e
     ["encrypt", "decrypt"],
   );
 }
+
+// A key's commitment: standard base64 of HMAC-SHA256(key = the 32 key bytes, message =
+// "dialtone-key-commitment-v1"). The server stores it with the channel (or for the
+// directory); a key handed on by any member is accepted only when it matches, so a
+// member cannot slip a key of their own to a newcomer, and the server cannot forge one.
+const COMMITMENT_LABEL = encoder.encode("dialtone-key-commitment-v1");
+const HMAC = { name: "HMAC", hash: "SHA-256", length: 256 };
+
+async function macOf(hmacKey) {
+  return b64(await subtle.sign("HMAC", hmacKey, COMMITMENT_LABEL));
+}
+
+// The commitment of a key we hold as bytes or as an extractable AES key (a fresh one).
+export async function commitment(key) {
+  const raw = key instanceof Uint8Array ? key : new Uint8Array(await subtle.exportKey("raw", key));
+  if (raw.length !== 32) throw new TypeError("a shared key is 32 bytes");
+  return macOf(await subtle.importKey("raw", raw, HMAC, false, ["sign"]));
+}
+
+// The commitment of the key inside an envelope addressed to our device, computed without
+// its bytes ever reaching JavaScript: the envelope is unwrapped straight into an HMAC key.
+export async function envelopeCommitment(privateKey, senderPublicB64, envelopeB64) {
+  const pairwise = await pairwiseKey(privateKey, senderPublicB64, ["unwrapKey"]);
+  const raw = unb64(envelopeB64);
+  if (raw.length !== NONCE_BYTES + 32 + 16) throw new TypeError("an envelope holds a 32-byte key");
+  const mac = await subtle.unwrapKey(
+    "raw",
+    raw.subarray(NONCE_BYTES),
+    pairwise,
+    { name: "AES-GCM", iv: raw.subarray(0, NONCE_BYTES) },
+    HMAC,
+    false,
+    ["sign"],
+  );
+  return macOf(mac);
+}

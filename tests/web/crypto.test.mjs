@@ -28,6 +28,11 @@ test("base64 is standard and padded, and strict", () => {
   for (const bad of ["AQ", "AQ=", "A-_=", "AQ==\n", "****"]) assert.throws(() => e2e.unb64(bad), TypeError);
 });
 
+test("the commitment of the key 00 01 … 1f is docs/API.md's test vector", async () => {
+  const key = Uint8Array.from({ length: 32 }, (_, i) => i);
+  assert.equal(await e2e.commitment(key), "/PTRZkqtWGItRx574igqRJ5wvBFBv0ytpEGP0OtvMHs=");
+});
+
 test("a new device key is X25519, non-extractable, with a 32-byte public key", async () => {
   const device = await e2e.generateDeviceKey();
   assert.equal(device.privateKey.extractable, false);
@@ -57,6 +62,22 @@ test("refuses tampered ciphertext and malformed envelopes", needsVectors, async 
   // Sealed for another device: the pairwise keys differ.
   const stranger = await e2e.generateDeviceKey();
   await assert.rejects(e2e.unwrapEnvelope(stranger.privateKey, vectors.python_public, vectors.envelope));
+});
+
+test("a key's commitment is the Python commitment, from bytes and from an envelope", needsVectors, async () => {
+  const device = await nodeDevice();
+  const fromEnvelope = await e2e.envelopeCommitment(device, vectors.python_public, vectors.envelope);
+  assert.equal(fromEnvelope, vectors.commitment);
+  assert.equal(fromEnvelope.length, 44);
+  const extractable = await e2e.unwrapEnvelope(device, vectors.python_public, vectors.envelope, true);
+  assert.equal(await e2e.commitment(extractable), vectors.commitment);
+  assert.equal(await e2e.commitment(e2e.unb64(vectors.key_b64)), vectors.commitment);
+  // Another key, another commitment.
+  assert.notEqual(await e2e.commitment(new Uint8Array(32)), vectors.commitment);
+  await assert.rejects(e2e.commitment(new Uint8Array(16)), TypeError);
+  const shared = await e2e.newSharedKey();
+  out.shared_commitment = await e2e.commitment(shared);
+  out.shared_envelope = await e2e.wrapFor(device, vectors.python_public, shared);
 });
 
 test("seals and wraps for Python to open", needsVectors, async () => {

@@ -24,7 +24,7 @@ def test_member_who_joined_while_the_admin_was_away_gets_the_keys(
     m = member.page
     register_in_browser(m, server, "knave", "Knave of Hearts")
     channels = m.get_by_role("navigation", name="Channels")
-    expect(channels.get_by_role("link", name="(waiting for the channel key)")).to_be_visible()
+    expect(channels.get_by_role("link", name="Channel 1, locked")).to_be_visible()
 
     back = watch(admin.context)
     back.page.goto(f"{server.base}/")

@@ -3,6 +3,8 @@ and Python opens what it sealed. Skipped when Node.js is not installed."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -14,6 +16,13 @@ import pytest
 from tests.e2ee import DeviceKeys, b64, open_sealed, pairwise_key, seal
 
 HERE = Path(__file__).parent
+
+
+def commitment(key: bytes) -> str:
+    """The key commitment of docs/API.md, computed here independently of the page."""
+    return b64(hmac.new(key, b"dialtone-key-commitment-v1", hashlib.sha256).digest())
+
+
 NODE = shutil.which("node")
 
 
@@ -34,6 +43,8 @@ def test_crypto_js_matches_the_python_scheme(tmp_path: Path) -> None:
         "pairwise_sealed": seal(pairwise, b"sealed with the pairwise key"),
         "envelope": python_side.wrap_for(node_side.public_b64, channel_key),
         "messages": messages,
+        "key_b64": b64(channel_key),
+        "commitment": commitment(channel_key),
     }
     (tmp_path / "vectors.json").write_text(json.dumps(vectors))
     env = {
@@ -59,3 +70,5 @@ def test_crypto_js_matches_the_python_scheme(tmp_path: Path) -> None:
     assert python_side.unwrap_from(out["fresh_public"], out["fresh_envelope"]) == channel_key
     new_key = python_side.unwrap_from(node_side.public_b64, out["new_key_envelope"])
     assert open_sealed(new_key, out["new_key_sealed"]) == b"a brand new channel"
+    shared = python_side.unwrap_from(node_side.public_b64, out["shared_envelope"])
+    assert out["shared_commitment"] == commitment(shared)

@@ -1,6 +1,6 @@
 // One channel: its messages (older ones load when scrolled to the top), the composer, the
 // admin actions, and a slot where the voice panel (<dt-voice-panel channel-id>) sits.
-import { currentClient } from "../client.js";
+import { currentClient, LOCKED_REASON } from "../client.js";
 import { dayOf, h, timeOf } from "./dom.js";
 
 export class DtChannelView extends HTMLElement {
@@ -45,7 +45,10 @@ export class DtChannelView extends HTMLElement {
     this.scroller = h("div", { class: "scroller", role: "log", "aria-labelledby": "channel-title", tabindex: "0" }, this.older, this.list);
     this.input = h("textarea", { id: "composer-input", rows: 1, maxlength: 12000, placeholder: "Write a message", "aria-label": "Message", enterkeyhint: "send",
       onkeydown: (e) => { if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); this.form.requestSubmit(); } } });
-    this.form = h("form", { class: "composer", onsubmit: (e) => this.send(e) }, this.input, h("button", { type: "submit", class: "primary" }, "Send"));
+    this.sendButton = h("button", { type: "submit", class: "primary" }, "Send");
+    this.form = h("form", { class: "composer", onsubmit: (e) => this.send(e) }, this.input, this.sendButton);
+    // Why the composer is disabled, while this channel's key has not reached the device.
+    this.lockReason = h("p", { class: "lock-reason", id: "composer-locked", hidden: true }, LOCKED_REASON);
     this.error = h("p", { class: "form-error", role: "alert" });
     // The voice helper's panel goes here; it upgrades whenever its module is loaded.
     this.voiceSlot = h("div", { class: "voice-slot" }, h("dt-voice-panel", { "channel-id": this.channelId }));
@@ -54,6 +57,7 @@ export class DtChannelView extends HTMLElement {
       this.voiceSlot,
       this.scroller,
       this.error,
+      this.lockReason,
       this.form,
     );
     this.observer = new IntersectionObserver((entries) => {
@@ -81,6 +85,18 @@ export class DtChannelView extends HTMLElement {
     }
     const name = this.client.channelName(ch);
     this.heading.textContent = `# ${name}`;
+    const locked = !ch.key;
+    if (this.input.disabled !== locked) {
+      this.input.disabled = locked;
+      this.sendButton.disabled = locked;
+      this.lockReason.hidden = !locked;
+      this.input.placeholder = locked ? "Locked until this channel's key arrives" : "Write a message";
+      if (locked) this.input.setAttribute("aria-describedby", "composer-locked");
+      else {
+        this.input.removeAttribute("aria-describedby");
+        if (!document.activeElement || document.activeElement === document.body) this.input.focus();
+      }
+    }
     document.title = `#${name} · Dialtone`;
     const admin = this.client.canManageChannels;
     this.actions.replaceChildren(...(admin ? [

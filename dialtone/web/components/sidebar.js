@@ -20,14 +20,15 @@ export class DtSidebar extends HTMLElement {
     this.voice.addEventListener("change", this.onVoice);
     this.channelsList = h("ul", { class: "channel-list", "aria-label": "Channels" });
     this.peopleList = h("ul", { class: "people", "aria-label": "People" });
-    const create = this.client.canManageChannels
-      ? h("form", { class: "new-channel", onsubmit: (e) => this.create(e) },
-          h("label", { for: "new-channel-name", class: "sr-only" }, "New channel name"),
-          h("input", { id: "new-channel-name", name: "name", placeholder: "New channel", maxlength: 80, required: true }),
-          h("button", { type: "submit", "aria-label": "Create channel" }, "+"))
-      : null;
+    // Channel creation for admins; it comes and goes when an admin changes our roles.
+    this.createSlot = h("div", { class: "create-slot" });
+    this.renderCreate();
+    this.offs.push(this.client.on("role", () => {
+      this.renderCreate();
+      this.render();
+    }));
     this.replaceChildren(
-      h("nav", { "aria-label": "Channels" }, h("h2", {}, "Channels"), this.channelsList, create),
+      h("nav", { "aria-label": "Channels" }, h("h2", {}, "Channels"), this.channelsList, this.createSlot),
       h("section", { "aria-label": "People" }, h("h2", {}, "People"), this.peopleList),
     );
     this.render();
@@ -40,6 +41,17 @@ export class DtSidebar extends HTMLElement {
     for (const off of this.offs) off();
     this.voice.removeEventListener("change", this.onVoice);
     removeEventListener("hashchange", this.onRoute);
+  }
+
+  renderCreate() {
+    const may = this.client.canManageChannels;
+    if (may === Boolean(this.createSlot.firstChild)) return;
+    this.createSlot.replaceChildren(...(may
+      ? [h("form", { class: "new-channel", onsubmit: (e) => this.create(e) },
+          h("label", { for: "new-channel-name", class: "sr-only" }, "New channel name"),
+          h("input", { id: "new-channel-name", name: "name", placeholder: "New channel", maxlength: 80, required: true }),
+          h("button", { type: "submit", "aria-label": "Create channel" }, "+"))]
+      : []));
   }
 
   render() {
