@@ -25,6 +25,7 @@ from dialtone.api.health import health, ready
 from dialtone.api.history_fast import PATH as HISTORY_PATH
 from dialtone.api.history_fast import HistoryFastPath
 from dialtone.api.invites import create_invite
+from dialtone.api.key_backups import KeyBackupController
 from dialtone.api.keys import ChannelKeyController, DirectoryKeyController
 from dialtone.api.messages import channel_history
 from dialtone.api.moderation import delete_message, deleted_messages, moderators, server_info
@@ -133,6 +134,7 @@ def create_app(settings: Settings) -> DialtoneApp:
             channel_history,
             ChannelKeyController,
             DirectoryKeyController,
+            KeyBackupController,
             presence,
             create_invite,
             AdminController,

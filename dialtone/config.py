@@ -84,6 +84,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # batch. Off trades the last fraction of a second of acknowledged messages on a
     # database or machine crash for a commit that does not wait for the disk.
     message_sync_commit: bool = True
+    # Key backups: the largest blob (decoded bytes) one user may store, and a token bucket
+    # per user for writes (a page rewrites its backup whenever it gets a new key).
+    key_backup_max_bytes: int = 256 * 1024
+    key_backup_burst: int = 30
+    key_backup_refill: float = 10.0
 
     @property
     def is_sqlite(self) -> bool:
@@ -384,6 +389,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         message_sync_commit=_bool(
             env, "DIALTONE_MESSAGE_SYNC_COMMIT", DEFAULTS.message_sync_commit
         ),
+        key_backup_max_bytes=_int(
+            env, "DIALTONE_KEY_BACKUP_MAX_BYTES", DEFAULTS.key_backup_max_bytes, minimum=1024
+        ),
+        key_backup_burst=_int(
+            env, "DIALTONE_KEY_BACKUP_BURST", DEFAULTS.key_backup_burst, minimum=1
+        ),
+        key_backup_refill=_float(env, "DIALTONE_KEY_BACKUP_REFILL", DEFAULTS.key_backup_refill),
     )
 
 

@@ -154,6 +154,8 @@ def http_policies(settings: Settings) -> dict[str, Bucket]:
         # every channel's key from every device every 30 s, so this bucket is wide)
         "device": Bucket.per(settings.device_burst, settings.device_refill),
         "envelope": Bucket.per(settings.envelope_burst, settings.envelope_refill),
+        # keyed by user id: key backup reads and writes
+        "key_backup": Bucket.per(settings.key_backup_burst, settings.key_backup_refill),
     }
 
 

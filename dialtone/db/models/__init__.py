@@ -5,6 +5,7 @@ from dialtone.db.models.channel import Channel, ChannelKeyEnvelope, ChannelMessa
 from dialtone.db.models.device import Device
 from dialtone.db.models.directory import DirectoryKeyEnvelope
 from dialtone.db.models.invite import Invite
+from dialtone.db.models.key_backup import KeyBackup
 from dialtone.db.models.profile import UserProfile
 from dialtone.db.models.session import Session
 from dialtone.db.models.user import User
@@ -17,6 +18,7 @@ __all__ = [
     "Device",
     "DirectoryKeyEnvelope",
     "Invite",
+    "KeyBackup",
     "ServerLogEntry",
     "ServerSetting",
     "Session",
