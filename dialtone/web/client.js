@@ -1,7 +1,8 @@
 // The signed-in client: keys, channels, messages, profiles and presence, kept in sync with
 // the server over HTTP (api.js) and the WebSocket bus, encrypted with crypto.js.
 // Components read its state and subscribe with client.on(what, handler); `what` is one of
-// "channels", "messages" (detail: channel id), "people", "status", "notice", "ended".
+// "channels", "messages" (detail: channel id), "people", "status", "notice", "ended",
+// "keys" (a channel or directory key was stored: backup.js adds it to the key backup).
 // The voice panel uses client.socket (on/send), client.api, client.me and client.nameOf().
 
 import { Api, ApiError, Socket } from "./api.js";
@@ -369,6 +370,7 @@ export class Client {
     this.dirKey = key;
     this.dirEnvelope = envelope;
     await store.put(`dir:${this.me.deviceId}`, { key, envelope });
+    this.emit("keys"); // key backup hook (backup.js)
     return true;
   }
 
@@ -491,6 +493,7 @@ export class Client {
     ch.envelope = envelope;
     ch.name = null;
     await store.put(`chan:${this.me.deviceId}:${ch.id}`, { key: ch.key, envelope });
+    this.emit("keys"); // key backup hook (backup.js): a new key to add to the backup
     await this.ensureKey(ch);
     this.emit("channels");
     if (ch.loaded) {
