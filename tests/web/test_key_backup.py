@@ -314,6 +314,18 @@ def test_two_pages_writing_the_backup_at_once_lose_nothing(
     def is_put(response: Any) -> bool:
         return response.request.method == "PUT" and response.url.endswith("/keys/backup")
 
+    # Meanwhile neither page fetches the other's new channel key, so each holds a key the
+    # other lacks: only a merge keeps both.
+    def no_envelope(route: Route) -> None:
+        if route.request.method != "GET":
+            route.continue_()
+            return
+        missing = {"error": "no key envelope for this device", "code": "envelope_not_found"}
+        route.fulfill(status=404, json=missing)
+
+    envelope_reads = re.compile(r"/channels/keys\?channel_id=")
+    one.page.route(envelope_reads, no_envelope)
+    two.page.route(envelope_reads, no_envelope)
     one.page.route("**/keys/backup", hold("one"))
     two.page.route("**/keys/backup", hold("two"))
     one.allowed_failures.append(CONFLICT)
@@ -331,14 +343,20 @@ def test_two_pages_writing_the_backup_at_once_lose_nothing(
 
     with two.page.expect_response(lambda r: is_put(r) and r.status == 200):
         held["two"][0].continue_()
+    # The page that wrote second is refused, reads the new version, merges, writes again.
     with (
         one.page.expect_response(lambda r: is_put(r) and r.status == 200),
         one.page.expect_response(lambda r: is_put(r) and r.status == 409),
     ):
         held["one"][0].continue_()
-    final = sync_backup(one.page)
-    final_two = sync_backup(two.page)
-    assert final_two >= final
+    secret = Secret(recovery_key=parse_recovery_key(recovery_key))
+    first_one = open_backup(bodies["one"][0]["backup"], secret)
+    first_two = open_backup(bodies["two"][0]["backup"], secret)
+    assert set(first_one.channels) != set(first_two.channels)
+    one.page.unroute(envelope_reads)
+    two.page.unroute(envelope_reads)
+    sync_backup(one.page)
+    sync_backup(two.page)
 
     http = httpx.Client(base_url=server.base)
     with http:
@@ -354,7 +372,8 @@ def test_two_pages_writing_the_backup_at_once_lose_nothing(
         http.headers["Authorization"] = f"Bearer {token}"
         stored = http.get("/keys/backup").json()
         channels = http.get("/channels").json()["channels"]
-    keys = open_backup(stored["backup"], Secret(recovery_key=parse_recovery_key(recovery_key)))
+    keys = open_backup(stored["backup"], secret)
     assert set(keys.channels) == {c["id"] for c in channels}
+    assert set(keys.channels) >= set(first_one.channels) | set(first_two.channels)
     names = {open_sealed(keys.channels[c["id"]]["1"], c["name_enc"]).decode() for c in channels}
     assert names == {*CHANNELS, "croquet", "caucus race"}
