@@ -88,7 +88,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # per user for writes (a page rewrites its backup whenever it gets a new key).
     key_backup_max_bytes: int = 256 * 1024
     key_backup_burst: int = 30
-    key_backup_refill: float = 10.0
+    key_backup_refill: float = 2.0
 
     @property
     def is_sqlite(self) -> bool:

@@ -344,6 +344,11 @@ async function writeBackup(client) {
     throw new BackupError("busy", "The key backup kept changing while this page wrote to it; it will try again with the next key.");
   } catch (error) {
     if (client.guard?.(error)) return null;
+    // Rate limited: try again when the server says, with whatever keys have come by then.
+    if (error instanceof ApiError && error.status === 429) {
+      clearTimeout(state.timer);
+      state.timer = setTimeout(() => syncNow(client).catch(() => {}), (error.retryAfter || 5) * 1000);
+    }
     state.error = error.friendly || error.message;
     changed(client);
     if (error instanceof BackupError && error.code === "replaced") client.notice(error.message);
