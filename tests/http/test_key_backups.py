@@ -13,6 +13,7 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from dialtone.config import ConfigError, load_settings
 from tests.conftest import ADMIN_TOKEN, Member, app_client, make_settings, register_member
 from tests.http.conftest import assert_error
 from tests.key_backup import BackupKeys, Secret, make_backup, new_recovery_key, open_backup
@@ -180,3 +181,18 @@ async def test_the_blob_is_never_logged(
     assert "/keys/backup" in logged  # the access log saw the requests
     assert sealed not in logged
     assert sealed[:40] not in logged
+
+
+def test_settings_are_read_from_the_environment() -> None:
+    tuned = load_settings(
+        {
+            "DIALTONE_KEY_BACKUP_MAX_BYTES": "4096",
+            "DIALTONE_KEY_BACKUP_BURST": "7",
+            "DIALTONE_KEY_BACKUP_REFILL": "0.5",
+        }
+    )
+    assert (tuned.key_backup_max_bytes, tuned.key_backup_burst) == (4096, 7)
+    assert tuned.key_backup_refill == 0.5
+    assert load_settings({}).key_backup_max_bytes == 262144
+    with pytest.raises(ConfigError, match="DIALTONE_KEY_BACKUP_MAX_BYTES"):
+        load_settings({"DIALTONE_KEY_BACKUP_MAX_BYTES": "12"})
