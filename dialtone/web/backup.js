@@ -194,6 +194,27 @@ export async function keyCommitment(raw) {
   return e2e.b64(new Uint8Array(await subtle.sign("HMAC", mac, COMMITMENT_LABEL)));
 }
 
+// Open a blob with the text the user typed (a recovery key or a passphrase, as the blob
+// says): its keys, and the record (backup key and salt) to keep for later writes.
+export async function openBlob(backup, text) {
+  const header = parseBlob(backup);
+  const secret = header.kdf === "recovery-key" ? { recoveryKey: parseRecoveryKey(text) } : { passphrase: String(text) };
+  const key = await deriveFor(secret, header);
+  const keys = await openWith(key, header, wrongMessage(header.kdf));
+  return { keys, record: { key, kdf: header.kdf, salt: header.salt, iterations: header.iterations } };
+}
+
+async function newRecord(secret, iterations = PBKDF2_ITERATIONS) {
+  const salt = e2e.b64(globalThis.crypto.getRandomValues(new Uint8Array(16)));
+  const header = secret.recoveryKey ? { kdf: "recovery-key", salt } : { kdf: "pbkdf2-sha256", salt, iterations };
+  return { ...header, key: await deriveFor(secret, header) };
+}
+
+// A new blob of `keys` under a fresh salt (secret: {recoveryKey} or {passphrase}).
+export async function makeBlob(keys, secret) {
+  return sealWith(await newRecord(secret), keys);
+}
+
 // ---- this page's keys ----
 
 function recordName(client) {
@@ -403,13 +424,7 @@ export async function setUpBackup(client, secret, { replace = false } = {}) {
         }
       }
     }
-    if (!record) {
-      const salt = globalThis.crypto.getRandomValues(new Uint8Array(16));
-      const header = secret.recoveryKey
-        ? { kdf: "recovery-key", salt: e2e.b64(salt) }
-        : { kdf: "pbkdf2-sha256", salt: e2e.b64(salt), iterations: PBKDF2_ITERATIONS };
-      record = { ...header, key: await deriveFor(secret, header) };
-    }
+    if (!record) record = await newRecord(secret);
     try {
       const answer = await putBackup(client, await sealWith(record, mergeKeys(remote, local)), current ? current.version : 0);
       await store.put(recordName(client), record);
@@ -435,11 +450,8 @@ export async function setUpBackup(client, secret, { replace = false } = {}) {
 export async function restoreBackup(client, text) {
   const current = await readBackup(client);
   if (!current) throw new BackupError("no_backup", "There is no key backup for your account yet: set one up on a device that holds your keys.");
-  const header = parseBlob(current.backup);
-  const secret = header.kdf === "recovery-key" ? { recoveryKey: parseRecoveryKey(text) } : { passphrase: String(text) };
-  const key = await deriveFor(secret, header);
-  const keys = await openWith(key, header, wrongMessage(header.kdf));
-  await store.put(recordName(client), { key, kdf: header.kdf, salt: header.salt, iterations: header.iterations });
+  const { keys, record } = await openBlob(current.backup, text);
+  await store.put(recordName(client), record);
   const installed = await installKeys(client, keys);
   const state = stateOf(client);
   state.version = current.version;
