@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from dialtone.config import ConfigError, load_settings
 from tests.conftest import ADMIN_TOKEN, Member, app_client, make_settings, register_member
 from tests.http.conftest import assert_error
 from tests.key_backup import BackupKeys, Secret, make_backup, new_recovery_key, open_backup
+from tests.realtime.conftest import running_server
 
 OP = {"X-Admin-Token": ADMIN_TOKEN}
 
@@ -196,3 +198,34 @@ def test_settings_are_read_from_the_environment() -> None:
     assert load_settings({}).key_backup_max_bytes == 262144
     with pytest.raises(ConfigError, match="DIALTONE_KEY_BACKUP_MAX_BYTES"):
         load_settings({"DIALTONE_KEY_BACKUP_MAX_BYTES": "12"})
+
+
+async def test_the_schema_documents_the_put_body(
+    client: AsyncTestClient[Any], member: Member
+) -> None:
+    schema = (await client.get("/schema/openapi.json")).json()
+    body = schema["paths"]["/keys/backup"]["put"]["requestBody"]["content"]["application/json"]
+    assert body["schema"]["required"] == ["backup", "version"]
+
+
+async def test_a_streamed_body_is_cut_off_at_the_bound(tmp_path: Path, db_url: str) -> None:
+    """Chunked, with no Content-Length: refused while it streams, over a real socket."""
+    settings = make_settings(tmp_path, db_url, key_backup_max_bytes=2048)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"backup": "'
+        for _ in range(100):
+            yield b"A" * 1000
+        yield b'", "version": 0}'
+
+    async with running_server(settings) as live:
+        await register_member(live.http, "admin")
+        bob = await register_member(live.http, "bob")
+        answer = await live.http.put(
+            "/keys/backup",
+            content=chunks(),
+            headers={**bob.auth, "Content-Type": "application/json"},
+        )
+        assert "content-length" not in answer.request.headers
+        assert assert_error(answer, 413)["code"] == "backup_too_large"
+        assert (await live.http.get("/keys/backup", headers=bob.auth)).status_code == 404
