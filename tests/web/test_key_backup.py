@@ -377,3 +377,45 @@ def test_two_pages_writing_the_backup_at_once_lose_nothing(
     assert set(keys.channels) >= set(first_one.channels) | set(first_two.channels)
     names = {open_sealed(keys.channels[c["id"]]["1"], c["name_enc"]).decode() for c in channels}
     assert names == {*CHANNELS, "croquet", "caucus race"}
+
+
+def test_setting_up_again_elsewhere_replaces_only_when_asked(
+    server: WebServer, new_page: Any
+) -> None:
+    first = new_page()
+    old_key = alice_with_backup(first, server)
+    other = new_page()
+    sign_in(other.page, server, "alice")
+    page = other.page
+    page.goto(f"{server.base}/#/backup")
+    page.get_by_role("button", name="Set up key backup with a recovery key").click()
+    new_key = page.get_by_label("Your recovery key", exact=True).input_value()
+    page.get_by_label("I saved my recovery key").check()
+    page.get_by_role("button", name="Turn on key backup").click()
+    expect(page.locator("#setup-error")).to_contain_text("already has a key backup")
+    page.get_by_role("button", name="Replace the existing backup").click()
+    expect(page.locator("#backup-status")).to_contain_text("Key backup is on in this browser")
+    # The first browser cannot open the new backup: it stops writing and says why.
+    code = first.page.evaluate(
+        """async () => {
+            const src = document.querySelector("script[type=module]").src;
+            const backup = await import(new URL("backup.js", src));
+            return backup.syncNow().then(() => "written", (e) => e.code);
+        }"""
+    )
+    assert code == "replaced"
+    expect(first.page.locator(".notices")).to_contain_text("set up again on another device")
+    with httpx.Client(base_url=server.base) as http:
+        login = http.post(
+            "/auth/login",
+            json={
+                "username": "alice",
+                "password": PASSWORD,
+                "public_key": base64.b64encode(os.urandom(32)).decode(),
+            },
+        )
+        http.headers["Authorization"] = f"Bearer {login.json()['token']}"
+        stored = http.get("/keys/backup").json()["backup"]
+    with pytest.raises(WrongSecret):
+        open_backup(stored, Secret(recovery_key=parse_recovery_key(old_key)))
+    assert open_backup(stored, Secret(recovery_key=parse_recovery_key(new_key))).directory
