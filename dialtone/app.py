@@ -25,6 +25,7 @@ from dialtone.api.health import health, ready
 from dialtone.api.history_fast import PATH as HISTORY_PATH
 from dialtone.api.history_fast import HistoryFastPath
 from dialtone.api.invites import create_invite
+from dialtone.api.key_backups import KeyBackupController
 from dialtone.api.keys import (
     ChannelKeyController,
     DirectoryKeyController,
@@ -177,6 +178,7 @@ def create_app(
             ChannelKeyController,
             DirectoryKeyController,
             set_directory_commitment,
+            KeyBackupController,
             presence,
             create_invite,
             AdminController,

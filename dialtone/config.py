@@ -100,6 +100,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Open TCP connections per client address and worker, counted from their accept
     # (dialtone.accept): idle ones too, which the per-request cap above never sees.
     max_open_connections_per_address: int = 256
+    # Key backups: the largest blob (decoded bytes) one user may store, and a token bucket
+    # per user for writes (a page rewrites its backup whenever it gets a new key).
+    key_backup_max_bytes: int = 256 * 1024
+    key_backup_burst: int = 30
+    key_backup_refill: float = 2.0
 
     @property
     def is_sqlite(self) -> bool:
@@ -446,6 +451,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             DEFAULTS.max_open_connections_per_address,
             minimum=1,
         ),
+        key_backup_max_bytes=_int(
+            env, "DIALTONE_KEY_BACKUP_MAX_BYTES", DEFAULTS.key_backup_max_bytes, minimum=1024
+        ),
+        key_backup_burst=_int(
+            env, "DIALTONE_KEY_BACKUP_BURST", DEFAULTS.key_backup_burst, minimum=1
+        ),
+        key_backup_refill=_float(env, "DIALTONE_KEY_BACKUP_REFILL", DEFAULTS.key_backup_refill),
     )
 
 

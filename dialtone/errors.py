@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import msgspec
 
 _encoder = msgspec.json.Encoder()
 
 
-def error_body(message: str, code: str) -> bytes:
-    """The JSON body of every refusal, HTTP or WebSocket handshake: ``{"error", "code"}``."""
+def error_body(message: str, code: str, extra: Mapping[str, object] | None = None) -> bytes:
+    """The JSON body of every refusal, HTTP or WebSocket handshake: ``{"error", "code"}``,
+    plus any fields an error documents for its code (``extra``)."""
+    if extra:
+        return _encoder.encode({"error": message, "code": code, **extra})
     return _encoder.encode({"error": message, "code": code})
 
 
@@ -16,13 +21,22 @@ class DialtoneError(Exception):
     status: int = 400
     code: str = "invalid_input"
 
-    def __init__(self, message: str, *, code: str | None = None, status: int | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        extra: Mapping[str, object] | None = None,
+    ):
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
         if status is not None:
             self.status = status
+        # Fields documented for this code beside "error" and "code" (e.g. a 409's version).
+        self.extra = extra
 
 
 class InvalidInput(DialtoneError):
@@ -48,6 +62,11 @@ class NotFound(DialtoneError):
 class Conflict(DialtoneError):
     status = 409
     code = "conflict"
+
+
+class TooLarge(DialtoneError):
+    status = 413
+    code = "payload_too_large"
 
 
 class Gone(DialtoneError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from litestar import Request, Response
@@ -33,10 +34,14 @@ _CODES = {
 
 
 def error_response(
-    status: int, message: str, code: str, headers: dict[str, str] | None = None
+    status: int,
+    message: str,
+    code: str,
+    headers: dict[str, str] | None = None,
+    extra: Mapping[str, object] | None = None,
 ) -> Response[Any]:
     return Response(
-        content=error_body(message, code),
+        content=error_body(message, code, extra),
         status_code=status,
         headers=headers,
         media_type="application/json",
@@ -60,7 +65,7 @@ def _validation_message(exc: ValidationException) -> str:
 
 def handle_dialtone_error(_: Request[Any, Any, Any], exc: DialtoneError) -> Response[Any]:
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
-    return error_response(exc.status, exc.message, exc.code, headers)
+    return error_response(exc.status, exc.message, exc.code, headers, exc.extra)
 
 
 def handle_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:

@@ -20,6 +20,7 @@ from litestar.openapi.spec import (
     OpenAPIType,
     Operation,
     Reference,
+    RequestBody,
     Schema,
     SecurityScheme,
 )
@@ -37,6 +38,32 @@ RATE_LIMITED = {
     ("POST", "/auth/login"),
     ("POST", "/auth/register"),
     ("DELETE", "/channels/messages"),
+}
+# Bodies a handler reads itself (to bound them before decoding), so Litestar cannot see them.
+READ_BY_HANDLER = {
+    ("PUT", "/keys/backup"): RequestBody(
+        required=True,
+        content={
+            "application/json": OpenAPIMediaType(
+                schema=Schema(
+                    type=OpenAPIType.OBJECT,
+                    required=["backup", "version"],
+                    properties={
+                        "backup": Schema(
+                            type=OpenAPIType.STRING,
+                            description="standard base64 of the client-encrypted blob",
+                        ),
+                        "version": Schema(
+                            type=OpenAPIType.INTEGER,
+                            minimum=0,
+                            description="the version read (0 when there was none)",
+                        ),
+                    },
+                    title="KeyBackupIn",
+                )
+            )
+        },
+    )
 }
 PUBLIC = {("GET", "/health"), ("POST", "/auth/login"), ("POST", "/auth/register")}
 
@@ -78,6 +105,8 @@ def document_errors(openapi: OpenAPI) -> OpenAPI:
                 responses["429"] = _error("rate limited", retry_after=True)
             if (method.upper(), path) not in PUBLIC:
                 operation.security = [{"bearer": []}]
+            if (method.upper(), path) in READ_BY_HANDLER:
+                operation.request_body = READ_BY_HANDLER[(method.upper(), path)]
             operation.responses = responses
     return openapi
 

@@ -175,6 +175,8 @@ def http_policies(settings: Settings) -> dict[str, Bucket]:
         # Chat frames per user over all sockets, used when it lives in Redis (else the
         # gateway keeps it in memory: dialtone.realtime.limits).
         "ws_user_chat": Bucket(settings.ws_user_chat_burst, settings.ws_user_chat_rate),
+        # keyed by user id: key backup reads and writes
+        "key_backup": Bucket.per(settings.key_backup_burst, settings.key_backup_refill),
     }
 
 

@@ -90,6 +90,7 @@ export const CODE_TEXT = {
   no_backup: "There is no key backup on the server yet.",
   backup_conflict: "Another device changed your key backup meanwhile. Try again.",
   backup_too_large: "Your key backup is larger than this server accepts.",
+  invalid_backup: "The key backup was not in a form the server accepts.",
 };
 
 // A server phrase made into a sentence, for codes the page does not know yet.

@@ -1,11 +1,14 @@
 // Entry point: the <dt-app> shell. Routes (in the fragment, so nothing reaches the server):
 //   #/c/<channel id>   a channel      #/devices   your devices     #/admin   invites
 //   #invite=<token>    registration with that invite
+//   #/backup, #/restore   the key backup: set up, restore (backup.js)
+import { attachBackup } from "./backup.js";
 import { Client } from "./client.js";
 import "./components/login.js";
 import "./components/sidebar.js";
 import "./components/channel-view.js";
 import "./components/pages.js";
+import "./components/key-backup.js";
 import { h } from "./components/dom.js";
 import "./components/voice-panel.js"; // registers <dt-voice-panel>, which the channel view places
 
@@ -66,6 +69,13 @@ class DtApp extends HTMLElement {
     }
     if (client.ended) return;
     this.layout(client);
+    // Key backup hook: keeps the backup up to date; sign-up may ask to set one up now.
+    attachBackup(client).catch((e) => console.warn("dialtone: key backup:", e.message));
+    if (client.offerBackup) {
+      client.offerBackup = false;
+      location.hash = "#/backup";
+      return;
+    }
     this.route();
   }
 
@@ -180,6 +190,7 @@ class DtApp extends HTMLElement {
     } else {
       client.activeChannel = null;
       if (hash === "#/devices") view = h("dt-devices");
+      else if (hash === "#/backup" || hash === "#/restore") view = h("dt-key-backup");
       else if (hash === "#/admin" && (client.canManageChannels || client.isStaff)) view = h("dt-admin");
       else {
         const first = client.channels.keys().next().value;

@@ -6,6 +6,7 @@ from dialtone.db.models.device import Device
 from dialtone.db.models.directory import DirectoryKeyEnvelope
 from dialtone.db.models.health import HealthProbe
 from dialtone.db.models.invite import Invite
+from dialtone.db.models.key_backup import KeyBackup
 from dialtone.db.models.profile import UserProfile
 from dialtone.db.models.session import Session
 from dialtone.db.models.user import User
@@ -19,6 +20,7 @@ __all__ = [
     "DirectoryKeyEnvelope",
     "HealthProbe",
     "Invite",
+    "KeyBackup",
     "ServerLogEntry",
     "ServerSetting",
     "Session",

@@ -28,6 +28,10 @@ export class DtLogin extends HTMLElement {
         h("input", { id: "f-display", name: "display", autocomplete: "nickname", maxlength: 64 }),
         h("label", { for: "f-invite" }, "Invite"),
         h("input", { id: "f-invite", name: "invite", required: true, value: invite, autocomplete: "off" }),
+        // Key backup hook (backup.js): offered at sign-up, set up on the next page.
+        h("div", { class: "row" },
+          h("input", { type: "checkbox", id: "f-backup", name: "backup" }),
+          h("label", { for: "f-backup" }, "Next, set up a key backup (recommended: lets a new device read everything)")),
       ] : null,
       error,
       h("button", { type: "submit", class: "primary" }, register ? "Create account" : "Sign in"),
@@ -52,6 +56,7 @@ export class DtLogin extends HTMLElement {
         invite: (data.get("invite") || "").trim(),
         displayName: (data.get("display") || "").trim(),
       });
+      client.offerBackup = data.get("backup") === "on";
       this.dispatchEvent(new CustomEvent("signed-in", { bubbles: true, detail: client }));
     } catch (e) {
       error.textContent = this.explain(e);

@@ -23,6 +23,9 @@ export class DtDevices extends HTMLElement {
       h("h2", { id: "devices-title" }, "You and your devices"),
       profile,
       alerts,
+      // Key backup hook (backup.js, components/key-backup.js).
+      h("p", { class: "row" }, h("a", { href: "#/backup" }, "Set up key backup"), " · ",
+        h("a", { href: "#/restore" }, "Restore from recovery key")),
       h("p", {}, "Each browser or app you sign in from is a device with its own key. Remove one you no longer use: it is signed out and gets no new keys."),
       list, error));
     try {
