@@ -36,7 +36,7 @@ from dialtone.api.web import web_handlers
 from dialtone.config import Settings, require_secrets
 from dialtone.db.engine import create_engine, create_sessionmaker
 from dialtone.realtime.admin import AdminEvents
-from dialtone.realtime.broker import make_broker
+from dialtone.realtime.broker import RedisBroker, make_broker
 from dialtone.realtime.gateway import Gateway, ws_endpoint
 from dialtone.realtime.hub import Hub
 from dialtone.schemas.events import Event
@@ -64,6 +64,8 @@ def create_app(settings: Settings) -> DialtoneApp:
         session_cache=SessionCache() if settings.redis_url is None else None,
     )
     hub.on_admin = AdminEvents(ctx, hub)
+    if isinstance(broker, RedisBroker):
+        broker.on_gap = hub.close_for_catch_up
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
@@ -99,9 +101,9 @@ def create_app(settings: Settings) -> DialtoneApp:
             for task in pending:
                 task.cancel()
             # Normally done already by DialtoneServer before uvicorn closes sockets itself.
-            await hub.shutdown()
-            # Messages already received are stored (and answered) before the engine goes.
-            await state.gateway.writer.close(grace=settings.db_timeout)
+            # Messages already received are stored and answered, then sockets closed
+            # (1001), before the engine goes.
+            await state.gateway.stop(grace=settings.db_timeout)
             await hub.stop_replication()
             await broker.stop()
             await ctx.limiter.close()

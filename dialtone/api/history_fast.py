@@ -41,11 +41,11 @@ from dialtone.api.edge import secure_headers
 from dialtone.db.repositories.history import DriverHistory
 from dialtone.db.repositories.messages import PAGE_CHUNK, StoredMessage
 from dialtone.errors import DialtoneError
-from dialtone.schemas.messages import MessageOut, MessagePage
+from dialtone.schemas.messages import MessagePage
 from dialtone.security.headers import bearer_token
 from dialtone.services.auth import cached_caller
 from dialtone.services.context import ServerContext
-from dialtone.services.messages import read_history
+from dialtone.services.messages import message_out, read_history
 
 log = logging.getLogger("dialtone.http")
 
@@ -139,10 +139,7 @@ class HistoryFastPath:
         body = _encoder.encode(
             MessagePage(
                 channel_id=channel_id,
-                messages=[
-                    MessageOut(id, channel_id, sender_id, sender_name_enc, text, sent_at)
-                    for id, sender_id, sender_name_enc, text, sent_at in rows
-                ],
+                messages=[message_out(channel_id, row) for row in rows],
             )
         )
         headers = [
