@@ -50,7 +50,15 @@ async def test_history_shape(
     assert body["channel_id"] == channel_id
     [message] = body["messages"]
     # `seq` added by issue 20 (its place in the channel); nothing else.
-    assert set(message) == {"id", "channel_id", "sender_id", "sender_name_enc", "body", "sent_at", "seq"}
+    assert set(message) == {
+        "id",
+        "channel_id",
+        "sender_id",
+        "sender_name_enc",
+        "body",
+        "sent_at",
+        "seq",
+    }
     assert message["seq"] == 1
     assert message["id"] == message_id
     assert message["channel_id"] == channel_id

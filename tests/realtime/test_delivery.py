@@ -98,14 +98,15 @@ async def test_concurrent_retries_store_one_message(
     sockets = [await live.connect(admin) for _ in range(4)]
     for round_ in range(3):
         client_id = f"race-{round_}"
-        await asyncio.gather(*(ws.send(send_frame(channel, "cmFjZQ==", client_id)) for ws in sockets))
+        frame = send_frame(channel, "cmFjZQ==", client_id)
+        await asyncio.gather(*(ws.send(frame) for ws in sockets))
         acks = []
         for ws in sockets:
-            got = None
-            while got is None or got["client_message_id"] != client_id or got["type"] != "channel.message.new":
+            while True:
                 got = await recv(ws)
-                if got["type"] == "error":
-                    raise AssertionError(got)
+                assert got["type"] != "error", got
+                if got["type"] == "channel.message.new" and got["client_message_id"] == client_id:
+                    break
             acks.append(got["message_id"])
         assert len(set(acks)) == 1
     items = await history(live, admin, f"channel_id={channel}")

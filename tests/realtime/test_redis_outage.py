@@ -16,7 +16,7 @@ import contextlib
 import json
 import secrets
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from redis import asyncio as redis_asyncio
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from tests.conftest import Member
+from tests.conftest import Member, truncate_all
 from tests.realtime.test_multinode import Node, free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -45,7 +45,7 @@ class OwnRedis:
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    async def start(self) -> None:
+    def spawn(self) -> None:
         self.proc = subprocess.Popen(
             [
                 "redis-server",
@@ -61,6 +61,9 @@ class OwnRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+
+    async def start(self) -> None:
+        self.spawn()
         client = redis_asyncio.Redis.from_url(self.url)
         try:
             deadline = asyncio.get_running_loop().time() + 30
@@ -201,15 +204,18 @@ class Client:
         """Until something arrives; a client whose socket loop failed fails the test."""
         changed = asyncio.ensure_future(self.changed.wait())
         assert self.task is not None
-        done, _ = await asyncio.wait({changed, self.task}, timeout=within, return_when="FIRST_COMPLETED")
+        done, _ = await asyncio.wait(
+            {changed, self.task}, timeout=within, return_when="FIRST_COMPLETED"
+        )
         changed.cancel()
         if self.task in done:
             self.task.result()
             raise AssertionError("client loop ended")
         if not done:
+            lives = [(life.caught_up_to, len(life.live), life.close) for life in self.lives]
             raise AssertionError(
                 f"nothing for {within}s: held {sorted(self.held)[-3:]}, "
-                f"unacked {list(self.unacked)[:3]}, lives {[(l.caught_up_to, len(l.live), l.close) for l in self.lives]}"
+                f"unacked {list(self.unacked)[:3]}, lives {lives}"
             )
 
 
@@ -224,11 +230,9 @@ async def own_redis() -> AsyncIterator[OwnRedis]:
 
 
 @pytest.fixture
-def db(pg_database: str) -> Iterator[str]:
-    from tests.conftest import truncate_all
-
+def db(pg_database: str) -> str:
     asyncio.run(truncate_all(pg_database))
-    yield pg_database
+    return pg_database
 
 
 async def test_redis_killed_mid_burst_loses_nothing_silently(
