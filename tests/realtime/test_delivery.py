@@ -28,7 +28,7 @@ async def history(live: LiveServer, who: Member, query: str) -> list[dict[str, A
 async def test_seq_counts_each_channel_and_after_seq_pages_from_it(
     live: LiveServer, admin: Member, member: Member, channel: str
 ) -> None:
-    other = (await live.http.post("/channels", json={"name_enc": "b3RoZXI="}, headers=admin.auth))
+    other = await live.http.post("/channels", json={"name_enc": "b3RoZXI="}, headers=admin.auth)
     assert other.status_code == 201, other.text
     second = other.json()["channel"]["id"]
     ws = await live.connect(admin)
@@ -127,4 +127,3 @@ async def test_bad_client_message_ids_are_refused(
     await ws.send(json.dumps(raw))
     assert (await next_of(ws, "error"))["code"] == "invalid_message"
     assert await history(live, admin, f"channel_id={channel}") == []
-

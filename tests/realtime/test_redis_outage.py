@@ -246,7 +246,9 @@ async def test_redis_killed_mid_burst_loses_nothing_silently(
         await asyncio.gather(node_a.ready(), node_b.ready())
         alice, carol = await node_a.register("alice"), await node_a.register("carol")
         bob, dave = await node_b.register("bob"), await node_b.register("dave")
-        made = await node_a.http.post("/channels", json={"name_enc": "cm9vbQ=="}, headers=alice.auth)
+        made = await node_a.http.post(
+            "/channels", json={"name_enc": "cm9vbQ=="}, headers=alice.auth
+        )
         assert made.status_code == 201, made.text
         channel = made.json()["channel"]["id"]
         senders = [Client(node_a, alice, channel), Client(node_b, bob, channel)]
@@ -274,7 +276,9 @@ async def test_redis_killed_mid_burst_loses_nothing_silently(
 
         async def until(count: int) -> None:
             waiting = asyncio.ensure_future(reached(count))
-            done, _ = await asyncio.wait({waiting, bursts}, timeout=120, return_when="FIRST_COMPLETED")
+            done, _ = await asyncio.wait(
+                {waiting, bursts}, timeout=120, return_when="FIRST_COMPLETED"
+            )
             waiting.cancel()
             if bursts in done:
                 bursts.result()
