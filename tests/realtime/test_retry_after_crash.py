@@ -102,7 +102,8 @@ async def test_resending_after_a_crash_stores_nothing_twice(
         for client_id, message_id in held.items():
             assert answers[client_id] == message_id  # the stored one, not a new one
         after = await stored(node, alice, channel)
-        assert sorted(m["client_message_id"] for m in after) == sorted(f"m{n}" for n in range(COUNT))
+        sent = sorted(f"m{n}" for n in range(COUNT))
+        assert sorted(m["client_message_id"] for m in after) == sent
         assert [m["seq"] for m in after] == list(range(1, COUNT + 1))
     finally:
         await node.stop()
