@@ -729,7 +729,8 @@ export class Client {
           await this.addMessage(ch, this.fromWire(row), false);
         }
         ch.seqs.paged(messages, from);
-        if (messages.length < CATCH_UP_PAGE) break;
+        // Short page: done. Items without seq: a server that ignores after_seq.
+        if (messages.length < CATCH_UP_PAGE || !messages.every((m) => Number.isInteger(m.seq))) break;
       }
     })();
     try {

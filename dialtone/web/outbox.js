@@ -61,6 +61,9 @@ export class SeqTracker {
   // A page of history read from `after_seq=from` (or the newest page: from undefined):
   // everything up to its last item is now known.
   paged(items, from) {
+    // An empty channel: its first message will be 1 (an older server, whose items
+    // have no seq, is then paged once from 0 and the page tells: see fillGap).
+    if (from === undefined && !items.length) this.top ??= 0;
     const seqs = items.map((m) => m.seq).filter((s) => Number.isInteger(s));
     if (!seqs.length) return;
     const last = Math.max(...seqs);

@@ -53,6 +53,14 @@ test("a seq above top + 1 is a hole; paging over it moves top past it", () => {
   assert.equal(seqs.top, 9);
 });
 
+test("an empty channel starts at 0: its first message is no hole, its second one may be", () => {
+  const seqs = new SeqTracker();
+  seqs.paged([], undefined);
+  assert.equal(seqs.top, 0);
+  assert.equal(seqs.live(1), false);
+  assert.equal(seqs.live(3), true);
+});
+
 test("a server without seq leaves nothing tracked", () => {
   const seqs = new SeqTracker();
   seqs.paged([{ id: "x" }, { id: "y" }], undefined);

@@ -26,4 +26,4 @@ def test_outbox_js_units() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "# fail 0" in result.stdout, result.stdout
-    assert "# pass 4" in result.stdout, result.stdout
+    assert "# pass 5" in result.stdout, result.stdout
