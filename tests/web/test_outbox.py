@@ -90,12 +90,13 @@ def test_lost_acknowledgements_and_lost_sends_end_stored_and_shown_once(
         )
         socket.drop_sends.clear()
         socket.cut()
-        again = next_message(bill)
-        assert open_sealed(key, again["body"]) == b"nobody heard me"
-        assert again["seq"] == 2
+        # (Playwright serves the page's routes only while the test waits on the page.)
         expect(a.locator("li.msg[data-status=sent]", has_text="nobody heard me")).to_be_visible(
             timeout=20_000
         )
+        again = next_message(bill)
+        assert open_sealed(key, again["body"]) == b"nobody heard me"
+        assert again["seq"] == 2
 
     for text in ("my answer got lost", "nobody heard me"):
         expect(a.locator("li.msg", has_text=text)).to_have_count(1)
