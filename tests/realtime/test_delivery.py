@@ -127,3 +127,36 @@ async def test_bad_client_message_ids_are_refused(
     await ws.send(json.dumps(raw))
     assert (await next_of(ws, "error"))["code"] == "invalid_message"
     assert await history(live, admin, f"channel_id={channel}") == []
+
+
+async def test_two_writers_racing_on_one_client_message_id_store_it_once(
+    live: LiveServer, admin: Member, channel: str
+) -> None:
+    """Two message writers (as on two nodes) take the same send at once: the unique index
+    refuses the second insert, the writer retries and answers with the stored row."""
+    from dialtone.realtime.writer import MessageWriter
+    from dialtone.services.context import Caller
+    from dialtone.services.messages import NewMessage
+
+    gateway = live.server.config.app.state.gateway  # type: ignore[attr-defined]
+    other = MessageWriter(gateway.unit_of_work, gateway.ctx, cluster_locks=False)
+    caller = Caller(
+        user_id=admin.user_id,
+        device_id=admin.device_id,
+        is_admin=True,
+        is_trusted=True,
+        token_hash="",
+    )
+    try:
+        for n in range(8):
+            message = NewMessage(caller, channel, f"cmFjZS{n}", "bg==", f"twice-{n}")
+            answers = await asyncio.gather(gateway.writer.submit(message), other.submit(message))
+            # One stored it (and published it); the other got the stored message back.
+            assert sorted(a is None for a in answers) == [False, True], answers
+            (repeat,) = [a for a in answers if a is not None]
+            assert repeat.client_message_id == f"twice-{n}"
+    finally:
+        await other.close(grace=5)
+    items = await history(live, admin, f"channel_id={channel}")
+    assert [m["client_message_id"] for m in items] == [f"twice-{n}" for n in range(8)]
+    assert [m["seq"] for m in items] == list(range(1, 9))
