@@ -48,6 +48,8 @@ OnGap = Callable[[float | None], object]
 # How long a node's own message waits for earlier messages of its channel, stored by
 # other nodes and still on their way through Redis, before it is delivered anyway.
 ORDER_WAIT_SECONDS = 1.0
+# A publish not done by then is given up (and retried once).
+PUBLISH_TIMEOUT_SECONDS = 2.0
 # How often a node retries telling the others that it could not publish.
 GAP_NOTICE_RETRY_SECONDS = 1.0
 
@@ -394,7 +396,10 @@ class RedisBroker:
         )
         for attempt in (1, 2):
             try:
-                await self._redis.publish(self.channel, payload)
+                # A Redis that hangs (stopped, not down) must not hold the message
+                # writer: a publish that takes this long counts as failed.
+                async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
+                    await self._redis.publish(self.channel, payload)
             except Exception:
                 if attempt == 1:
                     await asyncio.sleep(0.2)
