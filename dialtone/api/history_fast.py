@@ -12,7 +12,8 @@ anything unusual:
   ``Authorization`` header, and a query string of plain ``name=value`` pairs
   (ASCII, nothing percent-encoded, no ``+``, no repeated or unknown name) with a non-empty
   ``channel_id``/``before``/``after`` of at most 64 characters and a ``limit``
-  written as a plain positive number of at most ``PAGE_CHUNK``;
+  written as a plain positive number of at most ``PAGE_CHUNK`` (``after_seq``, the
+  catch-up cursor, is left to Litestar);
 - the caller: known to the session cache, not banned, no last_seen_at write due
   (``services.auth.cached_caller``), and no address ban in force on this node;
 - the page: read by ``services.messages.read_history`` (the rules Litestar's handler
