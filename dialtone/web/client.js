@@ -180,7 +180,8 @@ export class Client {
     socket.on("ended", ({ reason }) => this.end(ENDED[reason] || ENDED.revoked));
     socket.on("channel.message.new", (event) => {
       // Our own message's echo is its answer: settled now, before any later error.
-      const mine = this.outbox.acknowledged(event.client_message_id) || this.pending.find((p) => p.body === event.body);
+      const ours = event.sender === this.me.id;
+      const mine = (ours && this.outbox.acknowledged(event.client_message_id)) || this.pending.find((p) => p.body === event.body);
       if (mine) socket.answered(mine);
       this.onMessage(event);
     });
@@ -725,7 +726,7 @@ export class Client {
         const from = ch.seqs.top;
         const { messages } = await this.api.history(ch.id, { after_seq: from, limit: CATCH_UP_PAGE });
         for (const row of messages) {
-          this.acknowledge(row.client_message_id);
+          if (row.sender_id === this.me.id) this.acknowledge(row.client_message_id);
           await this.addMessage(ch, this.fromWire(row), false);
         }
         ch.seqs.paged(messages, from);
