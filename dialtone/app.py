@@ -82,6 +82,8 @@ def create_app(
     hub.metrics = ctx.limiter.metrics = ctx.hashing.metrics = metrics
     if isinstance(broker, RedisBroker):
         broker.metrics = metrics
+    if isinstance(broker, RedisBroker):
+        broker.on_gap = hub.close_for_catch_up
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
@@ -131,9 +133,9 @@ def create_app(
             for task in pending:
                 task.cancel()
             # Normally done already by DialtoneServer before uvicorn closes sockets itself.
-            await hub.shutdown()
-            # Messages already received are stored (and answered) before the engine goes.
-            await state.gateway.writer.close(grace=settings.db_timeout)
+            # Messages already received are stored and answered, then sockets closed
+            # (1001), before the engine goes.
+            await state.gateway.stop(grace=settings.db_timeout)
             await hub.stop_replication()
             await broker.stop()
             await ctx.limiter.close()

@@ -427,7 +427,7 @@ class DialtoneServer(uvicorn.Server):
         app = self.config.app
         if isinstance(app, DialtoneApp):
             grace = min(5.0, float(self.config.timeout_graceful_shutdown or 5))
-            await app.state.hub.shutdown(grace=grace)
+            await app.state.gateway.stop(grace=grace)
         await super().shutdown(sockets)
 
 

@@ -12,7 +12,8 @@ anything unusual:
   ``Authorization`` header, and a query string of plain ``name=value`` pairs
   (ASCII, nothing percent-encoded, no ``+``, no repeated or unknown name) with a non-empty
   ``channel_id``/``before``/``after`` of at most 64 characters and a ``limit``
-  written as a plain positive number of at most ``PAGE_CHUNK``;
+  written as a plain positive number of at most ``PAGE_CHUNK`` (``after_seq``, the
+  catch-up cursor, is left to Litestar);
 - the caller: known to the session cache, not banned, no last_seen_at write due
   (``services.auth.cached_caller``), and no address ban in force on this node;
 - the page: read by ``services.messages.read_history`` (the rules Litestar's handler
@@ -45,11 +46,11 @@ from dialtone.db.faults import is_unavailable
 from dialtone.db.repositories.history import DriverHistory
 from dialtone.db.repositories.messages import PAGE_CHUNK, StoredMessage
 from dialtone.errors import DialtoneError, error_body
-from dialtone.schemas.messages import MessageOut, MessagePage
+from dialtone.schemas.messages import MessagePage
 from dialtone.security.headers import bearer_token
 from dialtone.services.auth import cached_caller
 from dialtone.services.context import ServerContext
-from dialtone.services.messages import read_history
+from dialtone.services.messages import message_out, read_history
 
 log = logging.getLogger("dialtone.http")
 
@@ -154,10 +155,7 @@ class HistoryFastPath:
         body = _encoder.encode(
             MessagePage(
                 channel_id=channel_id,
-                messages=[
-                    MessageOut(id, channel_id, sender_id, sender_name_enc, text, sent_at)
-                    for id, sender_id, sender_name_enc, text, sent_at in rows
-                ],
+                messages=[message_out(channel_id, row) for row in rows],
             )
         )
         headers = [

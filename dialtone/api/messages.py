@@ -9,8 +9,8 @@ from litestar.params import QueryParameter
 from dialtone.api.dependencies import CallerDep, Ctx, Uow, provide_caller
 from dialtone.api.guards import members
 from dialtone.api.params import ChannelIdQuery, OptionalIdQuery
-from dialtone.schemas.messages import MessageOut, MessagePage
-from dialtone.services.messages import MessageService
+from dialtone.schemas.messages import MessagePage
+from dialtone.services.messages import MessageService, message_out
 
 
 @get(
@@ -27,12 +27,10 @@ async def channel_history(
     limit: Annotated[int | None, QueryParameter(ge=-(2**31), le=2**31)] = None,
     before: OptionalIdQuery = None,
     after: OptionalIdQuery = None,
+    after_seq: Annotated[int | None, QueryParameter(ge=0, le=2**62)] = None,
 ) -> MessagePage:
-    rows = await MessageService(uow, ctx).history(channel_id, limit, before, after)
+    rows = await MessageService(uow, ctx).history(channel_id, limit, before, after, after_seq)
     return MessagePage(
         channel_id=channel_id,
-        messages=[
-            MessageOut(id, channel_id, sender_id, sender_name_enc, body, sent_at)
-            for id, sender_id, sender_name_enc, body, sent_at in rows
-        ],
+        messages=[message_out(channel_id, row) for row in rows],
     )

@@ -1,8 +1,11 @@
 """Fan-out seam: services publish events after commit; the broker delivers them to hubs.
 
 The in-memory broker serves a single node. The Redis broker carries the same events
-between nodes over one pub/sub channel: every node (the publisher included) receives
-every batch in the order Redis saw it, so all nodes apply the same stream.
+between nodes over one pub/sub channel: a node delivers its own events at once (Redis
+or not), and the other nodes' batches in the order Redis saw them; within a channel,
+messages keep their storage order on every node (``ChannelOrder``). When Redis loses
+events (an outage, a lost subscription, a failed publish), the sockets that may have
+missed them are closed with 1013 ``catch_up`` so that their clients page the hole.
 
 Every batch on Redis is sealed with HMAC-SHA256 under the cluster secret
 (DIALTONE_CLUSTER_SECRET), so whoever else can publish on that Redis (another
@@ -31,9 +34,26 @@ import msgspec
 
 from dialtone.config import Settings
 from dialtone.metrics import NO_METRICS, Metrics
-from dialtone.schemas.events import Event, encode_events, event_decoder
+from dialtone.schemas.events import (
+    ChannelMessageNew,
+    DeliveryGap,
+    Event,
+    encode_events,
+    event_decoder,
+)
 
 Deliver = Callable[[Sequence[Event]], Awaitable[None]]
+# Told when sockets of this node may have missed events: close those opened before the
+# given wall-clock time (None: every socket) so that their clients catch up.
+OnGap = Callable[[float | None], object]
+
+# How long a node's own message waits for earlier messages of its channel, stored by
+# other nodes and still on their way through Redis, before it is delivered anyway.
+ORDER_WAIT_SECONDS = 1.0
+# A publish not done by then is given up (and retried once).
+PUBLISH_TIMEOUT_SECONDS = 2.0
+# How often a node retries telling the others that it could not publish.
+GAP_NOTICE_RETRY_SECONDS = 1.0
 
 log = logging.getLogger("dialtone.realtime")
 
@@ -157,8 +177,75 @@ def broker_key(cluster_secret: bytes) -> bytes:
     return hmac.new(cluster_secret, b"dialtone broker mac v1", hashlib.sha256).digest()
 
 
+class ChannelOrder:
+    """Keeps a node's own messages behind the earlier messages of their channel.
+
+    A node delivers its own events at once, without waiting for Redis, while the
+    messages other nodes stored just before (under the channel's lock) may still be on
+    their way through Redis. The highest ``seq`` delivered here is remembered per
+    channel; a message whose predecessor has not been delivered yet waits for it, up to
+    ``ORDER_WAIT_SECONDS`` (a predecessor lost in a Redis outage is never coming: the
+    sockets that missed it are closed for catch-up, see ``RedisBroker``).
+    """
+
+    def __init__(self, timeout: float = ORDER_WAIT_SECONDS) -> None:
+        self.timeout = timeout
+        self._top: dict[str, int] = {}
+        self._waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
+
+    def seen(self, events: Sequence[Event]) -> None:
+        for event in events:
+            if not isinstance(event, ChannelMessageNew) or event.seq is None:
+                continue
+            channel_id = event.channel_id
+            if event.seq > self._top.get(channel_id, 0):
+                self._top[channel_id] = event.seq
+            waiters = self._waiters.get(channel_id)
+            if not waiters:
+                continue
+            still = []
+            for want, future in waiters:
+                if want > event.seq:
+                    still.append((want, future))
+                elif not future.done():
+                    future.set_result(None)
+            if still:
+                self._waiters[channel_id] = still
+            else:
+                del self._waiters[channel_id]
+
+    async def wait_before(self, events: Sequence[Event]) -> None:
+        """Wait until the message preceding each of these in its channel has been
+        delivered here (only in channels this node has delivered messages of)."""
+        pending: list[asyncio.Future[None]] = []
+        for event in events:
+            if not isinstance(event, ChannelMessageNew) or event.seq is None:
+                continue
+            top = self._top.get(event.channel_id)
+            if top is None or top >= event.seq - 1:
+                continue
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.setdefault(event.channel_id, []).append((event.seq - 1, future))
+            pending.append(future)
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=self.timeout)
+            for future in late:
+                future.cancel()
+            if late:
+                log.info("delivering a message before an earlier one of its channel arrived")
+
+
 class RedisBroker:
-    """Events as sealed JSON batches on one Redis pub/sub channel, ``<prefix>events``."""
+    """Events as sealed JSON batches on one Redis pub/sub channel, ``<prefix>events``.
+
+    A node's own events are delivered to its own sockets at once, then handed to Redis
+    for the other nodes (whose batches the node delivers as they arrive; its own are
+    skipped). Delivery never fails silently: when the subscription is lost, and again
+    when it is re-established, ``on_gap`` closes this node's sockets (their clients
+    catch up from history); when a publish fails, this node's sockets are closed once
+    and, as soon as Redis takes batches again, a ``DeliveryGap`` notice makes the other
+    nodes close theirs.
+    """
 
     def __init__(self, url: str, prefix: str = "dialtone:", *, secret: bytes) -> None:
         if not secret:
@@ -176,45 +263,94 @@ class RedisBroker:
         self._task: asyncio.Task[None] | None = None
         self._deliver: Deliver | None = None
         self.metrics: Metrics = NO_METRICS
+        self.on_gap: OnGap | None = None
+        self.order = ChannelOrder()
+        # Subscription confirmations seen: every one after the first is a re-subscription.
+        self._subscribed = 0
+        self.subscription_up = False
+        self.publishing = True  # the last publish went through
+        self._failed_at: float | None = None  # last failed publish not yet announced
+        self._notice: asyncio.Task[None] | None = None
+        self.gaps = 0  # times this node's sockets were closed for catch-up
 
     async def start(self, deliver: Deliver) -> None:
         from redis import asyncio as redis_asyncio
 
         self._deliver = deliver
         self._redis = redis_asyncio.Redis.from_url(self._url)
-        self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        # Confirmations are kept: a second one means the connection was re-established.
+        self._pubsub = self._redis.pubsub(ignore_subscribe_messages=False)
         await self._pubsub.subscribe(self.channel)
         self._task = asyncio.create_task(self._listen(), name="dialtone-redis-broker")
+
+    def _gap(self, reason: str, opened_before: float | None = None) -> None:
+        self.gaps += 1
+        log.warning(
+            "redis broker: %s; closing sockets so that clients catch up",
+            reason,
+            extra={"event": "delivery_gap"},
+        )
+        if self.on_gap is not None:
+            try:
+                self.on_gap(opened_before)
+            except Exception:
+                log.exception("closing sockets for catch-up failed")
 
     async def _listen(self) -> None:
         assert self._pubsub is not None
         while True:
             try:
+                # The client reconnects (and re-subscribes) by itself when listening
+                # resumes after an error: its new confirmation tells us.
                 async for message in self._pubsub.listen():
-                    if message.get("type") != "message":
+                    kind = message.get("type")
+                    if kind == "subscribe":
+                        self._subscribed += 1
+                        self.subscription_up = True
+                        if self._subscribed > 1:
+                            self._gap("subscription re-established")
                         continue
-                    sealed = unseal(self._key, self.channel, bytes(message["data"]))
-                    if sealed is None or not self._replays.fresh(sealed.sender, sealed.seq):
-                        self._drop()
-                        continue
-                    self.metrics.broker_received(time.time() - sealed.sent)
-                    try:
-                        events = event_decoder.decode(sealed.body)
-                    except msgspec.DecodeError:
-                        log.warning("dropping an undecodable broker message")
-                        continue
-                    if self._deliver is not None:
-                        await self._deliver(events)
+                    if kind == "message":
+                        await self._received(bytes(message["data"]))
+                await asyncio.sleep(1.0)  # unsubscribed (not by us): subscribe again
+                await self._pubsub.subscribe(self.channel)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("redis broker: subscription lost, retrying")
+            except Exception as exc:
                 self.metrics.broker_reconnect()
+                if self.subscription_up:
+                    self.subscription_up = False
+                    self._gap(f"subscription lost ({type(exc).__name__})")
+                else:
+                    log.debug("redis broker: still cannot subscribe: %s", type(exc).__name__)
                 await asyncio.sleep(1.0)
-                try:
-                    await self._pubsub.subscribe(self.channel)
-                except Exception:
-                    log.warning("redis broker: resubscribe failed")
+
+    async def _received(self, data: bytes) -> None:
+        sealed = unseal(self._key, self.channel, data)
+        if sealed is None:
+            self._drop()
+            return
+        if sealed.sender == self._sender:
+            return  # delivered here when it was published
+        if not self._replays.fresh(sealed.sender, sealed.seq):
+            self._drop()
+            return
+        self.metrics.broker_received(time.time() - sealed.sent)
+        try:
+            events = event_decoder.decode(sealed.body)
+        except msgspec.DecodeError:
+            log.warning("dropping an undecodable broker message")
+            return
+        gaps = [e for e in events if isinstance(e, DeliveryGap)]
+        if gaps:
+            events = [e for e in events if not isinstance(e, DeliveryGap)]
+            until = max(g.until_ms for g in gaps) / 1000
+            # Sockets opened after the other node's last failed publish caught up when
+            # they opened (a second of margin for clocks).
+            self._gap("another node could not publish", opened_before=until + 1.0)
+        self.order.seen(events)
+        if self._deliver is not None and events:
+            await self._deliver(events)
 
     def _drop(self) -> None:
         """Count a forged, stale or foreign batch; log at most one line per 10 s (a
@@ -233,30 +369,69 @@ class RedisBroker:
             )
 
     async def publish(self, events: Sequence[Event]) -> None:
-        """Called after the commit: a Redis outage must not turn a stored change into an
-        error for its author. One retry, then the loss is logged; clients that missed
-        messages catch up with the history endpoint when they reconnect."""
+        """Called after the commit: deliver on this node, then hand to Redis. A Redis
+        outage must not turn a stored change into an error for its author (its own
+        sockets already have it); one retry, then the loss is logged and made loud (see
+        the class docstring)."""
         if not events:
             return
         assert self._redis is not None, "broker not started"
+        if self.subscription_up:
+            await self.order.wait_before(events)
+        self.order.seen(events)
+        if self._deliver is not None:
+            await self._deliver(events)
+        if await self._send(events):
+            return
+        log.error(
+            "redis broker: could not publish %s",
+            ", ".join(type(e).__name__ for e in events),
+            extra={"event": "broker_publish_failed"},
+        )
+        self._failed_at = time.time()
+        if self.publishing:
+            self.publishing = False
+            # Redis is likely away for this node's subscription too.
+            self._gap("publish failed")
+        if self._notice is None or self._notice.done():
+            self._notice = asyncio.create_task(self._announce_gap(), name="dialtone-gap-notice")
+
+    async def _send(self, events: Sequence[Event]) -> bool:
         # Sealed once: a retry is the same batch, so receivers take it at most once.
         payload = seal(
             self._key, self.channel, encode_events(events), self._sender, next(self._seq)
         )
         for attempt in (1, 2):
             try:
-                await self._redis.publish(self.channel, payload)
-                return
+                # A Redis that hangs (stopped, not down) must not hold the message
+                # writer: a publish that takes this long counts as failed.
+                async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
+                    await self._redis.publish(self.channel, payload)
             except Exception:
-                if attempt == 2:
-                    log.exception(
-                        "redis broker: could not publish %s",
-                        ", ".join(type(e).__name__ for e in events),
-                    )
-                else:
+                if attempt == 1:
                     await asyncio.sleep(0.2)
+            else:
+                return True
+        return False
+
+    async def _announce_gap(self) -> None:
+        """Until Redis takes it, retry telling the other nodes that they missed events."""
+        while self._failed_at is not None:
+            await asyncio.sleep(GAP_NOTICE_RETRY_SECONDS)
+            failed_at = self._failed_at
+            notice = DeliveryGap(node_id=self._sender.hex(), until_ms=int(failed_at * 1000))
+            if await self._send([notice]):
+                if self._failed_at == failed_at:
+                    self._failed_at = None
+                self.publishing = True
+                log.warning("redis broker: publishing again; told the other nodes")
 
     async def stop(self) -> None:
+        if self._notice is not None:
+            self._notice.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._notice
+            self._notice = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -139,6 +139,16 @@ class Gateway:
     def unit_of_work(self) -> UnitOfWork:
         return UnitOfWork(self.sessionmaker, self.hub.publish, self.ctx.database_failed)
 
+    async def stop(self, grace: float) -> None:
+        """Graceful stop (SIGTERM): no new frame is handled, the messages already taken
+        are stored and acknowledged (their events are delivered on this node before the
+        writer returns), and only then is every socket closed with 1001, after what was
+        queued to it. A frame that arrives meanwhile gets no answer: its client resends
+        it after reconnecting (with a ``client_message_id``, safely)."""
+        self.hub.shutting_down = True
+        await self.writer.close(grace=grace)
+        await self.hub.shutdown(grace=grace)
+
     # ------------------------------------------------------------ handshake
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -308,8 +318,10 @@ class Gateway:
                 message = await receive()
                 if message["type"] == "websocket.disconnect":
                     break
-                if conn.closing is not None:
-                    continue  # closing: frames still in flight are not handled
+                if conn.closing is not None or self.hub.shutting_down:
+                    # Closing, draining or stopping: frames still in flight are not
+                    # handled (a client resends what was not acknowledged).
+                    continue
                 await self.handle(conn, message, limits)
         except asyncio.CancelledError:
             if not dropped or task is None:
@@ -447,9 +459,18 @@ class Gateway:
             raise FrameError("invalid_message", f"body exceeds {MAX_BODY_BYTES} bytes")
         # Stored with the other messages that arrived meanwhile, in one commit; returns
         # once the row is committed and its event (the sender's acknowledgement) is out.
-        await self.writer.submit(
-            NewMessage(conn.caller, frame.channel_id, frame.body, frame.sender_name_enc)
+        stored = await self.writer.submit(
+            NewMessage(
+                conn.caller,
+                frame.channel_id,
+                frame.body,
+                frame.sender_name_enc,
+                frame.client_message_id,
+            )
         )
+        if stored is not None:
+            # A retry of a send already stored: its acknowledgement again, to this socket.
+            conn.push(encode_event(stored))
 
     async def voice_join(self, conn: Connection, channel_id: str) -> None:
         async with self.unit_of_work() as uow:

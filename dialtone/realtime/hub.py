@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Sequence
@@ -132,6 +133,7 @@ class Connection:
         "closing",
         "device_id",
         "id",
+        "opened_at",
         "token_hash",
         "user_id",
         "voice_room",
@@ -154,6 +156,7 @@ class Connection:
         self.token_hash = caller.token_hash
         self.caller = caller
         self.address = ""  # the client's address, for address bans (set by the gateway)
+        self.opened_at = time.time()  # wall clock: compared with other nodes' (catch-up)
         self.voice_room: str | None = None
         self.closing: tuple[int, str] | None = None
         self._send = send
@@ -498,6 +501,20 @@ class Hub(OnlineDirectory):
         for conn in conns:
             conn.close(CLOSE_SERVICE_RESTART, "draining")
         return len(conns)
+
+    def close_for_catch_up(self, opened_before: float | None = None) -> int:
+        """Close (1013 ``catch_up``) the sockets that may have missed events because
+        cross-node delivery failed: all of them, or those opened before a wall-clock
+        time. Each gets what was already queued to it first; its client reconnects and
+        pages what it missed (docs/API.md, "Close codes")."""
+        closing = [
+            conn
+            for conn in self.conns.values()
+            if opened_before is None or conn.opened_at < opened_before
+        ]
+        for conn in closing:
+            conn.close(CLOSE_TRY_AGAIN, "catch_up")
+        return len(closing)
 
     # ------------------------------------------------------------ lifecycle of a socket
 

@@ -44,7 +44,13 @@ from dialtone.metrics import NO_METRICS, Metrics
 from dialtone.schemas.events import ChannelMessageNew
 from dialtone.services.channels import ChannelService
 from dialtone.services.context import ServerContext
-from dialtone.services.messages import MessageService, NewMessage, channel_not_found
+from dialtone.services.messages import (
+    AlreadyStored,
+    MessageService,
+    NewMessage,
+    Outcome,
+    channel_not_found,
+)
 
 log = logging.getLogger("dialtone.realtime")
 
@@ -59,12 +65,10 @@ class MessageNotStored(Exception):
 @dataclass(slots=True)
 class _Pending:
     message: NewMessage
-    done: asyncio.Future[None] = field(
+    # None: stored and published; an event: the send repeated a stored client id.
+    done: asyncio.Future[ChannelMessageNew | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
-
-
-Outcome = ChannelMessageNew | DialtoneError
 
 
 def channel_lock_name(channel_id: str) -> str:
@@ -98,11 +102,13 @@ class MessageWriter:
         """Messages queued behind the batch being written (for tests and profiling)."""
         return len(self._queue)
 
-    async def submit(self, message: NewMessage) -> None:
+    async def submit(self, message: NewMessage) -> ChannelMessageNew | None:
         """Store one message; returns once it is committed and its event published.
 
-        Raises the message's own DialtoneError (e.g. channel_not_found), or
-        MessageNotStored when its batch failed.
+        Returns the stored message's event, not published again, when the message
+        repeats a ``client_message_id`` its sender used before (the caller answers the
+        sender with it). Raises the message's own DialtoneError (e.g.
+        channel_not_found), or MessageNotStored when its batch failed.
         """
         if self._closed:
             raise Unavailable("server is shutting down", code="server_error")
@@ -111,7 +117,7 @@ class MessageWriter:
         self._wake.set()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="dialtone-message-writer")
-        await pending.done
+        return await pending.done
 
     async def close(self, grace: float) -> None:
         """Refuse new messages, store those already queued (bounded by ``grace`` seconds)."""
@@ -153,7 +159,7 @@ class MessageWriter:
                 self._fail(batch, MessageNotStored("cancelled"))
                 raise
 
-    async def _write(self, batch: list[_Pending]) -> None:
+    async def _write(self, batch: list[_Pending], retry: bool = True) -> None:
         self.batch_sizes.append(len(batch))
         started = time.perf_counter()
         messages = [p.message for p in batch]
@@ -163,6 +169,11 @@ class MessageWriter:
             else:
                 outcomes = await self._store(messages)
         except IntegrityError:
+            if len(batch) == 1 and retry and batch[0].message.client_message_id:
+                # Most likely the same (sender, client id) stored meanwhile by another
+                # writer (node): once more, and the stored row answers it.
+                await self._write(batch, retry=False)
+                return
             if len(batch) == 1:
                 if await self._channel_gone(batch[0].message.channel_id):
                     # Deleted between the check and the insert: answer as if it came second.
@@ -185,6 +196,8 @@ class MessageWriter:
                 continue
             if isinstance(outcome, DialtoneError):
                 pending.done.set_exception(outcome)
+            elif isinstance(outcome, AlreadyStored):
+                pending.done.set_result(outcome.event)
             else:
                 pending.done.set_result(None)
 

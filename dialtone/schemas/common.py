@@ -21,6 +21,8 @@ NameCipher = Annotated[str, msgspec.Meta(min_length=1, max_length=4096, pattern=
 # one gets its own code (invalid_commitment) rather than the generic one of a bad body.
 Commitment = Annotated[str, msgspec.Meta(max_length=256, pattern=_NO_NUL)]
 Envelope = Annotated[str, msgspec.Meta(min_length=1, max_length=4096, pattern=_NO_NUL)]
+# A client's own id for one send (a UUID, say): printable ASCII, no spaces.
+ClientMessageId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[!-~]+$")]
 MAX_BODY_BYTES = 16 * 1024
 MessageBody = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_BODY_BYTES, pattern=_NO_NUL)]
 

@@ -7,7 +7,14 @@ from typing import Annotated
 
 import msgspec
 
-from dialtone.schemas.common import _NO_NUL, Id, MessageBody, NameCipher, trimmed
+from dialtone.schemas.common import (
+    _NO_NUL,
+    ClientMessageId,
+    Id,
+    MessageBody,
+    NameCipher,
+    trimmed,
+)
 
 # SDP and ICE text; the 64 KiB frame limit bounds it first.
 Signal = Annotated[str, msgspec.Meta(min_length=1, max_length=60 * 1024, pattern=_NO_NUL)]
@@ -17,13 +24,17 @@ class Event(msgspec.Struct, tag_field="type"):
     pass
 
 
-class ChannelMessageNew(Event, tag="channel.message.new"):
+class ChannelMessageNew(Event, tag="channel.message.new", omit_defaults=True):
     message_id: str
     channel_id: str
     sender: str
     sender_name_enc: str
     body: str
     sent_at: str
+    # Added for catch-up and safe retries (issue 20); absent where unknown, so a frame
+    # of a message stored without them reads exactly as before.
+    seq: int | None = None  # the message's place in its channel
+    client_message_id: str | None = None  # the sender's id for its send, echoed
 
 
 class ChannelUpdated(Event, tag="channel.updated"):
@@ -268,6 +279,16 @@ class DirectoryCommitmentSet(AdminControl, tag="internal.admin.directory_commitm
     key_commitment: str
 
 
+class DeliveryGap(Event, tag="internal.delivery_gap"):
+    """A node could not hand events to Redis: the others close their sockets so that
+    their clients catch up (handled by the broker, never delivered to a hub)."""
+
+    node_id: str
+    # Wall-clock milliseconds of the node's last failed publish: a socket opened later
+    # caught up on its own when it opened.
+    until_ms: int
+
+
 INTERNAL_EVENTS: tuple[type[Event], ...] = (
     SessionsRevoked,
     VoiceMembership,
@@ -282,6 +303,7 @@ INTERNAL_EVENTS: tuple[type[Event], ...] = (
     BanRemoved,
     SettingsChanged,
     DirectoryCommitmentSet,
+    DeliveryGap,
 )
 
 AnyEvent = (
@@ -319,6 +341,7 @@ AnyEvent = (
     | BanRemoved
     | SettingsChanged
     | DirectoryCommitmentSet
+    | DeliveryGap
 )
 
 
@@ -335,6 +358,8 @@ class ChannelMessageSend(ClientFrame, tag="channel.message.send"):
     channel_id: Id
     body: MessageBody
     sender_name_enc: NameCipher
+    # Optional: a send repeated with the same id is answered with the stored message.
+    client_message_id: ClientMessageId | None = None
 
     def __post_init__(self) -> None:
         self.body = trimmed(self.body, "body")

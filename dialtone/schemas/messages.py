@@ -3,13 +3,15 @@ from __future__ import annotations
 import msgspec
 
 
-class MessageOut(msgspec.Struct):
+class MessageOut(msgspec.Struct, omit_defaults=True):
     id: str
     channel_id: str
     sender_id: str
     sender_name_enc: str
     body: str
     sent_at: str
+    seq: int | None = None  # the message's place in its channel (issue 20)
+    client_message_id: str | None = None
 
 
 class MessagePage(msgspec.Struct):

@@ -12,6 +12,7 @@ from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.errors import DialtoneError, InvalidInput, NotFound
 from dialtone.schemas.common import rfc3339
 from dialtone.schemas.events import ChannelMessageNew
+from dialtone.schemas.messages import MessageOut
 from dialtone.services.context import Caller, ServerContext
 
 DEFAULT_LIMIT = 100
@@ -26,7 +27,34 @@ def message_event(message: ChannelMessage) -> ChannelMessageNew:
         sender_name_enc=message.sender_name_enc,
         body=message.body,
         sent_at=rfc3339(message.sent_at),
+        seq=message.channel_seq,
+        client_message_id=message.client_message_id,
     )
+
+
+def message_out(channel_id: str, row: StoredMessage) -> MessageOut:
+    """A history item (both paths of ``GET /channels/messages`` build it here)."""
+    return MessageOut(
+        row.id,
+        channel_id,
+        row.sender_id,
+        row.sender_name_enc,
+        row.body,
+        row.sent_at,
+        row.seq,
+        row.client_message_id,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AlreadyStored:
+    """A send repeated with a ``client_message_id`` already stored for its sender: the
+    stored message, to be sent again to that sender alone as its acknowledgement."""
+
+    event: ChannelMessageNew
+
+
+Outcome = ChannelMessageNew | AlreadyStored | DialtoneError
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +65,7 @@ class NewMessage:
     channel_id: str
     body: str
     sender_name_enc: str
+    client_message_id: str | None = None
 
 
 def channel_not_found() -> NotFound:
@@ -48,6 +77,8 @@ class HistoryReads(Protocol):
     driver connection of its own (db/repositories/history.py)."""
 
     async def seq_of(self, channel_id: str, message_id: str) -> int | None: ...
+
+    async def seq_at(self, channel_id: str, channel_seq: int) -> int: ...
 
     async def page(
         self,
@@ -75,14 +106,22 @@ async def read_history(
     limit: int | None,
     before: str | None = None,
     after: str | None = None,
+    after_seq: int | None = None,
 ) -> list[StoredMessage]:
     """A page of ``GET /channels/messages``: the rules, whatever it is read from."""
     limit = history_limit(limit)
     if before and after:
         raise InvalidInput("use before or after, not both", code="invalid_cursor")
+    if after_seq is not None and (before or after):
+        raise InvalidInput("after_seq takes no other cursor", code="invalid_cursor")
     cursor = before or after
     seq = None
-    if cursor:
+    if after_seq is not None:
+        # A channel position (the ``seq`` of events and history items): the page starts
+        # with the first message numbered above it.
+        after = "after_seq"
+        seq = await reads.seq_at(channel_id, after_seq)
+    elif cursor:
         seq = await reads.seq_of(channel_id, cursor)
         if seq is None:
             if not await reads.channel_exists(channel_id):
@@ -109,6 +148,9 @@ class _SessionReads:
 
     async def seq_of(self, channel_id: str, message_id: str) -> int | None:
         return await self.messages.seq_of(channel_id, message_id)
+
+    async def seq_at(self, channel_id: str, channel_seq: int) -> int:
+        return await self.messages.seq_at(channel_id, channel_seq)
 
     async def page(
         self,
@@ -139,47 +181,75 @@ class MessageService:
         limit: int | None,
         before: str | None = None,
         after: str | None = None,
+        after_seq: int | None = None,
     ) -> list[StoredMessage]:
         return await read_history(
-            _SessionReads(self.messages, self.channels), channel_id, limit, before, after
+            _SessionReads(self.messages, self.channels),
+            channel_id,
+            limit,
+            before,
+            after,
+            after_seq,
         )
 
     async def post(
         self, caller: Caller, channel_id: str, body: str, sender_name_enc: str
-    ) -> ChannelMessage:
-        """Persist a message; ``channel.message.new`` goes out after the commit."""
-        if not await self.channels.exists(channel_id):
-            raise channel_not_found()
-        message = await self.messages.add(
-            ChannelMessage(
-                channel_id=channel_id,
-                sender_id=caller.user_id,
-                sender_device_id=caller.device_id,
-                sender_name_enc=sender_name_enc,
-                body=body,
-                sent_at=self.ctx.clock(),
-            )
-        )
-        self.uow.emit(message_event(message))
-        return message
+    ) -> ChannelMessageNew:
+        """Persist one message; ``channel.message.new`` goes out after the commit."""
+        (outcome,) = await self.post_many([NewMessage(caller, channel_id, body, sender_name_enc)])
+        if isinstance(outcome, DialtoneError):
+            raise outcome
+        return outcome.event if isinstance(outcome, AlreadyStored) else outcome
 
-    async def post_many(
-        self, messages: Sequence[NewMessage]
-    ) -> list[ChannelMessageNew | DialtoneError]:
+    async def post_many(self, messages: Sequence[NewMessage]) -> list[Outcome]:
         """Persist several messages in this unit of work, stored in the order given.
 
-        One query checks the channels, one executemany inserts the rows. The events are
-        queued in the same order and go out only after the commit. A message to a
-        missing channel is left out and answered by its error; the others still go in.
+        A send whose ``client_message_id`` its sender already used is answered with the
+        stored message (``AlreadyStored``), not stored again; the unique index on
+        (sender, client id) backs this against a concurrent writer (another node), whose
+        insert then fails the batch with an IntegrityError: the message writer retries
+        it, and finds the stored row. Each channel's counter is raised in one statement
+        (``UPDATE ... RETURNING``, in channel order so that two batches cannot deadlock),
+        which also tells which channels exist: a message to a missing channel is
+        answered by its error, the others still go in. One executemany inserts the rows;
+        the events are queued in storage order and go out only after the commit.
         """
-        existing = await self.channels.existing({m.channel_id for m in messages})
+        outcomes: list[Outcome | None] = [None] * len(messages)
+        stored = await self.messages.by_client_ids(
+            {(m.caller.user_id, m.client_message_id) for m in messages if m.client_message_id}
+        )
+        fresh: list[int] = []
+        claimed: dict[tuple[str, str], int] = {}  # (sender, client id) → index in this batch
+        duplicates: list[tuple[int, int]] = []  # (index, index of the first one)
+        for index, message in enumerate(messages):
+            key = (message.caller.user_id, message.client_message_id or "")
+            if message.client_message_id:
+                if key in stored:
+                    outcomes[index] = AlreadyStored(message_event(stored[key]))
+                    continue
+                if key in claimed:
+                    duplicates.append((index, claimed[key]))
+                    continue
+                claimed[key] = index
+            fresh.append(index)
+        wanted: dict[str, int] = {}
+        for index in fresh:
+            channel_id = messages[index].channel_id
+            wanted[channel_id] = wanted.get(channel_id, 0) + 1
+        # The next number of each channel: what the counter was before this batch.
+        next_seq = {
+            channel_id: top - wanted[channel_id] + 1
+            for channel_id, top in (await self.channels.take_seqs(wanted)).items()
+        }
         clock = self.ctx.clock
         rows: list[dict[str, object]] = []
-        outcomes: list[ChannelMessageNew | DialtoneError] = []
-        for message in messages:
-            if message.channel_id not in existing:
-                outcomes.append(channel_not_found())
+        for index in fresh:
+            message = messages[index]
+            seq = next_seq.get(message.channel_id)
+            if seq is None:
+                outcomes[index] = channel_not_found()
                 continue
+            next_seq[message.channel_id] = seq + 1
             message_id, sent_at = new_id(), clock()
             rows.append(
                 {
@@ -190,6 +260,8 @@ class MessageService:
                     "sender_name_enc": message.sender_name_enc,
                     "body": message.body,
                     "sent_at": sent_at,
+                    "channel_seq": seq,
+                    "client_message_id": message.client_message_id,
                 }
             )
             event = ChannelMessageNew(
@@ -199,8 +271,15 @@ class MessageService:
                 sender_name_enc=message.sender_name_enc,
                 body=message.body,
                 sent_at=rfc3339(sent_at),
+                seq=seq,
+                client_message_id=message.client_message_id,
             )
-            outcomes.append(event)
+            outcomes[index] = event
             self.uow.emit(event)
+        for index, first in duplicates:
+            earlier = outcomes[first]
+            outcomes[index] = (
+                AlreadyStored(earlier) if isinstance(earlier, ChannelMessageNew) else earlier
+            )
         await self.messages.insert_many(rows)
-        return outcomes
+        return [outcome for outcome in outcomes if outcome is not None]

@@ -202,8 +202,8 @@ export class Api {
     return this.request("PATCH", "/channels", { body: { channel_id: channelId, name_enc: nameEnc } });
   }
   deleteChannel(channelId) { return this.request("DELETE", "/channels", { query: { channel_id: channelId } }); }
-  history(channelId, { before, after, limit } = {}) {
-    return this.get("/channels/messages", { channel_id: channelId, before, after, limit });
+  history(channelId, { before, after, after_seq, limit } = {}) {
+    return this.get("/channels/messages", { channel_id: channelId, before, after, after_seq, limit });
   }
   deletions(channelId, { since, cursor } = {}) {
     return this.get("/channels/messages/deleted", { channel_id: channelId, since, cursor, limit: 500 });

@@ -9,6 +9,7 @@
 import { Api, ApiError, Socket, errorSentence } from "./api.js";
 import * as e2e from "./crypto.js";
 import { store } from "./store.js";
+import { newClientMessageId, Outbox, SeqTracker } from "./outbox.js";
 
 const PAGE = 50;
 const CATCH_UP_PAGE = 200;
@@ -129,6 +130,8 @@ export class Client {
     this.pending = [];
     this.listeners = new Map();
     this.localSeq = 0;
+    // Sends not yet acknowledged, sent again after a reconnect (outbox.js).
+    this.outbox = new Outbox();
     this.keyRetries = new Map();
     this.notifyWanted = localStorage.getItem("dialtone.notify") === "1";
     this.status = { state: "idle" };
@@ -188,7 +191,8 @@ export class Client {
     socket.on("ended", ({ reason }) => this.end(ENDED[reason] || ENDED.revoked));
     socket.on("channel.message.new", (event) => {
       // Our own message's echo is its answer: settled now, before any later error.
-      const mine = this.pending.find((p) => p.body === event.body);
+      const ours = event.sender === this.me.id;
+      const mine = (ours && this.outbox.acknowledged(event.client_message_id)) || this.pending.find((p) => p.body === event.body);
       if (mine) socket.answered(mine);
       this.onMessage(event);
     });
@@ -955,6 +959,8 @@ export class Client {
       body: row.body,
       sender_name_enc: row.sender_name_enc,
       status: "sent",
+      seq: row.seq,
+      client_message_id: row.client_message_id,
     };
   }
 
@@ -980,6 +986,7 @@ export class Client {
         () => this.api.history(channelId, { before: oldest?.id, limit: PAGE }),
         "Loading history",
       );
+      if (!oldest) (ch.seqs ||= new SeqTracker()).paged(messages, undefined);
       const known = new Set(ch.messages.map((m) => m.id));
       const older = [];
       for (const row of messages) {
@@ -1004,6 +1011,7 @@ export class Client {
   }
 
   async catchUp(ch) {
+    if (ch.seqs?.top !== undefined) return this.fillGap(ch);
     let last = [...ch.messages].reverse().find((m) => !m.local);
     if (!last) return;
     for (;;) {
@@ -1012,6 +1020,52 @@ export class Client {
       if (messages.length < CATCH_UP_PAGE) break;
       last = { id: messages[messages.length - 1].id };
     }
+  }
+
+  // Page everything after the highest place we hold without a hole (`after_seq`): what
+  // a lost event or a dropped socket left out, however old, even below newer messages.
+  async fillGap(ch) {
+    if (ch.filling) return ch.filling;
+    ch.filling = (async () => {
+      for (;;) {
+        const from = ch.seqs.top;
+        const { messages } = await this.api.history(ch.id, { after_seq: from, limit: CATCH_UP_PAGE });
+        for (const row of messages) {
+          if (row.sender_id === this.me.id) this.acknowledge(row.client_message_id);
+          await this.addMessage(ch, this.fromWire(row), false);
+        }
+        ch.seqs.paged(messages, from);
+        // Short page: done. Items without seq: a server that ignores after_seq.
+        if (messages.length < CATCH_UP_PAGE || !messages.every((m) => Number.isInteger(m.seq))) break;
+      }
+    })();
+    try {
+      await ch.filling;
+    } finally {
+      ch.filling = null;
+    }
+  }
+
+  // One of our sends found stored (in history after a reconnect): it needs no resend.
+  acknowledge(clientMessageId) {
+    const owner = this.outbox.acknowledged(clientMessageId);
+    if (owner) this.socket.answered(owner);
+  }
+
+  // What is still unacknowledged goes again, same id and ciphertext: stored only once.
+  resendUnacknowledged() {
+    this.outbox.resend((frame, m) => {
+      if (!this.socket.sendAwaiting(frame, m)) return false;
+      if (m.status === "failed") {
+        m.status = "pending";
+        m.error = null;
+        if (!this.pending.includes(m)) this.pending.push(m);
+      }
+      clearTimeout(m.timer);
+      m.timer = setTimeout(() => this.fail(m, "No answer from the server."), PENDING_TIMEOUT_MS);
+      this.emit("messages", m.channelId || null);
+      return true;
+    });
   }
 
   // Messages deleted while we were away (no channel.message.deleted reached us): read the
@@ -1066,6 +1120,7 @@ export class Client {
         }
       }
       this.emit("messages", null);
+      this.resendUnacknowledged();
     } catch (error) {
       this.guard(error);
     }
@@ -1079,7 +1134,10 @@ export class Client {
       if (!ch) return;
     }
     if (!ch.key) await this.fetchKey(ch).catch(() => {});
+    const hole = ch.loaded && ch.seqs?.live(event.seq);
     await this.addMessage(ch, this.fromWire(event), true);
+    // A place skipped in the channel's numbering: page the messages we missed.
+    if (hole) await this.fillGap(ch).catch(() => {});
   }
 
   async addMessage(ch, m, live) {
@@ -1130,20 +1188,24 @@ export class Client {
   }
 
   async transmit(ch, m) {
+    m.clientMessageId ||= newClientMessageId();
     const frame = {
       type: "channel.message.send",
       channel_id: ch.id,
       body: m.body,
       sender_name_enc: await e2e.seal(ch.key, this.displayName),
+      client_message_id: m.clientMessageId,
     };
     m.status = "pending";
     m.error = null;
+    m.channelId = ch.id;
+    // Kept until acknowledged; sent again after a reconnect.
+    this.outbox.track(frame, m);
     if (!this.socket.sendAwaiting(frame, m)) {
-      this.fail(m, "Not connected: the message was not sent.");
+      this.fail(m, "Not connected: the message will be sent when the connection is back.");
       return;
     }
-    this.pending.push(m);
-    m.channelId = ch.id;
+    if (!this.pending.includes(m)) this.pending.push(m);
     m.timer = setTimeout(() => this.fail(m, "No answer from the server."), PENDING_TIMEOUT_MS);
     this.emit("messages", ch.id);
   }
@@ -1152,8 +1214,12 @@ export class Client {
     const ch = this.channels.get(channelId);
     const m = ch?.messages.find((x) => x.id === localId);
     if (!m || m.status !== "failed") return;
-    // A fresh nonce, so the retried message is recognised when it comes back.
-    m.body = await e2e.seal(ch.key, m.text);
+    // Same id and ciphertext: if the first try was stored after all, the server answers
+    // with it instead of storing it twice. A refused send (no outbox entry) gets a new one.
+    if (!this.outbox.has(m)) {
+      m.clientMessageId = null;
+      m.body = await e2e.seal(ch.key, m.text);
+    }
     await this.transmit(ch, m);
   }
 
@@ -1178,6 +1244,8 @@ export class Client {
       server_error: "The server could not store the message; retry later.",
     };
     const reason = reasons[event.code] || (event.code || event.message ? errorSentence(event.code, event.message) : "The server refused this.");
+    // Refused for good (not "try again"): not sent again after a reconnect.
+    if (m && !["server_error", "rate_limited"].includes(event.code)) this.outbox.acknowledged(m.clientMessageId);
     if (m && event.code in reasons) this.fail(m, reason);
     else if (!String(event.code || "").startsWith("voice")) this.notice(reason);
   }

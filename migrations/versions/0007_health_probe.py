@@ -1,7 +1,7 @@
 """health probe: a row per node that GET /health/ready rewrites to prove it can store
 
 Revision ID: 0007_health_probe
-Revises: 0005_key_backups
+Revises: 0006_delivery
 Create Date: 2026-12-07
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 
 
 revision: str = '0007_health_probe'
-down_revision: str | None = '0005_key_backups'
+down_revision: str | None = '0006_delivery'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

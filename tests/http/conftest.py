@@ -94,4 +94,4 @@ async def store_message(
     ctx = ServerContext.from_settings(make_settings(Path("."), "sqlite://"))
     async with UnitOfWork(db, no_events) as uow:
         message = await MessageService(uow, ctx).post(caller, channel, body, sender_name_enc)
-    return message.id
+    return message.message_id

@@ -9,6 +9,7 @@ method). The identifiers the server makes up (users, channels, the token) are wr
 there as placeholders. SQLite and PostgreSQL must give the same bytes.
 
 Re-record (only for a deliberate wire change): ``DIALTONE_RECORD_HISTORY_WIRE=1``.
+Re-recorded once for issue 20, which added each item's ``seq``: nothing else changed.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ async def seed(db: async_sessionmaker[AsyncSession], channel: str, a: Member, b:
                     sent_at=START + timedelta(seconds=i, microseconds=(i * 70_001) % 1_000_000),
                     deleted_at=START + timedelta(days=1) if deleted else None,
                     deleted_by=a.user_id if deleted else None,
+                    # Numbered as the message writer numbers them (issue 20 added `seq`).
+                    channel_seq=i + 1,
                 )
             )
 
@@ -248,7 +251,9 @@ async def test_history_answers_are_byte_for_byte_as_recorded(
         "sender_name_enc",
         "body",
         "sent_at",
+        "seq",  # issue 20: the message's place in its channel
     ]
+    assert [m["seq"] for m in newest["messages"]] == [9, 11, 12, 13, 14]
     before = json.loads(by_name["before a deleted message"]["body"])
     assert [m["id"] for m in before["messages"]] == [message_id(i) for i in (6, 7, 8)]
     assert by_name["no token"]["status"] == 401

@@ -49,7 +49,17 @@ async def test_history_shape(
     body = response.json()
     assert body["channel_id"] == channel_id
     [message] = body["messages"]
-    assert set(message) == {"id", "channel_id", "sender_id", "sender_name_enc", "body", "sent_at"}
+    # `seq` added by issue 20 (its place in the channel); nothing else.
+    assert set(message) == {
+        "id",
+        "channel_id",
+        "sender_id",
+        "sender_name_enc",
+        "body",
+        "sent_at",
+        "seq",
+    }
+    assert message["seq"] == 1
     assert message["id"] == message_id
     assert message["channel_id"] == channel_id
     assert message["sender_id"] == member.user_id

@@ -59,6 +59,13 @@ async def test_redis_broker_delivers_every_batch_to_every_node_in_order() -> Non
             NodeState(node_id="n1", sockets=[("u", "n1.x")], voice=[("c", "u", "n1.x")]),
         ]
         await brokers["a"].publish(batch[:2])
+        # Issue 20: a node delivers its own batches at once, without waiting for Redis,
+        # so b publishes once a's batch reached it (as the channel lock orders writers).
+        for _ in range(100):
+            if len(got["b"]) == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert got["a"] == batch[:2]  # its own, delivered before publish returned
         await brokers["b"].publish(batch[2:])
         for _ in range(100):
             if all(len(events) == 4 for events in got.values()):
@@ -145,6 +152,14 @@ async def test_forged_and_foreign_publishes_are_dropped(caplog: pytest.LogCaptur
 
     broker = RedisBroker(REDIS_URL, prefix, secret=SECRET)
     await broker.start(deliver)
+
+    async def nowhere(events: Sequence[Event]) -> None:
+        pass
+
+    # The genuine batches come from another node: a node's own batches are delivered
+    # when published, not when they come back from Redis (issue 20).
+    peer = RedisBroker(REDIS_URL, prefix, secret=SECRET)
+    await peer.start(nowhere)
     raw = redis_asyncio.Redis.from_url(REDIS_URL)
     forged = encode_events([SessionsRevoked(user_id="victim")])
     try:
@@ -154,7 +169,7 @@ async def test_forged_and_foreign_publishes_are_dropped(caplog: pytest.LogCaptur
         await raw.publish(broker.channel, seal(other, broker.channel, forged, b"f" * 16, 1))
         old = seal(broker_key(SECRET), broker.channel, forged, b"o" * 16, 1, now=1_000_000.0)
         await raw.publish(broker.channel, old)
-        await broker.publish([SessionsRevoked(user_id="genuine")])
+        await peer.publish([SessionsRevoked(user_id="genuine")])
         await asyncio.wait_for(arrived.wait(), 30)
         assert got == [SessionsRevoked(user_id="genuine")]
         assert broker.dropped == 3
@@ -163,7 +178,7 @@ async def test_forged_and_foreign_publishes_are_dropped(caplog: pytest.LogCaptur
         listener = raw.pubsub(ignore_subscribe_messages=True)
         await listener.subscribe(broker.channel)
         arrived.clear()
-        await broker.publish([SessionsRevoked(user_id="once")])
+        await peer.publish([SessionsRevoked(user_id="once")])
         captured = None
         async with asyncio.timeout(30):
             while captured is None:
@@ -172,7 +187,7 @@ async def test_forged_and_foreign_publishes_are_dropped(caplog: pytest.LogCaptur
                     captured = message["data"]
         await listener.aclose()
         await raw.publish(broker.channel, captured)
-        await broker.publish([SessionsRevoked(user_id="after")])
+        await peer.publish([SessionsRevoked(user_id="after")])
         async with asyncio.timeout(30):
             while got[-1] != SessionsRevoked(user_id="after"):
                 arrived.clear()
@@ -186,7 +201,9 @@ async def test_forged_and_foreign_publishes_are_dropped(caplog: pytest.LogCaptur
         rejected = [
             r for r in caplog.records if getattr(r, "event", None) == "broker_message_rejected"
         ]
-        assert len(rejected) == 1  # one line for the burst, with the count
+        # One line for the burst, with the count, on each of the two nodes listening.
+        assert len(rejected) == 2
     finally:
         await raw.aclose()
+        await peer.stop()
         await broker.stop()

@@ -83,6 +83,7 @@ async def test_message_reaches_everyone_including_sender(
     got_alice = await next_of(alice, "channel.message.new")
     got_bob = await next_of(bob, "channel.message.new")
     assert got_alice == got_bob
+    # `seq` added by issue 20 (the message's place in its channel); nothing else.
     assert set(got_bob) == {
         "type",
         "message_id",
@@ -91,6 +92,7 @@ async def test_message_reaches_everyone_including_sender(
         "sender_name_enc",
         "body",
         "sent_at",
+        "seq",
     }
     assert got_bob["channel_id"] == channel
     assert got_bob["sender"] == admin.user_id

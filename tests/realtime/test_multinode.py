@@ -45,15 +45,24 @@ class Node:
     prefix: str
 
     def __init__(
-        self, db_url: str, prefix: str, data_dir: Path, heartbeat: float = 0.5, **extra: str
+        self,
+        db_url: str,
+        prefix: str,
+        data_dir: Path,
+        heartbeat: float = 0.5,
+        redis_url: str | None = None,
+        port: int | None = None,
+        **extra: str,
     ) -> None:
-        self.port = free_port()
+        # ``redis_url``: another Redis than the suite's (one a test kills); "" for none.
+        # ``port``: the same one again, to restart a node in place.
+        self.port = port or free_port()
         self.db_url, self.prefix = db_url, prefix
         env = dict(os.environ)
         env.update(
             {
                 "DIALTONE_DB_URL": db_url,
-                "DIALTONE_REDIS_URL": REDIS_URL,
+                "DIALTONE_REDIS_URL": REDIS_URL if redis_url is None else redis_url,
                 "DIALTONE_REDIS_PREFIX": prefix,
                 "DIALTONE_LISTEN_ADDR": f"127.0.0.1:{self.port}",
                 "DIALTONE_DATA_DIR": str(data_dir),

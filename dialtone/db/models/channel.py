@@ -24,6 +24,10 @@ class Channel(Base):
     key_commitment: Mapped[str | None] = mapped_column(String(44), nullable=True, default=None)
     # The current key's version; 1 until key rotation exists.
     key_version: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
+    # The last ``channel_seq`` given out in this channel. The message writer raises it in
+    # the batch's transaction (UPDATE ... RETURNING), so the row lock orders concurrent
+    # writers on any node and no number is given twice.
+    message_seq: Mapped[int] = mapped_column(SEQ, default=0, server_default="0")
 
 
 class ChannelMessage(Base):
@@ -34,6 +38,14 @@ class ChannelMessage(Base):
         Index("ix_channel_messages_channel_seq", "channel_id", "seq"),
         Index("ix_channel_messages_sender_id", "sender_id"),
         Index("ix_channel_messages_channel_deleted", "channel_id", "deleted_at"),
+        # A client may retry a send: one stored message per (sender, client_message_id).
+        Index(
+            "uq_channel_messages_sender_client_id",
+            "sender_id",
+            "client_message_id",
+            unique=True,
+        ),
+        Index("uq_channel_messages_channel_channel_seq", "channel_id", "channel_seq", unique=True),
     )
 
     seq: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=True)
@@ -48,6 +60,11 @@ class ChannelMessage(Base):
     # emptied for good, the row keeps the id, channel, sender and times.
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
     deleted_by: Mapped[str | None] = mapped_column(ID, nullable=True, default=None)
+    # The message's place in its channel (1, 2, 3, ...; ``seq`` on the wire), so a client
+    # can see a hole. NULL only for rows written around the message writer (tests, tools).
+    channel_seq: Mapped[int | None] = mapped_column(SEQ, nullable=True, default=None)
+    # The sender's own id for this send (``channel.message.send``), for safe retries.
+    client_message_id: Mapped[str | None] = mapped_column(String(64), nullable=True, default=None)
 
 
 class ChannelKeyEnvelope(Base):

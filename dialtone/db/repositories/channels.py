@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from typing import cast
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Integer, Table, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dialtone.db.models import Channel
@@ -25,6 +26,21 @@ class ChannelRepository:
             select(Channel.id).where(Channel.id.in_(list(channel_ids)))
         )
         return set(result.scalars())
+
+    async def take_seqs(self, wanted: Mapping[str, int]) -> dict[str, int]:
+        """Raise each channel's message counter by the number wanted; the new top of each
+        channel that exists (a missing one is left out). One UPDATE per channel, in id
+        order: the row lock it takes orders concurrent writers (until the commit) and
+        two batches always lock their channels in the same order (no deadlock)."""
+        tops: dict[str, int] = {}
+        for channel_id in sorted(wanted):
+            result = await self.session.execute(
+                _TAKE_SEQS, {"channel_id": channel_id, "n": wanted[channel_id]}
+            )
+            top = result.scalar_one_or_none()
+            if top is not None:
+                tops[channel_id] = int(top)
+        return tops
 
     async def all(self) -> Sequence[Channel]:
         result = await self.session.execute(
@@ -64,3 +80,13 @@ class ChannelRepository:
     async def delete(self, channel_id: str) -> bool:
         result = await self.session.execute(delete(Channel).where(Channel.id == channel_id))
         return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+# Core, on the table: no ORM session synchronisation for a counter.
+_CHANNELS = cast(Table, Channel.__table__)
+_TAKE_SEQS = (
+    update(_CHANNELS)
+    .where(_CHANNELS.c.id == bindparam("channel_id"))
+    .values(message_seq=_CHANNELS.c.message_seq + bindparam("n", type_=Integer))
+    .returning(_CHANNELS.c.message_seq)
+)

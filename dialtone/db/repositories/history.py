@@ -29,38 +29,48 @@ class _Statements(NamedTuple):
     oldest_after: str
     seq_of: str
     channel_exists: str
+    seq_at: str
 
 
 # Parameters, in order: newest (channel_id, limit); newest_before and oldest_after
 # (channel_id, seq, limit); seq_of (channel_id, message_id); channel_exists (channel_id).
 # sent_at comes back as RFC 3339 text, written by the database as messages.py does.
 _SQLITE = _Statements(
-    newest="SELECT id, sender_id, sender_name_enc, body, replace(sent_at, ' ', 'T') || 'Z' "
+    newest="SELECT id, sender_id, sender_name_enc, body, replace(sent_at, ' ', 'T') || 'Z', "
+    "channel_seq, client_message_id "
     "FROM channel_messages WHERE channel_id = ? AND deleted_at IS NULL "
     "ORDER BY seq DESC LIMIT ?",
     newest_before="SELECT id, sender_id, sender_name_enc, body, "
-    "replace(sent_at, ' ', 'T') || 'Z' "
+    "replace(sent_at, ' ', 'T') || 'Z', channel_seq, client_message_id "
     "FROM channel_messages WHERE channel_id = ? AND deleted_at IS NULL AND seq < ? "
     "ORDER BY seq DESC LIMIT ?",
-    oldest_after="SELECT id, sender_id, sender_name_enc, body, replace(sent_at, ' ', 'T') || 'Z' "
+    oldest_after="SELECT id, sender_id, sender_name_enc, body, replace(sent_at, ' ', 'T') || 'Z', "
+    "channel_seq, client_message_id "
     "FROM channel_messages WHERE channel_id = ? AND deleted_at IS NULL AND seq > ? "
     "ORDER BY seq LIMIT ?",
     seq_of="SELECT seq FROM channel_messages WHERE channel_id = ? AND id = ?",
     channel_exists="SELECT 1 FROM channels WHERE id = ?",
+    seq_at="SELECT seq FROM channel_messages WHERE channel_id = ? AND channel_seq <= ? "
+    "ORDER BY channel_seq DESC LIMIT 1",
 )
 _PG_SENT_AT = """to_char(sent_at, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 _POSTGRES = _Statements(
-    newest="SELECT id, sender_id, sender_name_enc, body, " + _PG_SENT_AT + " "
+    newest="SELECT id, sender_id, sender_name_enc, body, " + _PG_SENT_AT + ", "
+    "channel_seq, client_message_id "
     "FROM channel_messages WHERE channel_id = $1 AND deleted_at IS NULL "
     "ORDER BY seq DESC LIMIT $2",
-    newest_before="SELECT id, sender_id, sender_name_enc, body, " + _PG_SENT_AT + " "
+    newest_before="SELECT id, sender_id, sender_name_enc, body, " + _PG_SENT_AT + ", "
+    "channel_seq, client_message_id "
     "FROM channel_messages WHERE channel_id = $1 AND deleted_at IS NULL AND seq < $2 "
     "ORDER BY seq DESC LIMIT $3",
-    oldest_after="SELECT id, sender_id, sender_name_enc, body, " + _PG_SENT_AT + " "
+    oldest_after="SELECT id, sender_id, sender_name_enc, body, " + _PG_SENT_AT + ", "
+    "channel_seq, client_message_id "
     "FROM channel_messages WHERE channel_id = $1 AND deleted_at IS NULL AND seq > $2 "
     "ORDER BY seq LIMIT $3",
     seq_of="SELECT seq FROM channel_messages WHERE channel_id = $1 AND id = $2",
     channel_exists="SELECT 1 FROM channels WHERE id = $1",
+    seq_at="SELECT seq FROM channel_messages WHERE channel_id = $1 AND channel_seq <= $2 "
+    "ORDER BY channel_seq DESC LIMIT 1",
 )
 
 
@@ -87,6 +97,10 @@ class DriverHistory:
 
     async def channel_exists(self, channel_id: str) -> bool:
         return bool(await self._fetch(self._sql.channel_exists, channel_id))
+
+    async def seq_at(self, channel_id: str, channel_seq: int) -> int:
+        rows = await self._fetch(self._sql.seq_at, channel_id, channel_seq)
+        return int(rows[0][0]) if rows else 0
 
     async def page(
         self,

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, cast
 
@@ -35,6 +35,8 @@ class StoredMessage(NamedTuple):
     sender_name_enc: str
     body: str
     sent_at: str
+    seq: int | None  # channel_seq: the message's place in its channel
+    client_message_id: str | None
 
 
 class MessageRepository:
@@ -57,6 +59,29 @@ class MessageRepository:
         """
         if rows:
             await self.session.execute(_INSERT, list(rows))
+
+    async def by_client_ids(
+        self, keys: Collection[tuple[str, str]]
+    ) -> dict[tuple[str, str], ChannelMessage]:
+        """The stored messages of these (sender, client_message_id) pairs, in one query."""
+        if not keys:
+            return {}
+        result = await self.session.execute(
+            select(ChannelMessage).where(
+                ChannelMessage.sender_id.in_({sender for sender, _ in keys}),
+                ChannelMessage.client_message_id.in_({client_id for _, client_id in keys}),
+            )
+        )
+        found = {(m.sender_id, m.client_message_id or ""): m for m in result.scalars()}
+        return {key: found[key] for key in keys if key in found}
+
+    async def seq_at(self, channel_id: str, channel_seq: int) -> int:
+        """The cursor (global ``seq``) just after the channel's message ``channel_seq``:
+        that of its last message numbered ``channel_seq`` or lower, 0 when there is none.
+        Within a channel both numbers grow together (the writer numbers a channel's
+        messages under its row lock, and inserts them in that order)."""
+        result = await self.session.execute(_SEQ_AT, {"channel_id": channel_id, "n": channel_seq})
+        return int(result.scalar_one_or_none() or 0)
 
     async def seq_of(self, channel_id: str, message_id: str) -> int | None:
         result = await self.session.execute(
@@ -141,6 +166,16 @@ class MessageRepository:
         rows.reverse()
         return rows
 
+
+_SEQ_AT = (
+    select(ChannelMessage.seq)
+    .where(
+        ChannelMessage.channel_id == bindparam("channel_id"),
+        ChannelMessage.channel_seq <= bindparam("n"),
+    )
+    .order_by(ChannelMessage.channel_seq.desc())
+    .limit(1)
+)
 
 # Rows per statement when a history page is read (a page may hold up to 500).
 PAGE_CHUNK = 100
@@ -279,7 +314,15 @@ class _Pages(NamedTuple):
 
 def _pages(sent_at: ColumnElement[Any]) -> _Pages:
     c = _TABLE.c
-    columns = [c.id, c.sender_id, c.sender_name_enc, c.body, sent_at]
+    columns = [
+        c.id,
+        c.sender_id,
+        c.sender_name_enc,
+        c.body,
+        sent_at,
+        c.channel_seq,
+        c.client_message_id,
+    ]
     in_channel = and_(c.channel_id == bindparam("channel_id"), c.deleted_at.is_(None))
     limit = bindparam("limit", type_=Integer)
     newest = select(*columns).where(in_channel).order_by(c.seq.desc()).limit(limit)
