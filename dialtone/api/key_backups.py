@@ -9,6 +9,7 @@ from litestar.di import Provide
 from litestar.openapi.datastructures import ResponseSpec
 
 from dialtone.api.dependencies import CallerDep, Ctx, Uow, provide_caller
+from dialtone.api.guards import members
 from dialtone.errors import InvalidInput
 from dialtone.schemas.key_backups import KeyBackupIn, KeyBackupOut, KeyBackupVersion
 from dialtone.services.key_backups import KeyBackupService, encoded_limit, too_large
@@ -44,6 +45,7 @@ class KeyBackupController(Controller):
     path = "/keys/backup"
     tags = ["keys"]
     dependencies = {"caller": Provide(provide_caller)}
+    guards = [members]
     # The body is bounded by DIALTONE_KEY_BACKUP_MAX_BYTES in read_backup_body instead.
     request_max_body_size = None
 
