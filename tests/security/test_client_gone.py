@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from dialtone.config import Settings
+from tests.conftest import register_member
 
 
 async def request_lines(caplog: pytest.LogCaptureFixture, path: str) -> list[logging.LogRecord]:
@@ -37,12 +38,18 @@ async def test_a_client_gone_mid_body_is_logged_as_a_disconnect(
     path: str,
 ) -> None:
     live = await live_factory(limited_settings)
+    # A signed-in route reads its body only after the credentials pass (a bad token is
+    # a 401 before any body): sign in for real so the body is what the client leaves.
+    token = "nothing"
+    if path == "/channels":
+        async with live.client() as http:
+            token = (await register_member(http)).token
     with caplog.at_level(logging.INFO):
         _, writer = await asyncio.open_connection("127.0.0.1", live.port)
         writer.write(
             b"POST %s HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-            b"authorization: Bearer nothing\r\ncontent-length: 1000\r\n\r\n"
-            b'{"username": "' % path.encode()
+            b"authorization: Bearer %s\r\ncontent-length: 1000\r\n\r\n"
+            b'{"username": "' % (path.encode(), token.encode())
         )
         await writer.drain()
         writer.close()
