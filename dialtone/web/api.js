@@ -91,6 +91,8 @@ export const CODE_TEXT = {
   backup_conflict: "Another device changed your key backup meanwhile. Try again.",
   backup_too_large: "Your key backup is larger than this server accepts.",
   invalid_backup: "The key backup was not in a form the server accepts.",
+  ban_too_wide: "That network is wider than an address ban may cover on this server.",
+  staff_address: "That network holds the address of an admin or moderator who is connected now.",
 };
 
 // A server phrase made into a sentence, for codes the page does not know yet.

@@ -303,8 +303,8 @@ export async function attachBackup(client) {
   state.kdf = record ? record.kdf : null;
   changed(client);
   if (record) scheduleSync(client);
-  // The key banner offers a restore only when the account has a backup to restore.
-  if (!record && !state.offersRestore && (await readBackup(client))) {
+  // A page missing keys: its banner offers a restore when the account has a backup.
+  if (!record && client.keysMissing && !state.offersRestore && (await readBackup(client))) {
     state.offersRestore = true;
     client.on("restore-requested", () => openRestore(client));
     client.emit("keys"); // the banner redraws with its restore button

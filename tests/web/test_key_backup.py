@@ -388,6 +388,8 @@ def test_setting_up_again_elsewhere_replaces_only_when_asked(
     other = new_page()
     sign_in(other.page, server, "alice")
     page = other.page
+    # The first browser hands this one the keys (after its jitter): wait until it reads.
+    reads_everything(page, CHANNELS, "Alice Liddell")
     page.goto(f"{server.base}/#/backup")
     page.get_by_role("button", name="Set up key backup with a recovery key").click()
     new_key = page.get_by_label("Your recovery key", exact=True).input_value()
