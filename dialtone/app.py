@@ -29,6 +29,7 @@ from dialtone.api.key_backups import KeyBackupController
 from dialtone.api.keys import (
     ChannelKeyController,
     DirectoryKeyController,
+    keys_held,
     set_directory_commitment,
 )
 from dialtone.api.messages import channel_history
@@ -179,6 +180,7 @@ def create_app(
             channel_history,
             ChannelKeyController,
             DirectoryKeyController,
+            keys_held,
             set_directory_commitment,
             KeyBackupController,
             presence,

@@ -9,7 +9,7 @@ from litestar.params import JSONBody
 
 from dialtone.api.dependencies import CallerDep, Ctx, Uow, provide_caller
 from dialtone.api.guards import members
-from dialtone.api.params import AllFlagQuery, ChannelIdQuery, flag
+from dialtone.api.params import AllFlagQuery, ChannelIdQuery, DeviceIdQuery, flag
 from dialtone.db.repositories.keys import StoredEnvelope
 from dialtone.schemas.common import rfc3339
 from dialtone.schemas.keys import (
@@ -26,6 +26,7 @@ from dialtone.schemas.keys import (
     DirectoryKeysOut,
     EnvelopeIn,
     EnvelopesStored,
+    KeysHeldOut,
 )
 from dialtone.services.keys import KeyService, NewEnvelope
 
@@ -170,3 +171,16 @@ async def set_directory_commitment(
     # This node serves it at once; the others when the broker's event arrives.
     ctx.note_directory_commitment(value)
     return DirectoryCommitmentOut(directory_key_commitment=value)
+
+
+@get(
+    "/keys/held",
+    tags=["keys"],
+    guards=[members],
+    dependencies={"caller": Provide(provide_caller)},
+)
+async def keys_held(device_id: DeviceIdQuery, uow: Uow, ctx: Ctx, caller: CallerDep) -> KeysHeldOut:
+    """Any signed-in member may ask, for any device: the answer is what a sharer needs to
+    skip a device that already holds a key, and it names no sender and no envelope."""
+    channels, directory = await KeyService(uow, ctx).held(device_id)
+    return KeysHeldOut(device_id=device_id, channels=channels, directory=directory)

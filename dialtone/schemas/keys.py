@@ -99,3 +99,12 @@ class DirectoryCommitmentIn(msgspec.Struct, forbid_unknown_fields=True):
 
 class DirectoryCommitmentOut(msgspec.Struct):
     directory_key_commitment: str
+
+
+class KeysHeldOut(msgspec.Struct):
+    """``GET /keys/held``: the channels (current key version) and whether the directory key
+    for which the device holds an envelope sent by a device of its own user."""
+
+    device_id: str
+    channels: list[str]
+    directory: bool

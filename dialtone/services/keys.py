@@ -150,6 +150,14 @@ class KeyService:
             raise await self._vanished_device(envelopes) from None
         return self._kept(caller, envelopes, set(behind), "channel", channel_id)
 
+    async def held(self, device_id: str) -> tuple[list[str], bool]:
+        """Which keys a device has confirmed (or got from its own user's other device):
+        a sharer skips those, so that one member's wrong envelope never makes the others
+        skip the device."""
+        if not await self.devices.existing_ids([device_id]):
+            raise NotFound(f"unknown device: {device_id}", code="unknown_device")
+        return await self.keys.held_channels(device_id), await self.keys.holds_directory(device_id)
+
     async def directory_keys(self, caller: Caller) -> list[StoredEnvelope]:
         require_trusted(caller)
         return await self.keys.directory_envelopes(caller.device_id, recipient_user=caller.user_id)

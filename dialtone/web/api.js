@@ -221,6 +221,8 @@ export class Api {
   }
   serverInfo() { return this.get("/server/info"); }
   postDirectoryKeys(envelopes) { return this.post("/directory/keys", { envelopes }); }
+  // Which keys a device has confirmed (sealed for itself): a sharer skips those.
+  keysHeld(deviceId) { return this.get("/keys/held", { device_id: deviceId }); }
   profiles() { return this.get("/users/profiles"); }
   setProfile(nameEnc) { return this.post("/users/profiles", { name_enc: nameEnc }); }
   allDeviceKeys() { return this.get("/devices/keys", { all: 1 }); }

@@ -126,6 +126,7 @@ export class Client {
     this.dirKeyCommitment = null; // the commitment of the directory key we hold
     this.reported = new Set(); // refused envelopes already reported in the console
     this.shareTimers = new Set();
+    this.sharesDone = 0; // hand-on rounds finished (whether or not anything was wrapped)
     this.activeChannel = null;
     this.pending = [];
     this.listeners = new Map();
@@ -455,7 +456,11 @@ export class Client {
       const commitment = await this.commitmentOf(envelope, "directory");
       if (commitment === null) continue;
       if (this.dirCommitment !== null) {
-        if (commitment === this.dirCommitment) return this.acceptDirectoryEnvelope(envelope, commitment);
+        if (commitment === this.dirCommitment) {
+          await this.acceptDirectoryEnvelope(envelope, commitment);
+          await this.confirmDirectoryKey(envelopes);
+          return true;
+        }
         this.report("directory", envelope, "its key does not match the directory key commitment");
       } else if (await this.listedSender(envelope)) {
         return this.acceptDirectoryEnvelope(envelope, commitment);
@@ -716,6 +721,42 @@ export class Client {
       return;
     }
     await this.acceptChannelEnvelope(ch, chosen.envelope, chosen.commitment);
+    await this.confirmChannelKey(ch, envelopes);
+  }
+
+  // A key that matched the channel's commitment is sealed once from this device to
+  // itself, unless a device of our own user already sealed one for us: GET /keys/held
+  // then lists it, and the members who see this device skip it instead of all wrapping
+  // for it. Nobody else can make such an envelope, so a wrong one never makes them skip.
+  async confirmChannelKey(ch, envelopes) {
+    if (!ch.key || !ch.key_commitment || ch.keyCommitment !== ch.key_commitment) return;
+    const version = ch.key_version || 1;
+    if (envelopes.some((e) => e.sender_user_id === this.me.id && (e.key_version || 1) === version)) return;
+    try {
+      const mine = await this.sealForMyself(ch.envelope);
+      await this.api.postChannelKeys(ch.id, mine.map((e) => ({ ...e, key_version: version })));
+    } catch (error) {
+      if (!this.guard(error)) console.warn("dialtone: could not confirm a channel key:", error.message);
+    }
+  }
+
+  // The key in an accepted envelope, sealed again from this device to itself (opened as
+  // extractable for this only, as for handing on: the key kept stays non-extractable).
+  async sealForMyself(envelope) {
+    const key = await e2e.unwrapEnvelope(this.device.privateKey, envelope.sender_public_key, envelope.envelope, true);
+    return this.wrapForAll(key, [{ device_id: this.me.deviceId, public_key: this.me.publicKey }]);
+  }
+
+  // The same for the directory key, once it matched the directory's commitment.
+  async confirmDirectoryKey(envelopes) {
+    if (!this.dirKey || this.dirCommitment === null || this.dirKeyCommitment !== this.dirCommitment) return;
+    if (envelopes.some((e) => e.sender_user_id === this.me.id)) return;
+    try {
+      const mine = await this.sealForMyself(this.dirEnvelope);
+      await this.api.postDirectoryKeys(mine);
+    } catch (error) {
+      if (!this.guard(error)) console.warn("dialtone: could not confirm the directory key:", error.message);
+    }
   }
 
   // The first envelope whose key matches the channel's commitment, from whichever member
@@ -799,7 +840,10 @@ export class Client {
           (e) => e.envelope !== ch.envelope.envelope,
         );
         const chosen = await this.pickChannelEnvelope(ch, envelopes);
-        if (chosen) await this.acceptChannelEnvelope(ch, chosen.envelope, chosen.commitment);
+        if (chosen) {
+          await this.acceptChannelEnvelope(ch, chosen.envelope, chosen.commitment);
+          await this.confirmChannelKey(ch, envelopes);
+        }
       })
       .catch(() => {});
   }
@@ -1285,7 +1329,8 @@ export class Client {
   }
 
   // One sharer is enough: every page waits a random moment (so those online together do
-  // not all wrap at once), then wraps only for devices it has not served yet.
+  // not all wrap at once), then wraps only for devices it has not served yet and that
+  // have not confirmed the key already (GET /keys/held: another member was quicker).
   shareSoon(targets) {
     const timer = setTimeout(async () => {
       this.shareTimers.delete(timer);
@@ -1294,6 +1339,8 @@ export class Client {
         await this.shareKeys(targets());
       } catch (error) {
         if (!this.guard(error)) console.warn("dialtone: key sharing failed:", error.message);
+      } finally {
+        this.sharesDone += 1;
       }
     }, Math.random() * SHARE_JITTER_MS);
     this.shareTimers.add(timer);
@@ -1304,22 +1351,45 @@ export class Client {
   async shareKeys(targets) {
     const jobs = [...this.channels.values()].filter((ch) => this.mayShareChannel(ch)).map((ch) => ({
       record: `shared:${this.me.deviceId}:${ch.id}`,
+      holds: (held) => held.channels.includes(ch.id),
       envelope: ch.envelope,
       post: (envelopes) => this.api.postChannelKeys(ch.id, envelopes),
     }));
     if (this.mayShareDirectory()) {
       jobs.push({
         record: `shared:${this.me.deviceId}:directory`,
+        holds: (held) => held.directory === true,
         envelope: this.dirEnvelope,
         post: (envelopes) => this.api.postDirectoryKeys(envelopes),
       });
     }
+    // What each target already confirmed it holds (GET /keys/held, read once per target
+    // and share, after the jitter): another member was quicker, so this one skips it.
+    const held = new Map();
+    const heldBy = async (d) => {
+      if (!held.has(d.device_id)) {
+        held.set(
+          d.device_id,
+          this.api.keysHeld(d.device_id).catch((error) => {
+            // Signed out or banned: the job's catch ends the session. A server without
+            // the endpoint, or a device gone: wrap as before.
+            if (error instanceof ApiError && (error.status === 401 || error.status === 403)) throw error;
+            return { channels: [], directory: false };
+          }),
+        );
+      }
+      return held.get(d.device_id);
+    };
     // Each key on its own: one refused upload must not keep the others from the newcomer.
     for (const job of jobs) {
       try {
         const done = new Set((await store.get(job.record)) || []);
         done.add(this.me.deviceId);
-        const fresh = targets.filter((d) => !done.has(d.device_id));
+        const unserved = targets.filter((d) => !done.has(d.device_id));
+        const fresh = [];
+        for (const d of unserved) {
+          if (!job.holds(await heldBy(d))) fresh.push(d);
+        }
         if (!fresh.length) continue;
         const key = await e2e.unwrapEnvelope(this.device.privateKey, job.envelope.sender_public_key, job.envelope.envelope, true);
         const envelopes = await this.wrapForAll(key, fresh);

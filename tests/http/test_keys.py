@@ -6,10 +6,12 @@ import os
 from typing import Any
 
 from litestar.testing import AsyncTestClient
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from dialtone.db.models import Channel
 from tests.conftest import Member, Register
-from tests.e2ee import DeviceKeys, open_sealed, seal
+from tests.e2ee import DeviceKeys, KeyRing, commitment, open_sealed, seal
 from tests.http.conftest import assert_error, is_time, store_message
 
 Db = async_sessionmaker[AsyncSession]
@@ -288,3 +290,100 @@ async def test_every_directory_envelope(
     assert member.keys.unwrap_from(only["sender_public_key"], only["envelope"]) == b"d" * 32
     assert_error(await client.get("/directory/keys?all=1", headers=untrusted.auth), 401)
     assert_error(await client.get("/directory/keys?all=1"), 401)
+
+
+async def test_keys_held_counts_only_the_devices_own_user(
+    client: AsyncTestClient[Any], admin: Member, member: Member, channel_id: str, db: Db
+) -> None:
+    """/keys/held lists a key only once the device (or its own user) confirmed it: another
+    member's envelope, even the admin's, does not count, and only the current version does."""
+    secret = os.urandom(32)
+
+    async def held() -> dict[str, Any]:
+        path = f"/keys/held?device_id={member.device_id}"
+        response = await client.get(path, headers=admin.auth)
+        assert response.status_code == 200, response.text
+        answer: dict[str, Any] = response.json()
+        return answer
+
+    assert await held() == {"device_id": member.device_id, "channels": [], "directory": False}
+
+    from_admin = envelope_for(admin, member.device_id, member.keys.public_b64, secret)
+    for path, body in (
+        ("/channels/keys", {"channel_id": channel_id, "envelopes": [from_admin]}),
+        ("/directory/keys", {"envelopes": [from_admin]}),
+    ):
+        assert (await client.post(path, json=body, headers=admin.auth)).status_code == 201
+    assert await held() == {"device_id": member.device_id, "channels": [], "directory": False}
+
+    # The device confirms the keys it accepted: sealed from itself to itself.
+    mine = envelope_for(member, member.device_id, member.keys.public_b64, secret)
+    for path, body in (
+        ("/channels/keys", {"channel_id": channel_id, "envelopes": [mine]}),
+        ("/directory/keys", {"envelopes": [mine]}),
+    ):
+        assert (await client.post(path, json=body, headers=member.auth)).status_code == 201
+    assert await held() == {
+        "device_id": member.device_id,
+        "channels": [channel_id],
+        "directory": True,
+    }
+    # The admin's device has confirmed nothing.
+    response = await client.get(f"/keys/held?device_id={admin.device_id}", headers=member.auth)
+    assert response.json() == {"device_id": admin.device_id, "channels": [], "directory": False}
+
+    # A new key version: the confirmation of the old one no longer counts.
+    async with db() as session, session.begin():
+        await session.execute(update(Channel).where(Channel.id == channel_id).values(key_version=2))
+    assert (await held())["channels"] == []
+
+
+async def test_keys_held_bad_requests(
+    client: AsyncTestClient[Any], admin: Member, member: Member
+) -> None:
+    assert (await client.get(f"/keys/held?device_id={member.device_id}")).status_code == 401
+    for path in ("/keys/held", "/keys/held?device_id=", f"/keys/held?device_id={'x' * 65}"):
+        assert assert_error(await client.get(path, headers=admin.auth), 400)["code"] == (
+            "invalid_input"
+        ), path
+    gone = assert_error(await client.get("/keys/held?device_id=nope", headers=admin.auth), 404)
+    assert gone["code"] == "unknown_device"
+
+
+async def test_a_python_device_confirms_the_keys_it_accepts(
+    client: AsyncTestClient[Any], admin: Member, member: Member
+) -> None:
+    """KeyRing, like the page, seals each key it accepted for itself: /keys/held lists it."""
+    key, directory_key = os.urandom(32), os.urandom(32)
+    made = await client.post(
+        "/channels",
+        json={"name_enc": "Y2g=", "key_commitment": commitment(key)},
+        headers=admin.auth,
+    )
+    assert made.status_code == 201, made.text
+    channel = made.json()["channel"]
+    set_dir = await client.put(
+        "/directory/commitment",
+        json={"key_commitment": commitment(directory_key)},
+        headers=admin.auth,
+    )
+    assert set_dir.status_code == 200, set_dir.text
+    maker = KeyRing(admin.device_id, admin.token, admin.keys)
+    maker.channels[channel["id"]] = {1: key}
+    maker.directory = directory_key
+    for answer in await maker.hand_on(client, member.device_id, member.keys.public_b64):
+        assert answer.status_code == 201, answer.text
+
+    path = f"/keys/held?device_id={member.device_id}"
+    assert (await client.get(path, headers=admin.auth)).json()["channels"] == []
+    ring = KeyRing(member.device_id, member.token, member.keys)
+    assert await ring.take_channel_key(client, channel) == key
+    assert await ring.take_directory_key(client, commitment(directory_key)) == directory_key
+    held = (await client.get(path, headers=admin.auth)).json()
+    assert held == {"device_id": member.device_id, "channels": [channel["id"]], "directory": True}
+    # Taken again: confirmed already, so no second upload is needed (one envelope each).
+    assert await ring.take_channel_key(client, channel) == key
+    everything = f"/channels/keys?channel_id={channel['id']}&all=1"
+    listed = await client.get(everything, headers=member.auth)
+    senders = [e["sender_device_id"] for e in listed.json()["envelopes"]]
+    assert sorted(senders) == sorted([admin.device_id, member.device_id])

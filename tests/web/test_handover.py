@@ -281,3 +281,72 @@ def test_roles_and_presence_change_live(server: WebServer, new_page: Any) -> Non
     expect(bob_in_alices_list).to_have_class("offline")
     come_back(b, server)
     expect(bob_in_alices_list).to_have_class("online")
+
+
+def test_a_newcomer_confirms_its_keys_and_a_later_sharer_skips_it(
+    server: WebServer, new_page: Any
+) -> None:
+    """Carol's page seals each key it accepted for itself (GET /keys/held lists it), so
+    Alice, coming online after Bob handed Carol the keys, wraps nothing for her."""
+    a, b = alice_and_bob(server, new_page)
+    go_away(a)
+    go_away(b)
+    c = new_page().page
+    register_in_browser(c, server, "carol", "Carol")
+    expect(channels(c).get_by_role("link", name="Channel 1, locked")).to_be_visible()
+    carol_device = session_of(c)["device_id"]
+
+    # Bob comes back and hands Carol the keys; her page confirms both (self-envelopes).
+    def confirms(path: str) -> Any:
+        def sealed_for_herself(response: Any) -> bool:
+            request = response.request
+            if not (request.url.endswith(path) and request.method == "POST"):
+                return False
+            items = request.post_data_json["envelopes"]
+            return all(e["device_id"] == e["sender_device_id"] == carol_device for e in items)
+
+        return sealed_for_herself
+
+    with (
+        c.expect_response(confirms("/channels/keys")) as channel_confirmed,
+        c.expect_response(confirms("/directory/keys")) as directory_confirmed,
+    ):
+        come_back(b, server)
+        expect(c.locator("li.msg", has_text="Have some wine")).to_contain_text("Alice Liddell")
+    for answer in (channel_confirmed.value, directory_confirmed.value):
+        assert answer.status == 201
+        assert len(answer.request.post_data_json["envelopes"]) == 1
+
+    dan_http, _, _ = python_member(server, "dan")
+    held = dan_http.get("/keys/held", params={"device_id": carol_device})
+    assert held.status_code == 200, held.text
+    (channel,) = dan_http.get("/channels").json()["channels"]
+    expected = {"device_id": carol_device, "channels": [channel["id"]], "directory": True}
+    assert held.json() == expected
+    dan_http.close()
+
+    # Alice comes online later: her page reads what Carol holds and uploads nothing for her.
+    uploads: list[Any] = []
+    a.on(
+        "request",
+        lambda r: (
+            uploads.append(r)
+            if r.method == "POST" and r.url.endswith(("/channels/keys", "/directory/keys"))
+            else None
+        ),
+    )
+    with a.expect_response(lambda r: "/keys/held" in r.url and carol_device in r.url) as asked:
+        come_back(a, server)
+    assert asked.value.status == 200
+    a.evaluate(
+        """async () => {
+            const app = document.querySelector("script[type=module]").src;
+            const { currentClient } = await import(app.replace(/app\\.js$/, "client.js"));
+            window.dialtoneClient = currentClient();
+        }"""
+    )
+    # Her hand-on round (the one that read /keys/held) is over.
+    a.wait_for_function("() => window.dialtoneClient.sharesDone >= 1")
+    for request in uploads:
+        targets = {e["device_id"] for e in request.post_data_json["envelopes"]}
+        assert carol_device not in targets, request.url

@@ -30,13 +30,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.selectable import FromClause
 
-from dialtone.db.models import ChannelKeyEnvelope, Device, DirectoryKeyEnvelope, User
+from dialtone.db.models import Channel, ChannelKeyEnvelope, Device, DirectoryKeyEnvelope, User
 from dialtone.db.upsert import ReferenceGone, upsert
 
 _CHANNEL: Table = ChannelKeyEnvelope.__table__  # type: ignore[assignment]
 _DIRECTORY: Table = DirectoryKeyEnvelope.__table__  # type: ignore[assignment]
 _USERS: Table = User.__table__  # type: ignore[assignment]
 _DEVICES: Table = Device.__table__  # type: ignore[assignment]
+_CHANNELS: Table = Channel.__table__  # type: ignore[assignment]
 _REPLACED = ("sender_user_id", "sender_public_key", "envelope", "created_at")
 
 
@@ -156,6 +157,47 @@ class KeyEnvelopeRepository:
         ).limit(limit)
         result = await self.session.execute(query)
         return [_stored(row, False) for row in result]
+
+    async def held_channels(self, device_id: str) -> list[str]:
+        """The channels for which the device has an envelope of the channel's current key
+        version sent by a device of its own user (its self-confirmation, or one from its
+        user's other device): one that no other member can forge."""
+        recipient = _DEVICES.alias("recipient")
+        query = (
+            select(_CHANNEL.c.channel_id)
+            .distinct()
+            .select_from(
+                _CHANNEL.join(recipient, recipient.c.id == _CHANNEL.c.device_id).join(
+                    _CHANNELS,
+                    and_(
+                        _CHANNELS.c.id == _CHANNEL.c.channel_id,
+                        _CHANNELS.c.key_version == _CHANNEL.c.key_version,
+                    ),
+                )
+            )
+            .where(
+                _CHANNEL.c.device_id == device_id,
+                _CHANNEL.c.sender_user_id == recipient.c.user_id,
+            )
+            .order_by(_CHANNEL.c.channel_id)
+        )
+        result = await self.session.execute(query)
+        return list(result.scalars())
+
+    async def holds_directory(self, device_id: str) -> bool:
+        """The same for the directory key (which has no versions)."""
+        recipient = _DEVICES.alias("recipient")
+        query = (
+            select(_DIRECTORY.c.device_id)
+            .select_from(_DIRECTORY.join(recipient, recipient.c.id == _DIRECTORY.c.device_id))
+            .where(
+                _DIRECTORY.c.device_id == device_id,
+                _DIRECTORY.c.sender_user_id == recipient.c.user_id,
+            )
+            .limit(1)
+        )
+        result = await self.session.execute(query)
+        return result.first() is not None
 
     # ------------------------------------------------------------ writes
 
