@@ -25,7 +25,6 @@ import { store } from "./store.js";
 const subtle = globalThis.crypto.subtle;
 const encoder = new TextEncoder();
 const INFO = encoder.encode("dialtone-key-backup-v1");
-const COMMITMENT_LABEL = encoder.encode("dialtone-key-commitment-v1");
 export const PBKDF2_ITERATIONS = 600000;
 export const MIN_PASSPHRASE = 12;
 const BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
@@ -188,11 +187,8 @@ function holdsAll(have, wanted) {
   return true;
 }
 
-// The key commitment of docs/API.md: base64(HMAC-SHA256(key bytes, label)).
-export async function keyCommitment(raw) {
-  const mac = await subtle.importKey("raw", raw, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
-  return e2e.b64(new Uint8Array(await subtle.sign("HMAC", mac, COMMITMENT_LABEL)));
-}
+// The one commitment function of the page (crypto.js), under the name restore uses.
+export const keyCommitment = (raw) => e2e.commitment(raw);
 
 // Open a blob with the text the user typed (a recovery key or a passphrase, as the blob
 // says): its keys, and the record (backup key and salt) to keep for later writes.
