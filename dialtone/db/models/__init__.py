@@ -1,7 +1,12 @@
 """Every model, imported so Base.metadata knows the whole schema."""
 
 from dialtone.db.models.admin import Ban, ServerLogEntry, ServerSetting
-from dialtone.db.models.channel import Channel, ChannelKeyEnvelope, ChannelMessage
+from dialtone.db.models.channel import (
+    Channel,
+    ChannelKeyEnvelope,
+    ChannelMember,
+    ChannelMessage,
+)
 from dialtone.db.models.device import Device
 from dialtone.db.models.directory import DirectoryKeyEnvelope
 from dialtone.db.models.health import HealthProbe
@@ -9,12 +14,14 @@ from dialtone.db.models.invite import Invite
 from dialtone.db.models.key_backup import KeyBackup
 from dialtone.db.models.profile import UserProfile
 from dialtone.db.models.session import Session
+from dialtone.db.models.social import UserBlock, UserPreferences
 from dialtone.db.models.user import User
 
 __all__ = [
     "Ban",
     "Channel",
     "ChannelKeyEnvelope",
+    "ChannelMember",
     "ChannelMessage",
     "Device",
     "DirectoryKeyEnvelope",
@@ -25,5 +32,7 @@ __all__ = [
     "ServerSetting",
     "Session",
     "User",
+    "UserBlock",
+    "UserPreferences",
     "UserProfile",
 ]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, false, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dialtone.db.base import ID, Base, UTCDateTime, new_id, utcnow
@@ -28,6 +28,15 @@ class Channel(Base):
     # the batch's transaction (UPDATE ... RETURNING), so the row lock orders concurrent
     # writers on any node and no number is given twice.
     message_seq: Mapped[int] = mapped_column(SEQ, default=0, server_default="0")
+    # A private room is listed, read, written and joined only by its members
+    # (``channel_members``); a public one (the default) by every user.
+    private: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # A direct-message room: the two users' ids, sorted, joined by ":". Unique, so two
+    # clicks at once make one room (an insert that loses the race finds the winner).
+    direct_key: Mapped[str | None] = mapped_column(String(73), unique=True, nullable=True)
+    # Set when a member left (or lost a device) and the key must change: the next online
+    # owner or admin device rotates; cleared by POST /channels/rotate.
+    rekey_required: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class ChannelMessage(Base):
@@ -65,6 +74,24 @@ class ChannelMessage(Base):
     channel_seq: Mapped[int | None] = mapped_column(SEQ, nullable=True, default=None)
     # The sender's own id for this send (``channel.message.send``), for safe retries.
     client_message_id: Mapped[str | None] = mapped_column(String(64), nullable=True, default=None)
+    # The channel key version the sender encrypted with (1 before any rotation).
+    key_version: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
+
+
+class ChannelMember(Base):
+    """A member of a private room. Public channels have no rows: everyone is a member."""
+
+    __tablename__ = "channel_members"
+
+    channel_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("channels.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    role: Mapped[str] = mapped_column(String(16), default="member")  # "owner" | "member"
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    added_by: Mapped[str | None] = mapped_column(ID, nullable=True, default=None)
 
 
 class ChannelKeyEnvelope(Base):
