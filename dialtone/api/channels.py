@@ -20,7 +20,10 @@ from dialtone.schemas.common import rfc3339
 from dialtone.services.channels import ChannelService
 
 
-def channel_out(channel: Channel) -> ChannelOut:
+def channel_out(
+    channel: Channel, role: str | None = None, peer_user_id: str | None = None
+) -> ChannelOut:
+    """``role`` and ``peer_user_id`` are the caller's view of a private room."""
     return ChannelOut(
         id=channel.id,
         name_enc=channel.name_enc,
@@ -28,6 +31,11 @@ def channel_out(channel: Channel) -> ChannelOut:
         created_at=rfc3339(channel.created_at),
         key_commitment=channel.key_commitment,
         key_version=channel.key_version,
+        private=channel.private,
+        direct=channel.direct_key is not None,
+        role=role,
+        peer_user_id=peer_user_id,
+        rekey_required=channel.rekey_required,
     )
 
 

@@ -33,6 +33,12 @@ class ChannelOut(msgspec.Struct):
     created_at: str
     key_commitment: str | None = None
     key_version: int = 1
+    # Additive (issue 16), always present: private rooms, direct messages, rotation.
+    private: bool = False
+    direct: bool = False
+    role: str | None = None  # the caller's role in a private room: "owner" | "member"
+    peer_user_id: str | None = None  # a direct-message room's other user, for the caller
+    rekey_required: bool = False
 
 
 class ChannelEnvelope(msgspec.Struct):

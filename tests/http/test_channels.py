@@ -18,7 +18,7 @@ async def test_channel_lifecycle(
     body = response.json()
     assert set(body) == {"channel"}
     channel = body["channel"]
-    # key_commitment and key_version: added by issue 15 (additive).
+    # key_commitment and key_version: added by issue 15; the rest by issue 16 (additive).
     assert set(channel) == {
         "id",
         "name_enc",
@@ -26,7 +26,13 @@ async def test_channel_lifecycle(
         "created_at",
         "key_commitment",
         "key_version",
+        "private",
+        "direct",
+        "role",
+        "peer_user_id",
+        "rekey_required",
     }
+    assert channel["private"] is False and channel["direct"] is False
     assert channel["key_commitment"] is None
     assert channel["key_version"] == 1
     assert is_uuid(channel["id"])
