@@ -32,7 +32,8 @@ async def test_channel_lifecycle(
         "peer_user_id",
         "rekey_required",
     }
-    assert channel["private"] is False and channel["direct"] is False
+    assert channel["private"] is False
+    assert channel["direct"] is False
     assert channel["key_commitment"] is None
     assert channel["key_version"] == 1
     assert is_uuid(channel["id"])
