@@ -7,6 +7,7 @@ from typing import Annotated
 
 import msgspec
 
+from dialtone.schemas.channels import ChannelOut
 from dialtone.schemas.common import (
     _NO_NUL,
     ClientMessageId,
@@ -35,6 +36,8 @@ class ChannelMessageNew(Event, tag="channel.message.new", omit_defaults=True):
     # of a message stored without them reads exactly as before.
     seq: int | None = None  # the message's place in its channel
     client_message_id: str | None = None  # the sender's id for its send, echoed
+    # Issue 16: the channel key version the body was sealed with; absent means 1.
+    key_version: int = 1
 
 
 class ChannelUpdated(Event, tag="channel.updated"):
@@ -43,10 +46,48 @@ class ChannelUpdated(Event, tag="channel.updated"):
     # Additive (issue 15): what a client checks a handed-on channel key against.
     key_commitment: str | None = None
     key_version: int = 1
+    # Additive (issue 16).
+    private: bool = False
+    direct: bool = False
 
 
 class ChannelDeleted(Event, tag="channel.deleted"):
     channel_id: str
+
+
+# ---------------------------------------------------------------- private rooms (issue 16)
+# Delivered only to the room's members (and, for a removal, to the removed user).
+
+
+class MemberOut(msgspec.Struct):
+    user_id: str
+    role: str
+
+
+class ChannelCreated(Event, tag="channel.created"):
+    """A private room was made: its members learn of it (nobody else does)."""
+
+    channel: ChannelOut
+    members: list[MemberOut]
+
+
+class ChannelMemberAdded(Event, tag="channel.member.added"):
+    channel_id: str
+    user_id: str
+    role: str
+
+
+class ChannelMemberRemoved(Event, tag="channel.member.removed"):
+    channel_id: str
+    user_id: str
+
+
+class ChannelRekeyRequired(Event, tag="channel.rekey_required"):
+    """A member left or lost a device: an owner's (or admin member's) device should rotate
+    the key that replaces ``key_version``."""
+
+    channel_id: str
+    key_version: int
 
 
 class UserProfileUpdated(Event, tag="user.profile.updated"):
@@ -310,6 +351,10 @@ AnyEvent = (
     ChannelMessageNew
     | ChannelUpdated
     | ChannelDeleted
+    | ChannelCreated
+    | ChannelMemberAdded
+    | ChannelMemberRemoved
+    | ChannelRekeyRequired
     | UserProfileUpdated
     | DeviceJoined
     | DeviceRevoked

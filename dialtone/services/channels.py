@@ -30,6 +30,8 @@ def channel_updated(channel: Channel) -> ChannelUpdated:
         channel_name_enc=channel.name_enc,
         key_commitment=channel.key_commitment,
         key_version=channel.key_version,
+        private=channel.private,
+        direct=channel.direct_key is not None,
     )
 
 

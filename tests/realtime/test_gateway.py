@@ -151,6 +151,8 @@ async def test_http_side_events_arrive_after_commit(
         "channel_name_enc": "Zmlyc3Q=",
         "key_commitment": None,
         "key_version": 1,
+        "private": False,
+        "direct": False,
     }
     renamed = await live.http.patch(
         "/channels", json={"channel_id": channel, "name_enc": "c2Vjb25k"}, headers=admin.auth
@@ -162,6 +164,8 @@ async def test_http_side_events_arrive_after_commit(
         "channel_name_enc": "c2Vjb25k",
         "key_commitment": None,
         "key_version": 1,
+        "private": False,
+        "direct": False,
     }
     profile = await live.http.post(
         "/users/profiles", json={"name_enc": "Ym9i"}, headers=member.auth

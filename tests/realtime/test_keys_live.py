@@ -28,6 +28,8 @@ async def test_commitments_reach_every_socket(
         "channel_name_enc": "Y2g=",
         "key_commitment": value,
         "key_version": 1,
+        "private": False,
+        "direct": False,
     }
     older = await live.create_channel(admin, "b2xk")
     await next_of(bob, "channel.updated")
@@ -44,6 +46,8 @@ async def test_commitments_reach_every_socket(
         "channel_name_enc": "b2xk",
         "key_commitment": later,
         "key_version": 1,
+        "private": False,
+        "direct": False,
     }
     # A refused PUT (already set) announces nothing.
     again = await live.http.put(

@@ -208,6 +208,8 @@ async def test_events_cross_nodes(nodes: tuple[Node, Node]) -> None:
             "channel_name_enc": "bmV3",
             "key_commitment": None,  # these two: added by issue 15
             "key_version": 1,
+            "private": False,
+            "direct": False,
         }
 
         # Voice across nodes: roster, join, relay.
