@@ -24,6 +24,7 @@ from dialtone.db.models import Ban, Invite, ServerLogEntry, User
 from dialtone.db.repositories.admin import BanRepository, ServerLogRepository, SettingRepository
 from dialtone.db.repositories.channels import ChannelRepository
 from dialtone.db.repositories.invites import InviteRepository
+from dialtone.db.repositories.members import MemberRepository
 from dialtone.db.repositories.messages import MessageModeration, Tombstone
 from dialtone.db.repositories.sessions import SessionRepository
 from dialtone.db.repositories.users import UserRepository
@@ -305,7 +306,11 @@ class AdminService:
         the file. Every call, refused or not, spends the user's deletion bucket."""
         await rate_limit(self.ctx, "message_delete", caller.user_id)
         message = await self.messages.get(message_id)
-        if message is None:
+        # A message of a private room the caller is not in is not there for them.
+        if message is None or (
+            await MemberRepository(self.uow.session).visible(message.channel_id, caller.user_id)
+            is None
+        ):
             raise NotFound("message not found", code="message_not_found")
         if message.sender_id != caller.user_id and not caller.is_staff:
             raise Forbidden(
@@ -338,8 +343,16 @@ class AdminService:
         return len(erased)
 
     async def deletions(
-        self, channel_id: str, since: str | None, limit: int | None, cursor: str | None
+        self,
+        channel_id: str,
+        since: str | None,
+        limit: int | None,
+        cursor: str | None,
+        caller: Caller | None = None,
     ) -> Page[Tombstone]:
+        members = MemberRepository(self.uow.session)
+        if caller is not None and await members.visible(channel_id, caller.user_id) is None:
+            raise NotFound("channel not found", code="channel_not_found")
         size = page_limit(limit)
         moment = parse_time(since, "since") if since else None
         after = None

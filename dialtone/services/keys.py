@@ -10,6 +10,7 @@ from dialtone.db.repositories.admin import SettingRepository
 from dialtone.db.repositories.channels import ChannelRepository
 from dialtone.db.repositories.devices import DeviceRepository
 from dialtone.db.repositories.keys import KeyEnvelopeRepository, StoredEnvelope
+from dialtone.db.repositories.members import MemberRepository
 from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.db.upsert import ReferenceGone
 from dialtone.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -86,8 +87,9 @@ class KeyService:
         if missing:
             raise unknown_device(missing[0])
 
-    async def _channel(self, channel_id: str) -> Channel:
-        channel = await self.channels.get(channel_id)
+    async def _channel(self, channel_id: str, caller: Caller) -> Channel:
+        """The channel, if the caller may see it (a private room: members only)."""
+        channel = await MemberRepository(self.uow.session).visible(channel_id, caller.user_id)
         if channel is None:
             raise NotFound("channel not found", code="channel_not_found")
         return channel
@@ -95,7 +97,7 @@ class KeyService:
     async def channel_keys(self, caller: Caller, channel_id: str) -> list[StoredEnvelope]:
         """Every envelope of the channel's current key version for the calling device,
         preferred first (see db/repositories/keys.py); possibly none."""
-        channel = await self._channel(channel_id)
+        channel = await self._channel(channel_id, caller)
         return await self.keys.channel_envelopes(
             channel_id,
             caller.device_id,
@@ -106,7 +108,7 @@ class KeyService:
 
     async def channel_key(self, caller: Caller, channel_id: str) -> StoredEnvelope:
         """The one envelope the default read answers: the preferred one."""
-        channel = await self._channel(channel_id)
+        channel = await self._channel(channel_id, caller)
         found = await self.keys.channel_envelopes(
             channel_id,
             caller.device_id,
@@ -125,7 +127,7 @@ class KeyService:
         """Store the caller's envelopes (each replaces only the caller's own earlier copy);
         the device ids whose default read answers another, preferred envelope instead."""
         await rate_limit(self.ctx, "envelope", caller.user_id)
-        channel = await self._channel(channel_id)
+        channel = await self._channel(channel_id, caller)
         current = channel.key_version
         await self._check(caller, envelopes, current)
         now = self.ctx.clock()

@@ -7,6 +7,7 @@ from typing import Protocol
 from dialtone.db.base import new_id
 from dialtone.db.models import ChannelMessage
 from dialtone.db.repositories.channels import ChannelRepository
+from dialtone.db.repositories.members import MemberRepository
 from dialtone.db.repositories.messages import MessageRepository, StoredMessage
 from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.errors import DialtoneError, InvalidInput, NotFound
@@ -182,7 +183,13 @@ class MessageService:
         before: str | None = None,
         after: str | None = None,
         after_seq: int | None = None,
+        *,
+        caller: Caller | None = None,
     ) -> list[StoredMessage]:
+        """``caller``: who reads; a private room they are not in does not exist."""
+        members = MemberRepository(self.uow.session)
+        if caller is not None and await members.visible(channel_id, caller.user_id) is None:
+            raise channel_not_found()
         return await read_history(
             _SessionReads(self.messages, self.channels),
             channel_id,
@@ -232,6 +239,17 @@ class MessageService:
                     continue
                 claimed[key] = index
             fresh.append(index)
+        # A private room is there only for its members: for anyone else the send is
+        # answered as one to a missing channel.
+        hidden = await MemberRepository(self.uow.session).hidden(
+            {(messages[i].channel_id, messages[i].caller.user_id) for i in fresh}
+        )
+        if hidden:
+            for index in fresh:
+                message = messages[index]
+                if (message.channel_id, message.caller.user_id) in hidden:
+                    outcomes[index] = channel_not_found()
+            fresh = [i for i in fresh if outcomes[i] is None]
         wanted: dict[str, int] = {}
         for index in fresh:
             channel_id = messages[index].channel_id
