@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dialtone.errors import DialtoneError
@@ -400,3 +401,26 @@ async def test_history_fast_path_answers_a_non_member_as_litestar_does(
     assert answers[2][0] == 404
     assert b"channel_not_found" in answers[2][1]
     assert answers[3][0] == 200
+
+
+async def test_a_direct_message_room_keeps_its_two_users(
+    client: AsyncTestClient[Any], db: Db, admin: Member, member: Member, register: Register
+) -> None:
+    carol = await register("carol")
+    room = await private_room(client, member)
+    assert (await add(client, member, room, carol.user_id)).status_code == 201
+    # Made a DM room in place (POST /channels/direct is another change's).
+    pair = ":".join(sorted([member.user_id, carol.user_id]))
+    async with db() as session, session.begin():
+        await session.execute(
+            text("UPDATE channels SET direct_key = :k WHERE id = :c"), {"k": pair, "c": room}
+        )
+    seen = (await client.get("/channels", headers=carol.auth)).json()["channels"]
+    assert [(c["direct"], c["peer_user_id"]) for c in seen] == [(True, member.user_id)]
+    seen = (await client.get("/channels", headers=member.auth)).json()["channels"]
+    assert [(c["direct"], c["peer_user_id"]) for c in seen] == [(True, carol.user_id)]
+    dave = await register("dave")
+    assert_error(await add(client, member, room, dave.user_id), 409, "direct_channel")
+    assert_error(await add(client, admin, room, dave.user_id), 409, "direct_channel")
+    assert_error(await remove(client, carol, room, carol.user_id), 409, "direct_channel")
+    assert_error(await remove(client, admin, room, carol.user_id), 409, "direct_channel")
