@@ -55,7 +55,11 @@ class VoiceRooms:
         channel_id, user_id = event.channel_id, event.user_id
         if event.joined:
             if not self._hub.rooms.may_see(channel_id, user_id):
-                return  # removed from the private room before this seat was taken
+                # Removed from the private room before this seat was taken: no seat.
+                joiner = self._hub.conns.get(event.conn_id)
+                if joiner is not None and joiner.voice_room == channel_id:
+                    joiner.voice_room = None
+                return
             room = self.rooms.setdefault(channel_id, {})
             sockets = room.setdefault(user_id, set())
             first = not sockets
