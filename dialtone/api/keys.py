@@ -86,11 +86,13 @@ class ChannelKeyController(Controller):
     ) -> ChannelKeyOut | ChannelKeysOut:
         service = KeyService(uow, ctx)
         if flag(all_envelopes):
-            found = await service.channel_keys(caller, channel_id, key_version)
+            found, commitment = await service.channel_keys(caller, channel_id, key_version)
             return ChannelKeysOut(
                 channel_id=channel_id,
                 device_id=caller.device_id,
                 envelopes=[channel_item(env) for env in found],
+                key_version=key_version,
+                key_commitment=commitment if key_version is not None else None,
             )
         env = await service.channel_key(caller, channel_id, key_version)
         return ChannelKeyOut(

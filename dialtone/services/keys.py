@@ -120,18 +120,21 @@ class KeyService:
 
     async def channel_keys(
         self, caller: Caller, channel_id: str, key_version: int | None = None
-    ) -> list[StoredEnvelope]:
+    ) -> tuple[list[StoredEnvelope], str | None]:
         """Every envelope of one key version (the current one by default) for the calling
-        device, preferred first (see db/repositories/keys.py); possibly none."""
+        device, preferred first (see db/repositories/keys.py), possibly none; and that
+        version's commitment."""
         channel = await self._channel(caller, channel_id)
-        return await self.keys.channel_envelopes(
+        version = self._version(channel, key_version)
+        found = await self.keys.channel_envelopes(
             channel_id,
             caller.device_id,
-            self._version(channel, key_version),
+            version,
             recipient_user=caller.user_id,
             creator=channel.created_by,
             members_only=channel.private,
         )
+        return found, await self.rotation.commitment_of(channel, version)
 
     async def channel_key(
         self, caller: Caller, channel_id: str, key_version: int | None = None

@@ -72,7 +72,7 @@ class RotationService:
             )
         if key_version != channel.key_version + 1:
             raise key_version_conflict()
-        rotated = await self.rotation.rotate(channel_id, key_version, commitment)
+        rotated = await self.rotation.rotate(channel_id, key_version, commitment, self.ctx.clock())
         if rotated is None:
             # Another device rotated first (or the room went away) since the read above.
             if await self.members.role(channel_id, caller.user_id) is None:

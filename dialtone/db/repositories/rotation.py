@@ -3,33 +3,73 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from datetime import datetime
 
-from sqlalchemy import and_, exists, select, update
+from sqlalchemy import Table, and_, bindparam, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dialtone.db.models import Channel, ChannelMember, Device
+from dialtone.db.base import UTCDateTime
+from dialtone.db.models import Channel, ChannelKeyVersion, ChannelMember, Device
+from dialtone.db.upsert import upsert
+
+_VERSIONS: Table = ChannelKeyVersion.__table__  # type: ignore[assignment]
 
 
 class KeyRotationRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def rotate(self, channel_id: str, key_version: int, commitment: str) -> Channel | None:
+    async def rotate(
+        self, channel_id: str, key_version: int, commitment: str, now: datetime
+    ) -> Channel | None:
         """Move a private room from ``key_version - 1`` to ``key_version`` with its new
         commitment, clearing the rotation mark, in one UPDATE … WHERE key_version = the
         old one … RETURNING: of two devices racing from one version exactly one gets the
         row (the other's WHERE no longer matches once the winner committed). None when
-        the version moved on, or the room is gone or public."""
+        the version moved on, or the room is gone or public (the caller rolls back).
+
+        The old version's commitment is kept first (``channel_key_versions``), copied
+        from the row in the same statement that reads it."""
+        old = key_version - 1
+        keep = select(
+            Channel.id,
+            Channel.key_version,
+            Channel.key_commitment,
+            bindparam("now", now, type_=UTCDateTime),
+        ).where(
+            Channel.id == channel_id,
+            Channel.private.is_(True),
+            Channel.key_version == old,
+            Channel.key_commitment.is_not(None),
+        )
+        await self.session.execute(
+            upsert(self.session, _VERSIONS)
+            .from_select(["channel_id", "key_version", "key_commitment", "created_at"], keep)
+            .on_conflict_do_nothing(index_elements=["channel_id", "key_version"])
+        )
         result = await self.session.execute(
             update(Channel)
             .where(
                 Channel.id == channel_id,
                 Channel.private.is_(True),
-                Channel.key_version == key_version - 1,
+                Channel.key_version == old,
             )
             .values(key_version=key_version, key_commitment=commitment, rekey_required=False)
             .returning(Channel),
             execution_options={"populate_existing": True},
+        )
+        return result.scalar_one_or_none()
+
+    async def commitment_of(self, channel: Channel, key_version: int) -> str | None:
+        """The commitment of one of the channel's key versions (None: not known, as for a
+        channel made before commitments existed)."""
+        if key_version == channel.key_version:
+            return channel.key_commitment
+        result = await self.session.execute(
+            select(ChannelKeyVersion.key_commitment).where(
+                ChannelKeyVersion.channel_id == channel.id,
+                ChannelKeyVersion.key_version == key_version,
+            )
         )
         return result.scalar_one_or_none()
 
