@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import update
-from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from dialtone.db.models import Channel
 from dialtone.db.repositories.members import MemberRepository
@@ -17,14 +17,18 @@ async def make_private(db_url: str, channel_id: str, members: dict[str, str]) ->
     """``members``: user id → role ("owner" | "member")."""
     engine = create_async_engine(db_url)
     try:
-        async with engine.begin() as conn:
-            await conn.execute(update(Channel).where(Channel.id == channel_id).values(private=True))
-        async with AsyncSession(engine) as session, session.begin():
-            repo = MemberRepository(session)
-            for user_id, role in members.items():
-                await repo.add(channel_id, user_id, role, None, datetime.now(UTC))
+        await make_private_on(engine, channel_id, members)
     finally:
         await engine.dispose()
+
+
+async def make_private_on(engine: AsyncEngine, channel_id: str, members: dict[str, str]) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(update(Channel).where(Channel.id == channel_id).values(private=True))
+    async with AsyncSession(engine) as session, session.begin():
+        repo = MemberRepository(session)
+        for user_id, role in members.items():
+            await repo.add(channel_id, user_id, role, None, datetime.now(UTC))
 
 
 async def remove_member(db_url: str, channel_id: str, user_id: str) -> None:

@@ -243,3 +243,23 @@ async def test_a_new_device_gets_every_version_it_can_check(
     )
     assert listed.json()["key_commitment"] == commitment(key1)
     assert listed.json()["key_version"] == 1
+
+
+async def test_members_hear_that_a_room_needs_a_new_key(live: LiveServer, admin: Member) -> None:
+    bob = await live.register("bob")
+    created = await live.http.post(
+        "/channels",
+        json={"name_enc": "cm9vbQ==", "key_commitment": commitment(os.urandom(32))},
+        headers=admin.auth,
+    )
+    room = created.json()["channel"]["id"]
+    await make_private(live.settings.db_url, room, {admin.user_id: "owner", bob.user_id: "member"})
+    watching = await live.connect(admin)
+    phone = await live.second_device(bob)
+    revoked = await live.http.delete(f"/devices/{phone.device_id}", headers=bob.auth)
+    assert revoked.status_code == 204, revoked.text
+    assert await next_of(watching, "channel.rekey_required") == {
+        "type": "channel.rekey_required",
+        "channel_id": room,
+        "key_version": 1,
+    }
