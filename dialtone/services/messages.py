@@ -9,11 +9,12 @@ from dialtone.db.models import ChannelMessage
 from dialtone.db.repositories.channels import ChannelRepository
 from dialtone.db.repositories.messages import MessageRepository, StoredMessage
 from dialtone.db.unit_of_work import UnitOfWork
-from dialtone.errors import Conflict, DialtoneError, InvalidInput, NotFound
+from dialtone.errors import DialtoneError, InvalidInput, NotFound
 from dialtone.schemas.common import rfc3339
 from dialtone.schemas.events import ChannelMessageNew
 from dialtone.schemas.messages import MessageOut
 from dialtone.services.context import Caller, ServerContext
+from dialtone.services.rotation import key_version_conflict
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 500
@@ -73,12 +74,6 @@ class NewMessage:
 
 def channel_not_found() -> NotFound:
     return NotFound("channel not found", code="channel_not_found")
-
-
-def key_version_conflict() -> Conflict:
-    return Conflict(
-        "key_version is above the channel's current key version", code="key_version_conflict"
-    )
 
 
 class HistoryReads(Protocol):

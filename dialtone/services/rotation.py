@@ -24,8 +24,11 @@ from dialtone.services.context import Caller, ServerContext
 
 
 def key_version_conflict() -> Conflict:
+    """A key version that does not follow (a rotation), or that the channel does not have
+    yet (an envelope or a message)."""
     return Conflict(
-        "key_version must be the channel's current key version + 1", code="key_version_conflict"
+        "key_version does not match the channel's current key version",
+        code="key_version_conflict",
     )
 
 

@@ -24,7 +24,7 @@ def ring(member: Member) -> KeyRing:
     return KeyRing(device_id=member.device_id, token=member.token, keys=member.keys)
 
 
-def send_frame(channel_id: str, body: str, key_version: int | None) -> str:
+def send_frame(channel_id: str, body: str, key_version: object) -> str:
     frame: dict[str, Any] = {
         "type": "channel.message.send",
         "channel_id": channel_id,
@@ -142,6 +142,10 @@ async def test_a_removed_member_reads_nothing_after_the_rotation(
     await sockets["alice"].send(send_frame(room, ahead, 3))
     error = await next_of(sockets["alice"], "error")
     assert error["code"] == "key_version_conflict"
+    for bad in (0, -1, "2"):
+        await sockets["alice"].send(send_frame(room, ahead, bad))
+        error = await next_of(sockets["alice"], "error")
+        assert error["code"] == "invalid_message", bad
 
     # The three remaining members read the whole history, both versions.
     for name in ("alice", "bob", "carol"):
