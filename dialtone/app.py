@@ -38,6 +38,7 @@ from dialtone.api.metrics import metrics_endpoint
 from dialtone.api.moderation import delete_message, deleted_messages, moderators, server_info
 from dialtone.api.openapi import DialtoneOpenAPIConfig
 from dialtone.api.presence import presence
+from dialtone.api.rotation import rotate_key
 from dialtone.api.users import UserController
 from dialtone.api.voice import turn_credentials
 from dialtone.api.web import web_handlers
@@ -215,6 +216,7 @@ def create_app(
             ChannelKeyController,
             DirectoryKeyController,
             keys_held,
+            rotate_key,
             set_directory_commitment,
             KeyBackupController,
             presence,

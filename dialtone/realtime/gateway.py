@@ -466,6 +466,7 @@ class Gateway:
                 frame.body,
                 frame.sender_name_enc,
                 frame.client_message_id,
+                frame.key_version,
             )
         )
         if stored is not None:

@@ -49,6 +49,7 @@ from dialtone.services.bans import BanRule, parse_ban_address, parse_ip
 from dialtone.services.context import Caller, ServerContext
 from dialtone.services.live_settings import Value, validate
 from dialtone.services.pagination import decode_cursor, encode_cursor, page_limit
+from dialtone.services.rotation import mark_rooms_of
 from dialtone.services.server_log import TOPICS
 from dialtone.services.times import parse_time
 
@@ -232,6 +233,7 @@ class AdminService:
         if changes.get("is_locked") and not before["is_locked"]:
             await self.sessions.delete_for_user(user_id)
             self.uow.emit(SessionsRevoked(user_id=user_id))
+            await mark_rooms_of(self.uow, user_id)  # its devices hold the rooms' keys
             await self._log("lock", actor, user_id=user_id)
         elif changes.get("is_locked") is False and before["is_locked"]:
             await self._log("unlock", actor, user_id=user_id)
@@ -273,6 +275,8 @@ class AdminService:
         await self._target(actor, user_id)
         erased = await self.erase_messages(actor, user_id, None) if messages else 0
         self.ctx.sessions_changing(self.uow)
+        # Before the delete, which takes the user's memberships with it.
+        await mark_rooms_of(self.uow, user_id)
         if not await self.users.delete(user_id):
             # Deleted by a concurrent request between our read and this statement.
             raise NotFound("user not found", code="user_not_found")
@@ -415,6 +419,8 @@ class AdminService:
             )
         )
         self.uow.emit(ban_added(ban))
+        if user_id is not None:
+            await mark_rooms_of(self.uow, user_id)  # its devices hold the rooms' keys
         await self._log("ban", actor, user_id=user_id, address=network, message=f"ban {ban.id}")
         return ban
 

@@ -27,20 +27,29 @@ class ChannelRepository:
         )
         return set(result.scalars())
 
-    async def take_seqs(self, wanted: Mapping[str, int]) -> dict[str, int]:
-        """Raise each channel's message counter by the number wanted; the new top of each
-        channel that exists (a missing one is left out). One UPDATE per channel, in id
-        order: the row lock it takes orders concurrent writers (until the commit) and
-        two batches always lock their channels in the same order (no deadlock)."""
-        tops: dict[str, int] = {}
+    async def take_seqs(self, wanted: Mapping[str, int]) -> dict[str, tuple[int, int]]:
+        """Raise each channel's message counter by the number wanted; the new top and the
+        current key version of each channel that exists (a missing one is left out).
+        One UPDATE per channel, in id order: the row lock it takes orders concurrent
+        writers (until the commit) and two batches always lock their channels in the
+        same order (no deadlock)."""
+        tops: dict[str, tuple[int, int]] = {}
         for channel_id in sorted(wanted):
             result = await self.session.execute(
                 _TAKE_SEQS, {"channel_id": channel_id, "n": wanted[channel_id]}
             )
-            top = result.scalar_one_or_none()
-            if top is not None:
-                tops[channel_id] = int(top)
+            row = result.one_or_none()
+            if row is not None:
+                tops[channel_id] = (int(row[0]), int(row[1]))
         return tops
+
+    async def give_back_seqs(self, unused: Mapping[str, int]) -> None:
+        """Lower counters raised by ``take_seqs`` in this transaction by the numbers not
+        used (the row is still locked by it: nobody else took a number meanwhile)."""
+        for channel_id in sorted(unused):
+            await self.session.execute(
+                _GIVE_BACK_SEQS, {"channel_id": channel_id, "n": unused[channel_id]}
+            )
 
     async def all(self) -> Sequence[Channel]:
         result = await self.session.execute(
@@ -125,5 +134,10 @@ _TAKE_SEQS = (
     update(_CHANNELS)
     .where(_CHANNELS.c.id == bindparam("channel_id"))
     .values(message_seq=_CHANNELS.c.message_seq + bindparam("n", type_=Integer))
-    .returning(_CHANNELS.c.message_seq)
+    .returning(_CHANNELS.c.message_seq, _CHANNELS.c.key_version)
+)
+_GIVE_BACK_SEQS = (
+    update(_CHANNELS)
+    .where(_CHANNELS.c.id == bindparam("channel_id"))
+    .values(message_seq=_CHANNELS.c.message_seq - bindparam("n", type_=Integer))
 )
