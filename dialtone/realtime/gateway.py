@@ -26,7 +26,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from dialtone.config import Settings
 from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.errors import DialtoneError, error_body
-from dialtone.realtime.hub import CLOSE_POLICY, DRAIN_TIMEOUT, Connection, FrameSink, Hub
+from dialtone.realtime.hub import (
+    CLOSE_POLICY,
+    CLOSE_TRY_AGAIN,
+    DRAIN_TIMEOUT,
+    Connection,
+    FrameSink,
+    Hub,
+)
 from dialtone.realtime.limits import USER_CAP, FrameLimits, UserChatBuckets, make_slots
 from dialtone.realtime.writer import MessageNotStored, MessageWriter
 from dialtone.realtime.wsserver import FRAMES_EXTENSION
@@ -52,6 +59,7 @@ from dialtone.schemas.events import (
 from dialtone.security.addresses import limit_key
 from dialtone.security.headers import bearer_token, header, scope_address
 from dialtone.services.auth import AuthService
+from dialtone.services.blocks import BlockService
 from dialtone.services.channels import ChannelService
 from dialtone.services.context import Caller, ServerContext
 from dialtone.services.messages import NewMessage
@@ -236,6 +244,10 @@ class Gateway:
         await _deny(scope, send, 429, message, "rate_limited")
         return True, None
 
+    async def _blocked_ids(self, user_id: str) -> set[str]:
+        async with self.unit_of_work() as uow:
+            return await BlockService(uow, self.ctx).blocked_ids(user_id)
+
     async def _authenticate(self, token: str) -> Caller | None:
         # A method of its own: the unit of work is not kept alive by the frame of
         # ``__call__``, which lasts as long as the socket.
@@ -308,7 +320,16 @@ class Gateway:
         self.ctx.server_log.record(
             "join", user_id=caller.user_id, device_id=caller.device_id, address=address
         )
+        held = False
         try:
+            try:
+                # Whom this user blocked, before the first event can reach the socket.
+                await self.hub.blocks.hold(caller.user_id, self._blocked_ids)
+                held = True
+            except Exception as exc:
+                log.error("websocket: could not load blocks: %s", type(exc).__name__)
+                conn.close(CLOSE_TRY_AGAIN, "unavailable")
+                return
             await self.hub.attach(conn, encode_event(hello))
             while True:
                 # No task and no asyncio.wait per frame. A socket the server closes (slow
@@ -338,6 +359,8 @@ class Gateway:
                 message=conn.closing[1] if conn.closing else "",
             )
             await self.hub.detach(conn)
+            if held:
+                self.hub.blocks.release(caller.user_id)
             if conn.closing is not None and conn.writing:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(conn.drained(), DRAIN_TIMEOUT)

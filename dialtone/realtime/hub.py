@@ -21,16 +21,27 @@ import secrets
 import time
 import types
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Collection,
+    Coroutine,
+    Generator,
+    Iterable,
+    Sequence,
+)
 from typing import Any, Protocol, cast
 
 from dialtone.metrics import NO_METRICS, Metrics
+from dialtone.realtime.blocks import BlockIndex
 from dialtone.realtime.voice import VoiceRooms
 from dialtone.realtime.wsserver import text_frame
 from dialtone.schemas.events import (
     INTERNAL_EVENTS,
     AdminControl,
+    BlockChanged,
     ChannelDeleted,
+    ChannelMessageNew,
     DeviceJoined,
     DeviceRevoked,
     Event,
@@ -407,6 +418,9 @@ class Hub(OnlineDirectory):
         self._by_user: dict[str, set[Connection]] = {}
         self._device_sockets: dict[str, int] = {}  # device_id → its sockets on this node
         self.voice = VoiceRooms(self)
+        # The blocks of this node's online users: whose messages and voice signalling
+        # their sockets do not get (realtime/blocks.py; loaded by the gateway).
+        self.blocks = BlockIndex()
         self._publish = publish
         self.shutting_down = False
         self.node_id = secrets.token_hex(6)
@@ -707,11 +721,22 @@ class Hub(OnlineDirectory):
 
     # ------------------------------------------------------------ delivery
 
-    def broadcast(self, text: str, skip_device: str | None = None) -> None:
-        """One event, encoded once and framed once, to every socket (but ``skip_device``'s)."""
+    def broadcast(
+        self,
+        text: str,
+        skip_device: str | None = None,
+        skip_users: Collection[str] | None = None,
+    ) -> None:
+        """One event, encoded once and framed once, to every socket (but ``skip_device``'s
+        and those of ``skip_users``)."""
         frame = text_frame(text)
         conns = list(self.conns.values())
         self.metrics.fanout(len(conns))
+        if skip_users:
+            for conn in conns:
+                if conn.device_id != skip_device and conn.user_id not in skip_users:
+                    conn.push(text, frame)
+            return
         for conn in conns:
             if conn.device_id != skip_device:
                 conn.push(text, frame)
@@ -725,6 +750,11 @@ class Hub(OnlineDirectory):
 
     def _deliver_one(self, event: Event) -> None:
         match event:
+            case ChannelMessageNew(sender=sender):
+                # Not to the sockets of users who blocked the sender: one dict lookup.
+                self.broadcast(encode_event(event), skip_users=self.blocks.blocked_by.get(sender))
+            case BlockChanged():
+                self.blocks.apply(event)
             case SessionsRevoked(user_id=user_id, token_hash=token_hash):
                 for conn in list(self.of_user(user_id)):
                     if token_hash is None or conn.token_hash == token_hash:
