@@ -174,7 +174,9 @@ async def test_blocks_lifecycle(
     again = await client.post("/users/blocks", json={"user_id": carol.user_id}, headers=member.auth)
     assert again.status_code == 200
     assert again.json() == block
-    second = await client.post("/users/blocks", json={"user_id": admin.user_id}, headers=member.auth)
+    second = await client.post(
+        "/users/blocks", json={"user_id": admin.user_id}, headers=member.auth
+    )
     assert second.status_code == 201
     listed = await client.get("/users/blocks", headers=member.auth)
     assert listed.json() == {"blocks": [block, second.json()]}

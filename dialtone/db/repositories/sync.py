@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from dialtone.db.models import Channel, ChannelMember
 from dialtone.db.repositories.members import visible_clause
@@ -16,13 +17,12 @@ class SyncRepository:
     async def visible_channels(self, user_id: str) -> list[tuple[Channel, str | None]]:
         """Every channel ``user_id`` may see (public ones, and the private rooms they are
         in), oldest first, each with their role in it (None for a public channel)."""
+        # An alias: visible_clause's own subquery on channel_members stays its own.
+        mine = aliased(ChannelMember)
         result = await self.session.execute(
-            select(Channel, ChannelMember.role)
-            .outerjoin(
-                ChannelMember,
-                and_(ChannelMember.channel_id == Channel.id, ChannelMember.user_id == user_id),
-            )
+            select(Channel, mine.role)
+            .outerjoin(mine, and_(mine.channel_id == Channel.id, mine.user_id == user_id))
             .where(visible_clause(user_id))
             .order_by(Channel.created_at, Channel.id)
         )
-        return [(channel, role) for channel, role in result.tuples()]
+        return [(channel, role) for channel, role in result.all()]
