@@ -73,7 +73,7 @@ async def test_a_client_that_missed_three_rooms_catches_up_in_one_call(
 
     # While it slept: new messages in every room, deletions in two of them, a room
     # deleted, a room and a direct message made.
-    missed = {room["id"]: [] for room in rooms}
+    missed: dict[str, list[str]] = {room["id"]: [] for room in rooms}
     for n in range(4):
         for room in rooms:
             missed[room["id"]].append(await store_message(db, room["id"], admin, f"bmV3{n}"))
