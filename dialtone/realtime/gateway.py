@@ -28,7 +28,6 @@ from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.errors import DialtoneError, error_body
 from dialtone.realtime.hub import (
     CLOSE_POLICY,
-    CLOSE_TRY_AGAIN,
     DRAIN_TIMEOUT,
     Connection,
     FrameSink,
@@ -191,7 +190,17 @@ class Gateway:
         refused, slot = await self._take_slot(scope, send, caller, address)
         if refused:
             return
+        held = False
         try:
+            try:
+                # Whom this user blocked (the hub's delivery filter), known before the
+                # socket is accepted and can get its first event.
+                await self.hub.blocks.hold(caller.user_id, self._blocked_ids)
+                held = True
+            except Exception as exc:
+                log.error("websocket handshake: blocks lookup failed: %s", type(exc).__name__)
+                await _deny(scope, send, 503, "database unavailable, try again", "unavailable")
+                return
             await send(
                 {"type": "websocket.accept", "subprotocol": subprotocol}
                 if subprotocol is not None
@@ -205,6 +214,8 @@ class Gateway:
                 caller, receive, scope.get(FRAME_SEND, send), caller.expires_at, address, sink
             )
         finally:
+            if held:
+                self.hub.blocks.release(caller.user_id)
             if slot is not None:
                 await self.slots.release(slot, caller.user_id, limit_key(address))
 
@@ -320,16 +331,7 @@ class Gateway:
         self.ctx.server_log.record(
             "join", user_id=caller.user_id, device_id=caller.device_id, address=address
         )
-        held = False
         try:
-            try:
-                # Whom this user blocked, before the first event can reach the socket.
-                await self.hub.blocks.hold(caller.user_id, self._blocked_ids)
-                held = True
-            except Exception as exc:
-                log.error("websocket: could not load blocks: %s", type(exc).__name__)
-                conn.close(CLOSE_TRY_AGAIN, "unavailable")
-                return
             await self.hub.attach(conn, encode_event(hello))
             while True:
                 # No task and no asyncio.wait per frame. A socket the server closes (slow
@@ -359,8 +361,6 @@ class Gateway:
                 message=conn.closing[1] if conn.closing else "",
             )
             await self.hub.detach(conn)
-            if held:
-                self.hub.blocks.release(caller.user_id)
             if conn.closing is not None and conn.writing:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(conn.drained(), DRAIN_TIMEOUT)
