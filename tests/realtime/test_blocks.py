@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import InvalidStatus
 
 from tests.conftest import Member
 from tests.realtime.conftest import LiveServer, chat_frame, next_of
@@ -161,3 +162,29 @@ async def test_a_new_direct_room_is_announced_to_both_members(
     assert again.status_code == 200
     await alice_ws.send(chat_frame(channel["id"], "aGk="))
     assert (await next_of(bob_ws, "channel.message.new"))["channel_id"] == channel["id"]
+
+
+async def test_a_handshake_whose_blocks_cannot_be_read_is_refused_with_503(
+    live: LiveServer, admin: Member, member: Member, channel: str
+) -> None:
+    gateway = live.server.config.app.state.gateway  # type: ignore[attr-defined]
+    hub = live.server.config.app.state.hub  # type: ignore[attr-defined]
+
+    async def database_down(user_id: str) -> set[str]:
+        raise ConnectionError("database down")
+
+    gateway._blocked_ids = database_down
+    try:
+        with pytest.raises(InvalidStatus) as handshake:
+            await live.connect_raw(member)
+    finally:
+        del gateway._blocked_ids
+    assert handshake.value.response.status_code == 503
+    assert json.loads(handshake.value.response.body or b"{}")["code"] == "unavailable"
+    assert not hub.blocks._entries, "a refused socket holds nothing"
+    # The next attempt reads the blocks and is filtered as usual.
+    pest = await live.register("pest")
+    await block(live, member, pest)
+    ws = await live.connect(member)
+    assert hub.blocks.blocked_by == {pest.user_id: {member.user_id}}
+    await ws.close()
