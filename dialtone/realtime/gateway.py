@@ -26,13 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from dialtone.config import Settings
 from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.errors import DialtoneError, error_body
-from dialtone.realtime.hub import (
-    CLOSE_POLICY,
-    DRAIN_TIMEOUT,
-    Connection,
-    FrameSink,
-    Hub,
-)
+from dialtone.realtime.hub import CLOSE_POLICY, DRAIN_TIMEOUT, Connection, FrameSink, Hub
 from dialtone.realtime.limits import USER_CAP, FrameLimits, UserChatBuckets, make_slots
 from dialtone.realtime.writer import MessageNotStored, MessageWriter
 from dialtone.realtime.wsserver import FRAMES_EXTENSION
