@@ -21,6 +21,7 @@ from dialtone.api.dependencies import provide_ctx, provide_uow
 from dialtone.api.devices import DeviceController
 from dialtone.api.edge import DialtoneApp, log_websocket_failure, security_headers
 from dialtone.api.error_handlers import exception_handlers
+from dialtone.api.files import download_file, upload_file
 from dialtone.api.health import health, ready
 from dialtone.api.history_fast import PATH as HISTORY_PATH
 from dialtone.api.history_fast import HistoryFastPath
@@ -183,6 +184,8 @@ def create_app(
             keys_held,
             set_directory_commitment,
             KeyBackupController,
+            upload_file,
+            download_file,
             presence,
             create_invite,
             AdminController,

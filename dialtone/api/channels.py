@@ -11,13 +11,15 @@ from dialtone.db.models import Channel
 from dialtone.schemas.channels import (
     ChannelCreate,
     ChannelEnvelope,
+    ChannelImageIn,
     ChannelList,
     ChannelOut,
     ChannelUpdate,
     CommitmentIn,
 )
 from dialtone.schemas.common import rfc3339
-from dialtone.services.channels import ChannelService
+from dialtone.services.channels import ChannelService, channel_updated
+from dialtone.services.files import FileService
 
 
 def channel_out(
@@ -36,6 +38,7 @@ def channel_out(
         role=role,
         peer_user_id=peer_user_id,
         rekey_required=channel.rekey_required,
+        image_file_id=channel.image_file_id,
     )
 
 
@@ -70,6 +73,16 @@ class ChannelController(Controller):
         self, data: JSONBody[ChannelUpdate], uow: Uow, ctx: Ctx, caller: CallerDep
     ) -> ChannelEnvelope:
         channel = await ChannelService(uow, ctx).rename(caller, data.channel_id, data.name_enc)
+        return ChannelEnvelope(channel=channel_out(channel))
+
+    @put("/image")
+    async def set_image(
+        self, data: JSONBody[ChannelImageIn], uow: Uow, ctx: Ctx, caller: CallerDep
+    ) -> ChannelEnvelope:
+        channel = await FileService(uow, ctx).set_channel_image(
+            caller, data.channel_id, data.file_id
+        )
+        uow.emit(channel_updated(channel))
         return ChannelEnvelope(channel=channel_out(channel))
 
     @delete("/", status_code=204)

@@ -466,6 +466,7 @@ class Gateway:
                 frame.body,
                 frame.sender_name_enc,
                 frame.client_message_id,
+                tuple(frame.attachments or ()),
             )
         )
         if stored is not None:

@@ -12,6 +12,7 @@ class MessageOut(msgspec.Struct, omit_defaults=True):
     sent_at: str
     seq: int | None = None  # the message's place in its channel (issue 20)
     client_message_id: str | None = None
+    attachments: list[str] = msgspec.field(default_factory=list)  # issue 17; absent: none
 
 
 class MessagePage(msgspec.Struct):

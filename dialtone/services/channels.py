@@ -9,6 +9,7 @@ from dialtone.errors import Conflict, Forbidden, InvalidInput, NotFound
 from dialtone.schemas.events import ChannelDeleted, ChannelUpdated
 from dialtone.security.keys import is_commitment
 from dialtone.services.context import Caller, ServerContext
+from dialtone.services.files import FileService
 
 
 def require_admin(caller: Caller) -> None:
@@ -32,6 +33,7 @@ def channel_updated(channel: Channel) -> ChannelUpdated:
         key_version=channel.key_version,
         private=channel.private,
         direct=channel.direct_key is not None,
+        image_file_id=channel.image_file_id,
     )
 
 
@@ -97,6 +99,7 @@ class ChannelService:
 
     async def delete(self, caller: Caller, channel_id: str) -> None:
         require_admin(caller)
+        await FileService(self.uow, self.ctx).delete_for_channel(channel_id)
         if not await self.channels.delete(channel_id):
             raise NotFound("channel not found", code="channel_not_found")
         self.uow.emit(ChannelDeleted(channel_id=channel_id))

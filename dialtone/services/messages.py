@@ -7,6 +7,7 @@ from typing import Protocol
 from dialtone.db.base import new_id
 from dialtone.db.models import ChannelMessage
 from dialtone.db.repositories.channels import ChannelRepository
+from dialtone.db.repositories.files import FileRepository
 from dialtone.db.repositories.messages import MessageRepository, StoredMessage
 from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.errors import DialtoneError, InvalidInput, NotFound
@@ -14,6 +15,7 @@ from dialtone.schemas.common import rfc3339
 from dialtone.schemas.events import ChannelMessageNew
 from dialtone.schemas.messages import MessageOut
 from dialtone.services.context import Caller, ServerContext
+from dialtone.services.files import invalid_attachment
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 500
@@ -29,7 +31,13 @@ def message_event(message: ChannelMessage) -> ChannelMessageNew:
         sent_at=rfc3339(message.sent_at),
         seq=message.channel_seq,
         client_message_id=message.client_message_id,
+        attachments=split_attachments(message.attachments),
     )
+
+
+def split_attachments(stored: str | None) -> list[str]:
+    """The ``attachments`` column: file ids joined by commas, NULL for none."""
+    return stored.split(",") if stored else []
 
 
 def message_out(channel_id: str, row: StoredMessage) -> MessageOut:
@@ -43,6 +51,7 @@ def message_out(channel_id: str, row: StoredMessage) -> MessageOut:
         row.sent_at,
         row.seq,
         row.client_message_id,
+        split_attachments(row.attachments),
     )
 
 
@@ -66,6 +75,7 @@ class NewMessage:
     body: str
     sender_name_enc: str
     client_message_id: str | None = None
+    attachments: tuple[str, ...] = ()  # file ids (issue 17)
 
 
 def channel_not_found() -> NotFound:
@@ -174,6 +184,7 @@ class MessageService:
         self.ctx = ctx
         self.channels = ChannelRepository(uow.session)
         self.messages = MessageRepository(uow.session)
+        self.files = FileRepository(uow.session)
 
     async def history(
         self,
@@ -219,6 +230,7 @@ class MessageService:
             {(m.caller.user_id, m.client_message_id) for m in messages if m.client_message_id}
         )
         fresh: list[int] = []
+        message_ids: dict[int, str] = {}
         claimed: dict[tuple[str, str], int] = {}  # (sender, client id) → index in this batch
         duplicates: list[tuple[int, int]] = []  # (index, index of the first one)
         for index, message in enumerate(messages):
@@ -231,6 +243,22 @@ class MessageService:
                     duplicates.append((index, claimed[key]))
                     continue
                 claimed[key] = index
+            if message.attachments:
+                # Claimed before any number is given out: a refused message leaves no
+                # hole in its channel's numbering.
+                message_ids[index] = new_id()
+                if len(set(message.attachments)) != len(
+                    message.attachments
+                ) or not await self.files.claim(
+                    message.attachments,
+                    message_ids[index],
+                    message.caller.user_id,
+                    message.channel_id,
+                ):
+                    outcomes[index] = invalid_attachment()
+                    if key in claimed:
+                        del claimed[key]
+                    continue
             fresh.append(index)
         wanted: dict[str, int] = {}
         for index in fresh:
@@ -250,7 +278,8 @@ class MessageService:
                 outcomes[index] = channel_not_found()
                 continue
             next_seq[message.channel_id] = seq + 1
-            message_id, sent_at = new_id(), clock()
+            message_id, sent_at = message_ids.get(index) or new_id(), clock()
+            attachments = ",".join(message.attachments) or None
             rows.append(
                 {
                     "id": message_id,
@@ -262,6 +291,7 @@ class MessageService:
                     "sent_at": sent_at,
                     "channel_seq": seq,
                     "client_message_id": message.client_message_id,
+                    "attachments": attachments,
                 }
             )
             event = ChannelMessageNew(
@@ -273,6 +303,7 @@ class MessageService:
                 sent_at=rfc3339(sent_at),
                 seq=seq,
                 client_message_id=message.client_message_id,
+                attachments=list(message.attachments),
             )
             outcomes[index] = event
             self.uow.emit(event)
