@@ -477,9 +477,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         key_backup_refill=_float(env, "DIALTONE_KEY_BACKUP_REFILL", DEFAULTS.key_backup_refill),
         files_dir=env.get("DIALTONE_FILES_DIR", "").strip(),
-        max_file_bytes=_int(
-            env, "DIALTONE_MAX_FILE_BYTES", DEFAULTS.max_file_bytes, minimum=1
-        ),
+        max_file_bytes=_int(env, "DIALTONE_MAX_FILE_BYTES", DEFAULTS.max_file_bytes, minimum=1),
         user_storage_quota_bytes=_int(
             env, "DIALTONE_USER_STORAGE_QUOTA_BYTES", DEFAULTS.user_storage_quota_bytes, minimum=0
         ),

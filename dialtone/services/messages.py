@@ -256,8 +256,7 @@ class MessageService:
                     message.channel_id,
                 ):
                     outcomes[index] = invalid_attachment()
-                    if key in claimed:
-                        del claimed[key]
+                    claimed.pop(key, None)
                     continue
             fresh.append(index)
         wanted: dict[str, int] = {}

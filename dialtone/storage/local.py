@@ -19,6 +19,7 @@ import secrets
 import time
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
+from typing import BinaryIO
 
 from dialtone.storage.base import BodyTooLong, BodyTooShort, Stored
 
@@ -84,10 +85,7 @@ class LocalStorage:
         return Stored(size=size, sha256=digest.hexdigest())
 
     @staticmethod
-    def _finish(handle: object, temp: Path, target: Path) -> None:
-        import io
-
-        assert isinstance(handle, io.BufferedWriter)
+    def _finish(handle: BinaryIO, temp: Path, target: Path) -> None:
         handle.flush()
         os.fsync(handle.fileno())
         handle.close()

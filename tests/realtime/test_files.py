@@ -12,7 +12,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
@@ -185,9 +184,7 @@ async def test_a_file_over_the_limit_is_refused_before_its_body(
     assert (await live.http.get("/admin/stats", headers=OP)).json()["files"] == 0
 
 
-async def test_without_content_length_is_411(
-    live: LiveServer, admin: Member, channel: str
-) -> None:
+async def test_without_content_length_is_411(live: LiveServer, admin: Member, channel: str) -> None:
     async def chunked() -> Any:
         yield b"abc"
 
@@ -242,9 +239,7 @@ async def test_strangers_and_unknown_ids_get_404(
     )
     assert status == 404
     assert b'"channel_not_found"' in answer
-    missing = await live.http.post(
-        "/files?channel_id=nope", content=b"x" * 10, headers=admin.auth
-    )
+    missing = await live.http.post("/files?channel_id=nope", content=b"x" * 10, headers=admin.auth)
     assert missing.status_code == 404
     # The owner still reads it; nobody without a bearer token does, nor by a token in the URL.
     assert (await live.http.get(f"/files/{file_id}", headers=admin.auth)).status_code == 200
@@ -268,26 +263,42 @@ async def test_uploads_are_rate_limited_per_user(settings: Settings, tmp_path: P
         assert refused.json()["code"] == "rate_limited"
 
 
+class WatchedStorage(LocalStorage):
+    """The server's storage, telling the test when an upload has ended (stored or not)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.ended = asyncio.Event()
+        self.outcome: BaseException | None = None
+
+    async def put(self, key: str, chunks: Any, length: int) -> Any:
+        try:
+            return await super().put(key, chunks, length)
+        except BaseException as exc:
+            self.outcome = exc
+            raise
+        finally:
+            self.ended.set()
+
+
 async def test_a_body_cut_short_leaves_nothing(
     live: LiveServer, admin: Member, channel: str
 ) -> None:
     """The client dies mid-body: no file, no row, no leftover in the temporary folder."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", live.port)
+    ctx = ctx_of(live)
+    watched = WatchedStorage(storage_of(live).root)
+    ctx.storage = watched
+    _, writer = await asyncio.open_connection("127.0.0.1", live.port)
     head = head_of("POST", f"/files?channel_id={channel}", admin, Content_Length="5000000")
     writer.write(head.encode() + b"\r\n\r\n" + os.urandom(2_000_000))
     await writer.drain()
     writer.transport.abort()  # as a killed process: no more bytes, the socket reset
-    storage = storage_of(live)
-    # The server notices the disconnect and removes the partial upload.
-    for _ in range(200):
-        leftovers = list((storage.root / "tmp").glob("*")) if (storage.root / "tmp").exists() else []
-        if not leftovers:
-            break
-        await asyncio.sleep(0.05)
-    assert leftovers == []
-    shards = [p for p in storage.root.rglob("*") if p.is_file()]
-    assert shards == []
-    assert (await live.http.get("/admin/stats", headers=OP)).json()["files"] == 0
+    await asyncio.wait_for(watched.ended.wait(), 30)
+    assert watched.outcome is not None
+    tmp = watched.root / "tmp"
+    assert list(tmp.glob("*")) == []
+    assert [p for p in watched.root.rglob("*") if p.is_file()] == []
+    assert await count_files(live) == 0
 
 
 # ---------------------------------------------------------------- attachments
@@ -302,10 +313,22 @@ async def test_attachments_travel_with_the_message_and_history(
     pic = await upload(live, admin, channel, pic_blob)
     doc = await upload(live, admin, channel, doc_blob)
     files = [
-        {"id": pic["id"], "key": b64(pic_key), "name": "a.png", "type": "image/png",
-         "size": 5008, "width": 10, "height": 10},
-        {"id": doc["id"], "key": b64(doc_key), "name": "b.pdf", "type": "application/pdf",
-         "size": 9000},
+        {
+            "id": pic["id"],
+            "key": b64(pic_key),
+            "name": "a.png",
+            "type": "image/png",
+            "size": 5008,
+            "width": 10,
+            "height": 10,
+        },
+        {
+            "id": doc["id"],
+            "key": b64(doc_key),
+            "name": "b.pdf",
+            "type": "application/pdf",
+            "size": 9000,
+        },
     ]
     body = seal(channel_key, attachment_body("look", files))
     sender = await live.connect(admin)
@@ -326,10 +349,14 @@ async def test_attachments_travel_with_the_message_and_history(
     assert "attachments" not in plain
 
     # History: the fast path (plain query) and Litestar's (after_seq) agree.
-    fast = (await live.http.get(f"/channels/messages?channel_id={channel}",
-                                headers=member.auth)).json()["messages"]
-    slow = (await live.http.get(f"/channels/messages?channel_id={channel}&after_seq=0",
-                                headers=member.auth)).json()["messages"]
+    fast = (
+        await live.http.get(f"/channels/messages?channel_id={channel}", headers=member.auth)
+    ).json()["messages"]
+    slow = (
+        await live.http.get(
+            f"/channels/messages?channel_id={channel}&after_seq=0", headers=member.auth
+        )
+    ).json()["messages"]
     assert fast == slow
     assert fast[0]["attachments"] == [pic["id"], doc["id"]]
     assert "attachments" not in fast[1]
@@ -383,7 +410,8 @@ async def count_files(live: LiveServer) -> int:
     engine = create_async_engine(live.settings.db_url)
     try:
         async with engine.connect() as conn:
-            return int((await conn.execute(select(func.count()).select_from(StoredFile))).scalar_one())
+            result = await conn.execute(select(func.count()).select_from(StoredFile))
+            return int(result.scalar_one())
     finally:
         await engine.dispose()
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, delete, exists, func, select, update
+from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dialtone.db.models import Channel, StoredFile
+from dialtone.db.models import Channel, ChannelMessage, StoredFile
 from dialtone.db.repositories.members import visible_clause
 from dialtone.db.upsert import ReferenceGone
 
@@ -125,8 +125,6 @@ class FileRepository:
 
     async def delete_for_messages_before(self, moment: datetime) -> list[str]:
         """Message retention: the files of the messages sent before ``moment``."""
-        from dialtone.db.models import ChannelMessage
-
         result = await self.session.execute(
             delete(StoredFile)
             .where(
@@ -203,6 +201,3 @@ class FileRepository:
         if updated is None:
             return None
         return updated, (previous if previous != file_id else None)
-
-
-__all__ = ["FileRepository", "and_"]
