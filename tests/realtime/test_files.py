@@ -529,3 +529,54 @@ async def test_deleting_a_channel_deletes_its_files(
     assert response.status_code == 204
     assert not storage_of(live).path(file_id).exists()
     assert await count_files(live) == 0
+
+
+async def own_answer(ws: Any, client_id: str) -> dict[str, Any]:
+    """This socket's answer to its send: its own channel.message.new, or an error."""
+    from tests.realtime.conftest import recv
+
+    while True:
+        event = await recv(ws, 10)
+        if event["type"] == "error":
+            return event
+        if event["type"] == "channel.message.new" and event.get("client_message_id") == client_id:
+            return event
+
+
+async def test_two_messages_claiming_one_file_at_once(
+    live: LiveServer, admin: Member, channel: str
+) -> None:
+    file_id = (await upload(live, admin, channel, b"c" * 64))["id"]
+    first, second = await live.connect(admin), await live.connect(admin)
+    await asyncio.gather(
+        first.send(send_frame(channel, "eA==", [file_id], client_message_id="one")),
+        second.send(send_frame(channel, "eA==", [file_id], client_message_id="two")),
+    )
+    answers = [await own_answer(first, "one"), await own_answer(second, "two")]
+    kinds = sorted(a["type"] for a in answers)
+    assert kinds == ["channel.message.new", "error"]
+    stored = next(a for a in answers if a["type"] == "channel.message.new")
+    refused = next(a for a in answers if a["type"] == "error")
+    assert stored["attachments"] == [file_id]
+    assert refused["code"] == "invalid_attachment"
+
+
+async def test_two_image_changes_at_once_leave_one_image(
+    live: LiveServer, admin: Member, channel: str
+) -> None:
+    ids = [(await upload(live, admin, channel, os.urandom(64)))["id"] for _ in range(2)]
+    responses = await asyncio.gather(
+        *(
+            live.http.put(
+                "/channels/image", json={"channel_id": channel, "file_id": i}, headers=admin.auth
+            )
+            for i in ids
+        )
+    )
+    assert sorted(r.status_code for r in responses) == [200, 200]
+    current = (await live.http.get("/channels", headers=admin.auth)).json()["channels"][0]
+    assert current["image_file_id"] in ids
+    # The image replaced went; the current one stays.
+    storage = storage_of(live)
+    kept = [i for i in ids if storage.path(i).exists()]
+    assert kept == [current["image_file_id"]]
