@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import socket
 import statistics
@@ -109,8 +110,6 @@ class Client:
         body = await reader.readexactly(length)
         if not head_bytes.startswith(b"HTTP/1.1 201"):
             raise RuntimeError(f"upload refused: {head_bytes[:40]!r} {body[:200]!r}")
-        import json
-
         file_id: str = json.loads(body)["id"]
         return file_id
 
@@ -164,41 +163,34 @@ _SINK = textwrap.dedent(
 )
 
 
-async def loopback(size: int, rounds: int) -> dict[str, float]:
-    """A Python asyncio process receiving or sending ``size`` bytes over loopback TCP:
+async def loopback(port: int, size: int, rounds: int) -> dict[str, float]:
+    """The sink process (``_SINK``) receiving or sending ``size`` bytes over loopback TCP:
     the same event-loop costs a server pays, without HTTP, the database or the disk."""
-    proc = subprocess.Popen([sys.executable, "-c", _SINK], stdout=subprocess.PIPE)
-    try:
-        assert proc.stdout is not None
-        port = int(proc.stdout.readline())
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=4 * MiB)
-        data = os.urandom(size)
-        ups: list[float] = []
-        downs: list[float] = []
-        for _ in range(rounds):
-            started = time.perf_counter()
-            writer.write(b"u" + size.to_bytes(8, "big"))
-            view = memoryview(data)
-            for start in range(0, size, BLOCK):
-                writer.write(view[start : start + BLOCK])
-                await writer.drain()
-            await reader.readexactly(1)
-            ups.append(size / MiB / (time.perf_counter() - started))
-            started = time.perf_counter()
-            writer.write(b"d" + size.to_bytes(8, "big"))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=4 * MiB)
+    data = os.urandom(size)
+    ups: list[float] = []
+    downs: list[float] = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        writer.write(b"u" + size.to_bytes(8, "big"))
+        view = memoryview(data)
+        for start in range(0, size, BLOCK):
+            writer.write(view[start : start + BLOCK])
             await writer.drain()
-            left = size
-            while left:
-                left -= len(await reader.read(min(left, MiB)))
-            downs.append(size / MiB / (time.perf_counter() - started))
-        writer.close()
-        return {
-            "loopback_send_mib_s": round(max(ups), 1),
-            "loopback_receive_mib_s": round(max(downs), 1),
-        }
-    finally:
-        proc.terminate()
-        proc.wait()
+        await reader.readexactly(1)
+        ups.append(size / MiB / (time.perf_counter() - started))
+        started = time.perf_counter()
+        writer.write(b"d" + size.to_bytes(8, "big"))
+        await writer.drain()
+        left = size
+        while left:
+            left -= len(await reader.read(min(left, MiB)))
+        downs.append(size / MiB / (time.perf_counter() - started))
+    writer.close()
+    return {
+        "loopback_send_mib_s": round(max(ups), 1),
+        "loopback_receive_mib_s": round(max(downs), 1),
+    }
 
 
 def disk(folder: Path, big: int, small: int, count: int) -> dict[str, float]:
@@ -245,7 +237,7 @@ def disk(folder: Path, big: int, small: int, count: int) -> dict[str, float]:
 # ------------------------------------------------------------------ the run
 
 
-async def run(target: Target, args: argparse.Namespace) -> dict[str, Any]:
+async def run(target: Target, args: argparse.Namespace, sink_port: int) -> dict[str, Any]:
     (user,) = await register_users(target, 1)
     reader, writer = await _open(target)
     body = b'{"name_enc":"YmVuY2g="}'
@@ -258,8 +250,6 @@ async def run(target: Target, args: argparse.Namespace) -> dict[str, Any]:
     )
     head = await reader.readuntil(b"\r\n\r\n")
     length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-    import json
-
     channel = json.loads(await reader.readexactly(length))["channel"]["id"]
     writer.close()
 
@@ -306,7 +296,7 @@ async def run(target: Target, args: argparse.Namespace) -> dict[str, Any]:
     for c in clients:
         await c.close()
 
-    references = await loopback(big, args.rounds)
+    references = await loopback(sink_port, big, args.rounds)
     with tempfile.TemporaryDirectory(prefix="dialtone-bench-disk-", dir=args.disk_dir) as where:
         references.update(disk(Path(where), big, small, args.count))
     return {
@@ -342,9 +332,16 @@ def main() -> None:
     )
     args = parser.parse_args()
     machine = machine_figures()
-    with target_from_args(args) as target:
-        log("server up; measuring")
-        figures = asyncio.run(run(target, args))
+    sink = subprocess.Popen([sys.executable, "-c", _SINK], stdout=subprocess.PIPE)
+    try:
+        assert sink.stdout is not None
+        sink_port = int(sink.stdout.readline())
+        with target_from_args(args) as target:
+            log("server up; measuring")
+            figures = asyncio.run(run(target, args, sink_port))
+    finally:
+        sink.terminate()
+        sink.wait()
     emit({"bench": "files", "db": target.db, **figures, **machine})
 
 
