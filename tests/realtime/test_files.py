@@ -580,3 +580,35 @@ async def test_two_image_changes_at_once_leave_one_image(
     storage = storage_of(live)
     kept = [i for i in ids if storage.path(i).exists()]
     assert kept == [current["image_file_id"]]
+
+
+_CLIENT = """
+import socket, sys, time
+sock = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+sock.sendall(sys.argv[2].encode() + b"\\r\\n\\r\\n" + b"\\x00" * 1_000_000)
+print("sent", flush=True)
+time.sleep(600)
+"""
+
+
+async def test_a_killed_client_process_leaves_nothing(
+    live: LiveServer, admin: Member, channel: str
+) -> None:
+    """A client process killed (SIGKILL) in the middle of its body: no file, no row."""
+    import sys
+
+    watched = WatchedStorage(storage_of(live).root)
+    ctx_of(live).storage = watched
+    head = head_of("POST", f"/files?channel_id={channel}", admin, Content_Length="5000000")
+    client = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _CLIENT, str(live.port), head, stdout=asyncio.subprocess.PIPE
+    )
+    assert client.stdout is not None
+    assert await asyncio.wait_for(client.stdout.readline(), 30) == b"sent\n"
+    client.kill()
+    await client.wait()
+    await asyncio.wait_for(watched.ended.wait(), 30)
+    assert watched.outcome is not None
+    assert list((watched.root / "tmp").glob("*")) == []
+    assert [p for p in watched.root.rglob("*") if p.is_file()] == []
+    assert await count_files(live) == 0
