@@ -1360,7 +1360,7 @@ export class Client {
   // (remembered per key in IndexedDB, so a device is served once by each member).
   async shareKeys(targets) {
     // Every version of each channel key held, private rooms' to their members only.
-    const jobs = await rotation.shareJobs(this);
+    const jobs = rotation.shareJobs(this);
     if (this.mayShareDirectory()) {
       jobs.push({
         record: `shared:${this.me.deviceId}:directory`,
@@ -1391,7 +1391,7 @@ export class Client {
       try {
         const done = new Set((await store.get(job.record)) || []);
         done.add(this.me.deviceId);
-        const unserved = targets.filter((d) => !done.has(d.device_id) && (!job.only || job.only(d)));
+        const unserved = (job.pick ? await job.pick(targets) : targets).filter((d) => !done.has(d.device_id));
         const fresh = [];
         for (const d of unserved) {
           if (!job.holds(await heldBy(d))) fresh.push(d);

@@ -214,23 +214,27 @@ export async function memberIds(client, ch, fresh = false) {
 
 // ---- handing keys on, every version ----
 
+// The devices among `targets` that may get a channel's key: all for a public channel, the
+// members' for a private room (the server refuses envelopes for anyone else).
+async function recipients(client, ch, targets) {
+  if (!ch.private) return targets;
+  if (client.rooms?.recipients) return client.rooms.recipients(ch, targets);
+  let ids;
+  try {
+    ids = await memberIds(client, ch);
+  } catch (error) {
+    if (error instanceof ApiError && (error.status === 401 || error.status === 403)) throw error;
+    return []; // gone, or no longer ours
+  }
+  return ring.recipientsOf(ch, targets, ids);
+}
+
 // The hand-on jobs of client.shareKeys for channel keys: the current key when the page may
-// hand it on (client.mayShareChannel), and every older version it holds, for private
-// rooms to their members' devices only.
-export async function shareJobs(client) {
+// hand it on (client.mayShareChannel), and every older version it holds; a private
+// room's only to its members' devices (`pick`).
+export function shareJobs(client) {
   const jobs = [];
   for (const ch of [...client.channels.values()]) {
-    let only = null;
-    if (ch.private) {
-      let ids;
-      try {
-        ids = await memberIds(client, ch);
-      } catch (error) {
-        if (error instanceof ApiError && (error.status === 401 || error.status === 403)) throw error;
-        continue; // gone or no longer ours
-      }
-      only = (d) => ids.has(d.user_id);
-    }
     const versions = [];
     if (client.mayShareChannel(ch)) versions.push([writeVersion(ch), ch.envelope, true]);
     for (const version of ring.shareableVersions(ch)) {
@@ -241,8 +245,8 @@ export async function shareJobs(client) {
         record: ring.sharedRecord(client.me.deviceId, ch.id, version),
         // GET /keys/held speaks of the current version only.
         holds: current ? (h) => h.channels.includes(ch.id) : () => false,
+        pick: (devices) => recipients(client, ch, devices),
         envelope,
-        only,
         post: (items) => client.api.postChannelKeys(ch.id, items.map((e) => ({ ...e, key_version: version }))),
       });
     }
@@ -337,16 +341,17 @@ export function attach(client) {
     ch.rekey_required = true;
     rekeySoon(client, ch, Number.isInteger(event.key_version) ? event.key_version : ch.key_version || 1);
   });
+  // rooms.js (when present) follows membership for the page; this keeps what rotation
+  // needs without it: the member lists, our role, and a room we were added to.
   socket.on("channel.member.added", (event) => {
     const ch = client.channels.get(event.channel_id);
     if (!ch) {
-      if (event.user_id === client.me.id) client.refreshChannels().catch((error) => client.guard(error));
+      if (event.user_id === client.me.id && !client.rooms) client.refreshChannels().catch((error) => client.guard(error));
       return;
     }
     ch.memberIds?.add(event.user_id);
     if (event.user_id === client.me.id && event.role) ch.role = event.role;
-    // A newcomer to the room who is online now gets the keys from the members online.
-    else client.shareSoon(() => client.devicesAll.filter((d) => d.user_id === event.user_id));
+    else if (!client.rooms) client.shareSoon(() => client.devicesAll.filter((d) => d.user_id === event.user_id));
   });
   socket.on("channel.member.removed", (event) => {
     const ch = client.channels.get(event.channel_id);

@@ -139,7 +139,7 @@ test("hand-on jobs: every version held, a private room's for its members' device
       postChannelKeys: async (id, items) => posted.push([id, items]),
     },
   };
-  const jobs = await rotation.shareJobs(client);
+  const jobs = rotation.shareJobs(client);
   assert.deepEqual(
     jobs.map((j) => [j.record, j.envelope.envelope]),
     [
@@ -148,9 +148,13 @@ test("hand-on jobs: every version held, a private room's for its members' device
       ["shared:mine:team", "t1"],
     ],
   );
-  assert.equal(jobs[0].only, null);
-  assert.equal(jobs[1].only({ user_id: "bob" }), true);
-  assert.equal(jobs[1].only({ user_id: "dave" }), false);
+  const devices = [
+    { device_id: "b1", user_id: "bob" },
+    { device_id: "d1", user_id: "dave" },
+  ];
+  assert.deepEqual(await jobs[0].pick(devices), devices);
+  assert.deepEqual((await jobs[1].pick(devices)).map((d) => d.device_id), ["b1"]);
+  assert.deepEqual((await jobs[2].pick(devices)).map((d) => d.device_id), ["b1"]);
   // GET /keys/held speaks of the current version only: an older one is never skipped.
   assert.equal(jobs[1].holds({ channels: ["team"] }), true);
   assert.equal(jobs[2].holds({ channels: ["team"] }), false);
