@@ -303,7 +303,22 @@ export async function rotate(client, ch, replaced) {
   // Our own envelope, sealed from this device to itself, is also its confirmation
   // (GET /keys/held lists the room for this device).
   await client.acceptChannelEnvelope(ch, { ...mine, key_version: ch.key_version, created_at: new Date().toISOString() }, commitment);
+  await resealName(client, ch);
   return true;
+}
+
+// The room's name sealed again with the new key (owners and admins may rename a room), so
+// that a member who joins later reads it with the one key it gets first, and the member
+// who left cannot read a later name. A direct room has no name.
+async function resealName(client, ch) {
+  if (ch.direct || !ch.name || !ch.key) return;
+  try {
+    const nameEnc = await e2e.seal(ch.key, ch.name);
+    await client.api.renameChannel(ch.id, nameEnc);
+    ch.name_enc = nameEnc;
+  } catch (error) {
+    if (!client.guard(error)) console.warn("dialtone: could not seal a room's name with its new key:", error.message);
+  }
 }
 
 async function handOut(client, ch, key, version) {

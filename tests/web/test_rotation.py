@@ -192,6 +192,11 @@ def test_a_room_of_four_removes_dave_and_the_page_rotates_its_key(
     with (
         a.expect_response(lambda r: r.url.endswith("/channels/rotate") and r.status == 200),
         a.expect_response(lambda r: r.url.endswith("/channels/keys") and new_version(r)) as handed,
+        a.expect_response(
+            lambda r: (
+                r.url.endswith("/channels") and r.request.method == "PATCH" and r.status == 200
+            )
+        ),
     ):
         a.evaluate(
             """async ([room, dave]) => {
@@ -217,6 +222,8 @@ def test_a_room_of_four_removes_dave_and_the_page_rotates_its_key(
     key2 = key_of(carol_http, carol_keys, room)
     assert key2 != key1
     assert commitment(key2) == row["key_commitment"]
+    # The page sealed the room's name again with the new key.
+    assert open_sealed(key2, row["name_enc"]) == b"team"
     # Older history stays readable: version 1's key, against version 1's commitment.
     assert key_of(carol_http, carol_keys, room, version=1) == key1
 
