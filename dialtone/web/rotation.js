@@ -10,7 +10,7 @@
 import { ApiError } from "./api.js";
 import * as e2e from "./crypto.js";
 import * as ring from "./keyring.js";
-import { store } from "./store.js";
+import { store as browserStore } from "./store.js";
 
 export { keyFor, versionOf } from "./keyring.js";
 
@@ -22,6 +22,9 @@ const ROTATE_JITTER_MS = 1500;
 const OLDER_RETRY_MS = [1000, 3000, 10000, 30000];
 const CHUNK = 1000;
 
+// Where keys are kept: IndexedDB in the page; the node unit tests put a Map here.
+export const io = { store: browserStore };
+
 function keyringRecord(client, ch) {
   return `keys:${client.me.deviceId}:${ch.id}`;
 }
@@ -31,7 +34,7 @@ function currentRecord(client, ch) {
 }
 
 async function load(client, ch) {
-  ch.keyringLoading ||= store
+  ch.keyringLoading ||= io.store
     .get(keyringRecord(client, ch))
     .then((record) => ring.fromRecord(ch, record))
     .catch(() => {});
@@ -39,7 +42,7 @@ async function load(client, ch) {
 }
 
 async function save(client, ch) {
-  await store.put(keyringRecord(client, ch), ring.toRecord(ch));
+  await io.store.put(keyringRecord(client, ch), ring.toRecord(ch));
 }
 
 // A channel row (GET /channels, POST /sync's `added`): what rotation needs of it.
@@ -64,7 +67,7 @@ export async function settle(client, ch) {
     ch.keyAttempt = 0; // the new version's envelope is on its way: ask from the start
   }
   if (ch.key) return;
-  const cached = await store.get(currentRecord(client, ch));
+  const cached = await io.store.get(currentRecord(client, ch));
   if (cached && ring.recordVersion(cached) < current) {
     // Cached as the current key before the version changed: it was checked then.
     const version = ring.recordVersion(cached);
@@ -72,7 +75,7 @@ export async function settle(client, ch) {
       ring.keep(ch, version, cached);
       await save(client, ch);
     }
-    await store.delete(currentRecord(client, ch));
+    await io.store.delete(currentRecord(client, ch));
   }
   const entry = ring.versionsOf(ch).get(current);
   if (entry && entry.envelope && ring.fitsVersion(ch, current, entry.commitment)) {
@@ -80,7 +83,7 @@ export async function settle(client, ch) {
     ch.envelope = entry.envelope;
     ch.keyCommitment = entry.commitment;
     ch.keyVersion = current;
-    await store.put(currentRecord(client, ch), { ...entry, version: current });
+    await io.store.put(currentRecord(client, ch), { ...entry, version: current });
   }
 }
 
@@ -338,7 +341,7 @@ async function handOut(client, ch, key, version) {
       if (moved && attempt < 3) continue;
       throw error;
     }
-    await store.put(
+    await io.store.put(
       ring.sharedRecord(client.me.deviceId, ch.id, version),
       envelopes.map((e) => e.device_id),
     );
