@@ -301,11 +301,13 @@ export async function rotate(client, ch, replaced) {
   ch.rekey_required = false;
   ch.key_commitment = channel.key_commitment || commitment;
   ch.key_version = channel.key_version || next;
-  const envelopes = await handOut(client, ch, fresh, ch.key_version);
-  const mine = envelopes.find((e) => e.device_id === client.me.deviceId);
-  // Our own envelope, sealed from this device to itself, is also its confirmation
-  // (GET /keys/held lists the room for this device).
+  // Taken (and stored) before anything is uploaded: should the upload fail, this device
+  // still holds the room's key and hands it on as any key, when members come online.
+  const [mine] = await client.wrapForAll(fresh, [{ device_id: client.me.deviceId, public_key: client.me.publicKey }]);
   await client.acceptChannelEnvelope(ch, { ...mine, key_version: ch.key_version, created_at: new Date().toISOString() }, commitment);
+  // Our own envelope goes up with the others: sealed from this device to itself, it is
+  // also its confirmation (GET /keys/held lists the room for this device).
+  await handOut(client, ch, fresh, ch.key_version, mine);
   await resealName(client, ch);
   return true;
 }
@@ -324,15 +326,12 @@ async function resealName(client, ch) {
   }
 }
 
-async function handOut(client, ch, key, version) {
+async function handOut(client, ch, key, version, mine) {
   for (let attempt = 1; ; attempt++) {
     const ids = await memberIds(client, ch, true);
     await client.refreshDevices();
-    const devices = ring.recipientsOf(ch, client.devicesAll, ids);
-    if (!devices.some((d) => d.device_id === client.me.deviceId)) {
-      devices.push({ device_id: client.me.deviceId, user_id: client.me.id, public_key: client.me.publicKey });
-    }
-    const envelopes = (await client.wrapForAll(key, devices)).map((e) => ({ ...e, key_version: version }));
+    const others = ring.recipientsOf(ch, client.devicesAll, ids).filter((d) => d.device_id !== client.me.deviceId);
+    const envelopes = [mine, ...(await client.wrapForAll(key, others))].map((e) => ({ ...e, key_version: version }));
     try {
       for (let i = 0; i < envelopes.length; i += CHUNK) await client.api.postChannelKeys(ch.id, envelopes.slice(i, i + CHUNK));
     } catch (error) {
