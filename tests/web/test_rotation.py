@@ -4,7 +4,8 @@ talks; Alice's page removes Dave and rotates the room's key by itself; Dave, wit
 key and a raw client, reads nothing said after and has no envelope of the new version;
 the other three read the whole history, both key versions. Carol's Python client checks
 the page's new key against the room's commitment, and the pages read what she sealed
-with it."""
+with it. And the key backup holds both versions: a fresh browser restored from it reads
+the whole history of a rotated room."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import json
 import os
 import re
 import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -21,12 +24,30 @@ from websockets.sync.client import ClientConnection, connect
 
 from tests.conftest import ADMIN_TOKEN
 from tests.e2ee import DeviceKeys, commitment, matching_key, open_sealed, seal
-from tests.web.conftest import PASSWORD, WebServer, python_member, register_in_browser
+from tests.key_backup import Secret, open_backup, parse_recovery_key
+from tests.web.conftest import (
+    PASSWORD,
+    WebServer,
+    python_member,
+    register_in_browser,
+    start_server,
+    stop_server,
+)
+from tests.web.test_handover import session_of
+from tests.web.test_key_backup import NO_BACKUP_YET, sign_in, sign_up_with_backup, sync_backup
 
 try:
     from playwright.sync_api import Locator, Page, expect
 except ImportError:  # pragma: no cover - the test extras install it
     pytest.skip("playwright is not installed", allow_module_level=True)
+
+
+@pytest.fixture
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
+    """A server of its own for each test: Alice, its first account, is its admin."""
+    live = start_server(tmp_path_factory.mktemp("rotation"))
+    yield live
+    stop_server(live)
 
 
 def channels(page: Page) -> Locator:
@@ -91,6 +112,78 @@ def key_of(http: httpx.Client, keys: DeviceKeys, room: str, version: int | None 
     return key
 
 
+@dataclass
+class Room:
+    room: str
+    key1: bytes
+    devices: list[dict[str, Any]]
+    owner_http: httpx.Client
+    owner_keys: DeviceKeys
+
+
+def make_room(server: WebServer, member_ids: list[str]) -> Room:
+    """Alice's second device (Python, never online) makes a private room and its first key,
+    adds the members and seals the key for every member's device, her page's included."""
+    second = DeviceKeys()
+    login = httpx.post(
+        f"{server.base}/auth/login",
+        json={"username": "alice", "password": PASSWORD, "public_key": second.public_b64},
+        timeout=20,
+    ).json()
+    http = httpx.Client(
+        base_url=server.base, timeout=20, headers={"Authorization": f"Bearer {login['token']}"}
+    )
+    key1 = os.urandom(32)
+    made = http.post(
+        "/channels",
+        json={"name_enc": seal(key1, b"team"), "key_commitment": commitment(key1), "private": True},
+    )
+    assert made.status_code == 201, made.text
+    room = made.json()["channel"]["id"]
+    assert made.json()["channel"]["role"] == "owner"
+    for user_id in member_ids:
+        added = http.post("/channels/members", json={"channel_id": room, "user_id": user_id})
+        assert added.status_code == 201, added.text
+    wanted = {login["user_id"], *member_ids}
+    devices = [
+        d
+        for d in http.get("/devices/keys", params={"all": 1}).json()["keys"]
+        if d["user_id"] in wanted
+    ]
+    assert {d["user_id"] for d in devices} == wanted
+    stored = http.post(
+        "/channels/keys",
+        json={
+            "channel_id": room,
+            "envelopes": [
+                {
+                    "device_id": d["device_id"],
+                    "sender_device_id": login["device_id"],
+                    "sender_public_key": second.public_b64,
+                    "envelope": second.wrap_for(d["public_key"], key1),
+                    "key_version": 1,
+                }
+                for d in devices
+            ],
+        },
+    )
+    assert stored.status_code == 201, stored.text
+    return Room(room, key1, devices, http, second)
+
+
+def remove_from_page(page: Page, room: str, user_id: str) -> None:
+    """The owner's page removes a member (DELETE /channels/members with its session)."""
+    page.evaluate(
+        """async ([room, user]) => {
+            const src = document.querySelector("script[type=module]").src;
+            const { currentClient } = await import(new URL("client.js", src));
+            await currentClient().api.request("DELETE", "/channels/members",
+              { query: { channel_id: room, user_id: user } });
+        }""",
+        [room, user_id],
+    )
+
+
 def new_version(response: Any) -> bool:
     """POST /channels/keys with the envelopes of version 2 for the room's devices."""
     if response.request.method != "POST" or response.status != 201:
@@ -114,59 +207,8 @@ def test_a_room_of_four_removes_dave_and_the_page_rotates_its_key(
 
     # Alice's second device (Python, never online) makes the private room and its first
     # key, adds the three others and seals the key for every member's device.
-    second = DeviceKeys()
-    login = httpx.post(
-        f"{server.base}/auth/login",
-        json={"username": "alice", "password": PASSWORD, "public_key": second.public_b64},
-        timeout=20,
-    ).json()
-    alice_http = httpx.Client(
-        base_url=server.base, timeout=20, headers={"Authorization": f"Bearer {login['token']}"}
-    )
-    key1 = os.urandom(32)
-    made = alice_http.post(
-        "/channels",
-        json={"name_enc": seal(key1, b"team"), "key_commitment": commitment(key1), "private": True},
-    )
-    assert made.status_code == 201, made.text
-    room = made.json()["channel"]["id"]
-    assert made.json()["channel"]["role"] == "owner"
-    for member in (carol, dave):
-        added = alice_http.post(
-            "/channels/members", json={"channel_id": room, "user_id": member["user_id"]}
-        )
-        assert added.status_code == 201, added.text
-    bob_id = next(
-        d["user_id"]
-        for d in alice_http.get("/devices/keys", params={"all": 1}).json()["keys"]
-        if d["user_id"] not in {login["user_id"], carol["user_id"], dave["user_id"]}
-    )
-    added = alice_http.post("/channels/members", json={"channel_id": room, "user_id": bob_id})
-    assert added.status_code == 201, added.text
-    devices = alice_http.get("/devices/keys", params={"all": 1}).json()["keys"]
-    assert {d["user_id"] for d in devices} == {
-        login["user_id"],
-        bob_id,
-        carol["user_id"],
-        dave["user_id"],
-    }
-    stored = alice_http.post(
-        "/channels/keys",
-        json={
-            "channel_id": room,
-            "envelopes": [
-                {
-                    "device_id": d["device_id"],
-                    "sender_device_id": login["device_id"],
-                    "sender_public_key": second.public_b64,
-                    "envelope": second.wrap_for(d["public_key"], key1),
-                    "key_version": 1,
-                }
-                for d in devices
-            ],
-        },
-    )
-    assert stored.status_code == 201, stored.text
+    made = make_room(server, [session_of(b)["user_id"], carol["user_id"], dave["user_id"]])
+    room, key1, devices = made.room, made.key1, made.devices
 
     # Both pages show the room, with its name, and write in it with version 1.
     for page in (a, b):
@@ -198,15 +240,7 @@ def test_a_room_of_four_removes_dave_and_the_page_rotates_its_key(
             )
         ),
     ):
-        a.evaluate(
-            """async ([room, dave]) => {
-                const src = document.querySelector("script[type=module]").src;
-                const { currentClient } = await import(new URL("client.js", src));
-                await currentClient().api.request("DELETE", "/channels/members",
-                  { query: { channel_id: room, user_id: dave } });
-            }""",
-            [room, dave["user_id"]],
-        )
+        remove_from_page(a, room, dave["user_id"])
     posted = json.loads(handed.value.request.post_data or "{}")
     recipients = {e["device_id"] for e in posted["envelopes"]}
     dave_devices = {d["device_id"] for d in devices if d["user_id"] == dave["user_id"]}
@@ -310,4 +344,55 @@ def test_a_room_of_four_removes_dave_and_the_page_rotates_its_key(
         expect(texts(b).filter(has_text=text)).to_be_visible()
     carol_http.close()
     dave_http.close()
-    alice_http.close()
+    made.owner_http.close()
+
+
+def test_the_key_backup_holds_every_version_of_a_rotated_room(
+    server: WebServer, new_page: Any
+) -> None:
+    first = new_page()
+    first.allowed_failures.append(NO_BACKUP_YET)
+    a = first.page
+    recovery_key = sign_up_with_backup(a, server, "alice", "Alice Liddell")
+    bob_http, _, bob = python_member(server, "bob")
+    made = make_room(server, [bob["user_id"]])
+    room = made.room
+    link = channels(a).get_by_role("link", name=re.compile("team"))
+    expect(link).to_be_visible()
+    link.click()
+    expect(a.get_by_label("Message", exact=True)).to_be_enabled()
+    send(a, "before Bob left")
+    with socket_of(server, bob_http) as ws:
+        post_message(ws, room, made.key1, "Bob, with version 1", 1)
+        expect(texts(a).filter(has_text="Bob, with version 1")).to_be_visible()
+
+    # Bob is removed from Alice's page; it rotates; she writes with version 2.
+    with (
+        a.expect_response(lambda r: r.url.endswith("/channels/rotate") and r.status == 200),
+        a.expect_response(lambda r: r.url.endswith("/channels/keys") and new_version(r)),
+    ):
+        remove_from_page(a, room, bob["user_id"])
+    send(a, "after Bob left")
+    key2 = key_of(made.owner_http, made.owner_keys, room)
+
+    # The backup holds both versions, as the Python client of the backup reads it.
+    sync_backup(a)
+    blob = made.owner_http.get("/keys/backup").json()["backup"]
+    held = open_backup(blob, Secret(recovery_key=parse_recovery_key(recovery_key)))
+    assert held.channels[room] == {"1": made.key1, "2": key2}
+
+    # A fresh browser with every other device closed: restored, it reads all of it.
+    a.close()
+    fresh = new_page()
+    page = fresh.page
+    sign_in(page, server, "alice")
+    page.get_by_role("button", name="Restore from your recovery key").click()
+    page.get_by_label("Recovery key or passphrase").fill(recovery_key)
+    page.get_by_role("button", name="Restore keys").click()
+    expect(page.locator("#restore-done")).to_contain_text("Restored")
+    channels(page).get_by_role("link", name=re.compile("team")).click()
+    for text in ("before Bob left", "Bob, with version 1", "after Bob left"):
+        expect(texts(page).filter(has_text=text)).to_be_visible()
+    send(page, "from the restored browser")
+    bob_http.close()
+    made.owner_http.close()
