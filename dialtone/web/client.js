@@ -1216,7 +1216,8 @@ export class Client {
   async sendMessage(channelId, text) {
     const ch = this.channels.get(channelId);
     if (!ch) throw new Error("This channel no longer exists.");
-    if (!ch.key) throw new Error(LOCKED_REASON);
+    // Never with an older key once the room has a newer one (a removed member holds it).
+    if (!ch.key || rotation.writeVersion(ch) < (ch.key_version || 1)) throw new Error(LOCKED_REASON);
     const clean = text.trim();
     if (!clean) return;
     const keyVersion = rotation.writeVersion(ch);
