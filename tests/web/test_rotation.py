@@ -14,6 +14,7 @@ import os
 import re
 import sqlite3
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -227,7 +228,8 @@ def test_a_room_of_four_removes_dave_and_the_page_rotates_its_key(
             expect(texts(page).filter(has_text="v1 from Carol")).to_be_visible()
 
     # Dave stays connected with a raw client: after his removal nothing of the room reaches it.
-    dave_ws = socket_of(server, dave_http)
+    sockets = ExitStack()
+    dave_ws = sockets.enter_context(socket_of(server, dave_http))
 
     # Alice's page removes Dave; the server asks for a new key and her page makes it, by
     # itself: POST /channels/rotate, then envelopes of version 2 for the others' devices.
@@ -330,7 +332,7 @@ def test_a_room_of_four_removes_dave_and_the_page_rotates_its_key(
     )
     assert announced.status_code == 200, announced.text
     got = frames_until(dave_ws, lambda e: e.get("type") == "server.announcement")
-    dave_ws.close()
+    sockets.close()
     assert any(e.get("type") == "channel.member.removed" for e in got)
     assert not [
         e for e in got if e.get("type") == "channel.message.new" and e.get("channel_id") == room
