@@ -250,7 +250,15 @@ export function shareJobs(client) {
         holds: current ? (h) => h.channels.includes(ch.id) : () => false,
         pick: (devices) => recipients(client, ch, devices),
         envelope,
-        post: (items) => client.api.postChannelKeys(ch.id, items.map((e) => ({ ...e, key_version: version }))),
+        post: async (items) => {
+          try {
+            return await client.api.postChannelKeys(ch.id, items.map((e) => ({ ...e, key_version: version })));
+          } catch (error) {
+            // Someone left between the member list and the upload: read it again next time.
+            if (error instanceof ApiError && error.code === "not_a_member_device") ch.memberIds = null;
+            throw error;
+          }
+        },
       });
     }
   }

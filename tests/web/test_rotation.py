@@ -243,6 +243,23 @@ def test_a_room_of_four_removes_dave_and_the_page_rotates_its_key(
         for page in (a, b):
             expect(texts(page).filter(has_text="v1 from Carol")).to_be_visible()
 
+    # Every envelope upload of both pages, from here on.
+    uploads: list[dict[str, Any]] = []
+    for page in (a, b):
+        page.on(
+            "request",
+            lambda r: (
+                uploads.append(json.loads(r.post_data or "{}"))
+                if r.method == "POST" and r.url.endswith("/channels/keys")
+                else None
+            ),
+        )
+    # A page handing the room's old key on to Dave's device while his removal is on its
+    # way is refused (403 not_a_member_device): the server's guard, allowed here; what
+    # matters is checked below (no envelope of version 2 for him, made or tried).
+    for watched in (alice, bob):
+        watched.allowed_failures.append(re.compile(r"POST /channels/keys 403$"))
+
     # Dave stays connected with a raw client: after his removal nothing of the room reaches it.
     sockets = ExitStack()
     dave_ws = sockets.enter_context(socket_of(server, dave_http))
@@ -335,6 +352,13 @@ def test_a_room_of_four_removes_dave_and_the_page_rotates_its_key(
             [room, *dave_devices],
         ).fetchone()
     assert count == 0
+    # Nor did any page try to make one: no upload of version 2 names his device.
+    assert not [
+        e
+        for body in uploads
+        for e in body.get("envelopes", [])
+        if e.get("key_version") == 2 and e["device_id"] in dave_devices
+    ]
     for m in later:
         with pytest.raises(InvalidTag):
             open_sealed(dave_key, m["body"])
