@@ -10,6 +10,7 @@ import { Api, ApiError, Socket, errorSentence } from "./api.js";
 import * as e2e from "./crypto.js";
 import { store } from "./store.js";
 import { newClientMessageId, Outbox, SeqTracker } from "./outbox.js";
+import * as rotation from "./rotation.js";
 
 const PAGE = 50;
 const CATCH_UP_PAGE = 200;
@@ -215,6 +216,7 @@ export class Client {
     });
     socket.on("server.announcement", (event) => this.emit("announcement", event));
     socket.on("channel.message.deleted", (event) => this.onDeleted(event));
+    rotation.attach(this);
     try {
       await this.refreshDevices();
       await this.refreshProfiles();
@@ -604,6 +606,7 @@ export class Client {
       ch.created_at = row.created_at;
       ch.key_commitment = row.key_commitment || null;
       ch.key_version = row.key_version || 1;
+      rotation.noteRow(this, ch, row);
       if (ch.name_enc !== row.name_enc) {
         ch.name_enc = row.name_enc;
         ch.name = null;
@@ -673,6 +676,8 @@ export class Client {
 
   async ensureKey(ch) {
     const record = `chan:${this.me.deviceId}:${ch.id}`;
+    // A key of an older version (the room's key was rotated) is kept for history only.
+    await rotation.settle(this, ch);
     if (ch.key && ch.key_commitment && ch.keyCommitment && ch.keyCommitment !== ch.key_commitment) {
       // The commitment was set since, and not to our key: it was not the channel's key.
       this.report(ch.id, ch.envelope, "the key held here does not match the channel's key commitment");
@@ -689,17 +694,12 @@ export class Client {
         ch.key = cached.key;
         ch.envelope = cached.envelope;
         ch.keyCommitment = cached.commitment;
+        await rotation.held(this, ch, ch.key_version || 1, cached);
       } else if (!ch.creating) {
         await this.fetchKey(ch);
       }
     }
-    if (ch.key && ch.name === null) {
-      try {
-        ch.name = await e2e.openText(ch.key, ch.name_enc);
-      } catch {
-        ch.name = null;
-      }
-    }
+    if (ch.key && ch.name === null) ch.name = await rotation.openName(ch);
   }
 
   async fetchKey(ch) {
@@ -794,7 +794,8 @@ export class Client {
     ch.envelope = envelope;
     ch.keyCommitment = commitment;
     ch.name = null;
-    await store.put(`chan:${this.me.deviceId}:${ch.id}`, { key: ch.key, envelope, commitment });
+    await store.put(`chan:${this.me.deviceId}:${ch.id}`, { key: ch.key, envelope, commitment, version: ch.key_version || 1 });
+    await rotation.held(this, ch, ch.key_version || 1, { key: ch.key, envelope, commitment });
     await this.ensureKey(ch);
     this.emit("channels");
     this.emit("keys");
@@ -976,20 +977,23 @@ export class Client {
 
   async decryptMessage(ch, m) {
     if (m.local) return;
-    if (!ch.key) {
+    // Each message with the key of the version it was sealed with (after a rotation).
+    const key = rotation.keyFor(ch, rotation.versionOf(m));
+    if (!key) {
       m.text = null;
+      if (ch.key) rotation.wantVersion(this, ch, rotation.versionOf(m));
       return;
     }
     try {
-      m.text = await e2e.openText(ch.key, m.body);
+      m.text = await e2e.openText(key, m.body);
       m.unreadable = false;
     } catch {
       m.text = null;
       m.unreadable = true;
-      this.recheckKey(ch);
+      if (key === ch.key) this.recheckKey(ch);
     }
     try {
-      m.senderName = await e2e.openText(ch.key, m.sender_name_enc);
+      m.senderName = await e2e.openText(key, m.sender_name_enc);
     } catch {
       m.senderName = null;
     }
@@ -1005,6 +1009,7 @@ export class Client {
       status: "sent",
       seq: row.seq,
       client_message_id: row.client_message_id,
+      key_version: row.key_version || 1,
     };
   }
 
@@ -1211,9 +1216,11 @@ export class Client {
   async sendMessage(channelId, text) {
     const ch = this.channels.get(channelId);
     if (!ch) throw new Error("This channel no longer exists.");
-    if (!ch.key) throw new Error(LOCKED_REASON);
+    // Never with an older key once the room has a newer one (a removed member holds it).
+    if (!ch.key || rotation.writeVersion(ch) < (ch.key_version || 1)) throw new Error(LOCKED_REASON);
     const clean = text.trim();
     if (!clean) return;
+    const keyVersion = rotation.writeVersion(ch);
     const body = await e2e.seal(ch.key, clean);
     if (body.length > MAX_BODY_BYTES) throw new Error("That message is too long.");
     const m = {
@@ -1225,6 +1232,7 @@ export class Client {
       body,
       senderName: this.displayName,
       status: "pending",
+      key_version: keyVersion,
     };
     ch.messages.push(m);
     this.emit("messages", channelId);
@@ -1237,9 +1245,11 @@ export class Client {
       type: "channel.message.send",
       channel_id: ch.id,
       body: m.body,
-      sender_name_enc: await e2e.seal(ch.key, this.displayName),
+      sender_name_enc: await e2e.seal(rotation.keyFor(ch, m.key_version || 1) || ch.key, this.displayName),
       client_message_id: m.clientMessageId,
     };
+    // The key version the body is sealed with; absent means 1, as older servers expect.
+    if ((m.key_version || 1) > 1) frame.key_version = m.key_version;
     m.status = "pending";
     m.error = null;
     m.channelId = ch.id;
@@ -1262,6 +1272,7 @@ export class Client {
     // with it instead of storing it twice. A refused send (no outbox entry) gets a new one.
     if (!this.outbox.has(m)) {
       m.clientMessageId = null;
+      m.key_version = rotation.writeVersion(ch);
       m.body = await e2e.seal(ch.key, m.text);
     }
     await this.transmit(ch, m);
@@ -1349,12 +1360,8 @@ export class Client {
   // Wrap each key we may hand on for the given devices we have not served yet
   // (remembered per key in IndexedDB, so a device is served once by each member).
   async shareKeys(targets) {
-    const jobs = [...this.channels.values()].filter((ch) => this.mayShareChannel(ch)).map((ch) => ({
-      record: `shared:${this.me.deviceId}:${ch.id}`,
-      holds: (held) => held.channels.includes(ch.id),
-      envelope: ch.envelope,
-      post: (envelopes) => this.api.postChannelKeys(ch.id, envelopes),
-    }));
+    // Every version of each channel key held, private rooms' to their members only.
+    const jobs = rotation.shareJobs(this);
     if (this.mayShareDirectory()) {
       jobs.push({
         record: `shared:${this.me.deviceId}:directory`,
@@ -1385,7 +1392,7 @@ export class Client {
       try {
         const done = new Set((await store.get(job.record)) || []);
         done.add(this.me.deviceId);
-        const unserved = targets.filter((d) => !done.has(d.device_id));
+        const unserved = (job.pick ? await job.pick(targets) : targets).filter((d) => !done.has(d.device_id));
         const fresh = [];
         for (const d of unserved) {
           if (!job.holds(await heldBy(d))) fresh.push(d);
