@@ -1,6 +1,7 @@
 // The devices page (revocation) and the admin page (invites).
 import { currentClient } from "../client.js";
 import { h } from "./dom.js";
+import "./people.js"; // <dt-privacy>: do-not-disturb and the block list
 
 export class DtDevices extends HTMLElement {
   connectedCallback() {
@@ -23,6 +24,7 @@ export class DtDevices extends HTMLElement {
       h("h2", { id: "devices-title" }, "You and your devices"),
       profile,
       alerts,
+      h("dt-privacy"),
       // Key backup hook (backup.js, components/key-backup.js).
       h("p", { class: "row" }, h("a", { href: "#/backup" }, "Set up key backup"), " · ",
         h("a", { href: "#/restore" }, "Restore from recovery key")),
