@@ -44,7 +44,8 @@ export function lastMessageId(ch) {
     const m = ch.messages[i];
     if (!m.local && typeof m.id === "string" && !m.id.startsWith("local-")) return m.id;
   }
-  return ch.lastSeenId || null;
+  // One deleted since is no place to start from (the server answers invalid_cursor).
+  return ch.lastSeenId && !ch.deleted?.has(ch.lastSeenId) ? ch.lastSeenId : null;
 }
 
 // Since when deletions matter for a channel: the later of the oldest message it shows and
@@ -444,6 +445,8 @@ export class Rooms {
           this.noSync = true;
           return false;
         }
+        // A message we started from was deleted meanwhile: channel by channel this time.
+        if (error instanceof ApiError && error.code === "invalid_cursor") return false;
         throw error;
       }
       answers.push({ request, answer, at: this.api.serverDate });
@@ -486,7 +489,10 @@ export class Rooms {
     if (result.deleted?.length) {
       client.onDeleted({ channel_id: ch.id, message_ids: result.deleted.map((d) => d.message_id) });
     }
-    if (at) ch.deletionsSyncedAt = at - 2000;
+    // More deletions than one answer holds: the feed pages the rest (from where this
+    // channel was last in step); else in step as of the server's time of the answer.
+    if (result.deleted_more) await client.catchUpDeletions(ch);
+    else if (at) ch.deletionsSyncedAt = at - 2000;
     // More than one answer holds: the rest is paged with history, as before.
     if (result.more && ch.loaded) await client.catchUp(ch);
   }
