@@ -100,8 +100,7 @@ export function openMembers(client, channelId) {
       ? h("form", { class: "row", onsubmit: (e) => {
           e.preventDefault();
           run(async () => {
-            await client.rooms.invite(channelId, select.value);
-            await load();
+            await client.rooms.invite(channelId, select.value); // its "members" event reloads the list
           });
         } },
           h("label", { for: "invite-who" }, "Invite"), select, h("button", { type: "submit", class: "primary" }, "Add to the room"))
