@@ -67,12 +67,12 @@ export class DtSidebar extends HTMLElement {
     const items = [...this.client.channels.values()].filter((ch) => !ch.direct).map((ch) => {
       const name = this.client.channelName(ch);
       const talking = this.voice.users(ch.id).map((id) => this.client.nameOf(id)).sort((a, b) => a.localeCompare(b));
-      let label = ch.unread ? `${name}, ${ch.unread} unread` : name;
+      let label = ch.private ? `${name}, private` : name;
+      if (ch.unread) label += `, ${ch.unread} unread`;
       if (talking.length) label += `, ${talking.length} in voice`;
       return h("li", {},
         h("a", { href: `#/c/${ch.id}`, "aria-label": label, "aria-current": ch.id === active ? "page" : null, class: ch.unread ? "unread" : null },
           h("span", { class: "hash", "aria-hidden": "true", title: ch.private ? "Private room" : null }, roomMark(ch)), h("span", { class: "name" }, name),
-          ch.private ? h("span", { class: "sr-only" }, ", private") : null,
           talking.length ? h("span", { class: "voice-count", "aria-hidden": "true", title: "In voice" }, `🔊 ${talking.length}`) : null,
           ch.unread ? h("span", { class: "badge", "aria-hidden": "true" }, String(ch.unread)) : null),
         talking.length
