@@ -149,7 +149,7 @@ def test_do_not_disturb_greys_out_the_dm_button(server: WebServer, new_page: Any
     button = people(f).get_by_role("button", name="Direct message to Erin Eaglet")
     expect(button).to_be_enabled()
 
-    e.get_by_role("link", name="erin").click()
+    e.get_by_role("link", name="erin", exact=True).click()
     e.get_by_label("Nobody: do not disturb").check()
     expect(e.get_by_text("Saved.")).to_be_visible()
     e.reload()
@@ -258,7 +258,7 @@ def test_blocking_hides_someones_messages(server: WebServer, new_page: Any) -> N
     expect(texts(a)).to_have_text(["There isn't any"])
 
     # Her page lists him; unblocking shows his messages again.
-    a.get_by_role("link", name="alice").click()
+    a.get_by_role("link", name="alice", exact=True).click()
     blocked = a.get_by_role("list", name="Blocked people")
     expect(blocked).to_contain_text("Bob Builder")
     blocked.get_by_role("button", name="Unblock Bob Builder").click()
