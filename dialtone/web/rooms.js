@@ -18,11 +18,13 @@ const ALLOWED_TTL_MS = 30000;
 // ---- pure helpers ----
 
 // The issue-16 fields of a channel object (absent from older servers: public channel).
+// Role and peer are the caller's view: an object without them (channel.created's) keeps
+// what is known.
 export function applyRow(ch, row) {
   ch.private = Boolean(row.private);
   ch.direct = Boolean(row.direct);
-  ch.role = row.role ?? null;
-  ch.peer_user_id = row.peer_user_id ?? null;
+  ch.role = row.role ?? ch.role ?? null;
+  ch.peer_user_id = row.peer_user_id ?? ch.peer_user_id ?? null;
   ch.rekey_required = Boolean(row.rekey_required);
   return ch;
 }
@@ -171,7 +173,8 @@ export class Rooms {
   // ---- names ----
 
   directName(ch) {
-    return ch.peer_user_id ? this.client.nameOf(ch.peer_user_id) : "Direct message";
+    const peer = ch.peer_user_id || [...(ch.memberIds || [])].find((id) => id !== this.client.me.id);
+    return peer ? this.client.nameOf(peer) : "Direct message";
   }
 
   // ---- members ----
@@ -319,11 +322,8 @@ export class Rooms {
     if (known) return known;
     const { channel } = await client.attempt(() => this.api.post("/channels/direct", { user_id: userId }), "Opening the conversation");
     this.allowed.set(userId, { allowed: true, channel_id: channel.id, at: Date.now() });
-    let ch = client.channels.get(channel.id);
-    if (!ch) {
-      ch = client.newChannel(channel);
-      applyRow(ch, channel);
-    }
+    const ch = client.channels.get(channel.id) || client.newChannel(channel);
+    applyRow(ch, channel);
     // Made just now by us (two racing pages get one room; only its maker keys it).
     const ours = !channel.key_commitment && (!channel.created_by || channel.created_by === client.me.id);
     if (ours && !ch.key) await this.keyDirect(ch, userId);

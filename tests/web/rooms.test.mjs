@@ -24,6 +24,10 @@ test("a channel row from an older server reads as a public channel", () => {
   const dm = applyRow({}, { id: "b", private: true, direct: true, role: "owner", peer_user_id: "u2" });
   assert.equal(dm.direct, true);
   assert.equal(dm.peer_user_id, "u2");
+  // channel.created's object has no caller's view: what is known stays.
+  applyRow(dm, { id: "b", private: true, direct: true, role: null, peer_user_id: null });
+  assert.equal(dm.peer_user_id, "u2");
+  assert.equal(dm.role, "owner");
 });
 
 test("rooms and direct messages go to their own sections, oldest first", () => {
