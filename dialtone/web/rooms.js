@@ -39,9 +39,16 @@ export function partitionChannels(channels) {
   };
 }
 
-// The newest message id a channel is known to have reached: the last stored message it
-// shows, or the last one announced live while its history was not loaded.
+// Where a channel's catch-up starts: the message at the highest place held without a
+// hole below it (issue 20's `seq`: the catch-up then also fills an old hole), else the
+// last stored message it shows, else the last one announced live while its history was
+// not loaded.
 export function lastMessageId(ch) {
+  const top = ch.seqs?.top;
+  if (Number.isInteger(top) && top > 0) {
+    const at = ch.messages.find((m) => m.seq === top && !m.local && !ch.deleted?.has(m.id));
+    if (at) return at.id;
+  }
   for (let i = ch.messages.length - 1; i >= 0; i -= 1) {
     const m = ch.messages[i];
     if (!m.local && typeof m.id === "string" && !m.id.startsWith("local-")) return m.id;
@@ -464,18 +471,22 @@ export class Rooms {
       await Promise.all([...client.channels.values()].filter((ch) => !ch.key).map((ch) => client.ensureKey(ch).catch(() => {})));
       client.askAgainForKeys();
     }
-    for (const { answer, at } of answers) {
-      for (const result of answer.channels || []) await this.applyResult(result, at);
+    for (const { request, answer, at } of answers) {
+      const from = new Map(request.map((entry) => [entry.channel_id, entry.last_message_id]));
+      for (const result of answer.channels || []) await this.applyResult(result, at, from.get(result.channel_id));
     }
     client.emit("channels");
     client.emit("messages", null);
     return true;
   }
 
-  async applyResult(result, at) {
+  async applyResult(result, at, fromId) {
     const client = this.client;
     const ch = client.channels.get(result.channel_id);
     if (!ch) return;
+    // Asked from the highest place held without a hole: the answer fills up from there.
+    const top = ch.seqs?.top;
+    const fromTop = Number.isInteger(top) && ch.messages.some((m) => m.id === fromId && m.seq === top);
     const seen = client.activeChannel === ch.id && document.visibilityState === "visible";
     for (const row of result.messages || []) {
       const m = client.fromWire(row);
@@ -489,6 +500,8 @@ export class Rooms {
     if (result.deleted?.length) {
       client.onDeleted({ channel_id: ch.id, message_ids: result.deleted.map((d) => d.message_id) });
     }
+    const rows = result.messages || [];
+    if (fromTop && !result.more) ch.seqs.paged(rows, top);
     // More deletions than one answer holds: the feed pages the rest (from where this
     // channel was last in step); else in step as of the server's time of the answer.
     if (result.deleted_more) await client.catchUpDeletions(ch);

@@ -47,6 +47,11 @@ test("the last message id skips sends not stored yet, and falls back on the last
   assert.equal(lastMessageId(ch), "m2");
   assert.equal(lastMessageId(channel("b", { lastSeenId: "m9" })), "m9");
   assert.equal(lastMessageId(channel("c")), null);
+  // Numbered messages with a hole (3 missing): from the highest place without one.
+  const holed = channel("d", { seqs: { top: 2 }, messages: [{ id: "m1", seq: 1 }, { id: "m2", seq: 2 }, { id: "m4", seq: 4 }] });
+  assert.equal(lastMessageId(holed), "m2");
+  holed.seqs.top = 4;
+  assert.equal(lastMessageId(holed), "m4");
 });
 
 test("deletions matter from the oldest message shown, or from the last catch-up when later", () => {
