@@ -440,9 +440,14 @@ export class Rooms {
 
   async syncOnce() {
     const client = this.client;
+    // Signed out meanwhile, or nothing whose place is known (the channel list was just
+    // read, or the socket's events kept it): nothing to ask.
+    if (client.ended || !client.socket.isOpen) return true;
+    const entries = syncEntries(client.channels.values());
+    if (!entries.length) return true;
     const known = [...client.channels.keys()];
     const answers = [];
-    for (const request of batches(syncEntries(client.channels.values()))) {
+    for (const request of batches(entries)) {
       let answer;
       try {
         answer = await this.api.post("/sync", { channels: request });
