@@ -288,6 +288,7 @@ export class Rooms {
 
   // Whether this user may open a DM with `userId` now, from a short-lived cache.
   async directAllowed(userId, { fresh = false } = {}) {
+    if (this.noDirect) return { allowed: false, channel_id: null, at: Date.now(), unsupported: true };
     const held = this.allowed.get(userId);
     if (held && !fresh) {
       if (held.then) return held;
@@ -303,9 +304,19 @@ export class Rooms {
         return value;
       })
       .catch((error) => {
-        this.allowed.delete(userId);
-        if (this.client.guard(error)) throw error;
-        return { allowed: true, channel_id: null, at: Date.now(), unknown: true };
+        if (this.client.guard(error)) {
+          this.allowed.delete(userId);
+          throw error;
+        }
+        // A server without direct messages (no such route): never asked again. Any other
+        // failure stands for the usual while (the button stays, the server decides).
+        if (error instanceof ApiError && ((error.status === 404 && error.code === "not_found") || error.status === 405)) {
+          this.noDirect = true;
+          this.emit("people");
+        }
+        const value = { allowed: true, channel_id: null, at: Date.now(), unknown: true };
+        this.allowed.set(userId, value);
+        return value;
       });
     this.allowed.set(userId, asking);
     return asking;

@@ -26,6 +26,7 @@ async function message(client, userId) {
 // The direct-message button of a person in the people list: greyed out, with the reason
 // as its tooltip, when GET /channels/direct says they cannot be messaged now.
 export function directButton(client, userId) {
+  if (client.rooms.noDirect) return null; // a server without direct messages
   const name = client.nameOf(userId);
   const known = client.rooms.knownAllowed(userId);
   const refused = known && !known.allowed && !client.rooms.existingDirect(userId);
