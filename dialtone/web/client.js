@@ -11,6 +11,7 @@ import * as e2e from "./crypto.js";
 import { store } from "./store.js";
 import { newClientMessageId, Outbox, SeqTracker } from "./outbox.js";
 import * as rotation from "./rotation.js";
+import { applyRow, Rooms } from "./rooms.js";
 
 const PAGE = 50;
 const CATCH_UP_PAGE = 200;
@@ -139,6 +140,8 @@ export class Client {
     this.status = { state: "idle" };
     // What the server offers beyond the published API, learnt from server.hello.
     this.server = { moderation: false, title: "", welcome: "" };
+    // Private rooms, direct messages, blocks, do-not-disturb, /sync (rooms.js).
+    this.rooms = new Rooms(this);
   }
 
   on(what, handler) {
@@ -217,6 +220,7 @@ export class Client {
     socket.on("server.announcement", (event) => this.emit("announcement", event));
     socket.on("channel.message.deleted", (event) => this.onDeleted(event));
     rotation.attach(this);
+    this.rooms.listen(socket);
     try {
       await this.refreshDevices();
       await this.refreshProfiles();
@@ -224,6 +228,7 @@ export class Client {
       await this.loadDirectory();
       await this.refreshChannels();
       await this.refreshPresence();
+      await this.rooms.start();
     } catch (error) {
       if (this.guard(error)) return;
       throw error;
@@ -234,6 +239,7 @@ export class Client {
   }
 
   stop() {
+    this.rooms.stop();
     clearTimeout(this.dirTimer);
     for (const timer of this.shareTimers) clearTimeout(timer);
     for (const timer of this.keyRetries.values()) clearTimeout(timer);
@@ -607,6 +613,7 @@ export class Client {
       ch.key_commitment = row.key_commitment || null;
       ch.key_version = row.key_version || 1;
       rotation.noteRow(this, ch, row);
+      applyRow(ch, row);
       if (ch.name_enc !== row.name_enc) {
         ch.name_enc = row.name_enc;
         ch.name = null;
@@ -637,6 +644,7 @@ export class Client {
       loading: false,
       unread: 0,
     };
+    applyRow(ch, row);
     this.channels.set(row.id, ch);
     return ch;
   }
@@ -652,6 +660,7 @@ export class Client {
   }
 
   channelName(ch) {
+    if (ch.direct) return this.rooms.directName(ch);
     return ch.name || (ch.key ? "(unreadable name)" : `Channel ${this.positionOf(ch)}, locked`);
   }
 
@@ -909,19 +918,24 @@ export class Client {
     this.onDeleted({ channel_id: channelId, message_ids: [messageId] });
   }
 
-  async createChannel(name) {
+  async createChannel(name, { private: isPrivate = false } = {}) {
     const clean = name.trim();
     if (!clean) throw new Error("A channel needs a name.");
     const key = await e2e.newSharedKey();
     const nameEnc = await e2e.seal(key, clean);
     // The commitment goes with the channel: any member may then hand its key on.
     const commitment = await e2e.commitment(key);
-    const { channel } = await this.attempt(() => this.api.createChannel(nameEnc, commitment), "Creating the channel");
+    const { channel } = await this.attempt(
+      () => (isPrivate ? this.api.post("/channels", { name_enc: nameEnc, key_commitment: commitment, private: true }) : this.api.createChannel(nameEnc, commitment)),
+      isPrivate ? "Creating the room" : "Creating the channel",
+    );
     const ch = this.channels.get(channel.id) || this.newChannel(channel);
+    applyRow(ch, channel);
     ch.key_commitment = channel.key_commitment || null;
     ch.creating = true;
     await this.refreshDevices();
-    const envelopes = await this.wrapForAll(key, this.devicesAll);
+    // A private room's key goes to its members only: at first, the creator's devices.
+    const envelopes = await this.wrapForAll(key, isPrivate ? this.devicesAll.filter((d) => d.user_id === this.me.id) : this.devicesAll);
     for (let i = 0; i < envelopes.length; i += 1000) {
       await this.attempt(() => this.api.postChannelKeys(channel.id, envelopes.slice(i, i + 1000)), "Sharing the channel key");
     }
@@ -1157,8 +1171,10 @@ export class Client {
       if (this.dirCommitment === null) await this.checkDirectory();
       await this.refreshChannels();
       await this.refreshProfiles();
+      // One POST /sync for every channel; a server without it: channel by channel.
+      const synced = await this.rooms.sync();
       for (const ch of this.channels.values()) {
-        if (!ch.loaded) continue;
+        if (!ch.loaded || synced) continue;
         try {
           await this.catchUp(ch);
           await this.catchUpDeletions(ch);

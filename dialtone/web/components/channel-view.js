@@ -2,6 +2,8 @@
 // admin actions, and a slot where the voice panel (<dt-voice-panel channel-id>) sits.
 import { currentClient, LOCKED_REASON } from "../client.js";
 import { dayOf, h, timeOf } from "./dom.js";
+import { roomActions, roomMark } from "./members.js";
+import { withoutBlocked } from "../rooms.js";
 
 export class DtChannelView extends HTMLElement {
   static get observedAttributes() {
@@ -15,6 +17,7 @@ export class DtChannelView extends HTMLElement {
       this.client.on("messages", (id) => { if (id === null || id === this.channelId) this.renderMessages(); }),
       this.client.on("channels", () => this.renderHeader()),
       this.client.on("server", () => this.renderMessages()),
+      this.client.on("members", (id) => { if (id === this.channelId) this.renderHeader(); }),
     ];
     this.onVisible = () => { if (document.visibilityState === "visible") this.client.openChannel(this.channelId); };
     document.addEventListener("visibilitychange", this.onVisible);
@@ -84,7 +87,7 @@ export class DtChannelView extends HTMLElement {
       return;
     }
     const name = this.client.channelName(ch);
-    this.heading.textContent = `# ${name}`;
+    this.heading.textContent = `${roomMark(ch)} ${name}`;
     const locked = !ch.key;
     if (this.input.disabled !== locked) {
       this.input.disabled = locked;
@@ -97,9 +100,9 @@ export class DtChannelView extends HTMLElement {
         if (!document.activeElement || document.activeElement === document.body) this.input.focus();
       }
     }
-    document.title = `#${name} · Dialtone`;
+    document.title = `${ch.direct ? "@" : "#"}${name} · Dialtone`;
     const admin = this.client.canManageChannels;
-    this.actions.replaceChildren(...(admin ? [
+    this.actions.replaceChildren(...roomActions(this.client, ch), ...(admin && !ch.direct ? [
       h("button", { type: "button", onclick: () => this.rename(), "aria-label": `Rename channel ${name}` }, "Rename"),
       h("button", { type: "button", class: "danger", onclick: () => this.remove(), "aria-label": `Delete channel ${name}` }, "Delete"),
     ] : []));
@@ -140,7 +143,8 @@ export class DtChannelView extends HTMLElement {
     const items = [];
     let day = null;
     const keep = new Set();
-    for (const m of ch.messages) {
+    // Messages of people this user blocked are not shown.
+    for (const m of withoutBlocked(ch.messages, this.client.rooms.blocked)) {
       const d = dayOf(m.sent_at);
       if (d !== day) {
         day = d;

@@ -1,6 +1,7 @@
 // The devices page (revocation) and the admin page (invites).
 import { currentClient } from "../client.js";
 import { h } from "./dom.js";
+import "./people.js"; // <dt-privacy>: do-not-disturb and the block list
 
 export class DtDevices extends HTMLElement {
   connectedCallback() {
@@ -23,6 +24,7 @@ export class DtDevices extends HTMLElement {
       h("h2", { id: "devices-title" }, "You and your devices"),
       profile,
       alerts,
+      h("dt-privacy"),
       // Key backup hook (backup.js, components/key-backup.js).
       h("p", { class: "row" }, h("a", { href: "#/backup" }, "Set up key backup"), " · ",
         h("a", { href: "#/restore" }, "Restore from recovery key")),
@@ -113,11 +115,13 @@ export class DtAdmin extends HTMLElement {
     this.replaceChildren(h("section", { class: "page card wide", "aria-labelledby": "admin-title" },
       h("h2", { id: "admin-title" }, "Server administration"), this.error, this.headline, ...sections, this.extra));
     this.offServer = this.client.on("server", () => this.loadExtra());
+    this.offPeople = this.client.on("people", () => this.namesChanged());
     this.loadExtra();
   }
 
   disconnectedCallback() {
     this.offServer?.();
+    this.offPeople?.();
     clearInterval(this.statsTimer);
   }
 
@@ -202,34 +206,46 @@ export class DtAdmin extends HTMLElement {
   }
 
   async loadUsers() {
-    await this.call(() => this.client.api.get("/admin/users", { limit: 200 }), ({ users }) => {
-      const me = this.client.me.id;
-      const admin = this.client.canManageChannels;
-      const rows = users.map((u) => {
-        const name = this.client.nameOf(u.id);
-        const roles = [u.is_admin && "admin", u.is_moderator && "moderator", u.is_locked && "locked"].filter(Boolean).join(", ") || "member";
-        const flag = (label, field, value) => h("button", { type: "button", "aria-label": `${label} ${name}`,
-          onclick: () => this.call(() => this.client.api.request("PATCH", `/admin/users/${u.id}`, { body: { [field]: value } }), () => this.loadUsers()) }, label);
-        const actions = [];
-        if (admin && u.id !== me) {
-          actions.push(u.is_locked ? flag("Unlock", "is_locked", false) : flag("Lock", "is_locked", true));
-          actions.push(u.is_admin ? flag("Remove admin", "is_admin", false) : flag("Make admin", "is_admin", true));
-          actions.push(u.is_moderator ? flag("Remove moderator", "is_moderator", false) : flag("Make moderator", "is_moderator", true));
-        }
-        if (u.id !== me) {
-          actions.push(h("button", { type: "button", "aria-label": `Disconnect ${name}`,
-            onclick: () => this.call(() => this.client.api.post(`/admin/users/${u.id}/kick`), () => this.loadUsers()) }, "Disconnect"));
-          actions.push(h("button", { type: "button", class: "danger", "aria-label": `Ban ${name}`,
-            onclick: () => this.call(() => this.client.api.post("/admin/bans", { user_id: u.id, comment: "banned from the web admin page" }), () => Promise.all([this.loadBans(), this.loadUsers()])) }, "Ban"));
-        }
-        return h("tr", { "data-user-id": u.id },
-          h("td", {}, name, u.id === me ? " (you)" : "", h("br"),
-            // The id the `dialtone admin` commands and the /admin API take, selectable to copy.
-            h("code", { class: "user-id", title: "User id (for dialtone admin commands)" }, u.id)), h("td", {}, roles), h("td", {}, u.online ? "online" : "offline"),
-          h("td", {}, String(u.device_count)), h("td", {}, this.when(u.last_seen_at)), h("td", { class: "actions" }, actions));
-      });
-      this.usersBody.replaceChildren(this.table("People", ["Name", "Role", "Status", "Devices", "Last seen", "Actions"], rows));
+    await this.call(() => this.client.api.get("/admin/users", { limit: 200 }), ({ users }) => this.renderUsers(users));
+  }
+
+  // Drawn again, without asking the server, when a name is opened after the table was
+  // (a newcomer's profile arrives a moment after their account).
+  namesChanged() {
+    if (!this.users) return;
+    const names = this.users.map((u) => this.client.nameOf(u.id)).join("\u0000");
+    if (names !== this.userNames) this.renderUsers(this.users);
+  }
+
+  renderUsers(users) {
+    this.users = users;
+    this.userNames = users.map((u) => this.client.nameOf(u.id)).join("\u0000");
+    const me = this.client.me.id;
+    const admin = this.client.canManageChannels;
+    const rows = users.map((u) => {
+      const name = this.client.nameOf(u.id);
+      const roles = [u.is_admin && "admin", u.is_moderator && "moderator", u.is_locked && "locked"].filter(Boolean).join(", ") || "member";
+      const flag = (label, field, value) => h("button", { type: "button", "aria-label": `${label} ${name}`,
+        onclick: () => this.call(() => this.client.api.request("PATCH", `/admin/users/${u.id}`, { body: { [field]: value } }), () => this.loadUsers()) }, label);
+      const actions = [];
+      if (admin && u.id !== me) {
+        actions.push(u.is_locked ? flag("Unlock", "is_locked", false) : flag("Lock", "is_locked", true));
+        actions.push(u.is_admin ? flag("Remove admin", "is_admin", false) : flag("Make admin", "is_admin", true));
+        actions.push(u.is_moderator ? flag("Remove moderator", "is_moderator", false) : flag("Make moderator", "is_moderator", true));
+      }
+      if (u.id !== me) {
+        actions.push(h("button", { type: "button", "aria-label": `Disconnect ${name}`,
+          onclick: () => this.call(() => this.client.api.post(`/admin/users/${u.id}/kick`), () => this.loadUsers()) }, "Disconnect"));
+        actions.push(h("button", { type: "button", class: "danger", "aria-label": `Ban ${name}`,
+          onclick: () => this.call(() => this.client.api.post("/admin/bans", { user_id: u.id, comment: "banned from the web admin page" }), () => Promise.all([this.loadBans(), this.loadUsers()])) }, "Ban"));
+      }
+      return h("tr", { "data-user-id": u.id },
+        h("td", {}, name, u.id === me ? " (you)" : "", h("br"),
+          // The id the `dialtone admin` commands and the /admin API take, selectable to copy.
+          h("code", { class: "user-id", title: "User id (for dialtone admin commands)" }, u.id)), h("td", {}, roles), h("td", {}, u.online ? "online" : "offline"),
+        h("td", {}, String(u.device_count)), h("td", {}, this.when(u.last_seen_at)), h("td", { class: "actions" }, actions));
     });
+    this.usersBody.replaceChildren(this.table("People", ["Name", "Role", "Status", "Devices", "Last seen", "Actions"], rows));
   }
 
   async loadBans() {

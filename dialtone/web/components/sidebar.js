@@ -3,6 +3,8 @@
 import { currentClient } from "../client.js";
 import { voicePresenceFor } from "../voice.js";
 import { h } from "./dom.js";
+import { roomMark } from "./members.js";
+import { directButton, personName } from "./people.js";
 
 export class DtSidebar extends HTMLElement {
   connectedCallback() {
@@ -20,7 +22,8 @@ export class DtSidebar extends HTMLElement {
     this.voice.addEventListener("change", this.onVoice);
     this.channelsList = h("ul", { class: "channel-list", "aria-label": "Channels" });
     this.peopleList = h("ul", { class: "people", "aria-label": "People" });
-    // Channel creation for admins; it comes and goes when an admin changes our roles.
+    // Channel creation for admins, private rooms for everyone (the server may restrict
+    // them by its private_rooms setting); it follows when an admin changes our roles.
     this.createSlot = h("div", { class: "create-slot" });
     this.renderCreate();
     this.offs.push(this.client.on("role", () => {
@@ -29,6 +32,7 @@ export class DtSidebar extends HTMLElement {
     }));
     this.replaceChildren(
       h("nav", { "aria-label": "Channels" }, h("h2", {}, "Channels"), this.channelsList, this.createSlot),
+      h("dt-direct-list"),
       h("section", { "aria-label": "People" }, h("h2", {}, "People"), this.peopleList),
     );
     this.render();
@@ -45,25 +49,30 @@ export class DtSidebar extends HTMLElement {
 
   renderCreate() {
     const may = this.client.canManageChannels;
-    if (may === Boolean(this.createSlot.firstChild)) return;
-    this.createSlot.replaceChildren(...(may
-      ? [h("form", { class: "new-channel", onsubmit: (e) => this.create(e) },
-          h("label", { for: "new-channel-name", class: "sr-only" }, "New channel name"),
-          h("input", { id: "new-channel-name", name: "name", placeholder: "New channel", maxlength: 80, required: true }),
-          h("button", { type: "submit", "aria-label": "Create channel" }, "+"))]
-      : []));
+    if (this.createSlot.firstChild && this.createSlot.dataset.admin === String(may)) return;
+    this.createSlot.dataset.admin = String(may);
+    const what = may ? "channel" : "private room";
+    this.createSlot.replaceChildren(h("form", { class: "new-channel", onsubmit: (e) => this.create(e) },
+      h("div", { class: "new-channel-row" },
+        h("label", { for: "new-channel-name", class: "sr-only" }, `New ${what} name`),
+        h("input", { id: "new-channel-name", name: "name", placeholder: may ? "New channel" : "New private room", maxlength: 80, required: true }),
+        h("button", { type: "submit", "aria-label": `Create ${what}` }, "+")),
+      may ? h("label", { class: "notify private-toggle", for: "new-channel-private" },
+        h("input", { type: "checkbox", id: "new-channel-private", name: "private" }), " Private: members only") : null));
   }
 
   render() {
     const active = location.hash.startsWith("#/c/") ? location.hash.slice(4) : null;
-    const items = [...this.client.channels.values()].map((ch) => {
+    // Direct messages have their own section (<dt-direct-list>).
+    const items = [...this.client.channels.values()].filter((ch) => !ch.direct).map((ch) => {
       const name = this.client.channelName(ch);
       const talking = this.voice.users(ch.id).map((id) => this.client.nameOf(id)).sort((a, b) => a.localeCompare(b));
-      let label = ch.unread ? `${name}, ${ch.unread} unread` : name;
+      let label = ch.private ? `${name}, private` : name;
+      if (ch.unread) label += `, ${ch.unread} unread`;
       if (talking.length) label += `, ${talking.length} in voice`;
       return h("li", {},
         h("a", { href: `#/c/${ch.id}`, "aria-label": label, "aria-current": ch.id === active ? "page" : null, class: ch.unread ? "unread" : null },
-          h("span", { class: "hash", "aria-hidden": "true" }, "#"), h("span", { class: "name" }, name),
+          h("span", { class: "hash", "aria-hidden": "true", title: ch.private ? "Private room" : null }, roomMark(ch)), h("span", { class: "name" }, name),
           talking.length ? h("span", { class: "voice-count", "aria-hidden": "true", title: "In voice" }, `🔊 ${talking.length}`) : null,
           ch.unread ? h("span", { class: "badge", "aria-hidden": "true" }, String(ch.unread)) : null),
         talking.length
@@ -84,9 +93,10 @@ export class DtSidebar extends HTMLElement {
       const admin = this.client.admins.has(id);
       return h("li", { class: online ? "online" : "offline", "data-user-id": id },
         h("span", { class: "dot", "aria-hidden": "true" }),
-        h("span", { class: "name" }, this.client.nameOf(id), id === this.client.me.id ? " (you)" : ""),
+        personName(this.client, id, [this.client.nameOf(id), id === this.client.me.id ? " (you)" : ""]),
         admin ? h("span", { class: "tag" }, "admin") : null,
-        h("span", { class: "sr-only" }, online ? ", online" : ", offline"));
+        h("span", { class: "sr-only" }, online ? ", online" : ", offline"),
+        id === this.client.me.id ? null : directButton(this.client, id));
     }));
   }
 
@@ -94,10 +104,13 @@ export class DtSidebar extends HTMLElement {
     event.preventDefault();
     const input = event.target.elements.name;
     const button = event.target.querySelector("button");
+    const toggle = event.target.elements.private;
+    const isPrivate = !this.client.canManageChannels || Boolean(toggle?.checked);
     button.disabled = true;
     try {
-      const ch = await this.client.createChannel(input.value);
+      const ch = await this.client.createChannel(input.value, { private: isPrivate });
       input.value = "";
+      if (toggle) toggle.checked = false;
       location.hash = `#/c/${ch.id}`;
     } catch (e) {
       if (!e.status) this.client.notice(e.message);
