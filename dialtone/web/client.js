@@ -10,6 +10,7 @@ import { Api, ApiError, Socket, errorSentence } from "./api.js";
 import * as e2e from "./crypto.js";
 import { store } from "./store.js";
 import { newClientMessageId, Outbox, SeqTracker } from "./outbox.js";
+import { buildBody, parseBody } from "./files.js";
 
 const PAGE = 50;
 const CATCH_UP_PAGE = 200;
@@ -604,6 +605,7 @@ export class Client {
       ch.created_at = row.created_at;
       ch.key_commitment = row.key_commitment || null;
       ch.key_version = row.key_version || 1;
+      ch.image_file_id = row.image_file_id || null;
       if (ch.name_enc !== row.name_enc) {
         ch.name_enc = row.name_enc;
         ch.name = null;
@@ -625,6 +627,7 @@ export class Client {
       key_version: row.key_version || 1,
       name_enc: row.name_enc,
       name: null,
+      image_file_id: row.image_file_id || null, // the channel's picture (files.js)
       key: null,
       envelope: null,
       keyCommitment: null, // the commitment of the key we hold
@@ -957,6 +960,10 @@ export class Client {
       return;
     }
     const commitment = "key_commitment" in event ? event.key_commitment || null : ch.key_commitment;
+    if ("image_file_id" in event && (event.image_file_id || null) !== ch.image_file_id) {
+      ch.image_file_id = event.image_file_id || null;
+      this.emit("channels");
+    }
     if (ch.name_enc !== event.channel_name_enc || commitment !== ch.key_commitment) {
       ch.name_enc = event.channel_name_enc;
       ch.key_commitment = commitment;
@@ -983,6 +990,15 @@ export class Client {
     try {
       m.text = await e2e.openText(ch.key, m.body);
       m.unreadable = false;
+      // A message with attachments carries JSON: its text and each file's key (files.js).
+      if (m.attachments?.length) {
+        try {
+          ({ text: m.text, files: m.files } = parseBody(m.text, m.attachments));
+        } catch {
+          m.text = "⚠ This message's attachments cannot be read.";
+          m.files = [];
+        }
+      }
     } catch {
       m.text = null;
       m.unreadable = true;
@@ -1005,6 +1021,7 @@ export class Client {
       status: "sent",
       seq: row.seq,
       client_message_id: row.client_message_id,
+      attachments: Array.isArray(row.attachments) ? row.attachments : undefined,
     };
   }
 
@@ -1208,13 +1225,15 @@ export class Client {
     this.emit("messages", ch.id);
   }
 
-  async sendMessage(channelId, text) {
+  // `files`: uploaded attachments ({id, key, name, type, size, width?, height?}, files.js).
+  async sendMessage(channelId, text, files = []) {
     const ch = this.channels.get(channelId);
     if (!ch) throw new Error("This channel no longer exists.");
     if (!ch.key) throw new Error(LOCKED_REASON);
     const clean = text.trim();
-    if (!clean) return;
-    const body = await e2e.seal(ch.key, clean);
+    if (!clean && !files.length) return;
+    const plain = files.length ? buildBody(clean, files) : clean;
+    const body = await e2e.seal(ch.key, plain);
     if (body.length > MAX_BODY_BYTES) throw new Error("That message is too long.");
     const m = {
       id: `local-${++this.localSeq}`,
@@ -1222,10 +1241,15 @@ export class Client {
       sender: this.me.id,
       sent_at: new Date().toISOString(),
       text: clean,
+      plain,
       body,
       senderName: this.displayName,
       status: "pending",
     };
+    if (files.length) {
+      m.attachments = files.map((f) => f.id);
+      m.files = files;
+    }
     ch.messages.push(m);
     this.emit("messages", channelId);
     await this.transmit(ch, m);
@@ -1240,6 +1264,7 @@ export class Client {
       sender_name_enc: await e2e.seal(ch.key, this.displayName),
       client_message_id: m.clientMessageId,
     };
+    if (m.attachments) frame.attachments = m.attachments;
     m.status = "pending";
     m.error = null;
     m.channelId = ch.id;
@@ -1262,7 +1287,7 @@ export class Client {
     // with it instead of storing it twice. A refused send (no outbox entry) gets a new one.
     if (!this.outbox.has(m)) {
       m.clientMessageId = null;
-      m.body = await e2e.seal(ch.key, m.text);
+      m.body = await e2e.seal(ch.key, m.plain ?? m.text);
     }
     await this.transmit(ch, m);
   }
@@ -1285,6 +1310,7 @@ export class Client {
       rate_limited: "Sending too fast: wait a moment and retry.",
       channel_not_found: "This channel no longer exists.",
       invalid_message: "The server refused this message.",
+      invalid_attachment: "The server refused this message's attachments.",
       server_error: "The server could not store the message; retry later.",
     };
     const reason = reasons[event.code] || (event.code || event.message ? errorSentence(event.code, event.message) : "The server refused this.");
