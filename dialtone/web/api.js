@@ -93,13 +93,6 @@ export const CODE_TEXT = {
   invalid_backup: "The key backup was not in a form the server accepts.",
   ban_too_wide: "That network is wider than an address ban may cover on this server.",
   staff_address: "That network holds the address of an admin or moderator who is connected now.",
-  // Files (issue 17).
-  length_required: "The upload did not say its size. Try again.",
-  file_too_large: "That file is larger than this server accepts.",
-  storage_quota_exceeded: "You have used all the file storage this server gives you. Delete some of your messages with files first.",
-  file_not_found: "That file is no longer available.",
-  invalid_range: "That part of the file does not exist.",
-  invalid_attachment: "The server refused this message's attachments.",
 };
 
 // A server phrase made into a sentence, for codes the page does not know yet.
