@@ -196,7 +196,7 @@ export function uploadFile(token, channelId, sealed, { onProgress, signal } = {}
     xhr.onerror = () => reject(new ApiError(0, "network", "Cannot reach the server. Check your connection."));
     xhr.onabort = () => reject(new ApiError(0, "aborted", "The upload was cancelled."));
     if (signal) signal.addEventListener("abort", () => xhr.abort(), { once: true });
-    xhr.send(new Blob([sealed], { type: "application/octet-stream" }));
+    xhr.send(sealed);
   });
 }
 
