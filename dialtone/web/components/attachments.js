@@ -352,13 +352,14 @@ export function channelAvatar(client, ch, className = "channel-avatar") {
   return img;
 }
 
-// "Image" for whoever may rename the channel: pick a picture (sealed with the channel's
+// The image button for whoever may rename the channel: pick a picture (sealed with the channel's
 // key, uploaded to the channel, named with PUT /channels/image), or remove it.
 export function channelImageButton(client, ch, onError) {
   const picker = h("input", { type: "file", accept: "image/png,image/jpeg,image/webp,image/gif", hidden: true,
     "aria-label": "Channel image file" });
   const name = client.channelName(ch);
-  const button = h("button", { type: "button", "aria-label": `Set the image of channel ${name}`, onclick: () => picker.click() }, "Image");
+  const button = h("button", { type: "button", class: "set-image", "aria-label": `Set the image of channel ${name}`, title: "Channel image",
+    onclick: () => picker.click() }, "🖼");
   picker.addEventListener("change", async () => {
     const file = picker.files[0];
     picker.value = "";
@@ -373,7 +374,7 @@ export function channelImageButton(client, ch, onError) {
     }
   });
   const remove = ch.image_file_id
-    ? h("button", { type: "button", "aria-label": `Remove the image of channel ${name}`, onclick: async () => {
+    ? h("button", { type: "button", "aria-label": `Remove the image of channel ${name}`, title: "Remove the channel image", onclick: async () => {
         try {
           await files.setChannelImage(client.api, ch.id, null);
           ch.image_file_id = null;
@@ -381,7 +382,7 @@ export function channelImageButton(client, ch, onError) {
         } catch (error) {
           if (!client.guard(error)) onError(error.friendly || error.message);
         }
-      } }, "Remove image")
+      } }, "🖼✕")
     : null;
   return [button, picker, remove];
 }
