@@ -279,6 +279,7 @@ def test_channel_image_in_header_and_side_panel(server: WebServer, new_page: Any
         chooser.value.set_files({"name": "face.png", "mimeType": "image/png", "buffer": picture})
     assert put.value.status == 200
     expect(p.locator(".channel-head img.channel-avatar")).to_be_visible()
+    expect(p.locator(".channel-head .actions")).to_have_text("ImageNo imageRenameDelete")
 
     erin = new_page()
     f = erin.page

@@ -88,6 +88,13 @@ function seed(fileId, plain) {
   remember(fileId, () => describe(plain)).catch(() => {});
 }
 
+// A label for the card's icon: the name's extension, as the sender named the file.
+function extension(name) {
+  const dot = name.lastIndexOf(".");
+  const ext = dot > 0 ? name.slice(dot + 1, dot + 5).toUpperCase() : "";
+  return /^[A-Z0-9]+$/.test(ext) ? ext : "FILE";
+}
+
 function save(url, name) {
   const link = h("a", { href: url, download: name, hidden: true });
   document.body.append(link);
@@ -176,7 +183,7 @@ function card(client, file, value = null, failure = null) {
   const status = h("span", { class: "card-status", role: "status" }, failure ? (failure.friendly || "This file cannot be opened.") : "");
   const button = h("button", { type: "button", "aria-label": `Download ${file.name}` }, "Download");
   const node = h("div", { class: "file-card" },
-    h("span", { class: "file-icon", "aria-hidden": "true" }, "📄"),
+    h("span", { class: "file-icon", "aria-hidden": "true" }, extension(file.name)),
     h("span", { class: "file-info" }, h("span", { class: "name" }, file.name), h("span", { class: "size" }, files.formatSize(file.size))),
     button, status);
   button.addEventListener("click", async () => {
@@ -211,7 +218,7 @@ export class ComposerFiles {
     this.picker = h("input", { type: "file", multiple: true, hidden: true, id: "attach-input",
       onchange: () => { this.add([...this.picker.files]); this.picker.value = ""; } });
     this.button = h("button", { type: "button", class: "attach", "aria-label": "Attach files", title: "Attach files",
-      onclick: () => this.picker.click() }, "📎", this.picker);
+      onclick: () => this.picker.click() }, h("span", { class: "attach-plus", "aria-hidden": "true" }, "+"), this.picker);
     this.tray = h("ul", { class: "attach-tray", "aria-label": "Files to send", hidden: true });
     view.input.addEventListener("paste", (e) => {
       const pasted = [...(e.clipboardData?.files || [])];
@@ -359,7 +366,7 @@ export function channelImageButton(client, ch, onError) {
     "aria-label": "Channel image file" });
   const name = client.channelName(ch);
   const button = h("button", { type: "button", class: "set-image", "aria-label": `Set the image of channel ${name}`, title: "Channel image",
-    onclick: () => picker.click() }, "🖼");
+    onclick: () => picker.click() }, "Image");
   picker.addEventListener("change", async () => {
     const file = picker.files[0];
     picker.value = "";
@@ -382,9 +389,9 @@ export function channelImageButton(client, ch, onError) {
         } catch (error) {
           if (!client.guard(error)) onError(error.friendly || error.message);
         }
-      } }, "🖼✕")
+      } }, "No image")
     : null;
-  return [button, picker, remove];
+  return [button, picker, remove].filter(Boolean);
 }
 
 export async function setChannelPicture(client, ch, plain) {
