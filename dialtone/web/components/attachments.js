@@ -20,6 +20,8 @@ addStylesheet();
 const THUMB_WIDTH = 320;
 const THUMB_HEIGHT = 240;
 const AVATAR = 64;
+// Pictures up to this size are fetched and shown at once; larger ones wait for a click.
+const AUTO_PICTURE_BYTES = 10 * 1024 * 1024;
 
 // ---- decrypted files, kept by id (a small cache: the page shows a channel at a time) ----
 
@@ -130,7 +132,7 @@ function fileView(client, file) {
   const box = h("div", { class: "attachment" });
   const known = ready.get(file.id);
   if (known) show(client, box, file, known);
-  else if (files.claimsPicture(file.type)) loadPicture(client, box, file);
+  else if (files.claimsPicture(file.type) && file.size <= AUTO_PICTURE_BYTES) loadPicture(client, box, file);
   else box.replaceChildren(card(client, file));
   return box;
 }
