@@ -345,9 +345,14 @@ function openChannelImage(client, ch) {
   });
 }
 
+// Channel images that could not be opened with the key held then: not fetched again.
+const unopenable = new Set();
+
 // The channel's picture as a small image (decorative: the name is beside it), or null.
 export function channelAvatar(client, ch, className = "channel-avatar") {
   if (!ch?.image_file_id || !ch.key) return null;
+  const attempt = `${ch.id}:${ch.image_file_id}:${ch.keyCommitment}`;
+  if (unopenable.has(attempt)) return null;
   const img = h("img", { class: className, alt: "", width: AVATAR, height: AVATAR, "data-file-id": ch.image_file_id });
   const known = ready.get(`channel:${ch.id}:${ch.image_file_id}`);
   if (known) img.src = known.url;
@@ -356,7 +361,7 @@ export function channelAvatar(client, ch, className = "channel-avatar") {
     openChannelImage(client, ch).then((value) => {
       img.src = value.url;
       img.hidden = false;
-    }).catch(() => {});
+    }).catch(() => unopenable.add(attempt));
   }
   return img;
 }
