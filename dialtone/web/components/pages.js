@@ -88,6 +88,8 @@ const SETTINGS = {
   ban_min_prefix_ipv6: { group: "limits", label: "Widest IPv6 address ban", unit: "prefix bits", help: "The same for IPv6: 48 allows a /48 (one site) at most." },
   log_retention_days: { group: "retention", label: "Keep the server log for", unit: "days", help: "Older log entries are deleted." },
   message_retention_days: { group: "retention", label: "Keep messages for", unit: "days", help: "Older messages are deleted; 0 keeps them forever." },
+  max_file_bytes: { group: "limits", label: "Largest file", unit: "bytes", help: "One upload, encrypted (26214400 bytes is 25 MiB)." },
+  user_storage_quota_bytes: { group: "limits", label: "File storage per person", unit: "bytes", help: "What one person's uploads may take in all (1073741824 bytes is 1 GiB); 0 allows no uploads." },
 };
 
 // The admin page. Invite links always; with a server that has the /admin API (it says
