@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from playwright.sync_api import Page, expect
 from websockets.sync.client import connect
 
+from tests.conftest import ADMIN_TOKEN
 from tests.e2ee import b64, open_sealed, seal, unb64
 from tests.web.conftest import (
     WebServer,
@@ -379,3 +380,35 @@ def test_python_client_and_page_read_each_other_files(server: WebServer, new_pag
     assert open_file(unb64(entry["key"]), blob.content) == data
     assert base64.b64decode(entry["key"]) != b""
     gwen_http.close()
+
+
+def test_a_refused_upload_says_why_and_keeps_the_file(server: WebServer, new_page: Any) -> None:
+    ivy = new_page()
+    ivy.allowed_failures.append(re.compile(r"^POST /files\?channel_id=[0-9a-f-]+ 413$"))
+    p = ivy.page
+    register_in_browser(p, server, "ivy", "Ivy")
+    new_channel(p, "limits")
+    operator = {"X-Admin-Token": ADMIN_TOKEN}
+    lowered = httpx.put(
+        f"{server.base}/admin/settings", json={"max_file_bytes": 1000}, headers=operator
+    )
+    assert lowered.status_code == 200, lowered.text
+    with p.expect_file_chooser() as chooser:
+        p.get_by_role("button", name="Attach files").click()
+    chooser.value.set_files(
+        {"name": "big.bin", "mimeType": "application/octet-stream", "buffer": os.urandom(5000)}
+    )
+    p.get_by_role("button", name="Send").click()
+    expect(p.locator("dt-channel-view .form-error")).to_have_text(
+        "That file is larger than this server accepts."
+    )
+    expect(p.get_by_role("list", name="Files to send")).to_contain_text("big.bin")
+    expect(p.locator("li.msg")).to_have_count(0)
+
+    raised = httpx.put(
+        f"{server.base}/admin/settings", json={"max_file_bytes": 1 << 20}, headers=operator
+    )
+    assert raised.status_code == 200, raised.text
+    p.get_by_role("button", name="Send").click()
+    expect(p.locator("li.msg[data-status=sent] .file-card")).to_contain_text("big.bin")
+    expect(p.get_by_role("list", name="Files to send")).to_be_hidden()
