@@ -412,3 +412,10 @@ def test_a_refused_upload_says_why_and_keeps_the_file(server: WebServer, new_pag
     p.get_by_role("button", name="Send").click()
     expect(p.locator("li.msg[data-status=sent] .file-card")).to_contain_text("big.bin")
     expect(p.get_by_role("list", name="Files to send")).to_be_hidden()
+
+    # The admin page: what each person stores, and the server's total (ciphertext bytes).
+    p.goto(f"{server.base}/#/admin")
+    people = p.get_by_role("table", name="People")
+    expect(people.get_by_role("columnheader", name="Files")).to_be_visible()
+    expect(people.locator("tr", has_text="Ivy")).to_contain_text("4.9 KiB")
+    expect(p.locator("ul.stats")).to_contain_text("4.9 KiB in 1 files")
