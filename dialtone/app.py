@@ -11,12 +11,13 @@ from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dialtone import __version__
 from dialtone.api.address_bans import address_ban_middleware
 from dialtone.api.admin import AdminController
 from dialtone.api.auth import AuthController
-from dialtone.api.channels import ChannelController
+from dialtone.api.channels import ChannelController, MemberController
 from dialtone.api.dependencies import provide_ctx, provide_uow
 from dialtone.api.devices import DeviceController
 from dialtone.api.edge import DialtoneApp, log_websocket_failure, security_headers
@@ -37,6 +38,7 @@ from dialtone.api.metrics import metrics_endpoint
 from dialtone.api.moderation import delete_message, deleted_messages, moderators, server_info
 from dialtone.api.openapi import DialtoneOpenAPIConfig
 from dialtone.api.presence import presence
+from dialtone.api.rotation import rotate_key
 from dialtone.api.users import UserController
 from dialtone.api.voice import turn_credentials
 from dialtone.api.web import web_handlers
@@ -48,6 +50,7 @@ from dialtone.realtime.admin import AdminEvents
 from dialtone.realtime.broker import RedisBroker, broker_for
 from dialtone.realtime.gateway import Gateway, ws_endpoint
 from dialtone.realtime.hub import Hub
+from dialtone.realtime.rooms import load_rooms, load_until_done
 from dialtone.schemas.events import Event
 from dialtone.services.context import ServerContext
 from dialtone.services.maintenance import (
@@ -60,6 +63,13 @@ from dialtone.services.readiness import Readiness
 from dialtone.services.session_cache import SessionCache
 
 log = logging.getLogger("dialtone.app")
+
+
+async def _reload_rooms(hub: Hub, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    try:
+        await load_rooms(hub.rooms, sessionmaker)
+    except Exception as exc:
+        log.warning("could not reload private rooms: %s", type(exc).__name__)
 
 
 def create_app(
@@ -84,7 +94,19 @@ def create_app(
     if isinstance(broker, RedisBroker):
         broker.metrics = metrics
     if isinstance(broker, RedisBroker):
-        broker.on_gap = hub.close_for_catch_up
+        reloads: set[asyncio.Task[None]] = set()
+
+        def on_gap(opened_before: float | None) -> None:
+            """Sockets catch up from history; the private-room map, which events keep
+            current, may have missed some too: read it again."""
+            hub.close_for_catch_up(opened_before)
+            sessionmaker = state.get("sessionmaker")
+            if sessionmaker is not None:
+                task = asyncio.create_task(_reload_rooms(hub, sessionmaker))
+                reloads.add(task)
+                task.add_done_callback(reloads.discard)
+
+        broker.on_gap = on_gap
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
@@ -99,10 +121,16 @@ def create_app(
             await refresh_admin_state(app.state.sessionmaker, ctx)
         except Exception as exc:
             log.warning("could not load bans and settings yet: %s", type(exc).__name__)
+        # Private rooms: subscribe first, then read who is in which (realtime/rooms.py).
+        hub.rooms.loading(first=True)
         await broker.start(hub.deliver)
+        stop_purging = asyncio.Event()
+        try:
+            await load_rooms(hub.rooms, app.state.sessionmaker)
+        except Exception as exc:
+            log.warning("could not load private rooms yet: %s", type(exc).__name__)
         if settings.redis_url:
             await hub.start_replication(settings.node_heartbeat)
-        stop_purging = asyncio.Event()
         purger = asyncio.create_task(
             purge_forever(app.state.sessionmaker, ctx, settings.purge_interval, stop_purging)
         )
@@ -114,6 +142,12 @@ def create_app(
             asyncio.create_task(ctx.server_log.run(app.state.sessionmaker, stop_purging)),
             asyncio.create_task(state.gateway.slots.run(stop_purging)),
         }
+        if not hub.rooms.ready:
+            background.add(
+                asyncio.create_task(
+                    load_until_done(hub.rooms, app.state.sessionmaker, stop_purging)
+                )
+            )
         if isinstance(metrics, PrometheusMetrics) and metrics.multiprocess_dir:
             background.add(asyncio.create_task(metrics.sample_forever(stop_purging)))
         served_apart = ExitStack()
@@ -177,10 +211,12 @@ def create_app(
             UserController,
             DeviceController,
             ChannelController,
+            MemberController,
             channel_history,
             ChannelKeyController,
             DirectoryKeyController,
             keys_held,
+            rotate_key,
             set_directory_commitment,
             KeyBackupController,
             presence,

@@ -183,6 +183,84 @@ class KeyRing:
         except (InvalidTag, ValueError):
             return False
 
+    # ------------------------------------------------------------ key versions (issue 16)
+
+    def current_version(self, channel_id: str) -> int:
+        """The newest key version held for the channel (0: none)."""
+        return max(self.channels.get(channel_id, {}), default=0)
+
+    def seal_message(self, channel_id: str, text: bytes) -> tuple[str, int]:
+        """A message body sealed with the newest key held, and the version to send with it
+        (``channel.message.send``'s ``key_version``)."""
+        version = self.current_version(channel_id)
+        return seal(self.channels[channel_id][version], text), version
+
+    def open_message(self, channel_id: str, item: dict[str, Any]) -> bytes:
+        """Open a history item or ``channel.message.new``: its ``key_version`` (absent: 1)
+        picks the key. KeyError when this device holds no key of that version."""
+        key = self.channels[channel_id][int(item.get("key_version", 1))]
+        return open_sealed(key, item["body"])
+
+    async def take_key_version(self, http: Http, channel_id: str, version: int) -> bytes | None:
+        """Fetch one (older) key version's envelopes for this device and keep the key that
+        matches that version's commitment (``?all=1&key_version=N`` answers it)."""
+        got = await http.get(
+            f"/channels/keys?channel_id={channel_id}&all=1&key_version={version}",
+            headers=self.auth,
+        )
+        if got.status_code != 200:
+            return None
+        body = got.json()
+        expected = body.get("key_commitment")
+        if expected is None:
+            return None
+        key = matching_key(self.keys, body["envelopes"], expected)
+        if key is not None:
+            self.channels.setdefault(channel_id, {})[version] = key
+        return key
+
+    async def rotate(
+        self, http: Http, channel_id: str, member_user_ids: set[str]
+    ) -> tuple[int, bytes] | None:
+        """What an owner's device does on ``channel.rekey_required``: a new random key, its
+        commitment posted as the next version (``POST /channels/rotate``), then the key
+        sealed for every device of the remaining members (this device included, its
+        self-confirmation). None when another device rotated first (409
+        key_version_conflict): that device's envelopes bring the new key."""
+        key = os.urandom(32)
+        version = self.current_version(channel_id) + 1
+        answer = await http.post(
+            "/channels/rotate",
+            json={
+                "channel_id": channel_id,
+                "key_version": version,
+                "key_commitment": commitment(key),
+            },
+            headers=self.auth,
+        )
+        if answer.status_code == 409 and answer.json()["code"] == "key_version_conflict":
+            return None
+        assert answer.status_code == 200, answer.text
+        self.channels.setdefault(channel_id, {})[version] = key
+        listed = await http.get("/devices/keys?all=1", headers=self.auth)
+        assert listed.status_code == 200, listed.text
+        items = [
+            {
+                "device_id": device["device_id"],
+                "sender_device_id": self.device_id,
+                "sender_public_key": self.keys.public_b64,
+                "envelope": self.keys.wrap_for(device["public_key"], key),
+                "key_version": version,
+            }
+            for device in listed.json()["keys"]
+            if device["user_id"] in member_user_ids
+        ]
+        stored = await http.post(
+            "/channels/keys", json={"channel_id": channel_id, "envelopes": items}, headers=self.auth
+        )
+        assert stored.status_code == 201, stored.text
+        return version, key
+
     async def hand_on(self, http: Http, device_id: str, public_key: str) -> list[Any]:
         """Seal every key held for another device (as the page does on device.joined):
         one request per channel (every version held) and one for the directory key."""

@@ -14,6 +14,8 @@ anything unusual:
   ``channel_id``/``before``/``after`` of at most 64 characters and a ``limit``
   written as a plain positive number of at most ``PAGE_CHUNK`` (``after_seq``, the
   catch-up cursor, is left to Litestar);
+- the channel: public as far as this node's hub knows (``realtime/rooms.py``); history
+  of a private room goes to Litestar, which checks membership;
 - the caller: known to the session cache, not banned, no last_seen_at write due
   (``services.auth.cached_caller``), and no address ban in force on this node;
 - the page: read by ``services.messages.read_history`` (the rules Litestar's handler
@@ -123,6 +125,12 @@ class HistoryFastPath:
         if engine is None or not DriverHistory.supports(engine.dialect.name):
             return False
         channel_id = params["channel_id"]
+        # A private room (or any channel before this node knows which rooms are private)
+        # is Litestar's: it checks membership, and answers a non-member's request with
+        # the same 404 as for a missing channel.
+        hub = self.state.get("hub")
+        if hub is None or not hub.rooms.ready or channel_id in hub.rooms.members:
+            return False
         try:
             if engine.dialect.name == "sqlite":
                 async with self.sqlite_reads:

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Response, get, post, put
 from litestar.di import Provide
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import JSONBody
+from litestar.params import JSONBody, QueryParameter
 
 from dialtone.api.dependencies import CallerDep, Ctx, Uow, provide_caller
 from dialtone.api.guards import members
@@ -29,6 +29,9 @@ from dialtone.schemas.keys import (
     KeysHeldOut,
 )
 from dialtone.services.keys import KeyService, NewEnvelope
+
+# ``key_version=`` on GET /channels/keys: an older version's envelopes (absent: current).
+KeyVersionQuery = Annotated[int | None, QueryParameter(ge=-(2**31), le=2**31)]
 
 
 def new_envelopes(envelopes: list[EnvelopeIn] | list[ChannelEnvelopeIn]) -> list[NewEnvelope]:
@@ -79,16 +82,19 @@ class ChannelKeyController(Controller):
         ctx: Ctx,
         caller: CallerDep,
         all_envelopes: AllFlagQuery = None,
+        key_version: KeyVersionQuery = None,
     ) -> ChannelKeyOut | ChannelKeysOut:
         service = KeyService(uow, ctx)
         if flag(all_envelopes):
-            found = await service.channel_keys(caller, channel_id)
+            found, commitment = await service.channel_keys(caller, channel_id, key_version)
             return ChannelKeysOut(
                 channel_id=channel_id,
                 device_id=caller.device_id,
                 envelopes=[channel_item(env) for env in found],
+                key_version=key_version,
+                key_commitment=commitment if key_version is not None else None,
             )
-        env = await service.channel_key(caller, channel_id)
+        env = await service.channel_key(caller, channel_id, key_version)
         return ChannelKeyOut(
             channel_id=channel_id,
             device_id=env.device_id,
@@ -182,5 +188,5 @@ async def set_directory_commitment(
 async def keys_held(device_id: DeviceIdQuery, uow: Uow, ctx: Ctx, caller: CallerDep) -> KeysHeldOut:
     """Any signed-in member may ask, for any device: the answer is what a sharer needs to
     skip a device that already holds a key, and it names no sender and no envelope."""
-    channels, directory = await KeyService(uow, ctx).held(device_id)
+    channels, directory = await KeyService(uow, ctx).held(caller, device_id)
     return KeysHeldOut(device_id=device_id, channels=channels, directory=directory)

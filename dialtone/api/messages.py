@@ -29,7 +29,9 @@ async def channel_history(
     after: OptionalIdQuery = None,
     after_seq: Annotated[int | None, QueryParameter(ge=0, le=2**62)] = None,
 ) -> MessagePage:
-    rows = await MessageService(uow, ctx).history(channel_id, limit, before, after, after_seq)
+    rows = await MessageService(uow, ctx).history(
+        channel_id, limit, before, after, after_seq, caller=caller
+    )
     return MessagePage(
         channel_id=channel_id,
         messages=[message_out(channel_id, row) for row in rows],

@@ -59,7 +59,7 @@ async def deleted_messages(
     limit: LimitQuery = None,
     cursor: CursorQuery = None,
 ) -> DeletionPage:
-    page = await AdminService(uow, ctx).deletions(channel_id, since, limit, cursor)
+    page = await AdminService(uow, ctx).deletions(channel_id, since, limit, cursor, caller)
     return DeletionPage(
         channel_id=channel_id,
         deletions=[

@@ -11,6 +11,7 @@ from dialtone.errors import InvalidInput
 _NO_NUL = r"^[^\x00]*$"
 
 ChannelIdQuery = Annotated[str, QueryParameter(min_length=1, max_length=64, pattern=_NO_NUL)]
+UserIdQuery = Annotated[str, QueryParameter(min_length=1, max_length=64, pattern=_NO_NUL)]
 DeviceIdQuery = Annotated[str, QueryParameter(min_length=1, max_length=64, pattern=_NO_NUL)]
 OptionalIdQuery = Annotated[str | None, QueryParameter(max_length=64, pattern=_NO_NUL)]
 # ``all=1``: the parameter is named after a Python builtin, so it gets an alias.

@@ -54,7 +54,7 @@ from dialtone.security.headers import bearer_token, header, scope_address
 from dialtone.services.auth import AuthService
 from dialtone.services.channels import ChannelService
 from dialtone.services.context import Caller, ServerContext
-from dialtone.services.messages import NewMessage
+from dialtone.services.messages import NewMessage, channel_not_found
 
 # The scope key under which the server's own ASGI ``send`` reaches the gateway (set by
 # dialtone.api.edge.DialtoneApp, the application uvicorn calls). Litestar hands its
@@ -466,6 +466,7 @@ class Gateway:
                 frame.body,
                 frame.sender_name_enc,
                 frame.client_message_id,
+                frame.key_version,
             )
         )
         if stored is not None:
@@ -474,7 +475,9 @@ class Gateway:
 
     async def voice_join(self, conn: Connection, channel_id: str) -> None:
         async with self.unit_of_work() as uow:
-            await ChannelService(uow, self.ctx).require(channel_id)
+            await ChannelService(uow, self.ctx).require(channel_id, conn.user_id)
+        if not self.hub.rooms.may_see(channel_id, conn.user_id):
+            raise channel_not_found()  # removed meanwhile
         if conn.voice_room == channel_id:
             return
         if conn.voice_room is not None:
@@ -499,7 +502,9 @@ class Gateway:
     async def relay(
         self, conn: Connection, frame: WebrtcOffer | WebrtcAnswer | IceCandidate
     ) -> None:
-        if conn.voice_room != frame.channel_id:
+        if conn.voice_room != frame.channel_id or not self.hub.rooms.may_see(
+            frame.channel_id, conn.user_id
+        ):
             raise FrameError("voice_not_joined", "join the voice room before signalling in it")
         payload: WebrtcOfferOut | WebrtcAnswerOut | IceCandidateOut
         match frame:

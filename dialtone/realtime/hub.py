@@ -25,12 +25,20 @@ from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable,
 from typing import Any, Protocol, cast
 
 from dialtone.metrics import NO_METRICS, Metrics
+from dialtone.realtime.rooms import PrivateRooms
 from dialtone.realtime.voice import VoiceRooms
 from dialtone.realtime.wsserver import text_frame
 from dialtone.schemas.events import (
     INTERNAL_EVENTS,
     AdminControl,
+    ChannelCreated,
     ChannelDeleted,
+    ChannelMemberAdded,
+    ChannelMemberRemoved,
+    ChannelMessageDeleted,
+    ChannelMessageNew,
+    ChannelRekeyRequired,
+    ChannelUpdated,
     DeviceJoined,
     DeviceRevoked,
     Event,
@@ -407,6 +415,8 @@ class Hub(OnlineDirectory):
         self._by_user: dict[str, set[Connection]] = {}
         self._device_sockets: dict[str, int] = {}  # device_id → its sockets on this node
         self.voice = VoiceRooms(self)
+        # Private room → member user ids: who may get a room's events (realtime/rooms.py).
+        self.rooms = PrivateRooms()
         self._publish = publish
         self.shutting_down = False
         self.node_id = secrets.token_hex(6)
@@ -528,7 +538,11 @@ class Hub(OnlineDirectory):
         already, and announcing every extra socket to every socket made connecting
         quadratic.
         """
-        conn.push(encode_event(VoicePresenceSnapshot(voice_rooms=self.voice.snapshot())))
+        voice = self.voice.snapshot()
+        if self.rooms.members:
+            may_see, user_id = self.rooms.may_see, conn.user_id
+            voice = {room: users for room, users in voice.items() if may_see(room, user_id)}
+        conn.push(encode_event(VoicePresenceSnapshot(voice_rooms=voice)))
         if hello is not None:
             conn.push(hello)
         was_online = self._is_online(conn.user_id)
@@ -716,6 +730,47 @@ class Hub(OnlineDirectory):
             if conn.device_id != skip_device:
                 conn.push(text, frame)
 
+    def to_channel(self, channel_id: str, text: str) -> None:
+        """An event of one channel: to every socket for a public one, to the members'
+        sockets only for a private room."""
+        members = self.rooms.members.get(channel_id)
+        if members is None:
+            if self.rooms.ready:
+                self.broadcast(text)
+            return
+        self._to_users(members, text)
+
+    def _to_users(self, user_ids: Iterable[str], text: str) -> None:
+        frame = text_frame(text)
+        by_user = self._by_user
+        for user_id in tuple(user_ids):
+            for conn in tuple(by_user.get(user_id, ())):
+                conn.push(text, frame)
+
+    def _member_removed(self, event: ChannelMemberRemoved) -> None:
+        """To the remaining members and the removed user; then, for the removed user,
+        ``channel.deleted`` and out of the room's voice room. From then on the filter
+        gives them nothing of the room."""
+        channel_id, user_id = event.channel_id, event.user_id
+        members = self.rooms.members.get(channel_id, set())
+        self._to_users({*members, user_id}, encode_event(event))
+        self.rooms.apply(event)
+        gone = encode_event(ChannelDeleted(channel_id=channel_id))
+        leaving: list[Event] = []
+        for conn in tuple(self.of_user(user_id)):
+            conn.push(gone)
+            if conn.voice_room == channel_id:
+                conn.voice_room = None
+                leaving.append(
+                    VoiceMembership(
+                        channel_id=channel_id, user_id=user_id, conn_id=conn.id, joined=False
+                    )
+                )
+        if leaving:
+            task = asyncio.create_task(self._publish_quietly(*leaving))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
     async def deliver(self, events: Sequence[Event]) -> None:
         for event in events:
             try:
@@ -725,6 +780,25 @@ class Hub(OnlineDirectory):
 
     def _deliver_one(self, event: Event) -> None:
         match event:
+            case ChannelMessageNew(channel_id=channel_id):
+                self.to_channel(channel_id, encode_event(event))
+            case (
+                ChannelMessageDeleted(channel_id=channel_id)
+                | ChannelRekeyRequired(channel_id=channel_id)
+            ):
+                self.to_channel(channel_id, encode_event(event))
+            case ChannelUpdated(channel_id=channel_id, private=private):
+                # A private room this node has not heard of yet reaches nobody.
+                if not private or channel_id in self.rooms.members:
+                    self.to_channel(channel_id, encode_event(event))
+            case ChannelCreated(channel=channel):
+                self.rooms.apply(event)
+                self.to_channel(channel.id, encode_event(event))
+            case ChannelMemberAdded(channel_id=channel_id):
+                self.rooms.apply(event)
+                self.to_channel(channel_id, encode_event(event))
+            case ChannelMemberRemoved():
+                self._member_removed(event)
             case SessionsRevoked(user_id=user_id, token_hash=token_hash):
                 for conn in list(self.of_user(user_id)):
                     if token_hash is None or conn.token_hash == token_hash:
@@ -744,8 +818,9 @@ class Hub(OnlineDirectory):
             case DeviceJoined(device_id=device_id):
                 self.broadcast(encode_event(event), skip_device=device_id)
             case ChannelDeleted(channel_id=channel_id):
-                self.broadcast(encode_event(event))
+                self.to_channel(channel_id, encode_event(event))
                 self.voice.end_room(channel_id)
+                self.rooms.apply(event)
             case SocketOpened() | SocketClosed() | NodeAlive() | NodeStateRequest() | NodeState():
                 self._apply_replication(event)
             case AdminControl():

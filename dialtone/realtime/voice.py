@@ -38,9 +38,12 @@ class VoiceRooms:
 
     def _local_members(self, channel_id: str, *, skip_user: str | None = None) -> list[Connection]:
         conns = self._hub.conns
+        may_see = self._hub.rooms.may_see
         found: list[Connection] = []
         for user_id, conn_ids in self.rooms.get(channel_id, {}).items():
-            if user_id == skip_user:
+            # A member removed from a private room may still hold a seat here until
+            # its node's departure arrives: it hears nothing more of the room.
+            if user_id == skip_user or not may_see(channel_id, user_id):
                 continue
             for conn_id in conn_ids:
                 conn = conns.get(conn_id)
@@ -51,6 +54,12 @@ class VoiceRooms:
     def apply_membership(self, event: VoiceMembership) -> None:
         channel_id, user_id = event.channel_id, event.user_id
         if event.joined:
+            if not self._hub.rooms.may_see(channel_id, user_id):
+                # Removed from the private room before this seat was taken: no seat.
+                joiner = self._hub.conns.get(event.conn_id)
+                if joiner is not None and joiner.voice_room == channel_id:
+                    joiner.voice_room = None
+                return
             room = self.rooms.setdefault(channel_id, {})
             sockets = room.setdefault(user_id, set())
             first = not sockets
@@ -62,8 +71,9 @@ class VoiceRooms:
                 text = encode_event(VoiceJoined(channel_id=channel_id, sender=user_id))
                 for conn in self._local_members(channel_id, skip_user=user_id):
                     conn.push(text)
-                self._hub.broadcast(
-                    encode_event(VoicePresence(channel_id=channel_id, sender=user_id, active=True))
+                self._hub.to_channel(
+                    channel_id,
+                    encode_event(VoicePresence(channel_id=channel_id, sender=user_id, active=True)),
                 )
             return
 
@@ -85,8 +95,9 @@ class VoiceRooms:
         for conn in members:
             if conn.user_id != user_id:
                 conn.push(text)
-        self._hub.broadcast(
-            encode_event(VoicePresence(channel_id=channel_id, sender=user_id, active=False))
+        self._hub.to_channel(
+            channel_id,
+            encode_event(VoicePresence(channel_id=channel_id, sender=user_id, active=False)),
         )
 
     def end_room(self, channel_id: str) -> None:

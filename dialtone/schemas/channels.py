@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
 
 from dialtone.schemas.common import Commitment, Id, NameCipher, trimmed
@@ -8,6 +10,7 @@ from dialtone.schemas.common import Commitment, Id, NameCipher, trimmed
 class ChannelCreate(msgspec.Struct, forbid_unknown_fields=True):
     name_enc: NameCipher
     key_commitment: Commitment | None = None
+    private: bool = False  # issue 16: a room only its members see
 
     def __post_init__(self) -> None:
         self.name_enc = trimmed(self.name_enc, "name_enc")
@@ -47,3 +50,28 @@ class ChannelEnvelope(msgspec.Struct):
 
 class ChannelList(msgspec.Struct):
     channels: list[ChannelOut]
+
+
+# ---------------------------------------------------------------- members (issue 16)
+
+Role = Literal["owner", "member"]
+
+
+class MemberIn(msgspec.Struct, forbid_unknown_fields=True):
+    channel_id: Id
+    user_id: Id
+    role: Role = "member"
+
+
+class MemberItem(msgspec.Struct):
+    user_id: str
+    role: str
+
+
+class MemberEnvelope(msgspec.Struct):
+    member: MemberItem
+
+
+class MemberList(msgspec.Struct):
+    members: list[MemberItem]
+    member_count: int

@@ -405,6 +405,9 @@ class ChannelMessageSend(ClientFrame, tag="channel.message.send"):
     sender_name_enc: NameCipher
     # Optional: a send repeated with the same id is answered with the stored message.
     client_message_id: ClientMessageId | None = None
+    # Issue 16: the channel key version the body is sealed with (absent: 1). Above the
+    # channel's current version: error event key_version_conflict.
+    key_version: Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)] = 1
 
     def __post_init__(self) -> None:
         self.body = trimmed(self.body, "body")

@@ -64,10 +64,14 @@ class ChannelEnvelopeOut(msgspec.Struct):
     created_at: str
 
 
-class ChannelKeysOut(msgspec.Struct):
+class ChannelKeysOut(msgspec.Struct, omit_defaults=True):
     channel_id: str
     device_id: str
     envelopes: list[ChannelEnvelopeOut]
+    # Issue 16, only when the request named a ``key_version``: that version and its
+    # commitment (absent when unknown), to check an older key against.
+    key_version: int | None = None
+    key_commitment: str | None = None
 
 
 class DirectoryKeyOut(msgspec.Struct):

@@ -12,6 +12,7 @@ class MessageOut(msgspec.Struct, omit_defaults=True):
     sent_at: str
     seq: int | None = None  # the message's place in its channel (issue 20)
     client_message_id: str | None = None
+    key_version: int = 1  # issue 16: the channel key version of the body; absent means 1
 
 
 class MessagePage(msgspec.Struct):

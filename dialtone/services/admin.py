@@ -24,6 +24,7 @@ from dialtone.db.models import Ban, Invite, ServerLogEntry, User
 from dialtone.db.repositories.admin import BanRepository, ServerLogRepository, SettingRepository
 from dialtone.db.repositories.channels import ChannelRepository
 from dialtone.db.repositories.invites import InviteRepository
+from dialtone.db.repositories.members import MemberRepository
 from dialtone.db.repositories.messages import MessageModeration, Tombstone
 from dialtone.db.repositories.sessions import SessionRepository
 from dialtone.db.repositories.users import UserRepository
@@ -48,6 +49,7 @@ from dialtone.services.bans import BanRule, parse_ban_address, parse_ip
 from dialtone.services.context import Caller, ServerContext
 from dialtone.services.live_settings import Value, validate
 from dialtone.services.pagination import decode_cursor, encode_cursor, page_limit
+from dialtone.services.rotation import mark_rooms_of
 from dialtone.services.server_log import TOPICS
 from dialtone.services.times import parse_time
 
@@ -231,6 +233,7 @@ class AdminService:
         if changes.get("is_locked") and not before["is_locked"]:
             await self.sessions.delete_for_user(user_id)
             self.uow.emit(SessionsRevoked(user_id=user_id))
+            await mark_rooms_of(self.uow, user_id)  # its devices hold the rooms' keys
             await self._log("lock", actor, user_id=user_id)
         elif changes.get("is_locked") is False and before["is_locked"]:
             await self._log("unlock", actor, user_id=user_id)
@@ -272,6 +275,8 @@ class AdminService:
         await self._target(actor, user_id)
         erased = await self.erase_messages(actor, user_id, None) if messages else 0
         self.ctx.sessions_changing(self.uow)
+        # Before the delete, which takes the user's memberships with it.
+        await mark_rooms_of(self.uow, user_id)
         if not await self.users.delete(user_id):
             # Deleted by a concurrent request between our read and this statement.
             raise NotFound("user not found", code="user_not_found")
@@ -305,7 +310,11 @@ class AdminService:
         the file. Every call, refused or not, spends the user's deletion bucket."""
         await rate_limit(self.ctx, "message_delete", caller.user_id)
         message = await self.messages.get(message_id)
-        if message is None:
+        # A message of a private room the caller is not in is not there for them.
+        if message is None or (
+            await MemberRepository(self.uow.session).visible(message.channel_id, caller.user_id)
+            is None
+        ):
             raise NotFound("message not found", code="message_not_found")
         if message.sender_id != caller.user_id and not caller.is_staff:
             raise Forbidden(
@@ -338,8 +347,16 @@ class AdminService:
         return len(erased)
 
     async def deletions(
-        self, channel_id: str, since: str | None, limit: int | None, cursor: str | None
+        self,
+        channel_id: str,
+        since: str | None,
+        limit: int | None,
+        cursor: str | None,
+        caller: Caller | None = None,
     ) -> Page[Tombstone]:
+        members = MemberRepository(self.uow.session)
+        if caller is not None and await members.visible(channel_id, caller.user_id) is None:
+            raise NotFound("channel not found", code="channel_not_found")
         size = page_limit(limit)
         moment = parse_time(since, "since") if since else None
         after = None
@@ -402,6 +419,8 @@ class AdminService:
             )
         )
         self.uow.emit(ban_added(ban))
+        if user_id is not None:
+            await mark_rooms_of(self.uow, user_id)  # its devices hold the rooms' keys
         await self._log("ban", actor, user_id=user_id, address=network, message=f"ban {ban.id}")
         return ban
 

@@ -12,6 +12,7 @@ from dialtone.errors import Forbidden, InvalidInput, NotFound
 from dialtone.schemas.events import DeviceRevoked
 from dialtone.services.auth import checked_public_key, register_device
 from dialtone.services.context import Caller, ServerContext
+from dialtone.services.rotation import mark_rooms_of
 
 log = logging.getLogger("dialtone.security")
 
@@ -57,6 +58,8 @@ class DeviceService:
         self.ctx.sessions_changing(self.uow)
         await self.sessions.delete_for_device(device_id)
         await self.envelopes.delete_for_device(device_id)
+        # The device may have kept the rooms' keys: each private room of its user rotates.
+        await mark_rooms_of(self.uow, caller.user_id)
         self.ctx.seen.pop(device_id, None)
         self.uow.emit(DeviceRevoked(sender=caller.user_id, device_id=device_id))
         await self.ctx.server_log.add(

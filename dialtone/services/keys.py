@@ -10,6 +10,8 @@ from dialtone.db.repositories.admin import SettingRepository
 from dialtone.db.repositories.channels import ChannelRepository
 from dialtone.db.repositories.devices import DeviceRepository
 from dialtone.db.repositories.keys import KeyEnvelopeRepository, StoredEnvelope
+from dialtone.db.repositories.members import MemberRepository
+from dialtone.db.repositories.rotation import KeyRotationRepository
 from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.db.upsert import ReferenceGone
 from dialtone.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -18,6 +20,7 @@ from dialtone.security.keys import is_public_key
 from dialtone.services.auth import rate_limit
 from dialtone.services.channels import checked_commitment
 from dialtone.services.context import DIRECTORY_COMMITMENT, Caller, ServerContext
+from dialtone.services.rotation import key_version_conflict
 from dialtone.services.users import require_trusted
 
 log = logging.getLogger("dialtone.security")
@@ -47,11 +50,19 @@ class KeyService:
         self.devices = DeviceRepository(uow.session)
         self.channels = ChannelRepository(uow.session)
         self.settings = SettingRepository(uow.session)
+        self.members = MemberRepository(uow.session)
+        self.rotation = KeyRotationRepository(uow.session)
 
     async def _check(
-        self, caller: Caller, envelopes: Sequence[NewEnvelope], current: int | None = None
+        self,
+        caller: Caller,
+        envelopes: Sequence[NewEnvelope],
+        current: int | None = None,
+        private: bool = False,
     ) -> None:
-        """``current``: the channel's key version (None for the directory key)."""
+        """``current``: the channel's key version (None for the directory key);
+        ``private``: the channel is a private room (a version above the current one is a
+        conflict there: a rotation that did not happen, or not yet)."""
         if not envelopes:
             raise InvalidInput("envelopes must not be empty", code="invalid_input")
         wanted: set[str] = set()
@@ -69,6 +80,8 @@ class KeyService:
             version = None
             if current is not None:
                 version = current if item.key_version is None else item.key_version
+                if private and version > current:
+                    raise key_version_conflict()
                 if not 1 <= version <= current:
                     raise InvalidInput(
                         f"key_version must be between 1 and the channel's current {current}",
@@ -86,33 +99,55 @@ class KeyService:
         if missing:
             raise unknown_device(missing[0])
 
-    async def _channel(self, channel_id: str) -> Channel:
-        channel = await self.channels.get(channel_id)
+    async def _channel(self, caller: Caller, channel_id: str) -> Channel:
+        """The channel if the caller may see it (a private room: only its members)."""
+        channel = await self.members.visible(channel_id, caller.user_id)
         if channel is None:
             raise NotFound("channel not found", code="channel_not_found")
         return channel
 
-    async def channel_keys(self, caller: Caller, channel_id: str) -> list[StoredEnvelope]:
-        """Every envelope of the channel's current key version for the calling device,
-        preferred first (see db/repositories/keys.py); possibly none."""
-        channel = await self._channel(channel_id)
-        return await self.keys.channel_envelopes(
-            channel_id,
-            caller.device_id,
-            channel.key_version,
-            recipient_user=caller.user_id,
-            creator=channel.created_by,
-        )
+    @staticmethod
+    def _version(channel: Channel, key_version: int | None) -> int:
+        """The key version a read asks for: the current one unless given."""
+        if key_version is None:
+            return channel.key_version
+        if not 1 <= key_version <= channel.key_version:
+            raise InvalidInput(
+                f"key_version must be between 1 and the channel's current {channel.key_version}",
+                code="invalid_key_version",
+            )
+        return key_version
 
-    async def channel_key(self, caller: Caller, channel_id: str) -> StoredEnvelope:
-        """The one envelope the default read answers: the preferred one."""
-        channel = await self._channel(channel_id)
+    async def channel_keys(
+        self, caller: Caller, channel_id: str, key_version: int | None = None
+    ) -> tuple[list[StoredEnvelope], str | None]:
+        """Every envelope of one key version (the current one by default) for the calling
+        device, preferred first (see db/repositories/keys.py), possibly none; and that
+        version's commitment."""
+        channel = await self._channel(caller, channel_id)
+        version = self._version(channel, key_version)
         found = await self.keys.channel_envelopes(
             channel_id,
             caller.device_id,
-            channel.key_version,
+            version,
             recipient_user=caller.user_id,
             creator=channel.created_by,
+            members_only=channel.private,
+        )
+        return found, await self.rotation.commitment_of(channel, version)
+
+    async def channel_key(
+        self, caller: Caller, channel_id: str, key_version: int | None = None
+    ) -> StoredEnvelope:
+        """The one envelope the default read answers: the preferred one."""
+        channel = await self._channel(caller, channel_id)
+        found = await self.keys.channel_envelopes(
+            channel_id,
+            caller.device_id,
+            self._version(channel, key_version),
+            recipient_user=caller.user_id,
+            creator=channel.created_by,
+            members_only=channel.private,
             limit=1,
         )
         if not found:
@@ -125,9 +160,19 @@ class KeyService:
         """Store the caller's envelopes (each replaces only the caller's own earlier copy);
         the device ids whose default read answers another, preferred envelope instead."""
         await rate_limit(self.ctx, "envelope", caller.user_id)
-        channel = await self._channel(channel_id)
+        channel = await self._channel(caller, channel_id)
         current = channel.key_version
-        await self._check(caller, envelopes, current)
+        await self._check(caller, envelopes, current, channel.private)
+        if channel.private:
+            # Only current members' devices get a private room's key (of any version).
+            outsiders = await self.rotation.non_member_devices(
+                channel_id, [item.device_id for item in envelopes]
+            )
+            if outsiders:
+                raise Forbidden(
+                    f"device is not a current member's: {outsiders[0]}",
+                    code="not_a_member_device",
+                )
         now = self.ctx.clock()
         rows = [
             {
@@ -150,13 +195,14 @@ class KeyService:
             raise await self._vanished_device(envelopes) from None
         return self._kept(caller, envelopes, set(behind), "channel", channel_id)
 
-    async def held(self, device_id: str) -> tuple[list[str], bool]:
+    async def held(self, caller: Caller, device_id: str) -> tuple[list[str], bool]:
         """Which keys a device has confirmed (or got from its own user's other device):
         a sharer skips those, so that one member's wrong envelope never makes the others
         skip the device."""
         if not await self.devices.existing_ids([device_id]):
             raise NotFound(f"unknown device: {device_id}", code="unknown_device")
-        return await self.keys.held_channels(device_id), await self.keys.holds_directory(device_id)
+        channels = await self.keys.held_channels(device_id, viewer=caller.user_id)
+        return channels, await self.keys.holds_directory(device_id)
 
     async def directory_keys(self, caller: Caller) -> list[StoredEnvelope]:
         require_trusted(caller)

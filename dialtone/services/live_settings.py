@@ -30,12 +30,19 @@ class Spec:
     maximum: float | None = None
     field: str | None = None  # the Settings field it overrides
     doc: str = ""
+    choices: tuple[str, ...] | None = None  # a str setting that takes one of these words
 
 
 SPECS: dict[str, Spec] = {
     "server_title": Spec(str, lambda s: "Dialtone", 1, 100, doc="shown by clients"),
     "welcome_message": Spec(str, lambda s: "", 0, 2000, doc="sent to every socket on connect"),
     "registration_open": Spec(bool, lambda s: True, doc="false: registration refused (403)"),
+    "private_rooms": Spec(
+        str,
+        lambda s: "everyone",
+        doc="who may create private rooms: everyone, trusted or admins",
+        choices=("everyone", "trusted", "admins"),
+    ),
     "invite_ttl_seconds": Spec(int, lambda s: s.invite_ttl, 60, 365 * DAY, "invite_ttl"),
     "invite_max_uses": Spec(int, lambda s: 1, 1, 100_000, doc="default for new invites"),
     "log_retention_days": Spec(int, lambda s: 90, 1, 36_500),
@@ -78,6 +85,12 @@ def _checked(name: str, value: Any) -> Value:
         ok = isinstance(value, str) and "\x00" not in value
     if not ok:
         raise InvalidInput(f"{name} must be a {kind.__name__}", code="invalid_setting")
+    if spec.choices is not None:
+        if value not in spec.choices:
+            raise InvalidInput(
+                f"{name} must be one of {', '.join(spec.choices)}", code="invalid_setting"
+            )
+        return value  # type: ignore[no-any-return]
     size = len(value) if isinstance(value, str) else value
     if (spec.minimum is not None and size < spec.minimum) or (
         spec.maximum is not None and size > spec.maximum
@@ -142,3 +155,8 @@ class LiveSettings:
     @property
     def message_retention_days(self) -> int:
         return int(self.values["message_retention_days"])
+
+    @property
+    def private_rooms(self) -> str:
+        """Who may create private rooms: "everyone", "trusted" or "admins"."""
+        return str(self.values["private_rooms"])

@@ -7,6 +7,7 @@ from typing import Protocol
 from dialtone.db.base import new_id
 from dialtone.db.models import ChannelMessage
 from dialtone.db.repositories.channels import ChannelRepository
+from dialtone.db.repositories.members import MemberRepository
 from dialtone.db.repositories.messages import MessageRepository, StoredMessage
 from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.errors import DialtoneError, InvalidInput, NotFound
@@ -14,6 +15,7 @@ from dialtone.schemas.common import rfc3339
 from dialtone.schemas.events import ChannelMessageNew
 from dialtone.schemas.messages import MessageOut
 from dialtone.services.context import Caller, ServerContext
+from dialtone.services.rotation import key_version_conflict
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 500
@@ -29,6 +31,7 @@ def message_event(message: ChannelMessage) -> ChannelMessageNew:
         sent_at=rfc3339(message.sent_at),
         seq=message.channel_seq,
         client_message_id=message.client_message_id,
+        key_version=message.key_version,
     )
 
 
@@ -43,6 +46,7 @@ def message_out(channel_id: str, row: StoredMessage) -> MessageOut:
         row.sent_at,
         row.seq,
         row.client_message_id,
+        row.key_version,
     )
 
 
@@ -66,6 +70,7 @@ class NewMessage:
     body: str
     sender_name_enc: str
     client_message_id: str | None = None
+    key_version: int = 1  # the channel key version the body is sealed with
 
 
 def channel_not_found() -> NotFound:
@@ -182,7 +187,13 @@ class MessageService:
         before: str | None = None,
         after: str | None = None,
         after_seq: int | None = None,
+        *,
+        caller: Caller | None = None,
     ) -> list[StoredMessage]:
+        """``caller``: who reads; a private room they are not in does not exist."""
+        members = MemberRepository(self.uow.session)
+        if caller is not None and await members.visible(channel_id, caller.user_id) is None:
+            raise channel_not_found()
         return await read_history(
             _SessionReads(self.messages, self.channels),
             channel_id,
@@ -232,19 +243,45 @@ class MessageService:
                     continue
                 claimed[key] = index
             fresh.append(index)
+        # A private room is there only for its members: for anyone else the send is
+        # answered as one to a missing channel.
+        hidden = await MemberRepository(self.uow.session).hidden(
+            {(messages[i].channel_id, messages[i].caller.user_id) for i in fresh}
+        )
+        if hidden:
+            for index in fresh:
+                message = messages[index]
+                if (message.channel_id, message.caller.user_id) in hidden:
+                    outcomes[index] = channel_not_found()
+            fresh = [i for i in fresh if outcomes[i] is None]
         wanted: dict[str, int] = {}
         for index in fresh:
             channel_id = messages[index].channel_id
             wanted[channel_id] = wanted.get(channel_id, 0) + 1
+        # The counter's new top and the key version of each channel, in one statement.
+        tops = await self.channels.take_seqs(wanted)
+        # A message sealed with a key version the channel does not have yet is refused,
+        # and its number given back (seq skips no number): rare, so the hot path pays
+        # nothing but a column more in the counter's RETURNING.
+        refused: dict[str, int] = {}
+        for index in fresh:
+            message = messages[index]
+            top = tops.get(message.channel_id)
+            if top is not None and message.key_version > top[1]:
+                outcomes[index] = key_version_conflict()
+                refused[message.channel_id] = refused.get(message.channel_id, 0) + 1
+        if refused:
+            await self.channels.give_back_seqs(refused)
         # The next number of each channel: what the counter was before this batch.
         next_seq = {
-            channel_id: top - wanted[channel_id] + 1
-            for channel_id, top in (await self.channels.take_seqs(wanted)).items()
+            channel_id: top - wanted[channel_id] + 1 for channel_id, (top, _) in tops.items()
         }
         clock = self.ctx.clock
         rows: list[dict[str, object]] = []
         for index in fresh:
             message = messages[index]
+            if outcomes[index] is not None:
+                continue  # refused above
             seq = next_seq.get(message.channel_id)
             if seq is None:
                 outcomes[index] = channel_not_found()
@@ -262,6 +299,7 @@ class MessageService:
                     "sent_at": sent_at,
                     "channel_seq": seq,
                     "client_message_id": message.client_message_id,
+                    "key_version": message.key_version,
                 }
             )
             event = ChannelMessageNew(
@@ -273,6 +311,7 @@ class MessageService:
                 sent_at=rfc3339(sent_at),
                 seq=seq,
                 client_message_id=message.client_message_id,
+                key_version=message.key_version,
             )
             outcomes[index] = event
             self.uow.emit(event)

@@ -495,3 +495,120 @@ async def test_presence_and_role_events_cross_nodes(
     finally:
         await watcher_a.close()
         await watcher_b.close()
+
+
+def _about(events: list[dict[str, Any]], channel_id: str) -> list[dict[str, Any]]:
+    return [
+        e
+        for e in events
+        if e.get("channel_id") == channel_id
+        or e.get("channel", {}).get("id") == channel_id
+        or channel_id in e.get("voice_rooms", {})
+    ]
+
+
+async def _refusal(ws: Any, channel_id: str) -> str:
+    """The next error's code; nothing of the room may come before it."""
+    while True:
+        event = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        if event["type"] == "error":
+            return str(event["code"])
+        assert _about([event], channel_id) == [], event
+
+
+async def test_private_rooms_reach_members_only_on_every_node(
+    nodes: tuple[Node, Node], tmp_path: Path
+) -> None:
+    """Issue 16: each node's delivery filter, loaded at start and kept by the events."""
+    node_a, node_b = nodes
+    alice = await node_a.register("alice")
+    bob = await node_b.register("bob")
+    carol = await node_b.register("carol")
+    dave = await node_a.register("dave")
+    sockets = [
+        await greeted(node_a.ws_url, alice),
+        await greeted(node_b.ws_url, bob),
+        await greeted(node_b.ws_url, carol),
+        await greeted(node_a.ws_url, dave),
+    ]
+    on_alice, on_bob, on_carol, on_dave = sockets
+    try:
+        made = await node_b.http.post(
+            "/channels", json={"name_enc": "cm9vbQ==", "private": True}, headers=bob.auth
+        )
+        assert made.status_code == 201, made.text
+        room = made.json()["channel"]["id"]
+        added = await node_b.http.post(
+            "/channels/members",
+            json={"channel_id": room, "user_id": alice.user_id},
+            headers=bob.auth,
+        )
+        assert added.status_code == 201, added.text
+        assert (await next_of(on_alice, "channel.member.added"))["user_id"] == alice.user_id
+
+        await on_bob.send(chat_frame(room, "aGk="))
+        assert (await next_of(on_alice, "channel.message.new"))["channel_id"] == room
+        await on_alice.send(json.dumps({"type": "voice_join", "channel_id": room}))
+        await next_of(on_alice, "voice_roster")
+        assert (await next_of(on_bob, "voice.presence"))["sender"] == alice.user_id
+        # An outsider on either node: refused as for a missing room.
+        await on_dave.send(chat_frame(room, "eA=="))
+        assert await _refusal(on_dave, room) == "channel_not_found"
+        await on_carol.send(json.dumps({"type": "voice_join", "channel_id": room}))
+        assert await _refusal(on_carol, room) == "channel_not_found"
+
+        # A node started now loads the rooms from the database.
+        node_c = Node(node_a.db_url, node_a.prefix, tmp_path / "c")
+        try:
+            await node_c.ready()
+            eve = await node_c.register("eve")
+            on_eve = await connect(
+                node_c.ws_url, additional_headers={"Authorization": f"Bearer {eve.token}"}
+            )
+            sockets.append(on_eve)
+            assert json.loads(await on_eve.recv()) == {
+                "type": "voice.presence.snapshot",
+                "voice_rooms": {},
+            }
+            await on_bob.send(chat_frame(room, "c2Vjb25k"))
+            await next_of(on_alice, "channel.message.new")
+            history = await node_c.http.get(
+                "/channels/messages", params={"channel_id": room}, headers=eve.auth
+            )
+            assert history.status_code == 404
+            assert history.json()["code"] == "channel_not_found"
+            assert _about(await quiet(on_eve), room) == []
+        finally:
+            await node_c.stop()
+
+        # bob (node B) removes alice (node A): she hears it, then nothing more of it.
+        removed = await node_b.http.delete(
+            "/channels/members",
+            params={"channel_id": room, "user_id": alice.user_id},
+            headers=bob.auth,
+        )
+        assert removed.status_code == 204, removed.text
+        assert (await next_of(on_alice, "channel.member.removed"))["user_id"] == alice.user_id
+        assert await next_of(on_alice, "channel.deleted") == {
+            "type": "channel.deleted",
+            "channel_id": room,
+        }
+        assert await next_of(on_bob, "channel.rekey_required") == {
+            "type": "channel.rekey_required",
+            "channel_id": room,
+            "key_version": 1,
+        }
+        assert await next_of(on_bob, "voice.presence") == {
+            "type": "voice.presence",
+            "channel_id": room,
+            "sender": alice.user_id,
+            "active": False,
+        }
+        await on_bob.send(chat_frame(room, "YWZ0ZXI="))
+        await next_of(on_bob, "channel.message.new")
+        assert _about(await quiet(on_alice), room) == []
+        for outsider in (on_carol, on_dave):
+            assert _about(await quiet(outsider), room) == []
+    finally:
+        for ws in sockets:
+            await ws.close()

@@ -12,6 +12,7 @@ from dialtone.db.models.directory import DirectoryKeyEnvelope
 from dialtone.db.models.health import HealthProbe
 from dialtone.db.models.invite import Invite
 from dialtone.db.models.key_backup import KeyBackup
+from dialtone.db.models.key_version import ChannelKeyVersion
 from dialtone.db.models.profile import UserProfile
 from dialtone.db.models.session import Session
 from dialtone.db.models.social import UserBlock, UserPreferences
@@ -21,6 +22,7 @@ __all__ = [
     "Ban",
     "Channel",
     "ChannelKeyEnvelope",
+    "ChannelKeyVersion",
     "ChannelMember",
     "ChannelMessage",
     "Device",

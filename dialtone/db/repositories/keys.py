@@ -21,6 +21,7 @@ from sqlalchemy import (
     and_,
     case,
     delete,
+    exists,
     literal,
     or_,
     select,
@@ -30,7 +31,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.selectable import FromClause
 
-from dialtone.db.models import Channel, ChannelKeyEnvelope, Device, DirectoryKeyEnvelope, User
+from dialtone.db.models import (
+    Channel,
+    ChannelKeyEnvelope,
+    ChannelMember,
+    Device,
+    DirectoryKeyEnvelope,
+    User,
+)
 from dialtone.db.upsert import ReferenceGone, upsert
 
 _CHANNEL: Table = ChannelKeyEnvelope.__table__  # type: ignore[assignment]
@@ -38,6 +46,7 @@ _DIRECTORY: Table = DirectoryKeyEnvelope.__table__  # type: ignore[assignment]
 _USERS: Table = User.__table__  # type: ignore[assignment]
 _DEVICES: Table = Device.__table__  # type: ignore[assignment]
 _CHANNELS: Table = Channel.__table__  # type: ignore[assignment]
+_MEMBERS: Table = ChannelMember.__table__  # type: ignore[assignment]
 _REPLACED = ("sender_user_id", "sender_public_key", "envelope", "created_at")
 
 
@@ -109,6 +118,24 @@ def _stored(row: Any, with_version: bool) -> StoredEnvelope:
     )
 
 
+def _is_member(channel_id: ColumnElement[Any], user_id: ColumnElement[Any]) -> ColumnElement[bool]:
+    return exists().where(and_(_MEMBERS.c.channel_id == channel_id, _MEMBERS.c.user_id == user_id))
+
+
+def _member_device(
+    channel_id: ColumnElement[Any], device_id: ColumnElement[Any]
+) -> ColumnElement[bool]:
+    """The device belongs to a current member of the room."""
+    owner = _DEVICES.alias("member_device")
+    return exists().where(
+        and_(
+            owner.c.id == device_id,
+            _MEMBERS.c.channel_id == channel_id,
+            _MEMBERS.c.user_id == owner.c.user_id,
+        )
+    )
+
+
 class KeyEnvelopeRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -135,17 +162,20 @@ class KeyEnvelopeRepository:
         *,
         recipient_user: str,
         creator: str,
+        members_only: bool = False,
         limit: int | None = None,
     ) -> list[StoredEnvelope]:
-        """The recipient device's envelopes of one key version, preferred first."""
-        query = self._ranked(
-            _CHANNEL,
-            recipient_user,
-            creator,
+        """The recipient device's envelopes of one key version, preferred first.
+        ``members_only`` (private rooms): none unless the device's user is a current
+        member, whatever is stored (an envelope that raced the user's removal)."""
+        where = [
             _CHANNEL.c.channel_id == channel_id,
             _CHANNEL.c.device_id == device_id,
             _CHANNEL.c.key_version == key_version,
-        ).limit(limit)
+        ]
+        if members_only:
+            where.append(_member_device(_CHANNEL.c.channel_id, _CHANNEL.c.device_id))
+        query = self._ranked(_CHANNEL, recipient_user, creator, *where).limit(limit)
         result = await self.session.execute(query)
         return [_stored(row, True) for row in result]
 
@@ -158,10 +188,11 @@ class KeyEnvelopeRepository:
         result = await self.session.execute(query)
         return [_stored(row, False) for row in result]
 
-    async def held_channels(self, device_id: str) -> list[str]:
+    async def held_channels(self, device_id: str, *, viewer: str) -> list[str]:
         """The channels for which the device has an envelope of the channel's current key
         version sent by a device of its own user (its self-confirmation, or one from its
-        user's other device): one that no other member can forge."""
+        user's other device): one that no other member can forge. A private room only
+        while the device's user is a member and ``viewer`` (who asks) may see it."""
         recipient = _DEVICES.alias("recipient")
         query = (
             select(_CHANNEL.c.channel_id)
@@ -178,6 +209,13 @@ class KeyEnvelopeRepository:
             .where(
                 _CHANNEL.c.device_id == device_id,
                 _CHANNEL.c.sender_user_id == recipient.c.user_id,
+                or_(
+                    _CHANNELS.c.private.is_(False),
+                    and_(
+                        _is_member(_CHANNELS.c.id, recipient.c.user_id),
+                        _is_member(_CHANNELS.c.id, literal(viewer)),
+                    ),
+                ),
             )
             .order_by(_CHANNEL.c.channel_id)
         )

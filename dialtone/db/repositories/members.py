@@ -8,7 +8,7 @@ not exist.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -134,3 +134,27 @@ class MemberRepository:
         for channel_id in private.scalars():
             rooms.setdefault(channel_id, set())
         return rooms
+
+    async def hidden(self, pairs: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Of these (channel id, user id) pairs, those whose channel is a private room
+        the user is not in, in one query (a public or missing channel is not hidden)."""
+        if not pairs:
+            return set()
+        users = {user_id for _, user_id in pairs}
+        result = await self.session.execute(
+            select(Channel.id, ChannelMember.user_id)
+            .outerjoin(
+                ChannelMember,
+                and_(ChannelMember.channel_id == Channel.id, ChannelMember.user_id.in_(users)),
+            )
+            .where(
+                Channel.id.in_({channel_id for channel_id, _ in pairs}), Channel.private.is_(True)
+            )
+        )
+        private: set[str] = set()
+        inside: set[tuple[str, str]] = set()
+        for channel_id, user_id in result.all():
+            private.add(channel_id)
+            if user_id is not None:
+                inside.add((channel_id, user_id))
+        return {pair for pair in pairs if pair[0] in private and pair not in inside}

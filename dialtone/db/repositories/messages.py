@@ -37,6 +37,7 @@ class StoredMessage(NamedTuple):
     sent_at: str
     seq: int | None  # channel_seq: the message's place in its channel
     client_message_id: str | None
+    key_version: int  # the channel key version the body is sealed with
 
 
 class MessageRepository:
@@ -322,6 +323,7 @@ def _pages(sent_at: ColumnElement[Any]) -> _Pages:
         sent_at,
         c.channel_seq,
         c.client_message_id,
+        c.key_version,
     ]
     in_channel = and_(c.channel_id == bindparam("channel_id"), c.deleted_at.is_(None))
     limit = bindparam("limit", type_=Integer)

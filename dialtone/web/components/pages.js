@@ -73,6 +73,7 @@ const SETTING_GROUPS = [
 const SETTINGS = {
   server_title: { group: "general", label: "Server name", help: "Shown to everyone in the page's title." },
   welcome_message: { group: "general", label: "Welcome message", help: "Shown to everyone when they connect. Not end-to-end encrypted." },
+  private_rooms: { group: "general", label: "Who may create private rooms", choices: { everyone: "Everyone", trusted: "Trusted members, moderators and admins", admins: "Admins only" }, help: "Public channels are always made by admins." },
   registration_open: { group: "registration", label: "Registration open", help: "When off, nobody can create an account, even with an invite link." },
   invite_ttl_seconds: { group: "registration", label: "Link lifetime", unit: "seconds", help: "How long a new invite link works (86400 seconds is one day)." },
   invite_max_uses: { group: "registration", label: "Accounts per link", unit: "accounts", help: "How many accounts one new invite link can create." },
@@ -292,6 +293,9 @@ export class DtAdmin extends HTMLElement {
         const described = info.help ? { "aria-describedby": helpId } : {};
         const input = typeof value === "boolean"
           ? h("input", { type: "checkbox", id, name: key, checked: value, ...described })
+          : info.choices
+          ? h("select", { id, name: key, ...described },
+              Object.entries(info.choices).map(([choice, words]) => h("option", { value: choice, selected: choice === value }, words)))
           : h("input", { id, name: key, value: String(value), type: typeof value === "number" ? "number" : "text", step: "any", ...described });
         rows.get(info.group).push(
           h("label", { for: id }, info.label),
