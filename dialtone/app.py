@@ -17,9 +17,11 @@ from dialtone import __version__
 from dialtone.api.address_bans import address_ban_middleware
 from dialtone.api.admin import AdminController
 from dialtone.api.auth import AuthController
+from dialtone.api.blocks import BlockController
 from dialtone.api.channels import ChannelController, MemberController
 from dialtone.api.dependencies import provide_ctx, provide_uow
 from dialtone.api.devices import DeviceController
+from dialtone.api.direct import DirectController
 from dialtone.api.edge import DialtoneApp, log_websocket_failure, security_headers
 from dialtone.api.error_handlers import exception_handlers
 from dialtone.api.health import health, ready
@@ -37,8 +39,10 @@ from dialtone.api.messages import channel_history
 from dialtone.api.metrics import metrics_endpoint
 from dialtone.api.moderation import delete_message, deleted_messages, moderators, server_info
 from dialtone.api.openapi import DialtoneOpenAPIConfig
+from dialtone.api.preferences import PreferenceController
 from dialtone.api.presence import presence
 from dialtone.api.rotation import rotate_key
+from dialtone.api.sync import sync
 from dialtone.api.users import UserController
 from dialtone.api.voice import turn_credentials
 from dialtone.api.web import web_handlers
@@ -212,6 +216,10 @@ def create_app(
             DeviceController,
             ChannelController,
             MemberController,
+            DirectController,
+            BlockController,
+            PreferenceController,
+            sync,
             channel_history,
             ChannelKeyController,
             DirectoryKeyController,

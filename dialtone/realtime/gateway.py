@@ -52,6 +52,7 @@ from dialtone.schemas.events import (
 from dialtone.security.addresses import limit_key
 from dialtone.security.headers import bearer_token, header, scope_address
 from dialtone.services.auth import AuthService
+from dialtone.services.blocks import BlockService
 from dialtone.services.channels import ChannelService
 from dialtone.services.context import Caller, ServerContext
 from dialtone.services.messages import NewMessage, channel_not_found
@@ -183,7 +184,17 @@ class Gateway:
         refused, slot = await self._take_slot(scope, send, caller, address)
         if refused:
             return
+        held = False
         try:
+            try:
+                # Whom this user blocked (the hub's delivery filter), known before the
+                # socket is accepted and can get its first event.
+                await self.hub.blocks.hold(caller.user_id, self._blocked_ids)
+                held = True
+            except Exception as exc:
+                log.error("websocket handshake: blocks lookup failed: %s", type(exc).__name__)
+                await _deny(scope, send, 503, "database unavailable, try again", "unavailable")
+                return
             await send(
                 {"type": "websocket.accept", "subprotocol": subprotocol}
                 if subprotocol is not None
@@ -197,6 +208,8 @@ class Gateway:
                 caller, receive, scope.get(FRAME_SEND, send), caller.expires_at, address, sink
             )
         finally:
+            if held:
+                self.hub.blocks.release(caller.user_id)
             if slot is not None:
                 await self.slots.release(slot, caller.user_id, limit_key(address))
 
@@ -235,6 +248,10 @@ class Gateway:
         )
         await _deny(scope, send, 429, message, "rate_limited")
         return True, None
+
+    async def _blocked_ids(self, user_id: str) -> set[str]:
+        async with self.unit_of_work() as uow:
+            return await BlockService(uow, self.ctx).blocked_ids(user_id)
 
     async def _authenticate(self, token: str) -> Caller | None:
         # A method of its own: the unit of work is not kept alive by the frame of

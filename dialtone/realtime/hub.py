@@ -21,16 +21,26 @@ import secrets
 import time
 import types
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Collection,
+    Coroutine,
+    Generator,
+    Iterable,
+    Sequence,
+)
 from typing import Any, Protocol, cast
 
 from dialtone.metrics import NO_METRICS, Metrics
+from dialtone.realtime.blocks import BlockIndex
 from dialtone.realtime.rooms import PrivateRooms
 from dialtone.realtime.voice import VoiceRooms
 from dialtone.realtime.wsserver import text_frame
 from dialtone.schemas.events import (
     INTERNAL_EVENTS,
     AdminControl,
+    BlockChanged,
     ChannelCreated,
     ChannelDeleted,
     ChannelMemberAdded,
@@ -417,6 +427,9 @@ class Hub(OnlineDirectory):
         self.voice = VoiceRooms(self)
         # Private room → member user ids: who may get a room's events (realtime/rooms.py).
         self.rooms = PrivateRooms()
+        # The blocks of this node's online users: whose messages and voice signalling
+        # their sockets do not get (realtime/blocks.py; loaded by the gateway).
+        self.blocks = BlockIndex()
         self._publish = publish
         self.shutting_down = False
         self.node_id = secrets.token_hex(6)
@@ -721,23 +734,38 @@ class Hub(OnlineDirectory):
 
     # ------------------------------------------------------------ delivery
 
-    def broadcast(self, text: str, skip_device: str | None = None) -> None:
-        """One event, encoded once and framed once, to every socket (but ``skip_device``'s)."""
+    def broadcast(
+        self,
+        text: str,
+        skip_device: str | None = None,
+        skip_users: Collection[str] | None = None,
+    ) -> None:
+        """One event, encoded once and framed once, to every socket (but ``skip_device``'s
+        and those of ``skip_users``)."""
         frame = text_frame(text)
         conns = list(self.conns.values())
         self.metrics.fanout(len(conns))
+        if skip_users:
+            for conn in conns:
+                if conn.device_id != skip_device and conn.user_id not in skip_users:
+                    conn.push(text, frame)
+            return
         for conn in conns:
             if conn.device_id != skip_device:
                 conn.push(text, frame)
 
-    def to_channel(self, channel_id: str, text: str) -> None:
+    def to_channel(
+        self, channel_id: str, text: str, skip_users: Collection[str] | None = None
+    ) -> None:
         """An event of one channel: to every socket for a public one, to the members'
-        sockets only for a private room."""
+        sockets only for a private room; never to ``skip_users``' sockets."""
         members = self.rooms.members.get(channel_id)
         if members is None:
             if self.rooms.ready:
-                self.broadcast(text)
+                self.broadcast(text, skip_users=skip_users)
             return
+        if skip_users:
+            members = members.difference(skip_users)
         self._to_users(members, text)
 
     def _to_users(self, user_ids: Iterable[str], text: str) -> None:
@@ -780,8 +808,9 @@ class Hub(OnlineDirectory):
 
     def _deliver_one(self, event: Event) -> None:
         match event:
-            case ChannelMessageNew(channel_id=channel_id):
-                self.to_channel(channel_id, encode_event(event))
+            case ChannelMessageNew(channel_id=channel_id, sender=sender):
+                # Not to the sockets of users who blocked the sender: one dict lookup.
+                self.to_channel(channel_id, encode_event(event), self.blocks.blocked_by.get(sender))
             case (
                 ChannelMessageDeleted(channel_id=channel_id)
                 | ChannelRekeyRequired(channel_id=channel_id)
@@ -799,6 +828,8 @@ class Hub(OnlineDirectory):
                 self.to_channel(channel_id, encode_event(event))
             case ChannelMemberRemoved():
                 self._member_removed(event)
+            case BlockChanged():
+                self.blocks.apply(event)
             case SessionsRevoked(user_id=user_id, token_hash=token_hash):
                 for conn in list(self.of_user(user_id)):
                     if token_hash is None or conn.token_hash == token_hash:

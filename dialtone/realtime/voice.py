@@ -134,6 +134,8 @@ class VoiceRooms:
 
     def apply_relay(self, event: VoiceRelay) -> None:
         payload = event.payload
+        if self._hub.blocks.blocks(payload.recipient, payload.sender):
+            return  # the recipient blocked the sender: nothing reaches them
         conn_ids = self.rooms.get(payload.channel_id, {}).get(payload.recipient, ())
         conns = self._hub.conns
         text: str | None = None

@@ -320,6 +320,15 @@ class DirectoryCommitmentSet(AdminControl, tag="internal.admin.directory_commitm
     key_commitment: str
 
 
+class BlockChanged(Event, tag="internal.block.changed"):
+    """``blocker_id`` blocked (``blocked``) or unblocked ``blocked_id``: every node that
+    holds the blocker's sockets updates its delivery filter (dialtone.realtime.blocks)."""
+
+    blocker_id: str
+    blocked_id: str
+    blocked: bool
+
+
 class DeliveryGap(Event, tag="internal.delivery_gap"):
     """A node could not hand events to Redis: the others close their sockets so that
     their clients catch up (handled by the broker, never delivered to a hub)."""
@@ -345,6 +354,7 @@ INTERNAL_EVENTS: tuple[type[Event], ...] = (
     SettingsChanged,
     DirectoryCommitmentSet,
     DeliveryGap,
+    BlockChanged,
 )
 
 AnyEvent = (
@@ -387,6 +397,7 @@ AnyEvent = (
     | SettingsChanged
     | DirectoryCommitmentSet
     | DeliveryGap
+    | BlockChanged
 )
 
 

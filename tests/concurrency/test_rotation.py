@@ -6,21 +6,32 @@ import os
 
 from tests.concurrency.conftest import ROUNDS, Target, assert_only, burst
 from tests.e2ee import commitment
-from tests.private_rooms import make_private_on
 
 
 async def test_racing_rotations_give_one_winner(target: Target) -> None:
     admin = await target.register("admin")
     owners = [await target.register(f"owner{i}") for i in range(3)]
+    # The first owner makes the room; the other owners and the admin (role member) are
+    # added through the endpoint.
     created = await target.http.post(
         "/channels",
-        json={"name_enc": "cm9vbQ==", "key_commitment": commitment(os.urandom(32))},
-        headers=admin.auth,
+        json={
+            "name_enc": "cm9vbQ==",
+            "key_commitment": commitment(os.urandom(32)),
+            "private": True,
+        },
+        headers=owners[0].auth,
     )
     assert created.status_code == 201, created.text
     room = created.json()["channel"]["id"]
-    roles = {o.user_id: "owner" for o in owners} | {admin.user_id: "member"}
-    await make_private_on(target.engine, room, roles)
+    roles = [(o, "owner") for o in owners[1:]] + [(admin, "member")]
+    for member, role in roles:
+        added = await target.http.post(
+            "/channels/members",
+            json={"channel_id": room, "user_id": member.user_id, "role": role},
+            headers=owners[0].auth,
+        )
+        assert added.status_code == 201, added.text
     devices = [admin, *owners]  # an admin member and three owners
     clients = await target.pool(len(devices))
     for round_ in range(ROUNDS):

@@ -13,23 +13,32 @@ from dialtone.db.models import Channel
 from tests.conftest import ADMIN_TOKEN, Member, Register
 from tests.e2ee import commitment
 from tests.http.conftest import assert_error
-from tests.private_rooms import make_private
 
 Db = async_sessionmaker[AsyncSession]
 OP = {"X-Admin-Token": ADMIN_TOKEN}
 
 
-async def new_room(
-    client: AsyncTestClient[Any], db_url: str, admin: Member, members: dict[str, str]
-) -> str:
+async def new_room(client: AsyncTestClient[Any], owner: Member, *others: tuple[Member, str]) -> str:
+    """A private room made by ``owner`` (its first owner) with ``others`` added by them,
+    each with its role ("owner" | "member"), through the endpoints."""
     created = await client.post(
         "/channels",
-        json={"name_enc": "cm9vbQ==", "key_commitment": commitment(os.urandom(32))},
-        headers=admin.auth,
+        json={
+            "name_enc": "cm9vbQ==",
+            "key_commitment": commitment(os.urandom(32)),
+            "private": True,
+        },
+        headers=owner.auth,
     )
     assert created.status_code == 201, created.text
     room: str = created.json()["channel"]["id"]
-    await make_private(db_url, room, members)
+    for member, role in others:
+        added = await client.post(
+            "/channels/members",
+            json={"channel_id": room, "user_id": member.user_id, "role": role},
+            headers=owner.auth,
+        )
+        assert added.status_code == 201, added.text
     return room
 
 
@@ -48,7 +57,7 @@ async def state(db: Db, room: str) -> tuple[int, str | None, bool]:
 
 
 async def test_who_may_rotate(
-    client: AsyncTestClient[Any], db_url: str, db: Db, admin: Member, register: Register
+    client: AsyncTestClient[Any], db: Db, admin: Member, register: Register
 ) -> None:
     owner = await register("olivia")
     plain = await register("bob")
@@ -62,12 +71,8 @@ async def test_who_may_rotate(
         await session.execute(
             update(User).where(User.id == other_admin.user_id).values(is_admin=True)
         )
-    room = await new_room(
-        client,
-        db_url,
-        admin,
-        {owner.user_id: "owner", plain.user_id: "member", admin.user_id: "member"},
-    )
+    # Olivia makes the room (its first owner); the admin is in it with role member.
+    room = await new_room(client, owner, (plain, "member"), (admin, "member"))
     # Not visible: a non-member, even an admin, gets the room's 404.
     for caller in (outsider, other_admin):
         refused = assert_error(
@@ -100,14 +105,14 @@ async def test_who_may_rotate(
 
 
 async def test_versions_must_follow_and_public_channels_do_not_rotate(
-    client: AsyncTestClient[Any], db_url: str, db: Db, admin: Member, channel_id: str
+    client: AsyncTestClient[Any], db: Db, admin: Member, channel_id: str
 ) -> None:
     public = assert_error(
         await client.post("/channels/rotate", json=rotation(channel_id, 2), headers=admin.auth),
         409,
     )
     assert public["code"] == "public_channel"
-    room = await new_room(client, db_url, admin, {admin.user_id: "owner"})
+    room = await new_room(client, admin)
     for version in (1, 3, 100):
         conflict = assert_error(
             await client.post("/channels/rotate", json=rotation(room, version), headers=admin.auth),
@@ -137,11 +142,11 @@ def envelope(sender: Member, to: Member, version: int | None = None) -> dict[str
 
 
 async def test_envelopes_of_a_private_room(
-    client: AsyncTestClient[Any], db_url: str, admin: Member, register: Register
+    client: AsyncTestClient[Any], admin: Member, register: Register
 ) -> None:
     bob = await register("bob")
     eve = await register("eve")
-    room = await new_room(client, db_url, admin, {admin.user_id: "owner", bob.user_id: "member"})
+    room = await new_room(client, admin, (bob, "member"))
 
     async def post(items: list[dict[str, Any]], by: Member = admin) -> Any:
         return await client.post(
@@ -196,9 +201,9 @@ async def test_envelopes_of_a_private_room(
 
 
 async def test_old_versions_keep_their_commitments(
-    client: AsyncTestClient[Any], db_url: str, admin: Member
+    client: AsyncTestClient[Any], admin: Member
 ) -> None:
-    room = await new_room(client, db_url, admin, {admin.user_id: "owner"})
+    room = await new_room(client, admin)
     first = (await client.get("/channels", headers=admin.auth)).json()["channels"]
     [channel] = [c for c in first if c["id"] == room]
     commitments = {1: channel["key_commitment"]}
@@ -220,7 +225,7 @@ async def rooms_marked(db: Db, *rooms: str) -> list[bool]:
 
 
 async def test_rooms_are_marked_when_a_member_can_no_longer_be_trusted(
-    client: AsyncTestClient[Any], db_url: str, db: Db, admin: Member, register: Register
+    client: AsyncTestClient[Any], db: Db, admin: Member, register: Register
 ) -> None:
     bob = await register("bob")
     carol = await register("carol")
@@ -228,10 +233,8 @@ async def test_rooms_are_marked_when_a_member_can_no_longer_be_trusted(
     erin = await register("erin")
     rooms = {}
     for person in (bob, carol, dave, erin):
-        rooms[person.username] = await new_room(
-            client, db_url, admin, {admin.user_id: "owner", person.user_id: "member"}
-        )
-    untouched = await new_room(client, db_url, admin, {admin.user_id: "owner"})
+        rooms[person.username] = await new_room(client, admin, (person, "member"))
+    untouched = await new_room(client, admin)
 
     # Bob revokes a second device of his.
     login = await client.post(

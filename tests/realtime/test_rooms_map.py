@@ -67,7 +67,7 @@ def test_before_its_first_load_a_node_delivers_no_channel_event() -> None:
     hub = Hub()
     hub.rooms.loading(first=True)
     seen: list[str] = []
-    hub.broadcast = lambda text, skip_device=None: seen.append(text)  # type: ignore[method-assign]
+    hub.broadcast = lambda text, skip_device=None, skip_users=None: seen.append(text)  # type: ignore[method-assign]
     hub.to_channel("any", "{}")
     assert seen == []
     hub.rooms.loaded({})

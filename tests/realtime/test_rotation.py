@@ -16,8 +16,29 @@ from cryptography.exceptions import InvalidTag
 
 from tests.conftest import Member
 from tests.e2ee import KeyRing, commitment, open_sealed, seal
-from tests.private_rooms import make_private, remove_member
 from tests.realtime.conftest import LiveServer, next_of, recv
+
+
+async def private_room(
+    live: LiveServer, owner: Member, name_enc: str, key: bytes, *others: tuple[Member, str]
+) -> str:
+    """A private room made by ``owner`` (its first owner) with ``others`` added by them,
+    each with its role ("owner" | "member"), through the endpoints."""
+    created = await live.http.post(
+        "/channels",
+        json={"name_enc": name_enc, "key_commitment": commitment(key), "private": True},
+        headers=owner.auth,
+    )
+    assert created.status_code == 201, created.text
+    room: str = created.json()["channel"]["id"]
+    for member, role in others:
+        added = await live.http.post(
+            "/channels/members",
+            json={"channel_id": room, "user_id": member.user_id, "role": role},
+            headers=owner.auth,
+        )
+        assert added.status_code == 201, added.text
+    return room
 
 
 def ring(member: Member) -> KeyRing:
@@ -63,22 +84,14 @@ async def test_a_removed_member_reads_nothing_after_the_rotation(
 
     # Version 1: alice makes the key and the room, and seals it for every device.
     key1 = os.urandom(32)
-    created = await live.http.post(
-        "/channels",
-        json={"name_enc": seal(key1, b"team"), "key_commitment": commitment(key1)},
-        headers=alice.auth,
-    )
-    assert created.status_code == 201, created.text
-    room = created.json()["channel"]["id"]
-    await make_private(
-        live.settings.db_url,
-        room,
-        {
-            alice.user_id: "owner",
-            bob.user_id: "member",
-            carol.user_id: "owner",
-            dave.user_id: "member",
-        },
+    room = await private_room(
+        live,
+        alice,
+        seal(key1, b"team"),
+        key1,
+        (bob, "member"),
+        (carol, "owner"),
+        (dave, "member"),
     )
     items = [
         {
@@ -105,7 +118,12 @@ async def test_a_removed_member_reads_nothing_after_the_rotation(
     assert "key_version" not in sent  # omitted at 1: old frames read as before
 
     # Dave is removed: the room is marked; carol (owner, not admin) rotates.
-    await remove_member(live.settings.db_url, room, dave.user_id)
+    removed = await live.http.delete(
+        "/channels/members",
+        params={"channel_id": room, "user_id": dave.user_id},
+        headers=alice.auth,
+    )
+    assert removed.status_code == 204, removed.text
     marked = await channel_of(live, carol, room)
     assert marked["rekey_required"] is True
     remaining = {alice.user_id, bob.user_id, carol.user_id}
@@ -201,8 +219,8 @@ async def test_a_removed_member_reads_nothing_after_the_rotation(
         pass
     else:
         raise AssertionError("key 1 opened a message of version 2")
-    # Dave's own socket heard nothing of the new version (the rooms branch also stops
-    # delivery to him at once; here the key alone keeps him out).
+    # Dave's own socket heard nothing of the new version (delivery to him stopped at his
+    # removal; were anything to reach him, key 1 would still open none of it).
     while True:
         try:
             event = await recv(sockets["dave"], 0.3)
@@ -223,13 +241,7 @@ async def test_a_new_device_gets_every_version_it_can_check(
     old one against that version's commitment (GET /channels/keys?key_version=1)."""
     bob = await live.register("bob")
     key1 = os.urandom(32)
-    created = await live.http.post(
-        "/channels",
-        json={"name_enc": seal(key1, b"pair"), "key_commitment": commitment(key1)},
-        headers=admin.auth,
-    )
-    room = created.json()["channel"]["id"]
-    await make_private(live.settings.db_url, room, {admin.user_id: "owner", bob.user_id: "member"})
+    room = await private_room(live, admin, seal(key1, b"pair"), key1, (bob, "member"))
     alice = ring(admin)
     alice.channels[room] = {1: key1}
     rotated = await alice.rotate(live.http, room, {admin.user_id, bob.user_id})
@@ -251,13 +263,7 @@ async def test_a_new_device_gets_every_version_it_can_check(
 
 async def test_members_hear_that_a_room_needs_a_new_key(live: LiveServer, admin: Member) -> None:
     bob = await live.register("bob")
-    created = await live.http.post(
-        "/channels",
-        json={"name_enc": "cm9vbQ==", "key_commitment": commitment(os.urandom(32))},
-        headers=admin.auth,
-    )
-    room = created.json()["channel"]["id"]
-    await make_private(live.settings.db_url, room, {admin.user_id: "owner", bob.user_id: "member"})
+    room = await private_room(live, admin, "cm9vbQ==", os.urandom(32), (bob, "member"))
     watching = await live.connect(admin)
     phone = await live.second_device(bob)
     revoked = await live.http.delete(f"/devices/{phone.device_id}", headers=bob.auth)
