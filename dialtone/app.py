@@ -24,6 +24,7 @@ from dialtone.api.devices import DeviceController
 from dialtone.api.direct import DirectController
 from dialtone.api.edge import DialtoneApp, log_websocket_failure, security_headers
 from dialtone.api.error_handlers import exception_handlers
+from dialtone.api.files import download_file, upload_file
 from dialtone.api.health import health, ready
 from dialtone.api.history_fast import PATH as HISTORY_PATH
 from dialtone.api.history_fast import HistoryFastPath
@@ -227,6 +228,8 @@ def create_app(
             rotate_key,
             set_directory_commitment,
             KeyBackupController,
+            upload_file,
+            download_file,
             presence,
             create_invite,
             AdminController,

@@ -105,6 +105,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     key_backup_max_bytes: int = 256 * 1024
     key_backup_burst: int = 30
     key_backup_refill: float = 2.0
+    # Files (issue 17). Where their bytes live: "" is <data_dir>/files; a folder on a
+    # shared mount lets every node of a cluster serve every file.
+    files_dir: str = ""
+    # First-run values of the live settings max_file_bytes / user_storage_quota_bytes.
+    max_file_bytes: int = 25 * 1024 * 1024
+    user_storage_quota_bytes: int = 1024 * 1024 * 1024
+    # Uploads per user: a burst, then one more every N seconds.
+    file_upload_burst: int = 30
+    file_upload_refill: float = 2.0
+    # An upload no message (or channel image) claims within this many seconds is swept.
+    orphan_file_ttl: int = DAY
+    # The deadline of one file upload or download (the request timeout is too short for
+    # 25 MiB on a slow link); the per-address cap bounds how many may be open.
+    file_transfer_timeout: float = 600.0
+
+    @property
+    def files_folder(self) -> str:
+        return self.files_dir or str(Path(self.data_dir) / "files")
 
     @property
     def is_sqlite(self) -> bool:
@@ -458,6 +476,19 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             env, "DIALTONE_KEY_BACKUP_BURST", DEFAULTS.key_backup_burst, minimum=1
         ),
         key_backup_refill=_float(env, "DIALTONE_KEY_BACKUP_REFILL", DEFAULTS.key_backup_refill),
+        files_dir=env.get("DIALTONE_FILES_DIR", "").strip(),
+        max_file_bytes=_int(env, "DIALTONE_MAX_FILE_BYTES", DEFAULTS.max_file_bytes, minimum=1),
+        user_storage_quota_bytes=_int(
+            env, "DIALTONE_USER_STORAGE_QUOTA_BYTES", DEFAULTS.user_storage_quota_bytes, minimum=0
+        ),
+        file_upload_burst=_int(
+            env, "DIALTONE_FILE_UPLOAD_BURST", DEFAULTS.file_upload_burst, minimum=1
+        ),
+        file_upload_refill=_float(env, "DIALTONE_FILE_UPLOAD_REFILL", DEFAULTS.file_upload_refill),
+        orphan_file_ttl=_duration(env, "DIALTONE_ORPHAN_FILE_TTL", DEFAULTS.orphan_file_ttl),
+        file_transfer_timeout=_float(
+            env, "DIALTONE_FILE_TRANSFER_TIMEOUT", DEFAULTS.file_transfer_timeout
+        ),
     )
 
 

@@ -294,3 +294,28 @@ class KeyRing:
                 await http.post("/directory/keys", json={"envelopes": [item]}, headers=self.auth)
             )
         return answers
+
+
+# ---------------------------------------------------------------- files (issue 17)
+# The client convention of docs/API.md ("Encrypted files"): a file is sealed with a fresh
+# AES-256-GCM key in one shot, uploaded as raw nonce(12) ‖ ciphertext ‖ tag(16); the key
+# travels inside the message's sealed JSON body.
+
+
+def seal_file(data: bytes, key: bytes | None = None) -> tuple[bytes, bytes]:
+    """(key, the bytes to upload)."""
+    key = key if key is not None else AESGCM.generate_key(bit_length=256)
+    nonce = os.urandom(12)
+    return key, nonce + AESGCM(key).encrypt(nonce, data, None)
+
+
+def open_file(key: bytes, blob: bytes) -> bytes:
+    return AESGCM(key).decrypt(blob[:12], blob[12:], None)
+
+
+def attachment_body(text: str, files: list[dict[str, Any]]) -> bytes:
+    """The plaintext a message with attachments seals: {"v":1,"text","files":[...]}, each
+    file {"id","key" (base64),"name","type","size"[,"width","height"]}."""
+    import json
+
+    return json.dumps({"v": 1, "text": text, "files": files}).encode()

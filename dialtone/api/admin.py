@@ -65,6 +65,7 @@ def user_out(row: UserRow) -> AdminUserOut:
         device_count=row.device_count,
         online=row.online,
         last_seen_at=rfc3339(row.last_seen_at) if row.last_seen_at else None,
+        storage_bytes=row.storage_bytes,
     )
 
 

@@ -11,6 +11,7 @@ from dialtone.db.models import Channel
 from dialtone.schemas.channels import (
     ChannelCreate,
     ChannelEnvelope,
+    ChannelImageIn,
     ChannelList,
     ChannelOut,
     ChannelUpdate,
@@ -42,6 +43,7 @@ def channel_out(
         role=role,
         peer_user_id=peer_user_id,
         rekey_required=channel.rekey_required,
+        image_file_id=channel.image_file_id,
     )
 
 
@@ -84,6 +86,13 @@ class ChannelController(Controller):
         self, data: JSONBody[ChannelUpdate], uow: Uow, ctx: Ctx, caller: CallerDep
     ) -> ChannelEnvelope:
         seen = await ChannelService(uow, ctx).rename(caller, data.channel_id, data.name_enc)
+        return ChannelEnvelope(channel=seen_out(seen, caller))
+
+    @put("/image")
+    async def set_image(
+        self, data: JSONBody[ChannelImageIn], uow: Uow, ctx: Ctx, caller: CallerDep
+    ) -> ChannelEnvelope:
+        seen = await ChannelService(uow, ctx).set_image(caller, data.channel_id, data.file_id)
         return ChannelEnvelope(channel=seen_out(seen, caller))
 
     @delete("/", status_code=204)

@@ -125,6 +125,8 @@ class DialtoneApp:
     def __init__(self, litestar: Litestar, settings: Settings, trusted: Proxies) -> None:
         self.litestar = litestar
         self.timeout = settings.request_timeout
+        # A file upload or download may take longer than any other request.
+        self.file_timeout = max(settings.request_timeout, settings.file_transfer_timeout)
         # DIALTONE_RATE_LIMITS=off lifts the cap too: load tests open thousands of
         # sockets from one address.
         self.cap = settings.max_connections_per_address if settings.rate_limits else None
@@ -207,7 +209,9 @@ class DialtoneApp:
 
         fast = self.fast_routes.get((scope["method"], scope["path"]))
         try:
-            async with asyncio.timeout(self.timeout):
+            path: str = scope.get("path", "")
+            deadline = self.file_timeout if path.startswith("/files") else self.timeout
+            async with asyncio.timeout(deadline):
                 if fast is None or not await fast(scope, tracked_send):
                     await self.litestar(scope, tracked_receive, tracked_send)  # type: ignore[arg-type]
         except TimeoutError:

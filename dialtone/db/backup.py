@@ -7,6 +7,8 @@ A backup is a folder, owner-only, holding:
   ``dialtone.pgdump``, ``pg_dump``'s custom format (one snapshot, likewise);
 - the data folder's secret files when the server reads them from there (the username pepper
   without which no account signs in again, and the admin token);
+- ``files/``: the uploaded (encrypted) files, copied after the database, in their
+  shard folders (``files/ab/cd/<id>``); unfinished uploads are left out;
 - ``manifest.json``: what it holds, the schema revision, and a SHA-256 of every file.
 
 Restoring checks the digests, refuses to overwrite a database that already holds a schema
@@ -38,6 +40,7 @@ SQLITE_COPY = "dialtone.db"
 PG_DUMP = "dialtone.pgdump"
 FORMAT = 1
 SECRET_FILES = (PEPPER_FILE, ADMIN_TOKEN_FILE)
+FILES = "files"
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,9 @@ def backup(settings: Settings, folder: Path) -> Manifest:
             files.append(name)
     for name in files:
         os.chmod(folder / name, 0o600)
+    # After the database: a file uploaded meanwhile is copied without its row (harmless,
+    # the sweep has nothing to match it with); one deleted meanwhile is simply absent.
+    files.extend(_copy_files(Path(settings.files_folder), folder / FILES))
     manifest = Manifest(
         database=_kind(settings),
         revision=revision,
@@ -170,6 +176,32 @@ def backup(settings: Settings, folder: Path) -> Manifest:
     )
     (folder / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
     return manifest
+
+
+def _stored_files(root: Path) -> list[Path]:
+    """Every finished upload under ``root`` (its shard folders; not ``tmp/``)."""
+    if not root.is_dir():
+        return []
+    return sorted(
+        path
+        for path in root.glob("*/*/*")
+        if path.is_file() and path.relative_to(root).parts[0] != "tmp"
+    )
+
+
+def _copy_files(root: Path, target: Path) -> list[str]:
+    names: list[str] = []
+    for path in _stored_files(root):
+        relative = path.relative_to(root)
+        copy = target / relative
+        copy.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            shutil.copyfile(path, copy)
+        except FileNotFoundError:
+            continue  # deleted since the listing
+        os.chmod(copy, 0o600)
+        names.append(f"{FILES}/{relative.as_posix()}")
+    return names
 
 
 def read_manifest(folder: Path) -> Manifest:
@@ -261,6 +293,27 @@ def restore(settings: Settings, folder: Path, *, force: bool) -> Manifest:
             target_file.unlink(missing_ok=True)
             shutil.copyfile(folder / name, target_file)
             os.chmod(target_file, 0o600)
+    _restore_files(manifest, folder, Path(settings.files_folder))
     upgrade(settings.db_url)
     restrict_sqlite_files(settings.db_url)
     return manifest
+
+
+def _restore_files(manifest: Manifest, folder: Path, root: Path) -> None:
+    """Put the backup's files into the files folder: written to a temporary name and
+    renamed, as uploads are; one already there under its id is the same file."""
+    prefix = f"{FILES}/"
+    for name in manifest.files:
+        if not name.startswith(prefix):
+            continue
+        relative = Path(name[len(prefix) :])
+        if ".." in relative.parts or relative.is_absolute() or len(relative.parts) != 3:
+            raise ConfigError(f"{folder / MANIFEST} names a file outside the files folder")
+        target = root / relative
+        if target.is_file():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        temp = target.with_name(target.name + ".restoring")
+        shutil.copyfile(folder / name, temp)
+        os.chmod(temp, 0o600)
+        os.replace(temp, target)

@@ -32,6 +32,8 @@ class UnitOfWork:
         self._session: AsyncSession | None = None
         self.events: list[Any] = []
         self._on_end: list[Callable[[], None]] = []
+        self._after_commit: list[Callable[[], Awaitable[None]]] = []
+        self._after_rollback: list[Callable[[], Awaitable[None]]] = []
 
     @property
     def session(self) -> AsyncSession:
@@ -48,6 +50,16 @@ class UnitOfWork:
         (before the events are published)."""
         self._on_end.append(callback)
 
+    def after_commit(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run ``callback`` once the transaction has committed (never on a rollback),
+        before the events are published: e.g. removing files whose rows it deleted."""
+        self._after_commit.append(callback)
+
+    def after_rollback(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run ``callback`` if the transaction rolls back (or its commit fails): e.g.
+        removing a stored file whose row never made it."""
+        self._after_rollback.append(callback)
+
     def _ended(self) -> None:
         callbacks, self._on_end = self._on_end, []
         for callback in callbacks:
@@ -55,8 +67,16 @@ class UnitOfWork:
 
     async def commit(self) -> None:
         if self._session is not None:
-            await self._session.commit()
+            try:
+                await self._session.commit()
+            except BaseException:
+                await self._rolled_back()
+                raise
         self._ended()
+        self._after_rollback = []
+        after, self._after_commit = self._after_commit, []
+        for callback in after:
+            await callback()
         events, self.events = self.events, []
         if events:
             await self._publish(events)
@@ -70,6 +90,12 @@ class UnitOfWork:
             await self._session.commit()
         self._ended()
 
+    async def _rolled_back(self) -> None:
+        self._after_commit.clear()
+        callbacks, self._after_rollback = self._after_rollback, []
+        for callback in callbacks:
+            await callback()
+
     async def rollback(self) -> None:
         self.events.clear()
         try:
@@ -77,6 +103,7 @@ class UnitOfWork:
                 await self._session.rollback()
         finally:
             self._ended()
+            await self._rolled_back()
 
     async def close(self) -> None:
         try:

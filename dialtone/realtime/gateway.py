@@ -484,6 +484,7 @@ class Gateway:
                 frame.sender_name_enc,
                 frame.client_message_id,
                 frame.key_version,
+                tuple(frame.attachments or ()),
             )
         )
         if stored is not None:

@@ -32,6 +32,9 @@ class StatsOut(msgspec.Struct):
     bans: int
     # Messages sent in the last 60 seconds, all nodes, counted up to RECENT_MESSAGES_CAP.
     messages_last_minute: int = 0
+    # Issue 17: uploaded files stored on the server, and their bytes.
+    files: int = 0
+    storage_bytes: int = 0
 
 
 class AdminUserOut(msgspec.Struct):
@@ -44,6 +47,7 @@ class AdminUserOut(msgspec.Struct):
     device_count: int
     online: bool
     last_seen_at: str | None
+    storage_bytes: int = 0  # issue 17: bytes of the files this user uploaded
 
 
 class AdminUserPage(msgspec.Struct):

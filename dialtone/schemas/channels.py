@@ -29,6 +29,11 @@ class CommitmentIn(msgspec.Struct, forbid_unknown_fields=True):
     key_commitment: Commitment
 
 
+class ChannelImageIn(msgspec.Struct, forbid_unknown_fields=True):
+    channel_id: Id
+    file_id: Id | None  # an upload of the caller's to this channel; null clears the image
+
+
 class ChannelOut(msgspec.Struct):
     id: str
     name_enc: str
@@ -42,6 +47,7 @@ class ChannelOut(msgspec.Struct):
     role: str | None = None  # the caller's role in a private room: "owner" | "member"
     peer_user_id: str | None = None  # a direct-message room's other user, for the caller
     rekey_required: bool = False
+    image_file_id: str | None = None  # additive (issue 17): the channel's encrypted picture
 
 
 class ChannelEnvelope(msgspec.Struct):

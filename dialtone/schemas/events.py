@@ -38,6 +38,8 @@ class ChannelMessageNew(Event, tag="channel.message.new", omit_defaults=True):
     client_message_id: str | None = None  # the sender's id for its send, echoed
     # Issue 16: the channel key version the body was sealed with; absent means 1.
     key_version: int = 1
+    # Issue 17: the ids of the files the message carries, in order; absent when none.
+    attachments: list[str] = msgspec.field(default_factory=list)
 
 
 class ChannelUpdated(Event, tag="channel.updated"):
@@ -49,6 +51,8 @@ class ChannelUpdated(Event, tag="channel.updated"):
     # Additive (issue 16).
     private: bool = False
     direct: bool = False
+    # Additive (issue 17).
+    image_file_id: str | None = None
 
 
 class ChannelDeleted(Event, tag="channel.deleted"):
@@ -419,6 +423,9 @@ class ChannelMessageSend(ClientFrame, tag="channel.message.send"):
     # Issue 16: the channel key version the body is sealed with (absent: 1). Above the
     # channel's current version: error event key_version_conflict.
     key_version: Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)] = 1
+    # Issue 17: ids of the sender's own uploads to this channel, not yet carried by a
+    # message (error event invalid_attachment otherwise).
+    attachments: Annotated[list[Id], msgspec.Meta(max_length=10)] | None = None
 
     def __post_init__(self) -> None:
         self.body = trimmed(self.body, "body")

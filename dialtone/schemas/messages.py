@@ -13,6 +13,7 @@ class MessageOut(msgspec.Struct, omit_defaults=True):
     seq: int | None = None  # the message's place in its channel (issue 20)
     client_message_id: str | None = None
     key_version: int = 1  # issue 16: the channel key version of the body; absent means 1
+    attachments: list[str] = msgspec.field(default_factory=list)  # issue 17; absent: none
 
 
 class MessagePage(msgspec.Struct):

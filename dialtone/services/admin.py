@@ -23,6 +23,7 @@ from dialtone import __version__
 from dialtone.db.models import Ban, Invite, ServerLogEntry, User
 from dialtone.db.repositories.admin import BanRepository, ServerLogRepository, SettingRepository
 from dialtone.db.repositories.channels import ChannelRepository
+from dialtone.db.repositories.files import FileRepository
 from dialtone.db.repositories.invites import InviteRepository
 from dialtone.db.repositories.members import MemberRepository
 from dialtone.db.repositories.messages import MessageModeration, Tombstone
@@ -47,6 +48,7 @@ from dialtone.security.addresses import Network
 from dialtone.services.auth import rate_limit
 from dialtone.services.bans import BanRule, parse_ban_address, parse_ip
 from dialtone.services.context import Caller, ServerContext
+from dialtone.services.files import FileService
 from dialtone.services.live_settings import Value, validate
 from dialtone.services.pagination import decode_cursor, encode_cursor, page_limit
 from dialtone.services.rotation import mark_rooms_of
@@ -89,6 +91,7 @@ class UserRow:
     device_count: int
     last_seen_at: datetime | None
     online: bool
+    storage_bytes: int = 0  # bytes of the files the user uploaded (issue 17)
 
 
 T = TypeVar("T")
@@ -152,6 +155,7 @@ class AdminService:
     async def stats(self) -> dict[str, Any]:
         directory = self.ctx.directory
         voice = directory.voice_rooms()
+        files, stored = await FileRepository(self.uow.session).total()
         return {
             "users": await self.users.count(),
             "online_users": len(directory.online_users()),
@@ -169,6 +173,8 @@ class AdminService:
             "version": __version__,
             "nodes": directory.nodes(),
             "bans": len(self.ctx.bans),
+            "files": files,
+            "storage_bytes": stored,
         }
 
     # ------------------------------------------------------------ users
@@ -196,8 +202,15 @@ class AdminService:
             only_ids=present if online is True else None,
             except_ids=present if online is False else None,
         )
+        used = await FileRepository(self.uow.session).used_by_users([u.id for u, _, _ in rows])
         items = [
-            UserRow(user=u, device_count=n or 0, last_seen_at=seen, online=u.id in present)
+            UserRow(
+                user=u,
+                device_count=n or 0,
+                last_seen_at=seen,
+                online=u.id in present,
+                storage_bytes=used.get(u.id, 0),
+            )
             for u, n, seen in rows
         ]
         last = items[-1].user if items else None
@@ -254,7 +267,10 @@ class AdminService:
         counts = await self.users.page(1, None, only_ids=[user_id])
         _, n, seen = counts[0]
         online = user_id in self.ctx.directory.online([user_id])
-        return UserRow(user=user, device_count=n or 0, last_seen_at=seen, online=online)
+        used = await FileRepository(self.uow.session).used_by(user_id)
+        return UserRow(
+            user=user, device_count=n or 0, last_seen_at=seen, online=online, storage_bytes=used
+        )
 
     async def kick(self, actor: Caller | None, user_id: str) -> None:
         await self._target(actor, user_id)
@@ -325,6 +341,7 @@ class AdminService:
             by=caller.user_id, now=self.ctx.clock(), message_id=message_id
         )
         if erased:
+            await FileService(self.uow, self.ctx).delete_for_messages([m for m, _ in erased])
             self._announce_deleted(erased)
             await self._log(
                 "message_deleted", caller, user_id=message.sender_id, message="1 message"
@@ -341,6 +358,7 @@ class AdminService:
             by=actor_id(actor), now=self.ctx.clock(), sender_id=user_id, channel_id=channel_id
         )
         if erased:
+            await FileService(self.uow, self.ctx).delete_for_messages([m for m, _ in erased])
             self._announce_deleted(erased)
             count = f"{len(erased)} messages"
             await self._log("message_deleted", actor, user_id=user_id, message=count)

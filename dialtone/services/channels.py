@@ -15,6 +15,7 @@ from dialtone.schemas.events import (
 )
 from dialtone.security.keys import is_commitment
 from dialtone.services.context import Caller, ServerContext
+from dialtone.services.files import FileService
 
 
 def require_admin(caller: Caller) -> None:
@@ -75,6 +76,7 @@ def channel_updated(channel: Channel) -> ChannelUpdated:
         key_version=channel.key_version,
         private=channel.private,
         direct=channel.direct_key is not None,
+        image_file_id=channel.image_file_id,
     )
 
 
@@ -153,16 +155,24 @@ class ChannelService:
         self.uow.emit(channel_updated(channel))
         return channel, OWNER
 
-    async def _manage(self, caller: Caller, channel_id: str) -> Seen:
-        """A channel the caller may rename: public ones by admins; private rooms by
-        their owners and by admins who are members."""
+    async def manage(self, caller: Caller, channel_id: str) -> Seen:
+        """A channel the caller may rename (or give a picture): public ones by admins;
+        private rooms by their owners and by admins who are members."""
         channel, role = await self.seen(caller, channel_id)
         if not channel.private or role != OWNER:
             require_admin(caller)
         return channel, role
 
+    async def set_image(self, caller: Caller, channel_id: str, file_id: str | None) -> Seen:
+        _, role = await self.manage(caller, channel_id)
+        channel = await FileService(self.uow, self.ctx).set_channel_image(
+            caller, channel_id, file_id
+        )
+        self.uow.emit(channel_updated(channel))
+        return channel, role
+
     async def rename(self, caller: Caller, channel_id: str, name_enc: str) -> Seen:
-        _, role = await self._manage(caller, channel_id)
+        _, role = await self.manage(caller, channel_id)
         channel = await self.channels.rename(channel_id, name_enc)
         if channel is None:
             raise channel_not_found()
@@ -198,6 +208,7 @@ class ChannelService:
                 raise Forbidden(
                     "only the room's owners or an admin may delete it", code="not_owner"
                 )
+        await FileService(self.uow, self.ctx).delete_for_channel(channel_id)
         if not await self.channels.delete(channel_id):
             raise channel_not_found()
         self.uow.emit(ChannelDeleted(channel_id=channel_id))

@@ -20,6 +20,7 @@ from dialtone.services.hashing import HashingPool
 from dialtone.services.live_settings import LiveSettings
 from dialtone.services.server_log import ServerLog
 from dialtone.services.session_cache import SessionCache
+from dialtone.storage import FileStorage, LocalStorage
 
 LAST_SEEN_EVERY = 60.0  # seconds between two last_seen_at writes for one device
 # The row of ``server_settings`` holding the directory key commitment. Not a live setting:
@@ -93,11 +94,20 @@ class ServerContext:
     # The directory key's commitment (issue 15): set once by an admin's client, stored
     # with the settings under DIRECTORY_COMMITMENT, held by every node like them.
     directory_commitment: str | None = None
+    # Where uploaded files' bytes live (issue 17); the files folder unless given.
+    storage: FileStorage | None = None
 
     def __post_init__(self) -> None:
         if self.live is None:
             self.live = LiveSettings(self.settings)
+        if self.storage is None:
+            self.storage = LocalStorage(self.settings.files_folder)
         self.server_log.clock = lambda: self.clock()
+
+    @property
+    def files(self) -> FileStorage:
+        assert self.storage is not None
+        return self.storage
 
     @property
     def live_settings(self) -> LiveSettings:
@@ -177,6 +187,8 @@ def http_policies(settings: Settings) -> dict[str, Bucket]:
         "ws_user_chat": Bucket(settings.ws_user_chat_burst, settings.ws_user_chat_rate),
         # keyed by user id: key backup reads and writes
         "key_backup": Bucket.per(settings.key_backup_burst, settings.key_backup_refill),
+        # keyed by user id: file uploads (POST /files)
+        "file_upload": Bucket.per(settings.file_upload_burst, settings.file_upload_refill),
     }
 
 

@@ -66,6 +66,17 @@ SPECS: dict[str, Spec] = {
     "ban_min_prefix_ipv6": Spec(
         int, lambda s: s.ban_min_prefix_ipv6, *IPV6_PREFIXES, "ban_min_prefix_ipv6"
     ),
+    "max_file_bytes": Spec(
+        int, lambda s: s.max_file_bytes, 1, 1 << 40, "max_file_bytes", doc="largest upload"
+    ),
+    "user_storage_quota_bytes": Spec(
+        int,
+        lambda s: s.user_storage_quota_bytes,
+        0,
+        1 << 50,
+        "user_storage_quota_bytes",
+        doc="file bytes one user may keep stored",
+    ),
 }
 
 

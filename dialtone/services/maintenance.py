@@ -18,6 +18,7 @@ from dialtone.db.repositories.messages import MessageModeration
 from dialtone.db.repositories.sessions import SessionRepository
 from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.services.context import DIRECTORY_COMMITMENT, LAST_SEEN_EVERY, ServerContext
+from dialtone.services.files import PARTIAL_UPLOAD_AGE, FileService
 
 log = logging.getLogger("dialtone.maintenance")
 
@@ -40,16 +41,19 @@ async def purge_expired(sessionmaker: async_sessionmaker[AsyncSession], ctx: Ser
         log_entries = await ServerLogRepository(uow.session).purge_older_than(
             now - timedelta(days=live.log_retention_days)
         )
+        # Files first: retention finds them through their messages.
+        files = await FileService(uow, ctx).prune()
         messages = 0
         if live.message_retention_days > 0:
             messages = await MessageModeration(uow.session).purge_older_than(
                 now - timedelta(days=live.message_retention_days)
             )
+    await ctx.files.sweep_partial(PARTIAL_UPLOAD_AGE)
     # Forget throttle entries old enough to be useless, so the map stays small.
     horizon = time.monotonic() - LAST_SEEN_EVERY
     for device_id in [d for d, stamp in ctx.seen.items() if stamp < horizon]:
         ctx.seen.pop(device_id, None)
-    if sessions or invites or log_entries or messages:
+    if sessions or invites or log_entries or messages or files:
         log.info(
             "purged expired rows",
             extra={
@@ -57,9 +61,10 @@ async def purge_expired(sessionmaker: async_sessionmaker[AsyncSession], ctx: Ser
                 "invites": invites,
                 "log_entries": log_entries,
                 "messages": messages,
+                "files": files,
             },
         )
-    return sessions + invites + log_entries + messages
+    return sessions + invites + log_entries + messages + files
 
 
 async def refresh_admin_state(

@@ -7,6 +7,7 @@ from typing import Protocol
 from dialtone.db.base import new_id
 from dialtone.db.models import ChannelMessage
 from dialtone.db.repositories.channels import ChannelRepository
+from dialtone.db.repositories.files import FileRepository
 from dialtone.db.repositories.members import MemberRepository
 from dialtone.db.repositories.messages import MessageRepository, StoredMessage
 from dialtone.db.unit_of_work import UnitOfWork
@@ -15,6 +16,7 @@ from dialtone.schemas.common import rfc3339
 from dialtone.schemas.events import ChannelMessageNew
 from dialtone.schemas.messages import MessageOut
 from dialtone.services.context import Caller, ServerContext
+from dialtone.services.files import invalid_attachment
 from dialtone.services.rotation import key_version_conflict
 
 DEFAULT_LIMIT = 100
@@ -32,7 +34,13 @@ def message_event(message: ChannelMessage) -> ChannelMessageNew:
         seq=message.channel_seq,
         client_message_id=message.client_message_id,
         key_version=message.key_version,
+        attachments=split_attachments(message.attachments),
     )
+
+
+def split_attachments(stored: str | None) -> list[str]:
+    """The ``attachments`` column: file ids joined by commas, NULL for none."""
+    return stored.split(",") if stored else []
 
 
 def message_out(channel_id: str, row: StoredMessage) -> MessageOut:
@@ -47,6 +55,7 @@ def message_out(channel_id: str, row: StoredMessage) -> MessageOut:
         row.seq,
         row.client_message_id,
         row.key_version,
+        split_attachments(row.attachments),
     )
 
 
@@ -71,6 +80,7 @@ class NewMessage:
     sender_name_enc: str
     client_message_id: str | None = None
     key_version: int = 1  # the channel key version the body is sealed with
+    attachments: tuple[str, ...] = ()  # file ids (issue 17)
 
 
 def channel_not_found() -> NotFound:
@@ -179,6 +189,7 @@ class MessageService:
         self.ctx = ctx
         self.channels = ChannelRepository(uow.session)
         self.messages = MessageRepository(uow.session)
+        self.files = FileRepository(uow.session)
 
     async def history(
         self,
@@ -212,6 +223,16 @@ class MessageService:
             raise outcome
         return outcome.event if isinstance(outcome, AlreadyStored) else outcome
 
+    async def _claim(self, index: int, message: NewMessage, message_ids: dict[int, str]) -> bool:
+        """Give the message its id now and claim its files for it: False when one is not
+        the sender's own unclaimed upload to this channel (or is listed twice)."""
+        if len(set(message.attachments)) != len(message.attachments):
+            return False
+        message_ids[index] = new_id()
+        return await self.files.claim(
+            message.attachments, message_ids[index], message.caller.user_id, message.channel_id
+        )
+
     async def post_many(self, messages: Sequence[NewMessage]) -> list[Outcome]:
         """Persist several messages in this unit of work, stored in the order given.
 
@@ -230,6 +251,7 @@ class MessageService:
             {(m.caller.user_id, m.client_message_id) for m in messages if m.client_message_id}
         )
         fresh: list[int] = []
+        message_ids: dict[int, str] = {}
         claimed: dict[tuple[str, str], int] = {}  # (sender, client id) → index in this batch
         duplicates: list[tuple[int, int]] = []  # (index, index of the first one)
         for index, message in enumerate(messages):
@@ -267,9 +289,17 @@ class MessageService:
         for index in fresh:
             message = messages[index]
             top = tops.get(message.channel_id)
-            if top is not None and message.key_version > top[1]:
+            if top is None:
+                continue
+            if message.key_version > top[1]:
                 outcomes[index] = key_version_conflict()
-                refused[message.channel_id] = refused.get(message.channel_id, 0) + 1
+            elif message.attachments and not await self._claim(index, message, message_ids):
+                # Checked after the membership and key version, so that a refused
+                # message claims no file; its number is given back like the others.
+                outcomes[index] = invalid_attachment()
+            else:
+                continue
+            refused[message.channel_id] = refused.get(message.channel_id, 0) + 1
         if refused:
             await self.channels.give_back_seqs(refused)
         # The next number of each channel: what the counter was before this batch.
@@ -287,7 +317,8 @@ class MessageService:
                 outcomes[index] = channel_not_found()
                 continue
             next_seq[message.channel_id] = seq + 1
-            message_id, sent_at = new_id(), clock()
+            message_id, sent_at = message_ids.get(index) or new_id(), clock()
+            attachments = ",".join(message.attachments) or None
             rows.append(
                 {
                     "id": message_id,
@@ -300,6 +331,7 @@ class MessageService:
                     "channel_seq": seq,
                     "client_message_id": message.client_message_id,
                     "key_version": message.key_version,
+                    "attachments": attachments,
                 }
             )
             event = ChannelMessageNew(
@@ -312,6 +344,7 @@ class MessageService:
                 seq=seq,
                 client_message_id=message.client_message_id,
                 key_version=message.key_version,
+                attachments=list(message.attachments),
             )
             outcomes[index] = event
             self.uow.emit(event)

@@ -102,6 +102,14 @@ export const CODE_TEXT = {
   invalid_backup: "The key backup was not in a form the server accepts.",
   ban_too_wide: "That network is wider than an address ban may cover on this server.",
   staff_address: "That network holds the address of an admin or moderator who is connected now.",
+  file_too_large: "That file is larger than this server accepts.",
+  storage_quota_exceeded: "You have used all the file storage this server gives you. Delete some files first.",
+  length_required: "The upload did not say how large the file is.",
+  invalid_length: "The upload's size did not match the file sent.",
+  file_not_found: "That file is no longer available.",
+  invalid_range: "That part of the file does not exist.",
+  invalid_attachment: "An attached file could not be sent with this message. Attach it again.",
+  invalid_image: "That picture cannot be used as this channel's image. Upload it again.",
 };
 
 // A server phrase made into a sentence, for codes the page does not know yet.

@@ -20,6 +20,8 @@
 import { ApiError } from "./api.js";
 import { currentClient } from "./client.js";
 import * as e2e from "./crypto.js";
+import * as ring from "./keyring.js";
+import * as rotation from "./rotation.js";
 import { store } from "./store.js";
 
 const subtle = globalThis.crypto.subtle;
@@ -225,11 +227,16 @@ async function rawOf(client, envelope) {
 async function localKeys(client) {
   const channels = {};
   for (const ch of client.channels.values()) {
-    if (!ch.envelope) continue;
-    try {
-      channels[ch.id] = { [String(ch.key_version || 1)]: await rawOf(client, ch.envelope) };
-    } catch {
-      // An envelope this device cannot open holds nothing to back up.
+    // Every version held (a rotated room's older keys read its older history).
+    const held = new Map([...ring.versionsOf(ch)].map(([version, entry]) => [version, entry.envelope]));
+    if (ch.envelope && !held.has(ch.keyVersion || ch.key_version || 1)) held.set(ch.keyVersion || ch.key_version || 1, ch.envelope);
+    for (const [version, envelope] of held) {
+      if (!envelope) continue;
+      try {
+        (channels[ch.id] ||= {})[String(version)] = await rawOf(client, envelope);
+      } catch {
+        // An envelope this device cannot open holds nothing to back up.
+      }
     }
   }
   let directory = null;
@@ -509,24 +516,39 @@ async function installKeys(client, keys) {
   const { channels: rows } = await client.api.channels();
   let channels = 0;
   let skipped = 0;
+  let older = 0;
   for (const row of rows) {
     const ch = client.channels.get(row.id);
     const versions = keys.channels[row.id];
-    if (!ch || ch.key || !versions) continue;
-    const stored = versions[String(row.key_version || ch.key_version || 1)];
-    let raw;
-    try {
-      raw = e2e.unb64(stored);
-    } catch {
-      raw = null;
+    if (!ch || !versions) continue;
+    const current = row.key_version || ch.key_version || 1;
+    // Old backups hold one key per channel, version 1; newer ones every version held.
+    for (const [version, stored] of ring.backupVersions(versions)) {
+      if (version > current || ring.keyFor(ch, version)) continue;
+      let raw;
+      try {
+        raw = e2e.unb64(stored);
+      } catch {
+        raw = null;
+      }
+      if (version < current) {
+        // An older version of a rotated room's key: the server keeps no commitment for
+        // it, and this blob is the user's own (sealed with their secret): taken as it is.
+        if (!raw || raw.length !== 32) continue;
+        const envelope = { ...(await selfEnvelope(client, raw)), key_version: version };
+        const key = await e2e.unwrapEnvelope(client.device.privateKey, envelope.sender_public_key, envelope.envelope);
+        await rotation.held(client, ch, version, { key, envelope, commitment: await keyCommitment(raw) });
+        older += 1;
+        continue;
+      }
+      if (!raw || raw.length !== 32 || !(await fitsChannel(raw, row))) {
+        console.warn("dialtone: a key in the backup does not fit its channel and was not used");
+        skipped += 1;
+        continue;
+      }
+      await client.acceptChannelEnvelope(ch, await selfEnvelope(client, raw));
+      channels += 1;
     }
-    if (!raw || raw.length !== 32 || !(await fitsChannel(raw, row))) {
-      console.warn("dialtone: a key in the backup does not fit its channel and was not used");
-      skipped += 1;
-      continue;
-    }
-    await client.acceptChannelEnvelope(ch, await selfEnvelope(client, raw));
-    channels += 1;
   }
   let directory = false;
   if (!client.dirKey && keys.directory) {
@@ -544,8 +566,15 @@ async function installKeys(client, keys) {
     }
   }
   client.emit("channels");
+  // Messages of older versions whose keys just came: read them again.
+  if (older) {
+    for (const ch of client.channels.values()) {
+      if (!ch.loaded) continue;
+      for (const m of ch.messages) if (m.text == null) await client.decryptMessage(ch, m);
+    }
+  }
   client.emit("messages", null);
-  return { channels, directory, skipped };
+  return { channels, directory, skipped, older };
 }
 
 // For a banner or a link elsewhere in the page: open the restore form.

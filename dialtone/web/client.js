@@ -10,6 +10,7 @@ import { Api, ApiError, Socket, errorSentence } from "./api.js";
 import * as e2e from "./crypto.js";
 import { store } from "./store.js";
 import { newClientMessageId, Outbox, SeqTracker } from "./outbox.js";
+import * as rotation from "./rotation.js";
 import { buildBody, parseBody } from "./files.js";
 
 const PAGE = 50;
@@ -216,6 +217,7 @@ export class Client {
     });
     socket.on("server.announcement", (event) => this.emit("announcement", event));
     socket.on("channel.message.deleted", (event) => this.onDeleted(event));
+    rotation.attach(this);
     try {
       await this.refreshDevices();
       await this.refreshProfiles();
@@ -606,6 +608,7 @@ export class Client {
       ch.key_commitment = row.key_commitment || null;
       ch.key_version = row.key_version || 1;
       ch.image_file_id = row.image_file_id || null;
+      rotation.noteRow(this, ch, row);
       if (ch.name_enc !== row.name_enc) {
         ch.name_enc = row.name_enc;
         ch.name = null;
@@ -676,6 +679,8 @@ export class Client {
 
   async ensureKey(ch) {
     const record = `chan:${this.me.deviceId}:${ch.id}`;
+    // A key of an older version (the room's key was rotated) is kept for history only.
+    await rotation.settle(this, ch);
     if (ch.key && ch.key_commitment && ch.keyCommitment && ch.keyCommitment !== ch.key_commitment) {
       // The commitment was set since, and not to our key: it was not the channel's key.
       this.report(ch.id, ch.envelope, "the key held here does not match the channel's key commitment");
@@ -692,17 +697,12 @@ export class Client {
         ch.key = cached.key;
         ch.envelope = cached.envelope;
         ch.keyCommitment = cached.commitment;
+        await rotation.held(this, ch, ch.key_version || 1, cached);
       } else if (!ch.creating) {
         await this.fetchKey(ch);
       }
     }
-    if (ch.key && ch.name === null) {
-      try {
-        ch.name = await e2e.openText(ch.key, ch.name_enc);
-      } catch {
-        ch.name = null;
-      }
-    }
+    if (ch.key && ch.name === null) ch.name = await rotation.openName(ch);
   }
 
   async fetchKey(ch) {
@@ -797,7 +797,8 @@ export class Client {
     ch.envelope = envelope;
     ch.keyCommitment = commitment;
     ch.name = null;
-    await store.put(`chan:${this.me.deviceId}:${ch.id}`, { key: ch.key, envelope, commitment });
+    await store.put(`chan:${this.me.deviceId}:${ch.id}`, { key: ch.key, envelope, commitment, version: ch.key_version || 1 });
+    await rotation.held(this, ch, ch.key_version || 1, { key: ch.key, envelope, commitment });
     await this.ensureKey(ch);
     this.emit("channels");
     this.emit("keys");
@@ -983,12 +984,15 @@ export class Client {
 
   async decryptMessage(ch, m) {
     if (m.local) return;
-    if (!ch.key) {
+    // Each message with the key of the version it was sealed with (after a rotation).
+    const key = rotation.keyFor(ch, rotation.versionOf(m));
+    if (!key) {
       m.text = null;
+      if (ch.key) rotation.wantVersion(this, ch, rotation.versionOf(m));
       return;
     }
     try {
-      m.text = await e2e.openText(ch.key, m.body);
+      m.text = await e2e.openText(key, m.body);
       m.unreadable = false;
       // A message with attachments carries JSON: its text and each file's key (files.js).
       if (m.attachments?.length) {
@@ -1002,10 +1006,10 @@ export class Client {
     } catch {
       m.text = null;
       m.unreadable = true;
-      this.recheckKey(ch);
+      if (key === ch.key) this.recheckKey(ch);
     }
     try {
-      m.senderName = await e2e.openText(ch.key, m.sender_name_enc);
+      m.senderName = await e2e.openText(key, m.sender_name_enc);
     } catch {
       m.senderName = null;
     }
@@ -1021,6 +1025,7 @@ export class Client {
       status: "sent",
       seq: row.seq,
       client_message_id: row.client_message_id,
+      key_version: row.key_version || 1,
       attachments: Array.isArray(row.attachments) ? row.attachments : undefined,
     };
   }
@@ -1229,9 +1234,11 @@ export class Client {
   async sendMessage(channelId, text, files = []) {
     const ch = this.channels.get(channelId);
     if (!ch) throw new Error("This channel no longer exists.");
-    if (!ch.key) throw new Error(LOCKED_REASON);
+    // Never with an older key once the room has a newer one (a removed member holds it).
+    if (!ch.key || rotation.writeVersion(ch) < (ch.key_version || 1)) throw new Error(LOCKED_REASON);
     const clean = text.trim();
     if (!clean && !files.length) return;
+    const keyVersion = rotation.writeVersion(ch);
     const plain = files.length ? buildBody(clean, files) : clean;
     const body = await e2e.seal(ch.key, plain);
     if (body.length > MAX_BODY_BYTES) throw new Error("That message is too long.");
@@ -1245,6 +1252,7 @@ export class Client {
       body,
       senderName: this.displayName,
       status: "pending",
+      key_version: keyVersion,
     };
     if (files.length) {
       m.attachments = files.map((f) => f.id);
@@ -1261,9 +1269,11 @@ export class Client {
       type: "channel.message.send",
       channel_id: ch.id,
       body: m.body,
-      sender_name_enc: await e2e.seal(ch.key, this.displayName),
+      sender_name_enc: await e2e.seal(rotation.keyFor(ch, m.key_version || 1) || ch.key, this.displayName),
       client_message_id: m.clientMessageId,
     };
+    // The key version the body is sealed with; absent means 1, as older servers expect.
+    if ((m.key_version || 1) > 1) frame.key_version = m.key_version;
     if (m.attachments) frame.attachments = m.attachments;
     m.status = "pending";
     m.error = null;
@@ -1287,6 +1297,7 @@ export class Client {
     // with it instead of storing it twice. A refused send (no outbox entry) gets a new one.
     if (!this.outbox.has(m)) {
       m.clientMessageId = null;
+      m.key_version = rotation.writeVersion(ch);
       m.body = await e2e.seal(ch.key, m.plain ?? m.text);
     }
     await this.transmit(ch, m);
@@ -1375,12 +1386,8 @@ export class Client {
   // Wrap each key we may hand on for the given devices we have not served yet
   // (remembered per key in IndexedDB, so a device is served once by each member).
   async shareKeys(targets) {
-    const jobs = [...this.channels.values()].filter((ch) => this.mayShareChannel(ch)).map((ch) => ({
-      record: `shared:${this.me.deviceId}:${ch.id}`,
-      holds: (held) => held.channels.includes(ch.id),
-      envelope: ch.envelope,
-      post: (envelopes) => this.api.postChannelKeys(ch.id, envelopes),
-    }));
+    // Every version of each channel key held, private rooms' to their members only.
+    const jobs = rotation.shareJobs(this);
     if (this.mayShareDirectory()) {
       jobs.push({
         record: `shared:${this.me.deviceId}:directory`,
@@ -1411,7 +1418,7 @@ export class Client {
       try {
         const done = new Set((await store.get(job.record)) || []);
         done.add(this.me.deviceId);
-        const unserved = targets.filter((d) => !done.has(d.device_id));
+        const unserved = (job.pick ? await job.pick(targets) : targets).filter((d) => !done.has(d.device_id));
         const fresh = [];
         for (const d of unserved) {
           if (!job.holds(await heldBy(d))) fresh.push(d);

@@ -14,6 +14,7 @@ import base64
 import datetime as dt
 import ipaddress
 import json
+import os
 import re
 import secrets
 import shutil
@@ -193,6 +194,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             "DIALTONE_ADMIN_TOKEN": ADMIN_TOKEN,
             "DIALTONE_TRUSTED_PROXIES": "127.0.0.1",
             "DIALTONE_LOG_LEVEL": "warning",
+            # One files folder for both nodes, as the docs say (a shared mount).
+            "DIALTONE_FILES_DIR": str(folder / "files"),
         }
         # As the docs say: migrate once, then start the nodes.
         migrate = subprocess.run(
@@ -359,6 +362,43 @@ async def member_http(deployment: Deployment) -> AsyncIterator[httpx.AsyncClient
 
 
 # ---------------------------------------------------------------- the session
+
+
+async def test_a_file_goes_through_nginx_and_both_nodes_serve_it(
+    deployment: Deployment, member_http: httpx.AsyncClient
+) -> None:
+    """Larger than nginx's 1m default: the /files location lets it through, streamed."""
+    alice = await sign_up(member_http, f"alice{secrets.token_hex(3)}")
+    created = await member_http.post("/channels", json={"name_enc": "bmFtZQ=="}, headers=alice.auth)
+    if created.status_code == 403:  # not the first account of the database: make it admin
+        patched = await member_http.patch(
+            f"/admin/users/{alice.user_id}",
+            json={"is_admin": True},
+            headers={"X-Admin-Token": ADMIN_TOKEN},
+        )
+        assert patched.status_code == 200, patched.text
+        created = await member_http.post(
+            "/channels", json={"name_enc": "bmFtZQ=="}, headers=alice.auth
+        )
+    assert created.status_code == 201, created.text
+    channel = created.json()["channel"]["id"]
+    blob = os.urandom(3 * 1024 * 1024)
+    uploaded = await member_http.post(
+        f"/files?channel_id={channel}", content=blob, headers=alice.auth
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    file_id = uploaded.json()["id"]
+    for node in deployment.nodes:
+        async with httpx.AsyncClient(base_url=f"http://{node}") as direct:
+            got = await direct.get(f"/files/{file_id}", headers=alice.auth)
+        assert got.status_code == 200
+        assert got.content == blob
+    through = await member_http.get(
+        f"/files/{file_id}", headers=alice.auth | {"Range": "bytes=1048576-"}
+    )
+    assert through.status_code == 206
+    assert through.content == blob[1048576:]
+    assert through.headers["content-disposition"] == "attachment"
 
 
 async def test_a_whole_session_through_nginx(

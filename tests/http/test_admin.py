@@ -266,7 +266,9 @@ async def test_user_list_filters_and_pages(
         "device_count",
         "online",
         "last_seen_at",
+        "storage_bytes",  # issue 17
     }
+    assert row["storage_bytes"] == 0
     assert "username" not in str(body)
     assert "bob" not in str(body)
     assert row["device_count"] == 1

@@ -85,7 +85,26 @@ async def test_backup_during_a_burst_restores_onto_a_fresh_folder(
         admin = await live.register("admin")
         bob = await live.register("bob")
         channel = await live.create_channel(admin)
+        # An encrypted file, carried by a message: the backup takes its bytes too.
+        blob = secrets.token_bytes(200_000)
+        uploaded = await live.http.post(
+            f"/files?channel_id={channel}", content=blob, headers=admin.auth
+        )
+        assert uploaded.status_code == 201, uploaded.text
+        file_id = uploaded.json()["id"]
         ws = await live.connect(admin)
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "channel.message.send",
+                    "channel_id": channel,
+                    "body": "eA==",
+                    "sender_name_enc": "bg==",
+                    "attachments": [file_id],
+                }
+            )
+        )
+        carrier = (await next_of(ws, "channel.message.new"))["message_id"]
 
         async def burst() -> None:
             for i in range(BURST):
@@ -120,6 +139,7 @@ async def test_backup_during_a_burst_restores_onto_a_fresh_folder(
     manifest = json.loads((backup_dir / "manifest.json").read_text())
     assert manifest["revision"] == newest_revision()
     assert "username_pepper" in manifest["files"]
+    assert any(name.startswith("files/") for name in manifest["files"])
     assert (backup_dir / "username_pepper").stat().st_mode & 0o077 == 0
     for secret in (ADMIN_TOKEN, PEPPER.decode()):
         assert secret not in result.stdout + result.stderr
@@ -136,11 +156,15 @@ async def test_backup_during_a_burst_restores_onto_a_fresh_folder(
     async with running_server(again) as live:
         ids = await history_ids(live.http, admin.token, channel)
         assert set(before) <= ids, "a message acknowledged before the backup is missing"
-        assert ids <= set(acked)
+        assert carrier in ids
+        assert ids <= {*acked, carrier}
         # Sessions made before the backup work; so does a password (the pepper came along).
         channels = await live.http.get("/channels", headers=admin.auth)
         assert channels.status_code == 200
         assert [c["id"] for c in channels.json()["channels"]] == [channel]
+        restored_file = await live.http.get(f"/files/{file_id}", headers=bob.auth)
+        assert restored_file.status_code == 200
+        assert restored_file.content == blob
         login = await live.http.post(
             "/auth/login",
             json={"username": "bob", "password": bob.password, "public_key": bob.keys.public_b64},

@@ -18,7 +18,8 @@ async def test_channel_lifecycle(
     body = response.json()
     assert set(body) == {"channel"}
     channel = body["channel"]
-    # key_commitment and key_version: added by issue 15; the rest by issue 16 (additive).
+    # key_commitment and key_version: added by issue 15; image_file_id by issue 17; the
+    # rest by issue 16 (additive).
     assert set(channel) == {
         "id",
         "name_enc",
@@ -31,7 +32,9 @@ async def test_channel_lifecycle(
         "role",
         "peer_user_id",
         "rekey_required",
+        "image_file_id",
     }
+    assert channel["image_file_id"] is None
     assert channel["private"] is False
     assert channel["direct"] is False
     assert channel["key_commitment"] is None

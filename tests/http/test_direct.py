@@ -57,6 +57,7 @@ async def test_a_direct_room_is_made_once_and_found_from_either_side(
         "role": "owner",
         "peer_user_id": member.user_id,
         "rekey_required": False,
+        "image_file_id": None,
     }
     again = await open_dm(client, admin, member.user_id)
     assert again.status_code == 200

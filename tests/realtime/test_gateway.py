@@ -153,6 +153,7 @@ async def test_http_side_events_arrive_after_commit(
         "key_version": 1,
         "private": False,
         "direct": False,
+        "image_file_id": None,
     }
     renamed = await live.http.patch(
         "/channels", json={"channel_id": channel, "name_enc": "c2Vjb25k"}, headers=admin.auth
@@ -166,6 +167,7 @@ async def test_http_side_events_arrive_after_commit(
         "key_version": 1,
         "private": False,
         "direct": False,
+        "image_file_id": None,
     }
     profile = await live.http.post(
         "/users/profiles", json={"name_enc": "Ym9i"}, headers=member.auth

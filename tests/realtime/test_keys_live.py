@@ -30,6 +30,7 @@ async def test_commitments_reach_every_socket(
         "key_version": 1,
         "private": False,
         "direct": False,
+        "image_file_id": None,
     }
     older = await live.create_channel(admin, "b2xk")
     await next_of(bob, "channel.updated")
@@ -48,6 +49,7 @@ async def test_commitments_reach_every_socket(
         "key_version": 1,
         "private": False,
         "direct": False,
+        "image_file_id": None,
     }
     # A refused PUT (already set) announces nothing.
     again = await live.http.put(

@@ -210,6 +210,7 @@ async def test_events_cross_nodes(nodes: tuple[Node, Node]) -> None:
             "key_version": 1,
             "private": False,
             "direct": False,
+            "image_file_id": None,  # issue 17
         }
 
         # Voice across nodes: roster, join, relay.

@@ -9,6 +9,7 @@ from dialtone.db.models.channel import (
 )
 from dialtone.db.models.device import Device
 from dialtone.db.models.directory import DirectoryKeyEnvelope
+from dialtone.db.models.file import StoredFile
 from dialtone.db.models.health import HealthProbe
 from dialtone.db.models.invite import Invite
 from dialtone.db.models.key_backup import KeyBackup
@@ -33,6 +34,7 @@ __all__ = [
     "ServerLogEntry",
     "ServerSetting",
     "Session",
+    "StoredFile",
     "User",
     "UserBlock",
     "UserPreferences",

@@ -37,6 +37,10 @@ class Channel(Base):
     # Set when a member left (or lost a device) and the key must change: the next online
     # owner or admin device rotates; cleared by POST /channels/rotate.
     rekey_required: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The channel's picture (issue 17): a file of this channel, encrypted with its key.
+    # No foreign key (files and channels would reference each other); a deleted file
+    # is cleared here in the same transaction.
+    image_file_id: Mapped[str | None] = mapped_column(ID, nullable=True, default=None)
 
 
 class ChannelMessage(Base):
@@ -76,6 +80,9 @@ class ChannelMessage(Base):
     client_message_id: Mapped[str | None] = mapped_column(String(64), nullable=True, default=None)
     # The channel key version the sender encrypted with (1 before any rotation).
     key_version: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
+    # The ids of the files it carries (issue 17), comma-separated in their order; NULL
+    # for none. Kept on the row so a history page reads them in the same statement.
+    attachments: Mapped[str | None] = mapped_column(Text, nullable=True, default=None)
 
 
 class ChannelMember(Base):

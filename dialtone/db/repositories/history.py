@@ -37,15 +37,15 @@ class _Statements(NamedTuple):
 # sent_at comes back as RFC 3339 text, written by the database as messages.py does.
 _SQLITE = _Statements(
     newest="SELECT id, sender_id, sender_name_enc, body, replace(sent_at, ' ', 'T') || 'Z', "
-    "channel_seq, client_message_id, key_version "
+    "channel_seq, client_message_id, key_version, attachments "
     "FROM channel_messages WHERE channel_id = ? AND deleted_at IS NULL "
     "ORDER BY seq DESC LIMIT ?",
     newest_before="SELECT id, sender_id, sender_name_enc, body, "
-    "replace(sent_at, ' ', 'T') || 'Z', channel_seq, client_message_id, key_version "
+    "replace(sent_at, ' ', 'T') || 'Z', channel_seq, client_message_id, key_version, attachments "
     "FROM channel_messages WHERE channel_id = ? AND deleted_at IS NULL AND seq < ? "
     "ORDER BY seq DESC LIMIT ?",
     oldest_after="SELECT id, sender_id, sender_name_enc, body, replace(sent_at, ' ', 'T') || 'Z', "
-    "channel_seq, client_message_id, key_version "
+    "channel_seq, client_message_id, key_version, attachments "
     "FROM channel_messages WHERE channel_id = ? AND deleted_at IS NULL AND seq > ? "
     "ORDER BY seq LIMIT ?",
     seq_of="SELECT seq FROM channel_messages WHERE channel_id = ? AND id = ?",
@@ -56,15 +56,15 @@ _SQLITE = _Statements(
 _PG_SENT_AT = """to_char(sent_at, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 _POSTGRES = _Statements(
     newest="SELECT id, sender_id, sender_name_enc, body, " + _PG_SENT_AT + ", "
-    "channel_seq, client_message_id, key_version "
+    "channel_seq, client_message_id, key_version, attachments "
     "FROM channel_messages WHERE channel_id = $1 AND deleted_at IS NULL "
     "ORDER BY seq DESC LIMIT $2",
     newest_before="SELECT id, sender_id, sender_name_enc, body, " + _PG_SENT_AT + ", "
-    "channel_seq, client_message_id, key_version "
+    "channel_seq, client_message_id, key_version, attachments "
     "FROM channel_messages WHERE channel_id = $1 AND deleted_at IS NULL AND seq < $2 "
     "ORDER BY seq DESC LIMIT $3",
     oldest_after="SELECT id, sender_id, sender_name_enc, body, " + _PG_SENT_AT + ", "
-    "channel_seq, client_message_id, key_version "
+    "channel_seq, client_message_id, key_version, attachments "
     "FROM channel_messages WHERE channel_id = $1 AND deleted_at IS NULL AND seq > $2 "
     "ORDER BY seq LIMIT $3",
     seq_of="SELECT seq FROM channel_messages WHERE channel_id = $1 AND id = $2",

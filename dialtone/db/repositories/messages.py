@@ -38,6 +38,7 @@ class StoredMessage(NamedTuple):
     seq: int | None  # channel_seq: the message's place in its channel
     client_message_id: str | None
     key_version: int  # the channel key version the body is sealed with
+    attachments: str | None  # file ids joined by commas (issue 17)
 
 
 class MessageRepository:
@@ -324,6 +325,7 @@ def _pages(sent_at: ColumnElement[Any]) -> _Pages:
         c.channel_seq,
         c.client_message_id,
         c.key_version,
+        c.attachments,
     ]
     in_channel = and_(c.channel_id == bindparam("channel_id"), c.deleted_at.is_(None))
     limit = bindparam("limit", type_=Integer)
