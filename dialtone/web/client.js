@@ -12,6 +12,7 @@ import { store } from "./store.js";
 import { newClientMessageId, Outbox, SeqTracker } from "./outbox.js";
 import * as rotation from "./rotation.js";
 import { applyRow, Rooms } from "./rooms.js";
+import { buildBody, parseBody } from "./files.js";
 
 const PAGE = 50;
 const CATCH_UP_PAGE = 200;
@@ -612,6 +613,7 @@ export class Client {
       ch.created_at = row.created_at;
       ch.key_commitment = row.key_commitment || null;
       ch.key_version = row.key_version || 1;
+      ch.image_file_id = row.image_file_id || null;
       rotation.noteRow(this, ch, row);
       applyRow(ch, row);
       if (ch.name_enc !== row.name_enc) {
@@ -635,6 +637,7 @@ export class Client {
       key_version: row.key_version || 1,
       name_enc: row.name_enc,
       name: null,
+      image_file_id: row.image_file_id || null, // the channel's picture (files.js)
       key: null,
       envelope: null,
       keyCommitment: null, // the commitment of the key we hold
@@ -972,6 +975,10 @@ export class Client {
       return;
     }
     const commitment = "key_commitment" in event ? event.key_commitment || null : ch.key_commitment;
+    if ("image_file_id" in event && (event.image_file_id || null) !== ch.image_file_id) {
+      ch.image_file_id = event.image_file_id || null;
+      this.emit("channels");
+    }
     if (ch.name_enc !== event.channel_name_enc || commitment !== ch.key_commitment) {
       ch.name_enc = event.channel_name_enc;
       ch.key_commitment = commitment;
@@ -1001,6 +1008,15 @@ export class Client {
     try {
       m.text = await e2e.openText(key, m.body);
       m.unreadable = false;
+      // A message with attachments carries JSON: its text and each file's key (files.js).
+      if (m.attachments?.length) {
+        try {
+          ({ text: m.text, files: m.files } = parseBody(m.text, m.attachments));
+        } catch {
+          m.text = "⚠ This message's attachments cannot be read.";
+          m.files = [];
+        }
+      }
     } catch {
       m.text = null;
       m.unreadable = true;
@@ -1024,6 +1040,7 @@ export class Client {
       seq: row.seq,
       client_message_id: row.client_message_id,
       key_version: row.key_version || 1,
+      attachments: Array.isArray(row.attachments) ? row.attachments : undefined,
     };
   }
 
@@ -1229,15 +1246,17 @@ export class Client {
     this.emit("messages", ch.id);
   }
 
-  async sendMessage(channelId, text) {
+  // `files`: uploaded attachments ({id, key, name, type, size, width?, height?}, files.js).
+  async sendMessage(channelId, text, files = []) {
     const ch = this.channels.get(channelId);
     if (!ch) throw new Error("This channel no longer exists.");
     // Never with an older key once the room has a newer one (a removed member holds it).
     if (!ch.key || rotation.writeVersion(ch) < (ch.key_version || 1)) throw new Error(LOCKED_REASON);
     const clean = text.trim();
-    if (!clean) return;
+    if (!clean && !files.length) return;
     const keyVersion = rotation.writeVersion(ch);
-    const body = await e2e.seal(ch.key, clean);
+    const plain = files.length ? buildBody(clean, files) : clean;
+    const body = await e2e.seal(ch.key, plain);
     if (body.length > MAX_BODY_BYTES) throw new Error("That message is too long.");
     const m = {
       id: `local-${++this.localSeq}`,
@@ -1245,11 +1264,16 @@ export class Client {
       sender: this.me.id,
       sent_at: new Date().toISOString(),
       text: clean,
+      plain,
       body,
       senderName: this.displayName,
       status: "pending",
       key_version: keyVersion,
     };
+    if (files.length) {
+      m.attachments = files.map((f) => f.id);
+      m.files = files;
+    }
     ch.messages.push(m);
     this.emit("messages", channelId);
     await this.transmit(ch, m);
@@ -1266,6 +1290,7 @@ export class Client {
     };
     // The key version the body is sealed with; absent means 1, as older servers expect.
     if ((m.key_version || 1) > 1) frame.key_version = m.key_version;
+    if (m.attachments) frame.attachments = m.attachments;
     m.status = "pending";
     m.error = null;
     m.channelId = ch.id;
@@ -1289,7 +1314,7 @@ export class Client {
     if (!this.outbox.has(m)) {
       m.clientMessageId = null;
       m.key_version = rotation.writeVersion(ch);
-      m.body = await e2e.seal(ch.key, m.text);
+      m.body = await e2e.seal(ch.key, m.plain ?? m.text);
     }
     await this.transmit(ch, m);
   }
@@ -1312,6 +1337,7 @@ export class Client {
       rate_limited: "Sending too fast: wait a moment and retry.",
       channel_not_found: "This channel no longer exists.",
       invalid_message: "The server refused this message.",
+      invalid_attachment: "The server refused this message's attachments.",
       server_error: "The server could not store the message; retry later.",
     };
     const reason = reasons[event.code] || (event.code || event.message ? errorSentence(event.code, event.message) : "The server refused this.");

@@ -1,6 +1,7 @@
 // One channel: its messages (older ones load when scrolled to the top), the composer, the
 // admin actions, and a slot where the voice panel (<dt-voice-panel channel-id>) sits.
 import { currentClient, LOCKED_REASON } from "../client.js";
+import { attachmentsView, channelAvatar, channelImageButton, ComposerFiles } from "./attachments.js";
 import { dayOf, h, timeOf } from "./dom.js";
 import { roomActions, roomMark } from "./members.js";
 import { withoutBlocked } from "../rooms.js";
@@ -50,17 +51,22 @@ export class DtChannelView extends HTMLElement {
       onkeydown: (e) => { if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); this.form.requestSubmit(); } } });
     this.sendButton = h("button", { type: "submit", class: "primary" }, "Send");
     this.form = h("form", { class: "composer", onsubmit: (e) => this.send(e) }, this.input, this.sendButton);
+    // Files: attach button, drag and drop, paste (attachments.js).
+    this.attach = new ComposerFiles(this);
+    this.form.prepend(this.attach.button);
+    this.avatar = h("span", { class: "avatar-slot" });
     // Why the composer is disabled, while this channel's key has not reached the device.
     this.lockReason = h("p", { class: "lock-reason", id: "composer-locked", hidden: true }, LOCKED_REASON);
     this.error = h("p", { class: "form-error", role: "alert" });
     // The voice helper's panel goes here; it upgrades whenever its module is loaded.
     this.voiceSlot = h("div", { class: "voice-slot" }, h("dt-voice-panel", { "channel-id": this.channelId }));
     this.replaceChildren(
-      h("header", { class: "channel-head" }, this.heading, this.actions),
+      h("header", { class: "channel-head" }, this.avatar, this.heading, this.actions),
       this.voiceSlot,
       this.scroller,
       this.error,
       this.lockReason,
+      this.attach.tray,
       this.form,
     );
     this.observer = new IntersectionObserver((entries) => {
@@ -88,10 +94,15 @@ export class DtChannelView extends HTMLElement {
     }
     const name = this.client.channelName(ch);
     this.heading.textContent = `${roomMark(ch)} ${name}`;
+    if (this.avatar.dataset.fileId !== String(ch.image_file_id && ch.key ? ch.image_file_id : "")) {
+      this.avatar.dataset.fileId = ch.image_file_id && ch.key ? ch.image_file_id : "";
+      this.avatar.replaceChildren(channelAvatar(this.client, ch) || "");
+    }
     const locked = !ch.key;
     if (this.input.disabled !== locked) {
       this.input.disabled = locked;
       this.sendButton.disabled = locked;
+      this.attach.button.disabled = locked;
       this.lockReason.hidden = !locked;
       this.input.placeholder = locked ? "Locked until this channel's key arrives" : "Write a message";
       if (locked) this.input.setAttribute("aria-describedby", "composer-locked");
@@ -103,6 +114,7 @@ export class DtChannelView extends HTMLElement {
     document.title = `${ch.direct ? "@" : "#"}${name} · Dialtone`;
     const admin = this.client.canManageChannels;
     this.actions.replaceChildren(...roomActions(this.client, ch), ...(admin && !ch.direct ? [
+      ...channelImageButton(this.client, ch, (text) => { this.error.textContent = text; }),
       h("button", { type: "button", onclick: () => this.rename(), "aria-label": `Rename channel ${name}` }, "Rename"),
       h("button", { type: "button", class: "danger", onclick: () => this.remove(), "aria-label": `Delete channel ${name}` }, "Delete"),
     ] : []));
@@ -112,7 +124,7 @@ export class DtChannelView extends HTMLElement {
     let li = this.nodes.get(m.id);
     const who = this.client.profiles.get(m.sender) || m.senderName || this.client.nameOf(m.sender);
     const text = m.text ?? (m.unreadable ? "🔒 This message cannot be decrypted on this device." : "🔒 Waiting for the channel key…");
-    const signature = [who, text, m.status, m.error, this.client.server.moderation, this.client.isStaff].join("\u0000");
+    const signature = [who, text, m.status, m.error, this.client.server.moderation, this.client.isStaff, m.files?.map((f) => f.id)].join("\u0000");
     if (li && li.dataset.signature === signature) return li;
     const state = m.status === "pending" ? h("span", { class: "state" }, "Sending…")
       : m.status === "failed" ? h("span", { class: "state failed" }, m.error || "Not sent.", " ",
@@ -125,7 +137,8 @@ export class DtChannelView extends HTMLElement {
       : null;
     const fresh = h("li", { class: `msg ${m.status}${m.sender === this.client.me.id ? " mine" : ""}${m.text === null ? " locked" : ""}`, "data-id": m.id, "data-status": m.status },
       h("div", { class: "meta" }, h("span", { class: "who" }, who), " ", h("time", { datetime: m.sent_at, title: new Date(m.sent_at).toLocaleString() }, timeOf(m.sent_at)), remove),
-      h("p", { class: "text" }, text),
+      text || !m.files?.length ? h("p", { class: "text" }, text) : null,
+      m.files?.length ? attachmentsView(this.client, m) : null,
       state);
     fresh.dataset.signature = signature;
     if (li) li.replaceWith(fresh);
@@ -164,10 +177,12 @@ export class DtChannelView extends HTMLElement {
   async send(event) {
     event.preventDefault();
     const text = this.input.value;
-    if (!text.trim()) return;
+    if (!text.trim() && !this.attach.count) return;
+    if (this.attach.busy) return;
     this.error.textContent = "";
     try {
-      await this.client.sendMessage(this.channelId, text);
+      if (this.attach.count) await this.attach.send(text);
+      else await this.client.sendMessage(this.channelId, text);
       this.input.value = "";
       this.scroller.scrollTop = this.scroller.scrollHeight;
     } catch (e) {

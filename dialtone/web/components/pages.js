@@ -1,5 +1,6 @@
 // The devices page (revocation) and the admin page (invites).
 import { currentClient } from "../client.js";
+import { formatSize } from "../files.js";
 import { h } from "./dom.js";
 import "./people.js"; // <dt-privacy>: do-not-disturb and the block list
 
@@ -91,6 +92,8 @@ const SETTINGS = {
   ban_min_prefix_ipv6: { group: "limits", label: "Widest IPv6 address ban", unit: "prefix bits", help: "The same for IPv6: 48 allows a /48 (one site) at most." },
   log_retention_days: { group: "retention", label: "Keep the server log for", unit: "days", help: "Older log entries are deleted." },
   message_retention_days: { group: "retention", label: "Keep messages for", unit: "days", help: "Older messages are deleted; 0 keeps them forever." },
+  max_file_bytes: { group: "limits", label: "Largest file", unit: "bytes", help: "One upload, encrypted (26214400 bytes is 25 MiB)." },
+  user_storage_quota_bytes: { group: "limits", label: "File storage per person", unit: "bytes", help: "What one person's uploads may take in all (1073741824 bytes is 1 GiB); 0 allows no uploads." },
 };
 
 // The admin page. Invite links always; with a server that has the /admin API (it says
@@ -201,7 +204,10 @@ export class DtAdmin extends HTMLElement {
       this.statsBody.replaceChildren(h("ul", { class: "stats" },
         item("accounts", s.users), item("online", s.online_users), item("connections", s.sockets),
         item("channels", s.channels), item("messages", s.messages), item("in voice", s.voice_rooms.reduce((n, r) => n + r.members, 0)),
-        item("active bans", s.bans), item("version", s.version)));
+        item("active bans", s.bans),
+        // Servers with files (issue 17): how many are stored, and their (encrypted) bytes.
+        "storage_bytes" in s ? item(`in ${s.files ?? 0} files`, formatSize(s.storage_bytes)) : null,
+        item("version", s.version)));
     });
   }
 
@@ -222,6 +228,8 @@ export class DtAdmin extends HTMLElement {
     this.userNames = users.map((u) => this.client.nameOf(u.id)).join("\u0000");
     const me = this.client.me.id;
     const admin = this.client.canManageChannels;
+    // A server with files says how much each person stores.
+    const files = users.some((u) => "storage_bytes" in u);
     const rows = users.map((u) => {
       const name = this.client.nameOf(u.id);
       const roles = [u.is_admin && "admin", u.is_moderator && "moderator", u.is_locked && "locked"].filter(Boolean).join(", ") || "member";
@@ -243,9 +251,11 @@ export class DtAdmin extends HTMLElement {
         h("td", {}, name, u.id === me ? " (you)" : "", h("br"),
           // The id the `dialtone admin` commands and the /admin API take, selectable to copy.
           h("code", { class: "user-id", title: "User id (for dialtone admin commands)" }, u.id)), h("td", {}, roles), h("td", {}, u.online ? "online" : "offline"),
-        h("td", {}, String(u.device_count)), h("td", {}, this.when(u.last_seen_at)), h("td", { class: "actions" }, actions));
+        h("td", {}, String(u.device_count)), h("td", {}, this.when(u.last_seen_at)),
+        files ? h("td", {}, formatSize(u.storage_bytes ?? 0)) : null, h("td", { class: "actions" }, actions));
     });
-    this.usersBody.replaceChildren(this.table("People", ["Name", "Role", "Status", "Devices", "Last seen", "Actions"], rows));
+    const headers = ["Name", "Role", "Status", "Devices", "Last seen", ...(files ? ["Files"] : []), "Actions"];
+    this.usersBody.replaceChildren(this.table("People", headers, rows));
   }
 
   async loadBans() {

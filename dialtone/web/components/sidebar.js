@@ -2,6 +2,7 @@
 // in the side panel.
 import { currentClient } from "../client.js";
 import { voicePresenceFor } from "../voice.js";
+import { channelAvatar } from "./attachments.js";
 import { h } from "./dom.js";
 import { roomMark } from "./members.js";
 import { directButton, personName } from "./people.js";
@@ -72,7 +73,7 @@ export class DtSidebar extends HTMLElement {
       if (talking.length) label += `, ${talking.length} in voice`;
       return h("li", {},
         h("a", { href: `#/c/${ch.id}`, "aria-label": label, "aria-current": ch.id === active ? "page" : null, class: ch.unread ? "unread" : null },
-          h("span", { class: "hash", "aria-hidden": "true", title: ch.private ? "Private room" : null }, roomMark(ch)), h("span", { class: "name" }, name),
+          channelAvatar(this.client, ch, "channel-avatar small") || h("span", { class: "hash", "aria-hidden": "true", title: ch.private ? "Private room" : null }, roomMark(ch)), h("span", { class: "name" }, name),
           talking.length ? h("span", { class: "voice-count", "aria-hidden": "true", title: "In voice" }, `🔊 ${talking.length}`) : null,
           ch.unread ? h("span", { class: "badge", "aria-hidden": "true" }, String(ch.unread)) : null),
         talking.length
