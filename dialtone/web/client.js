@@ -826,6 +826,15 @@ export class Client {
     if (!(ch.created_by === this.me.id || this.canManageChannels)) return;
     ch.settling = true;
     try {
+      // The commitment may have been set meanwhile (a new room's channel.updated can
+      // arrive after its key): read the channel first, and set it only if still unset.
+      const { channels } = await this.api.channels();
+      const row = channels.find((c) => c.id === ch.id);
+      if (!row) return;
+      if (row.key_commitment) {
+        await this.refreshChannels(); // as after a 409: a key that does not match is dropped
+        return;
+      }
       const { channel } = await this.api.setChannelCommitment(ch.id, ch.keyCommitment);
       ch.key_commitment = (channel && channel.key_commitment) || ch.keyCommitment;
     } catch (error) {
