@@ -154,6 +154,7 @@ async def test_a_new_direct_room_is_announced_to_both_members(
             "key_version": 1,
             "private": True,
             "direct": True,
+            "image_file_id": None,
         }
     # Opening it again announces nothing: the members already know it.
     again = await live.http.post(
