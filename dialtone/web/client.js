@@ -193,7 +193,9 @@ export class Client {
         this.api.devices().catch((error) => this.guard(error));
       }
     });
-    socket.on("open", () => this.onOpen());
+    // Kept so that signing out can wait for the reads an opening socket started: the
+    // token must not be revoked while they are on their way (they would meet 401s).
+    socket.on("open", () => { this.opening = this.onOpen(); });
     socket.on("ended", ({ reason }) => this.end(ENDED[reason] || ENDED.revoked));
     socket.on("channel.message.new", (event) => {
       // Our own message's echo is its answer: settled now, before any later error.
@@ -259,6 +261,8 @@ export class Client {
   async logout() {
     // Our own socket is closed first, so its "revoked" close is not taken for a removal.
     this.socket.close();
+    // At most a few seconds: a server that stopped answering must not hold the sign-out.
+    await Promise.race([Promise.resolve(this.opening).catch(() => {}), new Promise((done) => setTimeout(done, 3000))]);
     let message = "You are signed out.";
     try {
       await this.api.logout();
