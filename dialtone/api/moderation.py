@@ -14,6 +14,7 @@ from dialtone import __version__
 from dialtone.api.dependencies import CallerDep, Ctx, Uow, provide_caller
 from dialtone.api.guards import members
 from dialtone.api.params import ChannelIdQuery, CursorQuery, LimitQuery, TextQuery
+from dialtone.db.repositories.messages import Tombstone
 from dialtone.schemas.admin import (
     DeletionOut,
     DeletionPage,
@@ -62,18 +63,20 @@ async def deleted_messages(
     page = await AdminService(uow, ctx).deletions(channel_id, since, limit, cursor, caller)
     return DeletionPage(
         channel_id=channel_id,
-        deletions=[
-            DeletionOut(
-                message_id=t.id,
-                channel_id=t.channel_id,
-                sender_id=t.sender_id,
-                sent_at=rfc3339(t.sent_at),
-                deleted_at=rfc3339(t.deleted_at),
-                deleted_by=t.deleted_by,
-            )
-            for t in page.items
-        ],
+        deletions=[deletion_out(t) for t in page.items],
         next_cursor=page.next_cursor,
+    )
+
+
+def deletion_out(t: Tombstone) -> DeletionOut:
+    """One deleted message as the deletions feed and ``/sync`` show it."""
+    return DeletionOut(
+        message_id=t.id,
+        channel_id=t.channel_id,
+        sender_id=t.sender_id,
+        sent_at=rfc3339(t.sent_at),
+        deleted_at=rfc3339(t.deleted_at),
+        deleted_by=t.deleted_by,
     )
 
 

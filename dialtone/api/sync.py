@@ -7,9 +7,8 @@ from litestar.params import JSONBody
 from dialtone.api.channels import channel_out
 from dialtone.api.dependencies import CallerDep, Ctx, Uow, provide_caller
 from dialtone.api.guards import members
+from dialtone.api.moderation import deletion_out
 from dialtone.db.repositories.direct import peer_of
-from dialtone.schemas.admin import DeletionOut
-from dialtone.schemas.common import rfc3339
 from dialtone.schemas.sync import SyncChannelOut, SyncIn, SyncOut
 from dialtone.services.messages import message_out
 from dialtone.services.sync import SyncCursor, SyncService
@@ -34,17 +33,7 @@ async def sync(data: JSONBody[SyncIn], uow: Uow, ctx: Ctx, caller: CallerDep) ->
                 channel_id=c.channel_id,
                 messages=[message_out(c.channel_id, row) for row in c.messages],
                 more=c.more,
-                deleted=[
-                    DeletionOut(
-                        message_id=t.id,
-                        channel_id=t.channel_id,
-                        sender_id=t.sender_id,
-                        sent_at=rfc3339(t.sent_at),
-                        deleted_at=rfc3339(t.deleted_at),
-                        deleted_by=t.deleted_by,
-                    )
-                    for t in c.deleted
-                ],
+                deleted=[deletion_out(t) for t in c.deleted],
                 deleted_more=c.deleted_more,
             )
             for c in result.channels

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from dialtone.db.models import Channel
 from dialtone.db.repositories.channels import ChannelRepository
+from dialtone.db.repositories.direct import peer_of as direct_peer
 from dialtone.db.repositories.members import OWNER, MemberRepository
 from dialtone.db.unit_of_work import UnitOfWork
 from dialtone.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -38,10 +39,7 @@ def channel_not_found() -> NotFound:
 def peer_of(channel: Channel, user_id: str) -> str | None:
     """A direct-message room's other user, as ``user_id`` sees it (``direct_key`` is the
     two user ids, sorted, joined by a colon)."""
-    if channel.direct_key is None:
-        return None
-    first, _, second = channel.direct_key.partition(":")
-    return second if first == user_id else first
+    return None if channel.direct_key is None else direct_peer(channel.direct_key, user_id)
 
 
 def may_create_private(caller: Caller, who: str) -> bool:
